@@ -1,0 +1,199 @@
+"""``gsp``: the ground-station command line. Thin: parses arguments and calls the library.
+
+Exit status: 0 success; 3 the product was written but some tiles were lost (listed for retransmission);
+2 an error the operator can act on (bad input, wrong checkpoint; the message says what to do); 1 a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import GSPError
+
+log = logging.getLogger("gsp")
+
+
+def _bands(text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give band numbers like 4,3,2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gsp",
+        description="Satellite ground-station pipeline: encode scenes into pass containers (the satellite side, "
+        "simulated), inspect and decode passes into georeferenced Zarr products, train codecs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit status: 0 ok; 3 product written but tiles lost (see the list); 2 bad input or configuration; 1 bug.",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("encode", help="encode a GeoTIFF scene into a pass container (satellite side)",
+                       description="Read SCENE in windows, turn its bands into 8-bit RGB (rules in the README), cut "
+                       "codec tiles and compress each with ELIC into a pass container.")
+    e.add_argument("scene", help="GeoTIFF (any band layout: RGB, RGBA, RGBN, uint16, float, with nodata)")
+    e.add_argument("-o", "--out", required=True, help="pass container to write (written as OUT.part, renamed when complete)")
+    e.add_argument("--codec", help="registry name or checkpoint file (default: the registry's default codec)")
+    e.add_argument("--tile-size", type=int, default=256, help="codec tile size, a multiple of 64 (default 256)")
+    e.add_argument("--pass-id", help="pass identifier (default: the scene's file name)")
+    e.add_argument("--acquired", help="acquisition time, ISO 8601 (default: now, UTC)")
+    e.add_argument("--bands", type=_bands, help="1 or 3 one-based source bands, e.g. 4,3,2 (default: see README)")
+    e.add_argument("--threads", type=int, default=1, help="torch threads for encoding (default 1; recorded in the header)")
+
+    i = sub.add_parser("inspect", help="print a pass container's header and the integrity of every tile record")
+    i.add_argument("pass_file", metavar="PASS")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    d = sub.add_parser("decode", help="decode a pass into a georeferenced Zarr product",
+                       description="Decode every intact tile of PASS into PRODUCT.zarr (array 'decoded' and mask "
+                       "'valid'); damaged, missing or desynchronised tiles are masked and listed for retransmission.")
+    d.add_argument("pass_file", metavar="PASS")
+    d.add_argument("-o", "--out", required=True, help="Zarr store to create (must not exist)")
+    d.add_argument("--codec", help="registry name or checkpoint file (default: the codec named in the pass header; "
+                   "its sha256 must match the header's)")
+    d.add_argument("--threads", type=int, help="torch threads (default: the encoder's count from the header)")
+    d.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
+    d.add_argument("--json", action="store_true", help="print a machine-readable summary")
+
+    t = sub.add_parser("train-codec", help="rate-distortion training of a reduced Chandelier ELIC",
+                       description="Train (or resume, from OUT/last.pt) an ELIC on image folders; writes OUT/loss.csv "
+                       "and OUT/loss.png. With --export, fill the entropy tables and write an inference checkpoint.")
+    t.add_argument("data", nargs="*", help="image folders (searched recursively)")
+    t.add_argument("-o", "--out", required=True, help="run directory (resumes if it holds last.pt)")
+    t.add_argument("--N", type=int, default=96, help="main channels (192 = the paper's size)")
+    t.add_argument("--M", type=int, default=192, help="latent channels (320 = the paper's size)")
+    t.add_argument("--lmbda", type=float, default=0.0032, help="rate-distortion lambda (loss = lambda*255^2*MSE + bpp)")
+    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--crop", type=int, default=128)
+    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--lr-drop-at", type=int, default=2400, help="step from which lr is divided by 10")
+    t.add_argument("--checkpoint-every", type=int, default=250)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--export", metavar="FILE", help="after training, write the inference checkpoint here")
+    t.add_argument("--evaluate", metavar="DIR", help="after export, report bpp/PSNR on this image folder")
+    t.add_argument("--no-train", action="store_true", help="only export/evaluate the existing OUT/last.pt")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except GSPError as exc:
+        print(f"gsp {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def cmd_encode(args) -> int:
+    from .encode import encode_scene
+
+    res = encode_scene(args.scene, args.out, codec=args.codec, tile_size=args.tile_size, pass_id=args.pass_id,
+                       acquired=args.acquired, bands=args.bands, threads=args.threads, progress=_progress())
+    print(f"{res.path}: pass {res.pass_id}, {res.tiles} tiles, {res.bytes} bytes, {res.bpp:.4f} bpp")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .container import PassReader
+
+    reader = PassReader(args.pass_file)
+    scan = reader.scan()
+    h = reader.header
+    lost = scan.lost_tiles()
+    report = {
+        "pass": str(args.pass_file),
+        "header": h.model_dump(),
+        "tiles_total": h.tiling.n_tiles,
+        "tiles_intact": len(scan.records),
+        "tiles_lost": [{"tile": i, "reason": p.reason, "detail": p.detail} for i, p in lost.items()],
+        "other_problems": [{"reason": p.reason, "detail": p.detail, "offset": p.offset}
+                           for p in scan.problems if p.tile_index is None],
+        "trailer": scan.trailer,
+        "notes": scan.notes,
+        "record_bytes": {str(i): ln for i, (_, ln) in sorted(scan.records.items())},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        s = h.scene
+        print(f"pass {h.pass_id} (uid {h.pass_uid}), format {h.format_version}, acquired {h.acquisition_time}")
+        print(f"scene {s.width}x{s.height} from {s.source} ({s.source_dtype}, {s.source_bands} bands)")
+        print(f"  transform {s.transform}")
+        print(f"  crs {s.crs_wkt[:100]}{'...' if len(s.crs_wkt) > 100 else ''}")
+        print(f"bands {h.bands.selection}: {h.bands.rule}; scaling {h.bands.scaling}; invalid pixels from {h.bands.mask_source}")
+        print(f"tiles {h.tiling.tiles_x}x{h.tiling.tiles_y} of {h.tiling.tile_size}px = {h.tiling.n_tiles}")
+        print(f"codec {h.codec.name} ({h.codec.architecture} {h.codec.arch}) sha256 {h.codec.sha256[:16]}... lambda {h.codec.lmbda}")
+        print(f"encoder {h.encoder.software} {h.encoder.version}, torch {h.encoder.torch}, compressai {h.encoder.compressai}, "
+              f"{h.encoder.threads} thread(s) on {h.encoder.device}; witness {h.witness}")
+        print(f"records: {len(scan.records)} intact of {h.tiling.n_tiles}; trailer {'present' if scan.trailer else 'MISSING'}")
+        for i, p in lost.items():
+            print(f"  tile {i}: {p.reason}: {p.detail}")
+        for p in report["other_problems"]:
+            print(f"  offset {p['offset']}: {p['reason']}: {p['detail']}")
+        for n in scan.notes:
+            print(f"  note: {n}")
+    return 0 if not lost else 3
+
+
+def cmd_decode(args) -> int:
+    from .decode import decode_pass
+
+    summary = decode_pass(args.pass_file, args.out, codec=args.codec, threads=args.threads, device=args.device,
+                          progress=_progress() and not args.json)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print(f"{summary.product}: {summary.tiles_ok}/{summary.tiles_total} tiles decoded, {summary.bytes} bytes, "
+              f"{summary.bpp:.4f} bpp, {summary.decode_s:.1f} s")
+        for d in summary.lost:
+            print(f"  tile {d['tile']}: {d['reason']}: {d['detail']}  -> ask for retransmission")
+    return summary.exit_code
+
+
+def cmd_train_codec(args) -> int:
+    from .codec import load_codec
+    from .images import list_images
+    from .train_codec import CodecTrainConfig, evaluate_codec, export_codec, train_codec
+
+    out = Path(args.out)
+    if not args.no_train:
+        if not args.data:
+            print("gsp train-codec: error: give at least one image folder", file=sys.stderr)
+            return 2
+        cfg = CodecTrainConfig(data=args.data, out=str(out), N=args.N, M=args.M, lmbda=args.lmbda, steps=args.steps,
+                               batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_drop_at=args.lr_drop_at,
+                               checkpoint_every=args.checkpoint_every, seed=args.seed)
+        train_codec(cfg, progress=_progress())
+    if args.export:
+        digest = export_codec(out / "last.pt", args.export)
+        print(f"exported {args.export} (sha256 {digest})")
+        if args.evaluate:
+            res = evaluate_codec(load_codec(args.export), list_images(args.evaluate))
+            (out / "evaluation.json").write_text(json.dumps(res, indent=2))
+            print(f"{args.evaluate}: {res['images']} images, {res['bpp']:.4f} bpp, {res['psnr_db']:.2f} dB PSNR")
+    return 0
+
+
+_COMMANDS = {
+    "encode": cmd_encode,
+    "inspect": cmd_inspect,
+    "decode": cmd_decode,
+    "train-codec": cmd_train_codec,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

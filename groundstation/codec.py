@@ -1,0 +1,370 @@
+"""ELIC (CompressAI ``Elic2022Chandelier``): building, checkpoint loading, and tile encode/decode.
+
+One loader accepts
+* CompressAI checkpoints of ``Elic2022Chandelier`` (raw state dict, or wrapped in ``state_dict``/``network``);
+* the INN-RSIC authors' ELIC checkpoints (their training format: a dict with ``state_dict`` and empty entropy
+  tables; their inference format: a raw state dict with filled tables), renamed with :data:`AUTHORS_KEY_RULES`.
+
+Filled entropy tables are used as they are. Recomputing them (``update(force=True)``) under CompressAI 1.2.8
+changes the z tables of a CompressAI 1.1.5 checkpoint and its bitstreams then decode to garbage, so that only
+happens for checkpoints whose tables are empty, with a log line saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURE = "elic2022-chandelier"
+#: Codec input height/width must be multiples of this (four stride-2 layers in g_a, two more in h_a).
+CODEC_ALIGN = 64
+#: Refuse checkpoint files larger than this before reading them (the full ELIC is ~135 MB in float32).
+MAX_CHECKPOINT_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class CodecArch:
+    """Architecture parameters of a Chandelier ELIC; everything needed to build it."""
+
+    N: int = 192
+    M: int = 320
+    groups: tuple[int, ...] = (16, 16, 32, 64, 192)
+
+    def __post_init__(self) -> None:
+        if sum(self.groups) != self.M:
+            raise CheckpointError(f"ELIC groups {list(self.groups)} sum to {sum(self.groups)}, not M={self.M}")
+
+    @classmethod
+    def default_groups(cls, N: int, M: int) -> "CodecArch":
+        return cls(N=N, M=M, groups=(16, 16, 32, 64, M - 128))
+
+    def as_dict(self) -> dict:
+        return {"N": self.N, "M": self.M, "groups": list(self.groups)}
+
+
+def build_codec(arch: CodecArch) -> torch.nn.Module:
+    """A fresh (random-init) ``Elic2022Chandelier`` of the given size."""
+    from compressai.models import Elic2022Chandelier
+
+    return Elic2022Chandelier(N=arch.N, M=arch.M, groups=list(arch.groups))
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+#: Authors' (ELiC-ReImplemetation / INN-RSIC) names -> CompressAI 1.2.8 names. ``{k}`` is a group index.
+#: ``gaussian_conditional.*`` is shared by all groups in their code and copied to each group's model here.
+AUTHORS_KEY_RULES: list[tuple[str, str]] = [
+    (r"^g_a\.(.*)$", r"g_a.\1"),
+    (r"^g_s\.(.*)$", r"g_s.\1"),
+    (r"^h_a\.(.*)$", r"latent_codec.hyper.h_a.\1"),
+    (r"^h_s\.(.*)$", r"latent_codec.hyper.h_s.\1"),
+    # CompressAI 1.1.5 stored the factorized prior's parameters as _matrix{i}/_bias{i}/_factor{i}.
+    (r"^entropy_bottleneck\._matrix(\d+)$", r"latent_codec.hyper.entropy_bottleneck.matrices.\1"),
+    (r"^entropy_bottleneck\._bias(\d+)$", r"latent_codec.hyper.entropy_bottleneck.biases.\1"),
+    (r"^entropy_bottleneck\._factor(\d+)$", r"latent_codec.hyper.entropy_bottleneck.factors.\1"),
+    (r"^entropy_bottleneck\.(.*)$", r"latent_codec.hyper.entropy_bottleneck.\1"),
+    # cc_transforms.{i} is the channel context of group i+1 ("g_ch^(k)").
+    (r"^cc_transforms\.(\d+)\.(.*)$", lambda m: f"latent_codec.y.channel_context.y{int(m[1]) + 1}.{m[2]}"),
+    (r"^context_prediction\.(\d+)\.(.*)$", r"latent_codec.y.latent_codec.y\1.context_prediction.\2"),
+    # ParamAggregation outputs (means, scales), the order CompressAI's chunks=("means", "scales") expects.
+    (r"^ParamAggregation\.(\d+)\.(.*)$", r"latent_codec.y.latent_codec.y\1.entropy_parameters.\2"),
+]
+
+
+def _unwrap(obj: object, path: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "network", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: not a state dict (got {type(obj).__name__}); expected a dict of tensors")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors: {bad[:5]}; is this a model checkpoint?")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Read a checkpoint without pickle (``weights_only=True``); return (state dict, sha256 of the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path}: {size} bytes is larger than the {MAX_CHECKPOINT_BYTES}-byte limit")
+    digest = sha256_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only raises UnpicklingError for anything but tensors and containers
+        raise CheckpointError(
+            f"{path}: cannot be read safely as a torch checkpoint ({type(exc).__name__}: {str(exc)[:200]}). "
+            "Only plain state dicts are accepted (torch.save(model.state_dict(), path))."
+        ) from exc
+    return _unwrap(obj, str(path)), digest
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def detect_codec_format(sd: dict[str, torch.Tensor]) -> str:
+    """``compressai`` or ``inn-rsic`` (the authors' names); raises for anything else."""
+    if any(k.startswith("latent_codec.") for k in sd):
+        return "compressai"
+    if any(k.startswith(("cc_transforms.", "ParamAggregation.")) for k in sd):
+        return "inn-rsic"
+    raise CheckpointError(
+        "not an ELIC (Elic2022Chandelier) checkpoint: found neither CompressAI names (latent_codec.*) nor the "
+        f"INN-RSIC authors' names (cc_transforms.*, ParamAggregation.*); first keys: {list(sd)[:4]}"
+    )
+
+
+def rename_authors_keys(sd: dict[str, torch.Tensor], n_groups: int) -> dict[str, torch.Tensor]:
+    """Map the authors' ELIC names to CompressAI 1.2.8's (see :data:`AUTHORS_KEY_RULES`)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key.startswith("gaussian_conditional."):
+            rest = key[len("gaussian_conditional.") :]
+            for k in range(n_groups):
+                out[f"latent_codec.y.latent_codec.y{k}.y.gaussian_conditional.{rest}"] = value.clone()
+            continue
+        for pattern, repl in AUTHORS_KEY_RULES:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                out[new] = value
+                break
+        else:
+            raise CheckpointError(f"unexpected key in an INN-RSIC ELIC checkpoint: {key!r}")
+    return out
+
+
+def infer_codec_arch(sd: dict[str, torch.Tensor]) -> CodecArch:
+    """Read N, M and the channel groups back from tensor shapes (CompressAI names)."""
+    try:
+        N = sd["g_a.0.weight"].shape[0]
+        M = sd["g_a.13.weight"].shape[0]
+        groups = []
+        k = 0
+        while f"latent_codec.y.latent_codec.y{k}.context_prediction.weight" in sd:
+            groups.append(int(sd[f"latent_codec.y.latent_codec.y{k}.context_prediction.weight"].shape[1]))
+            k += 1
+    except KeyError as exc:
+        raise CheckpointError(f"ELIC checkpoint lacks {exc.args[0]!r}: cannot infer its architecture") from exc
+    return CodecArch(N=int(N), M=int(M), groups=tuple(groups))
+
+
+def tables_state(sd: dict[str, torch.Tensor]) -> str:
+    """``filled``, ``empty`` or ``partial``: are the CDF tables in this state dict usable as they are?"""
+    cdfs = [v for k, v in sd.items() if k.endswith("._quantized_cdf")]
+    filled = [v.numel() > 0 for v in cdfs]
+    if filled and all(filled):
+        return "filled"
+    if not any(filled):
+        return "empty"
+    return "partial"
+
+
+@dataclass
+class LoadedCodec:
+    model: torch.nn.Module
+    arch: CodecArch
+    sha256: str
+    source_format: str
+    tables: str  # "filled" (from the checkpoint) or "computed" (update() ran on load)
+    path: str = ""
+
+
+def load_codec(
+    path: str | Path, expected_sha256: str | None = None, *, arch: CodecArch | None = None
+) -> LoadedCodec:
+    """Load any supported ELIC checkpoint strictly; check its sha256 when one is expected."""
+    sd, digest = read_state_dict(path)
+    if expected_sha256 and digest != expected_sha256:
+        raise CheckpointError(
+            f"{path}: sha256 {digest[:16]}... does not match the expected {expected_sha256[:16]}...; "
+            "the pass was encoded with another codec checkpoint: pass --codec with the matching file"
+        )
+    return codec_from_state_dict(sd, digest=digest, path=str(path), arch=arch)
+
+
+def codec_from_state_dict(
+    sd: dict[str, torch.Tensor], *, digest: str = "", path: str = "<memory>", arch: CodecArch | None = None
+) -> LoadedCodec:
+    fmt = detect_codec_format(sd)
+    if fmt == "inn-rsic":
+        n_groups = len({k.split(".")[1] for k in sd if k.startswith("context_prediction.")})
+        sd = rename_authors_keys(sd, n_groups)
+    arch = arch or infer_codec_arch(sd)
+    state = tables_state(sd)
+    if state == "partial":
+        raise CheckpointError(
+            f"{path}: some entropy tables are filled and others are empty; re-export the checkpoint with "
+            "`gsp train-codec --export` (or CompressAI's update_model) so that all of them are filled"
+        )
+    model = build_codec(arch)
+    try:
+        model.load_state_dict(sd, strict=True)  # CompressAI resizes the CDF buffers to the checkpoint's
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: does not match Elic2022Chandelier{arch.as_dict()}: {_first_lines(exc)}")
+    if state == "empty":
+        log.info("%s: entropy tables are empty (training checkpoint); computing them once with update()", path)
+        model.update(force=True)
+        tables = "computed"
+    else:
+        tables = "filled"
+    model.eval()
+    return LoadedCodec(model=model, arch=arch, sha256=digest, source_format=fmt, tables=tables, path=path)
+
+
+def _first_lines(exc: Exception, n: int = 6) -> str:
+    return " | ".join(str(exc).strip().splitlines()[:n])
+
+
+# ------------------------------------------------------------------------------------- tile encode/decode
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` intra-op threads (None: leave as is), restoring the previous count after it."""
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _SymbolWitness:
+    """Records the integer symbols every Gaussian conditional codes, in coding order, as a running CRC32.
+
+    The encoder and the decoder see the same symbol sequence exactly when the range decoder stayed in sync,
+    so equal witnesses prove a tile decoded to what was encoded (integers: no float tolerance involved).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from compressai.entropy_models import GaussianConditional
+
+        self.crc = 0
+        self._patched: list[torch.nn.Module] = []
+        for module in model.modules():
+            if isinstance(module, GaussianConditional):
+                orig_dequantize = module.dequantize
+
+                # CompressAI's compress() decodes its own strings to get y_hat, so the encoder and a decoder
+                # both pass the decoded integer symbols through dequantize(): record them there.
+                def dequantize(inputs, means=None, dtype=torch.float, _d=orig_dequantize):
+                    self._update(inputs)
+                    return _d(inputs, means, dtype)
+
+                module.dequantize = dequantize
+                self._patched.append(module)
+
+    def _update(self, symbols: torch.Tensor) -> None:
+        arr = symbols.detach().to("cpu", torch.int32).contiguous().numpy()
+        self.crc = zlib.crc32(arr.tobytes(), self.crc)
+
+    def close(self) -> None:
+        for module in self._patched:
+            del module.dequantize
+        self._patched.clear()
+
+
+@dataclass
+class EncodedTile:
+    strings: list[bytes]
+    z_hw: tuple[int, int]
+    y_hw: tuple[int, int]
+    witness: int
+    height: int
+    width: int
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(s) for s in self.strings)
+
+
+@dataclass
+class TileCodec:
+    """Encodes and decodes single RGB uint8 tiles with one loaded ELIC, at a fixed thread count."""
+
+    codec: LoadedCodec
+    device: str = "cpu"
+    threads: int | None = 1
+    _on_device: bool = field(default=False, init=False)
+
+    def _model(self) -> torch.nn.Module:
+        if not self._on_device:
+            self.codec.model.to(self.device)
+            self._on_device = True
+        return self.codec.model
+
+    def encode(self, rgb: np.ndarray) -> EncodedTile:
+        """``rgb``: (H, W, 3) uint8. Pads (edge replicate) to a multiple of 64; the decoder crops back."""
+        h, w = rgb.shape[:2]
+        x = _to_tensor(rgb, self.device)
+        x = _pad_to(x, CODEC_ALIGN)
+        model = self._model()
+        witness = _SymbolWitness(model)
+        try:
+            with torch_threads(self.threads), torch.inference_mode():
+                out = model.compress(x)
+        finally:
+            witness.close()
+        strings = [s[0] for s in out["strings"]]
+        z_hw = tuple(int(v) for v in out["shape"]["hyper"])
+        y_hw = tuple(int(v) for v in out["shape"]["y"][0][1:])
+        return EncodedTile(strings=strings, z_hw=z_hw, y_hw=y_hw, witness=witness.crc, height=h, width=w)
+
+    def decode(
+        self, strings: list[bytes], z_hw: tuple[int, int], y_hw: tuple[int, int], height: int, width: int
+    ) -> tuple[np.ndarray, int]:
+        """Decode one tile; returns ((height, width, 3) uint8, witness of the decoded symbols)."""
+        groups = self.codec.arch.groups
+        shape = {"y": [torch.Size([g, *y_hw]) for g in groups], "hyper": torch.Size(z_hw)}
+        model = self._model()
+        witness = _SymbolWitness(model)
+        try:
+            with torch_threads(self.threads), torch.inference_mode():
+                out = model.decompress([[s] for s in strings], shape)
+                x_hat = out["x_hat"][0, :, :height, :width].clamp(0, 1)
+                img = x_hat.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        finally:
+            witness.close()
+        return np.ascontiguousarray(img), witness.crc
+
+    @property
+    def n_strings(self) -> int:
+        return 2 * len(self.codec.arch.groups) + 1
+
+
+def _to_tensor(rgb: np.ndarray, device: str) -> torch.Tensor:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 tile, got {rgb.dtype} {rgb.shape}")
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(device)
+
+
+def _pad_to(x: torch.Tensor, align: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % align, (-w) % align
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x

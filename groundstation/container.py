@@ -1,0 +1,473 @@
+"""The pass container: what the satellite downlinks after a pass. Parsed here, and only here.
+
+Byte layout (all integers little-endian; the full description with a worked example is docs/pass-format.md)::
+
+    file    := header record* trailer?
+    header  := MAGIC(8) version:u16 json_len:u32 json:bytes[json_len] json_crc:u32
+    record  := SYNC_TILE(4) body_len:u32 body_crc:u32 body:bytes[body_len]
+    body    := pass_uid:16s tile_index:u32 flags:u16 witness:u32 z_h:u16 z_w:u16 y_h:u16 y_w:u16
+               n_strings:u8 len:u32[n_strings] strings... [mask_len:u32 mask:bytes[mask_len]]
+    trailer := SYNC_END(4) body_len:u32 body_crc:u32 (pass_uid:16s n_records:u32)
+
+``flags`` bit 0: ``witness`` holds the CRC32 of the decoded latent symbols (format 1 always sets it; a record
+without it decodes with a warning that a desync would go unnoticed); bit 1: a validity mask follows the strings
+(zlib-compressed ``np.packbits`` of the tile's valid pixels, row-major; absent = every pixel valid).
+
+Every length is checked against a hard limit and against the bytes left in the file *before* anything is
+allocated; a damaged record costs its tile only: the scanner resynchronises on the next sync marker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import PassFormatError
+
+MAGIC = b"\x89GSPASS\n"  # high bit + newline: catches 7-bit and text-mode transfers
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+SYNC_TILE = b"\xf0TIL"
+SYNC_END = b"\xf0END"
+MAX_HEADER_BYTES = 1 << 20
+MAX_RECORD_BYTES = 64 << 20
+MAX_STRINGS = 64
+WITNESS_KIND = "crc32-int32-decoded-y-symbols"
+
+_HEAD = struct.Struct("<8sHI")
+_U32 = struct.Struct("<I")
+_FRAME = struct.Struct("<4sII")  # sync, body_len, body_crc
+_BODY = struct.Struct("<16sIHIHHHHB")
+_TRAILER = struct.Struct("<16sI")
+
+FLAG_WITNESS = 1
+FLAG_MASK = 2
+
+
+# ------------------------------------------------------------------------------------------------ header
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SceneInfo(_Strict):
+    width: int = Field(gt=0, lt=1 << 24)
+    height: int = Field(gt=0, lt=1 << 24)
+    crs_wkt: str = Field(max_length=64_000)
+    transform: tuple[float, float, float, float, float, float]  # affine a, b, c, d, e, f (rasterio order)
+    source: str = ""
+    source_dtype: str = ""
+    source_bands: int = 0
+
+
+class TilingInfo(_Strict):
+    tile_size: int
+    tiles_x: int
+    tiles_y: int
+
+    @field_validator("tile_size")
+    @classmethod
+    def _aligned(cls, v: int) -> int:
+        if v < 64 or v > 4096 or v % 64:
+            raise ValueError(f"tile_size {v} must be a multiple of 64 between 64 and 4096")
+        return v
+
+    @property
+    def n_tiles(self) -> int:
+        return self.tiles_x * self.tiles_y
+
+
+class CodecInfo(_Strict):
+    name: str
+    architecture: str
+    arch: dict
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    lmbda: float | None = None
+
+
+class BandInfo(_Strict):
+    selection: list[int]  # 1-based source band numbers giving R, G, B
+    rule: str  # why these bands (human-readable)
+    scaling: Literal["identity", "linear"]
+    in_min: list[float]
+    in_max: list[float]
+    mask_source: str  # what defined invalid pixels (alpha band, nodata value, NaN, none)
+    source_nodata: float | None = None
+    fill_value: int = 0
+
+
+class EncoderInfo(_Strict):
+    software: str
+    version: str
+    torch: str
+    compressai: str
+    threads: int | None
+    device: str
+
+
+class PassHeader(_Strict):
+    format_version: int
+    pass_id: str = Field(min_length=1, max_length=200)
+    pass_uid: str = Field(pattern=r"^[0-9a-f]{32}$")
+    acquisition_time: str
+    created: str
+    scene: SceneInfo
+    tiling: TilingInfo
+    codec: CodecInfo
+    bands: BandInfo
+    encoder: EncoderInfo
+    witness: str | None = WITNESS_KIND
+
+    @model_validator(mode="after")
+    def _grid_covers_scene(self) -> "PassHeader":
+        t, s = self.tiling, self.scene
+        if t.tiles_x != math.ceil(s.width / t.tile_size) or t.tiles_y != math.ceil(s.height / t.tile_size):
+            raise ValueError(
+                f"tile grid {t.tiles_x}x{t.tiles_y} of {t.tile_size}px does not cover a {s.width}x{s.height} scene"
+            )
+        if t.n_tiles > 1_000_000:
+            raise ValueError(f"{t.n_tiles} tiles is more than the 1,000,000 a pass may have")
+        return self
+
+    def tile_window(self, index: int) -> tuple[int, int, int, int]:
+        """(row0, row1, col0, col1) of a codec tile in scene pixels; edge tiles are smaller."""
+        t, s = self.tiling, self.scene
+        if not 0 <= index < t.n_tiles:
+            raise IndexError(f"tile {index} outside 0..{t.n_tiles - 1}")
+        r, c = divmod(index, t.tiles_x)
+        r0, c0 = r * t.tile_size, c * t.tile_size
+        return r0, min(r0 + t.tile_size, s.height), c0, min(c0 + t.tile_size, s.width)
+
+    @property
+    def uid_bytes(self) -> bytes:
+        return bytes.fromhex(self.pass_uid)
+
+
+# ------------------------------------------------------------------------------------------------ records
+@dataclass
+class TileRecord:
+    tile_index: int
+    strings: list[bytes]
+    z_hw: tuple[int, int]
+    y_hw: tuple[int, int]
+    witness: int | None
+    mask: bytes | None = None  # zlib(np.packbits(valid)) when some pixels are invalid
+    pass_uid: bytes = b""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of ELIC strings (what bpp counts)."""
+        return sum(len(s) for s in self.strings)
+
+    def pack(self, pass_uid: bytes) -> bytes:
+        flags = (FLAG_WITNESS if self.witness is not None else 0) | (FLAG_MASK if self.mask is not None else 0)
+        if len(self.strings) > MAX_STRINGS:
+            raise ValueError(f"{len(self.strings)} strings exceed the {MAX_STRINGS} a record may hold")
+        parts = [
+            _BODY.pack(pass_uid, self.tile_index, flags, self.witness or 0, *self.z_hw, *self.y_hw, len(self.strings)),
+            struct.pack(f"<{len(self.strings)}I", *(len(s) for s in self.strings)),
+            *self.strings,
+        ]
+        if self.mask is not None:
+            parts += [_U32.pack(len(self.mask)), self.mask]
+        body = b"".join(parts)
+        return _FRAME.pack(SYNC_TILE, len(body), zlib.crc32(body)) + body
+
+    @classmethod
+    def unpack(cls, body: bytes) -> "TileRecord":
+        """Parse a CRC-checked body; raise ValueError naming what is inconsistent."""
+        if len(body) < _BODY.size:
+            raise ValueError(f"body of {len(body)} bytes is shorter than the {_BODY.size}-byte record header")
+        uid, index, flags, witness, zh, zw, yh, yw, n = _BODY.unpack_from(body)
+        pos = _BODY.size
+        if n == 0 or n > MAX_STRINGS:
+            raise ValueError(f"record holds {n} strings (1..{MAX_STRINGS} allowed)")
+        if pos + 4 * n > len(body):
+            raise ValueError("string length table runs past the record")
+        lengths = struct.unpack_from(f"<{n}I", body, pos)
+        pos += 4 * n
+        if pos + sum(lengths) > len(body):
+            raise ValueError(f"strings of {sum(lengths)} bytes run past the record ({len(body) - pos} left)")
+        strings = []
+        for ln in lengths:
+            strings.append(body[pos : pos + ln])
+            pos += ln
+        mask = None
+        if flags & FLAG_MASK:
+            if pos + 4 > len(body):
+                raise ValueError("mask length runs past the record")
+            (mlen,) = _U32.unpack_from(body, pos)
+            pos += 4
+            if pos + mlen > len(body):
+                raise ValueError("mask runs past the record")
+            mask = body[pos : pos + mlen]
+            pos += mlen
+        if pos != len(body):
+            raise ValueError(f"{len(body) - pos} unexpected trailing bytes in the record")
+        return cls(
+            tile_index=index,
+            strings=strings,
+            z_hw=(zh, zw),
+            y_hw=(yh, yw),
+            witness=witness if flags & FLAG_WITNESS else None,
+            mask=mask,
+            pass_uid=uid,
+        )
+
+
+def pack_mask(valid: np.ndarray) -> bytes | None:
+    """None when every pixel is valid (nothing to send)."""
+    if valid.all():
+        return None
+    return zlib.compress(np.packbits(valid.astype(bool), axis=None).tobytes(), 9)
+
+
+def unpack_mask(blob: bytes, height: int, width: int) -> np.ndarray:
+    """Inflate with a hard output limit (a zip bomb cannot allocate more than the tile needs)."""
+    need = (height * width + 7) // 8
+    d = zlib.decompressobj()
+    raw = d.decompress(blob, need + 1)
+    if len(raw) != need or d.unconsumed_tail:
+        raise ValueError(f"mask inflates to {len(raw)}+ bytes, expected {need} for {height}x{width}")
+    return np.unpackbits(np.frombuffer(raw, np.uint8), count=height * width).reshape(height, width).astype(bool)
+
+
+# ------------------------------------------------------------------------------------------------ writing
+class PassWriter:
+    """Writes ``path.part`` and renames it to ``path`` on a clean close: a pass at its final name is complete."""
+
+    def __init__(self, path: str | Path, header: PassHeader) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".part")
+        self.header = header
+        self.records = 0
+        self._f: BinaryIO = open(self.tmp, "wb")
+        self._f.write(pack_header(header))
+
+    def write(self, record: TileRecord) -> int:
+        blob = record.pack(self.header.uid_bytes)
+        self._f.write(blob)
+        self.records += 1
+        return len(blob)
+
+    def close(self) -> None:
+        body = _TRAILER.pack(self.header.uid_bytes, self.records)
+        self._f.write(_FRAME.pack(SYNC_END, len(body), zlib.crc32(body)) + body)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._f.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "PassWriter":
+        return self
+
+    def __exit__(self, exc_type, *_: object) -> None:
+        self.abort() if exc_type else self.close()
+
+
+def pack_header(header: PassHeader) -> bytes:
+    blob = header.model_dump_json().encode()
+    if len(blob) > MAX_HEADER_BYTES:
+        raise ValueError(f"header of {len(blob)} bytes exceeds {MAX_HEADER_BYTES}")
+    return _HEAD.pack(MAGIC, header.format_version, len(blob)) + blob + _U32.pack(zlib.crc32(blob))
+
+
+def read_header(f: BinaryIO, name: str = "pass") -> tuple[PassHeader, int]:
+    """Parse the header at the start of ``f``; return it and the offset of the first record."""
+    head = f.read(_HEAD.size)
+    if len(head) < _HEAD.size:
+        raise PassFormatError(f"{name}: truncated header ({len(head)} of {_HEAD.size} bytes); the file is not a complete pass container")
+    magic, version, jlen = _HEAD.unpack(head)
+    if magic != MAGIC:
+        raise PassFormatError(f"{name}: not a pass container (magic {magic!r}, expected {MAGIC!r})")
+    if version not in SUPPORTED_VERSIONS:
+        raise PassFormatError(
+            f"{name}: container format version {version} is not supported (this build reads {list(SUPPORTED_VERSIONS)}); "
+            "upgrade the ground-station software"
+        )
+    if jlen > MAX_HEADER_BYTES:
+        raise PassFormatError(f"{name}: header length {jlen} exceeds the {MAX_HEADER_BYTES}-byte limit: damaged header")
+    blob = f.read(jlen)
+    crc = f.read(4)
+    if len(blob) < jlen or len(crc) < 4:
+        raise PassFormatError(f"{name}: truncated header (the file ends inside it); ask for the pass again")
+    if zlib.crc32(blob) != _U32.unpack(crc)[0]:
+        raise PassFormatError(f"{name}: header CRC mismatch: the header is damaged; ask for the pass again")
+    try:
+        header = PassHeader.model_validate(json.loads(blob))
+    except (ValueError, ValidationError) as exc:
+        raise PassFormatError(f"{name}: invalid header: {str(exc)[:500]}") from exc
+    if header.format_version != version:
+        raise PassFormatError(f"{name}: header says version {header.format_version}, framing says {version}")
+    return header, _HEAD.size + jlen + 4
+
+
+# ------------------------------------------------------------------------------------------------ reading
+TileStatus = Literal["ok", "crc_mismatch", "truncated", "missing", "foreign", "conflict", "malformed",
+                     "desync", "decode_error"]
+
+
+@dataclass
+class TileProblem:
+    tile_index: int | None  # None: a damaged record whose index could not be trusted
+    reason: TileStatus | str
+    detail: str
+    offset: int | None = None
+
+
+@dataclass
+class ScanResult:
+    """Where each intact record lies, and everything that was wrong with the rest."""
+
+    header: PassHeader
+    records: dict[int, tuple[int, int]] = field(default_factory=dict)  # tile -> (body offset, body length)
+    problems: list[TileProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    trailer: bool = False
+    size: int = 0
+
+    def lost_tiles(self) -> dict[int, TileProblem]:
+        """Tiles without an intact record, with the most specific reason known (one per tile)."""
+        lost: dict[int, TileProblem] = {}
+        for p in self.problems:
+            if p.tile_index is not None and p.tile_index not in self.records and p.tile_index not in lost:
+                lost[p.tile_index] = p
+        return dict(sorted(lost.items()))
+
+
+class PassReader:
+    """Random access to a pass container's tile records after one streaming scan (memory: the index only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PassFormatError(f"{self.path}: no such pass container")
+        with open(self.path, "rb") as f:
+            self.header, self.data_offset = read_header(f, str(self.path))
+        self._scan: ScanResult | None = None
+
+    def scan(self) -> ScanResult:
+        if self._scan is None:
+            self._scan = _scan(self.path, self.header, self.data_offset)
+        return self._scan
+
+    def read(self, tile_index: int) -> TileRecord:
+        """The intact record of a tile (KeyError if it has none); the CRC is checked again on read."""
+        offset, length = self.scan().records[tile_index]
+        with open(self.path, "rb") as f:
+            f.seek(offset - _FRAME.size)
+            _, blen, crc = _FRAME.unpack(f.read(_FRAME.size))
+            body = f.read(length)
+        if blen != length or zlib.crc32(body) != crc:
+            raise PassFormatError(f"{self.path}: tile record {tile_index} changed on disk since it was scanned")
+        return TileRecord.unpack(body)
+
+    def __iter__(self) -> Iterator[TileRecord]:
+        for index in sorted(self.scan().records):
+            yield self.read(index)
+
+
+def _find(f: BinaryIO, start: int, size: int) -> int:
+    """Offset of the next sync marker (tile or end) at or after ``start``, or -1."""
+    block = 1 << 20
+    pos = start
+    while pos < size:
+        f.seek(pos)
+        data = f.read(block + 3)
+        hits = [i for i in (data.find(SYNC_TILE), data.find(SYNC_END)) if i >= 0]
+        if hits:
+            return pos + min(hits)
+        pos += block
+    return -1
+
+
+def _scan(path: Path, header: PassHeader, start: int) -> ScanResult:
+    res = ScanResult(header=header, size=path.stat().st_size)
+    n_tiles = header.tiling.n_tiles
+    uid = header.uid_bytes
+    crcs: dict[int, int] = {}
+    conflicts: set[int] = set()
+    with open(path, "rb") as f:
+        pos = _find(f, start, res.size)
+        if pos > start:
+            res.problems.append(TileProblem(None, "malformed", f"{pos - start} unframed bytes after the header", start))
+        while pos >= 0:
+            f.seek(pos)
+            frame = f.read(_FRAME.size)
+            if len(frame) < _FRAME.size:
+                res.problems.append(TileProblem(None, "truncated", "file ends inside a record frame", pos))
+                break
+            sync, blen, crc = _FRAME.unpack(frame)
+            body_at = pos + _FRAME.size
+            if blen > MAX_RECORD_BYTES or body_at + blen > res.size:
+                why = "exceeds the record size limit" if blen > MAX_RECORD_BYTES else "runs past the end of the file"
+                index = _peek_index(f, body_at, res.size, n_tiles, crcs)
+                reason = "truncated" if body_at + blen > res.size and blen <= MAX_RECORD_BYTES else "malformed"
+                res.problems.append(TileProblem(index, reason, f"record length {blen} {why}", pos))
+                pos = _find(f, pos + 4, res.size)
+                continue
+            body = f.read(blen)
+            if zlib.crc32(body) != crc:
+                index = _peek_index(f, body_at, res.size, n_tiles, crcs)
+                res.problems.append(TileProblem(index, "crc_mismatch", "record CRC32 mismatch (bit errors)", pos))
+                pos = _find(f, pos + 4, res.size)
+                continue
+            if sync == SYNC_END:
+                if blen == _TRAILER.size:
+                    t_uid, n_rec = _TRAILER.unpack(body)
+                    if t_uid == uid:
+                        res.trailer = True
+                        res.notes.append(f"trailer: the satellite wrote {n_rec} records")
+                pos = _find(f, body_at + blen, res.size)
+                continue
+            try:
+                rec_uid, index = struct.unpack_from("<16sI", body)
+            except struct.error:
+                res.problems.append(TileProblem(None, "malformed", "record too short for its header", pos))
+                pos = _find(f, body_at + blen, res.size)
+                continue
+            if rec_uid != uid:
+                res.problems.append(TileProblem(index if index < n_tiles else None, "foreign",
+                                                f"record of another pass (uid {rec_uid.hex()[:12]}...), ignored", pos))
+            elif index >= n_tiles:
+                res.problems.append(TileProblem(None, "malformed", f"tile index {index} outside 0..{n_tiles - 1}", pos))
+            elif index in crcs:
+                if crcs[index] == crc:
+                    res.notes.append(f"tile {index}: identical duplicate record at offset {pos} ignored")
+                else:
+                    conflicts.add(index)
+                    res.problems.append(TileProblem(index, "conflict", "two different intact records for this tile", pos))
+            else:
+                crcs[index] = crc
+                res.records[index] = (body_at, blen)
+            pos = _find(f, body_at + blen, res.size)
+    for index in conflicts:  # neither copy can be trusted
+        res.records.pop(index, None)
+    reported = {p.tile_index for p in res.problems}
+    for index in range(n_tiles):
+        if index not in res.records and index not in reported:
+            res.problems.append(TileProblem(index, "missing", "no record for this tile in the pass"))
+    if not res.trailer:
+        res.notes.append("no end-of-pass trailer: the downlink may have been cut short")
+    return res
+
+
+def _peek_index(f: BinaryIO, body_at: int, size: int, n_tiles: int, have: dict[int, int]) -> int | None:
+    """The tile index a damaged record claims, if plausible (in range, and no intact record has it yet)."""
+    if body_at + 20 > size:
+        return None
+    f.seek(body_at + 16)
+    (index,) = _U32.unpack(f.read(4))
+    return index if index < n_tiles and index not in have else None

@@ -1,0 +1,190 @@
+"""Ground side: pass container -> georeferenced ``decoded`` mosaic in Zarr, tile by tile.
+
+A tile is written as valid pixels only when its record is intact (CRC), consistent with the header, decodes
+without error and its decoded latent symbols match the encoder's witness. Everything else is masked (valid = 0)
+and listed, with the reason, for retransmission.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .codec import CODEC_ALIGN, LoadedCodec, TileCodec, load_codec
+from .container import PassHeader, PassReader, TileRecord, unpack_mask
+from .product import create_product, finalize, open_arrays, write_block
+from .registry import resolve_model
+
+log = logging.getLogger(__name__)
+
+#: ``gsp decode`` exit status: every tile decoded / product written but some tiles lost (see the list).
+EXIT_OK = 0
+EXIT_TILES_LOST = 3
+
+
+@dataclass
+class TileOutcome:
+    tile: int
+    status: str  # ok, crc_mismatch, truncated, missing, foreign, conflict, malformed, desync, decode_error
+    detail: str = ""
+    bytes: int = 0
+    decode_ms: float = 0.0
+    retried: bool = False
+
+
+@dataclass
+class DecodeSummary:
+    product: str
+    pass_id: str
+    tiles_total: int
+    tiles_ok: int
+    lost: list[dict]
+    bytes: int
+    bpp: float
+    decode_s: float
+    codec: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if not self.lost else EXIT_TILES_LOST
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "tiles_lost": len(self.lost), "exit_code": self.exit_code}
+
+
+@contextlib.contextmanager
+def strict_mode() -> Iterator[None]:
+    """One thread and deterministic kernels: the encoder's own conditions (it encodes with 1 thread)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def check_record(rec: TileRecord, header: PassHeader, codec: LoadedCodec) -> str | None:
+    """Why a CRC-intact record cannot belong to this header/codec, or None."""
+    r0, r1, c0, c1 = header.tile_window(rec.tile_index)
+    h, w = r1 - r0, c1 - c0
+    want_y = (math.ceil(h / CODEC_ALIGN) * 4, math.ceil(w / CODEC_ALIGN) * 4)
+    want_z = (want_y[0] // 4, want_y[1] // 4)
+    n = 2 * len(codec.arch.groups) + 1
+    if len(rec.strings) != n:
+        return f"{len(rec.strings)} ELIC strings, the codec needs {n}"
+    if tuple(rec.y_hw) != want_y or tuple(rec.z_hw) != want_z:
+        return f"latent shapes y{tuple(rec.y_hw)} z{tuple(rec.z_hw)} do not fit a {h}x{w} tile (want y{want_y} z{want_z})"
+    return None
+
+
+def decode_tile(tc: TileCodec, rec: TileRecord, header: PassHeader) -> tuple[np.ndarray | None, np.ndarray | None, TileOutcome]:
+    """Decode and verify one record: (rgb (3,h,w) or None, valid (h,w) or None, outcome)."""
+    r0, r1, c0, c1 = header.tile_window(rec.tile_index)
+    h, w = r1 - r0, c1 - c0
+    out = TileOutcome(tile=rec.tile_index, status="ok", bytes=rec.nbytes)
+    why = check_record(rec, header, tc.codec)
+    if why:
+        out.status, out.detail = "malformed", why
+        return None, None, out
+    try:
+        valid = unpack_mask(rec.mask, h, w) if rec.mask is not None else np.ones((h, w), bool)
+    except ValueError as exc:
+        out.status, out.detail = "malformed", f"validity mask: {exc}"
+        return None, None, out
+    t0 = time.perf_counter()
+    try:
+        rgb, witness = tc.decode(rec.strings, rec.z_hw, rec.y_hw, h, w)
+        if rec.witness is not None and witness != rec.witness:
+            out.retried = True
+            log.warning("tile %d: decoded symbols do not match the encoder's witness; retrying in strict mode",
+                        rec.tile_index)
+            with strict_mode():
+                saved, tc.threads = tc.threads, 1
+                try:
+                    rgb, witness = tc.decode(rec.strings, rec.z_hw, rec.y_hw, h, w)
+                finally:
+                    tc.threads = saved
+            if witness != rec.witness:
+                out.status = "desync"
+                out.detail = "entropy decoder desynchronised (symbol witness mismatch, also in strict mode)"
+    except Exception as exc:  # a broken stream may raise anywhere inside CompressAI
+        out.status, out.detail = "decode_error", f"{type(exc).__name__}: {str(exc)[:200]}"
+    out.decode_ms = (time.perf_counter() - t0) * 1e3
+    if out.status != "ok":
+        return None, None, out
+    return np.moveaxis(rgb, -1, 0), valid, out
+
+
+def decode_pass(
+    pass_path: str | Path,
+    out: str | Path,
+    *,
+    codec: str | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> DecodeSummary:
+    t_start = time.perf_counter()
+    reader = PassReader(pass_path)  # a bad header raises PassFormatError here: nothing is created
+    header = reader.header
+    name, ckpt, _, _ = resolve_model(codec or header.codec.name, "codec")
+    loaded = load_codec(ckpt, header.codec.sha256)  # wrong checkpoint: CheckpointError, nothing created
+    scan = reader.scan()
+    notes = list(scan.notes)
+    threads = threads or header.encoder.threads or 1
+    tc = TileCodec(loaded, device=device, threads=threads)
+    if header.witness is None:
+        notes.append("this pass carries no symbol witness: a decoder desync could not be detected")
+        log.warning("%s: no symbol witness in this pass; desynchronised tiles would go unnoticed", pass_path)
+    create_product(out, header, arrays=("decoded",), attrs={"gsp_pass": header.model_dump()})
+    group = open_arrays(out)
+    outcomes: dict[int, TileOutcome] = {}
+    for index, problem in scan.lost_tiles().items():
+        outcomes[index] = TileOutcome(tile=index, status=problem.reason, detail=problem.detail)
+    for index in tqdm(sorted(scan.records), disable=not progress, desc="decode", unit="tile"):
+        try:
+            rec = reader.read(index)
+        except (ValueError, Exception) as exc:  # unpack errors: inconsistent lengths inside an intact frame
+            outcomes[index] = TileOutcome(tile=index, status="malformed", detail=str(exc)[:200])
+            continue
+        if rec.witness is None and header.witness is not None:
+            notes.append(f"tile {index}: record carries no witness")
+        rgb, valid, outcome = decode_tile(tc, rec, header)
+        outcomes[index] = outcome
+        if outcome.status == "ok":
+            r0, _, c0, _ = header.tile_window(index)
+            write_block(group, "decoded", r0, c0, rgb)
+            write_block(group, "valid", r0, c0, valid.astype(np.uint8))
+    ok = [o for o in outcomes.values() if o.status == "ok"]
+    lost = [{"tile": o.tile, "reason": o.status, "detail": o.detail} for o in sorted(outcomes.values(), key=lambda o: o.tile)
+            if o.status != "ok"]
+    nbytes = sum(o.bytes for o in ok)
+    pixels = sum((lambda w: (w[1] - w[0]) * (w[3] - w[2]))(header.tile_window(o.tile)) for o in ok)
+    summary = DecodeSummary(
+        product=str(out), pass_id=header.pass_id, tiles_total=header.tiling.n_tiles, tiles_ok=len(ok), lost=lost,
+        bytes=nbytes, bpp=nbytes * 8 / pixels if pixels else 0.0, decode_s=time.perf_counter() - t_start,
+        codec=name, notes=notes,
+    )
+    finalize(out, {
+        "gsp_decode": {"software": f"groundstation {__version__}", "codec": name, "codec_sha256": loaded.sha256,
+                       "codec_tables": loaded.tables, "threads": threads, "device": device,
+                       "tiles_ok": len(ok), "tiles_lost": lost, "bytes": nbytes, "bpp": summary.bpp,
+                       "decode_s": round(summary.decode_s, 3), "notes": notes},
+        "gsp_tiles": {str(o.tile): {"status": o.status, "bytes": o.bytes, "decode_ms": round(o.decode_ms, 1)}
+                      for o in sorted(outcomes.values(), key=lambda o: o.tile)},
+    })
+    if lost:
+        log.warning("%s: %d of %d tiles lost (masked as nodata); ask for retransmission of tiles %s", pass_path,
+                    len(lost), header.tiling.n_tiles, [d["tile"] for d in lost])
+    return summary

@@ -1,0 +1,27 @@
+"""Every error the pipeline raises on purpose. Messages say what is wrong and what to do about it."""
+
+
+class GSPError(Exception):
+    """Base class: an error the operator can act on (the CLI prints it without a traceback)."""
+
+    exit_code = 2
+
+
+class PassFormatError(GSPError):
+    """The pass container (header or framing) cannot be parsed."""
+
+
+class CheckpointError(GSPError):
+    """A model checkpoint is unreadable, of an unknown format, or does not match what was asked for."""
+
+
+class SceneError(GSPError):
+    """A GeoTIFF scene cannot be read or has no usable bands."""
+
+
+class ConfigError(GSPError):
+    """A configuration or registry file is invalid."""
+
+
+class ProductError(GSPError):
+    """A Zarr product is missing, incomplete or inconsistent."""

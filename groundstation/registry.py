@@ -1,0 +1,123 @@
+"""The model registry (``configs/models.yaml``): every checkpoint a flow may use, by name.
+
+Weights are data: each entry is a frozen record (path relative to the repository, sha256, architecture
+parameters, lambda, provenance). Flows and commands name a model; a path to a checkpoint file is also accepted
+where an operator tries something new, and its sha256 is then computed, not trusted.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REGISTRY = REPO_ROOT / "configs" / "models.yaml"
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["codec", "enhancer"]
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    architecture: str
+    arch: dict
+    lmbda: float | None = None
+    codec: str | None = None  # an enhancer names the codec (rate point) it was trained behind
+    provenance: str = ""
+    card: str | None = None  # model card (markdown), relative to the repository
+
+    def resolved_path(self) -> Path:
+        p = Path(self.path)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+
+class Registry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_codec: str
+    default_enhancer: str | None = None
+    models: dict[str, ModelEntry]
+
+    @model_validator(mode="after")
+    def _defaults_exist(self) -> "Registry":
+        for name, kind in ((self.default_codec, "codec"), (self.default_enhancer, "enhancer")):
+            if name is None:
+                continue
+            if name not in self.models or self.models[name].kind != kind:
+                raise ValueError(f"default {kind} {name!r} is not a {kind} entry of the registry")
+        for name, entry in self.models.items():
+            if entry.codec and entry.codec not in self.models:
+                raise ValueError(f"{name}: names codec {entry.codec!r}, which is not in the registry")
+        return self
+
+    def get(self, name: str, kind: str) -> ModelEntry:
+        entry = self.models.get(name)
+        if entry is None or entry.kind != kind:
+            names = sorted(n for n, e in self.models.items() if e.kind == kind)
+            raise ConfigError(f"no {kind} named {name!r} in the registry; known: {', '.join(names) or 'none'}")
+        return entry
+
+
+def _check_unique_keys(loader, node, deep=False):
+    mapping = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in mapping:
+            raise ConfigError(f"duplicate name {key!r} in {loader.name}: refusing to let one entry overwrite another")
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _check_unique_keys)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
+    with open(path) as f:
+        try:
+            data = yaml.load(f, Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return data or {}
+
+
+@lru_cache(maxsize=8)
+def load_registry(path: str | Path = DEFAULT_REGISTRY) -> Registry:
+    try:
+        return Registry.model_validate(load_yaml(path))
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid model registry: {exc}") from exc
+
+
+def resolve_model(name_or_path: str | None, kind: str, registry: Registry | None = None) -> tuple[str, Path, str | None, ModelEntry | None]:
+    """(display name, checkpoint path, expected sha256 or None, registry entry or None).
+
+    A value that looks like a checkpoint file (``.pt``/``.pth``... or an existing path) is used as a file and
+    needs no registry; anything else must be a registry name.
+    """
+    if name_or_path is not None:
+        p = Path(name_or_path)
+        if p.suffix in (".pt", ".pth", ".tar", ".ckpt") or p.exists():
+            if not p.is_file():
+                raise ConfigError(f"{p}: checkpoint file not found")
+            return p.name, p, None, None
+    registry = registry or load_registry()
+    if name_or_path is None:
+        name_or_path = registry.default_codec if kind == "codec" else registry.default_enhancer
+        if name_or_path is None:
+            raise ConfigError(f"no default {kind} in the registry; name one")
+    entry = registry.get(name_or_path, kind)
+    return name_or_path, entry.resolved_path(), entry.sha256, entry
