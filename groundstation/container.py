@@ -456,9 +456,11 @@ def _scan(path: Path, header: PassHeader, start: int) -> ScanResult:
     for index in conflicts:  # neither copy can be trusted
         res.records.pop(index, None)
     reported = {p.tile_index for p in res.problems}
+    cut = any(p.reason == "truncated" for p in res.problems)
     for index in range(n_tiles):
         if index not in res.records and index not in reported:
-            res.problems.append(TileProblem(index, "missing", "no record for this tile in the pass"))
+            detail = "no record for this tile in the pass"
+            res.problems.append(TileProblem(index, "missing", detail + (" (the file is truncated)" if cut else "")))
     if not res.trailer:
         res.notes.append("no end-of-pass trailer: the downlink may have been cut short")
     return res
