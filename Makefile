@@ -1,0 +1,28 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - create .venv, install, run the whole job on the embedded demo pass
+#   make test   - create .venv, install, run the test suite
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: demo test test-all venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip setuptools wheel
+	# torch/torchvision first, from this machine's wheels (see README "Set-up"), then everything else.
+	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: venv
+	$(VENV)/bin/gsp demo -o demo-out
+
+test: venv
+	$(VENV)/bin/python -m pytest -q -m "not server_slow" --durations=15
+
+clean:
+	rm -rf demo-out .pytest_cache
