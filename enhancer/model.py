@@ -1,0 +1,124 @@
+"""The INN-RSIC enhancer network (Li & Hou, Remote Sensing 2025; ``docs/REFERENCE.md``, "Enhancer network").
+
+Layout of the module tree (it fixes the state-dict names of the authors' checkpoints)::
+
+    operations_gaussian.0              ChannelExpansion      3 -> 6 channels            (eq. 4)
+    operations_gaussian.1              HaarDownsampling      6 -> 24 channels, H/2 x W/2
+    operations_gaussian.2..blocks+1    AffineCoupling        24 channels, split 6 / 18  (eq. 2, 3)
+    operations_gaussian.blocks+2       HaarUpsampling        24 -> 6 channels, H x W
+    guassianize                        ConditionalGaussian   (CGM, eq. 5; "guassianize" sic, as in the checkpoints)
+
+``forward`` maps an image x to ``[s, z]`` (synthetic image, standardised latent); ``inverse`` maps a decoded
+image and a latent ``z`` back to an image. Inference uses only ``inverse``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from enhancer.modules import AffineCoupling, ChannelExpansion, ConditionalGaussian, HaarDownsampling, HaarUpsampling
+
+__all__ = ["EnhancerConfig", "INNRSIC"]
+
+IMAGE_CHANNELS = 3
+EXPANDED_CHANNELS = 2 * IMAGE_CHANNELS  # channel expansion doubles 3 -> 6 ("Gau_channel_scale=1")
+WAVELET_CHANNELS = 4 * EXPANDED_CHANNELS  # 24 after one Haar level
+SPLIT_CHANNELS = EXPANDED_CHANNELS  # the coupling's x1: the 6 LL bands
+
+
+@dataclass(frozen=True)
+class EnhancerConfig:
+    """Architecture parameters of one enhancer. ``reference()`` is the authors' "S1" configuration."""
+
+    blocks: int = 8
+    coupling_growth: int = 32
+    cgm_growth: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("blocks", "coupling_growth", "cgm_growth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"EnhancerConfig.{name} must be a positive int, got {value!r}")
+
+    @classmethod
+    def reference(cls) -> EnhancerConfig:
+        """The published configuration: 8 couplings, growth 32 (couplings) and 64 (CGM); 2,488,298 values."""
+        return cls(blocks=8, coupling_growth=32, cgm_growth=64)
+
+    @classmethod
+    def demo(cls) -> EnhancerConfig:
+        """A small configuration for tests and demos (about 1/10 of the reference's cost per pixel)."""
+        return cls(blocks=3, coupling_growth=16, cgm_growth=16)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side that can influence one output pixel of :meth:`INNRSIC.inverse`.
+
+        CGM dense blocks: 5 convs 3x3 at full resolution (5 px). Each coupling: H and G (5 convs) then F on
+        their result (5 more) at half resolution: 10 half-res px = 20 px. Plus 2 px for the Haar 2x2 grid.
+        The practical influence of far pixels is usually much smaller (measured in benchmarks/enhancer_tiling).
+        """
+        return 5 + 20 * self.blocks + 2
+
+
+class INNRSIC(nn.Module):
+    """The invertible enhancer. Inputs are RGB in [0, 1], NCHW, with even H and W (pad odd sizes first)."""
+
+    def __init__(self, config: EnhancerConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else EnhancerConfig.reference()
+        ops: list[nn.Module] = [ChannelExpansion(IMAGE_CHANNELS), HaarDownsampling(EXPANDED_CHANNELS)]
+        ops += [
+            AffineCoupling(WAVELET_CHANNELS, SPLIT_CHANNELS, self.config.coupling_growth)
+            for _ in range(self.config.blocks)
+        ]
+        ops.append(HaarUpsampling(EXPANDED_CHANNELS))
+        self.operations_gaussian = nn.ModuleList(ops)
+        # "guassianize" (sic): the name in the authors' code and checkpoints.
+        self.guassianize = ConditionalGaussian(IMAGE_CHANNELS, EXPANDED_CHANNELS - IMAGE_CHANNELS,
+                                               self.config.cgm_growth)
+
+    @property
+    def cgm(self) -> ConditionalGaussian:
+        """The conditional generation module (an alias of ``guassianize``)."""
+        return self.guassianize
+
+    @staticmethod
+    def _check_even(x: Tensor, what: str) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"{what} must be NCHW, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2:
+            raise ValueError(f"{what} has odd size {h}x{w}; INN-RSIC needs even H and W: pad with "
+                             "enhancer.inference.pad_to_even and crop afterwards")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Image ``(N, 3, H, W)`` -> ``(N, 6, H, W)``: channels 0-2 the synthetic image s, 3-5 the latent z.
+
+        z = (z~ - m(s)) / sigma(s) is the CGM output (eq. 5), trained towards N(0, I).
+        """
+        self._check_even(x, "input image")
+        if x.shape[1] != IMAGE_CHANNELS:
+            raise ValueError(f"input image must have {IMAGE_CHANNELS} channels, got {x.shape[1]}")
+        out = x
+        for op in self.operations_gaussian:
+            out = op(out)
+        s, z_tilde = out[:, :IMAGE_CHANNELS], out[:, IMAGE_CHANNELS:]
+        return torch.cat((s, self.guassianize(s, z_tilde)), dim=1)
+
+    def inverse(self, image: Tensor, z: Tensor) -> Tensor:
+        """Decoded image ``(N, 3, H, W)`` and latent ``z`` ``(N, 3, H, W)`` -> enhanced image ``(N, 3, H, W)``.
+
+        Not clamped: the caller clamps to [0, 1] (and rounds) as the product requires.
+        """
+        self._check_even(image, "image")
+        if image.shape[1] != IMAGE_CHANNELS or z.shape != image.shape:
+            raise ValueError(f"inverse needs image and z of equal shape (N, 3, H, W), got "
+                             f"{tuple(image.shape)} and {tuple(z.shape)}")
+        out = torch.cat((image, self.guassianize.inverse(image, z)), dim=1)  # CGM inverse: z~ = m + z * sigma
+        for op in reversed(self.operations_gaussian):
+            out = op.inverse(out)
+        return out
