@@ -304,25 +304,34 @@ class EncodedTile:
 
 @dataclass
 class TileCodec:
-    """Encodes and decodes single RGB uint8 tiles with one loaded ELIC, at a fixed thread count."""
+    """Encodes and decodes single RGB uint8 tiles with one loaded ELIC, at a fixed thread count.
+
+    ``decode(..., strict=True)`` runs under the encoder's own conditions whatever this codec's settings are:
+    CPU, one thread, contiguous NCHW tensors, deterministic algorithms. That is the retry after a witness
+    mismatch (benchmarks/decode_determinism.py measures when it is needed).
+    """
 
     codec: LoadedCodec
     device: str = "cpu"
     threads: int | None = 1
-    _on_device: bool = field(default=False, init=False)
+    channels_last: bool = False
+    _placed: tuple | None = field(default=None, init=False)
 
-    def _model(self) -> torch.nn.Module:
-        if not self._on_device:
-            self.codec.model.to(self.device)
-            self._on_device = True
+    def _model(self, device: str | None = None, channels_last: bool | None = None) -> torch.nn.Module:
+        want = (device or self.device, self.channels_last if channels_last is None else channels_last)
+        if self._placed != want:
+            fmt = torch.channels_last if want[1] else torch.contiguous_format
+            self.codec.model.to(device=want[0], memory_format=fmt)
+            self._placed = want
         return self.codec.model
 
     def encode(self, rgb: np.ndarray) -> EncodedTile:
         """``rgb``: (H, W, 3) uint8. Pads (edge replicate) to a multiple of 64; the decoder crops back."""
         h, w = rgb.shape[:2]
-        x = _to_tensor(rgb, self.device)
-        x = _pad_to(x, CODEC_ALIGN)
+        x = _pad_to(_to_tensor(rgb, self.device), CODEC_ALIGN)
         model = self._model()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         witness = _SymbolWitness(model)
         try:
             with torch_threads(self.threads), torch.inference_mode():
@@ -335,20 +344,28 @@ class TileCodec:
         return EncodedTile(strings=strings, z_hw=z_hw, y_hw=y_hw, witness=witness.crc, height=h, width=w)
 
     def decode(
-        self, strings: list[bytes], z_hw: tuple[int, int], y_hw: tuple[int, int], height: int, width: int
+        self, strings: list[bytes], z_hw: tuple[int, int], y_hw: tuple[int, int], height: int, width: int,
+        *, strict: bool = False,
     ) -> tuple[np.ndarray, int]:
         """Decode one tile; returns ((height, width, 3) uint8, witness of the decoded symbols)."""
         groups = self.codec.arch.groups
         shape = {"y": [torch.Size([g, *y_hw]) for g in groups], "hyper": torch.Size(z_hw)}
-        model = self._model()
+        if strict:
+            model, threads = self._model("cpu", False), 1
+        else:
+            model, threads = self._model(), self.threads
         witness = _SymbolWitness(model)
+        det_before = torch.are_deterministic_algorithms_enabled()
         try:
-            with torch_threads(self.threads), torch.inference_mode():
+            if strict:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+            with torch_threads(threads), torch.inference_mode():
                 out = model.decompress([[s] for s in strings], shape)
                 x_hat = out["x_hat"][0, :, :height, :width].clamp(0, 1)
                 img = x_hat.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         finally:
             witness.close()
+            torch.use_deterministic_algorithms(det_before)
         return np.ascontiguousarray(img), witness.crc
 
     @property

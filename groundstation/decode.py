@@ -7,13 +7,11 @@ and listed, with the reason, for retransmission.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -63,17 +61,6 @@ class DecodeSummary:
         return {**asdict(self), "tiles_lost": len(self.lost), "exit_code": self.exit_code}
 
 
-@contextlib.contextmanager
-def strict_mode() -> Iterator[None]:
-    """One thread and deterministic kernels: the encoder's own conditions (it encodes with 1 thread)."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
-
-
 def check_record(rec: TileRecord, header: PassHeader, codec: LoadedCodec) -> str | None:
     """Why a CRC-intact record cannot belong to this header/codec, or None."""
     r0, r1, c0, c1 = header.tile_window(rec.tile_index)
@@ -109,12 +96,7 @@ def decode_tile(tc: TileCodec, rec: TileRecord, header: PassHeader) -> tuple[np.
             out.retried = True
             log.warning("tile %d: decoded symbols do not match the encoder's witness; retrying in strict mode",
                         rec.tile_index)
-            with strict_mode():
-                saved, tc.threads = tc.threads, 1
-                try:
-                    rgb, witness = tc.decode(rec.strings, rec.z_hw, rec.y_hw, h, w)
-                finally:
-                    tc.threads = saved
+            rgb, witness = tc.decode(rec.strings, rec.z_hw, rec.y_hw, h, w, strict=True)
             if witness != rec.witness:
                 out.status = "desync"
                 out.detail = "entropy decoder desynchronised (symbol witness mismatch, also in strict mode)"

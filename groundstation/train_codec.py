@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .codec import CodecArch, LoadedCodec, TileCodec, build_codec, codec_from_state_dict, sha256_file
+from .codec import CodecArch, LoadedCodec, TileCodec, build_codec, infer_codec_arch, sha256_file
 from .images import RandomCrops, list_images, load_rgb
 from .plots import plot_loss_curve
 
@@ -140,13 +140,28 @@ def _save_training_checkpoint(path: Path, model, opt, aux_opt, step: int) -> Non
     tmp.replace(path)  # atomic: a crash mid-save never leaves a torn checkpoint
 
 
-def export_codec(train_checkpoint: str | Path, out_path: str | Path) -> str:
-    """Fill the entropy tables (once, from the trained quantiles) and save a raw inference state dict."""
+def export_codec(train_checkpoint: str | Path, out_path: str | Path, half: bool = True) -> str:
+    """Write the inference checkpoint: weights, then entropy tables computed once from exactly those weights.
+
+    With ``half`` the parameters are rounded to float16 first and stored as float16 (half the size; the
+    loader copies them into float32 exactly), and the tables are computed from the rounded model, so encoder
+    and decoder agree bit for bit. Buffers (tables, scale table, masks) keep their own types.
+    """
     state = torch.load(train_checkpoint, map_location="cpu", weights_only=True)
-    loaded = codec_from_state_dict(state["state_dict"], path=str(train_checkpoint))  # runs update() once
+    sd = state["state_dict"]
+    model = build_codec(infer_codec_arch(sd))
+    model.load_state_dict(sd, strict=True)
+    param_names = {n for n, _ in model.named_parameters()}
+    if half:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.half().float())
+    model.update(force=True)  # our own training checkpoint: tables are computed here, once
+    out = {k: (v.half() if half and k in param_names and v.is_floating_point() else v)
+           for k, v in model.state_dict().items()}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(loaded.model.state_dict(), out_path)
+    torch.save(out, out_path)
     return sha256_file(out_path)
 
 
