@@ -60,10 +60,15 @@ def test_transient_desync_is_recovered_by_strict_retry(small_pass, tmp_path, tin
     assert np.array_equal(open_product(tmp_path / "o.zarr").decoded.values, clean)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_decoding_with_one_or_two_threads_gives_the_same_pixels(small_pass, tmp_path, tiny_codec, threads):
+@pytest.mark.parametrize("process_threads", [1, 2])
+def test_worker_thread_setting_does_not_change_pixels(small_pass, tmp_path, tiny_codec, process_threads):
     d, clean = small_pass
-    s = decode_pass(d / "p.gsp", tmp_path / "o.zarr", codec=str(tiny_codec), threads=threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(process_threads)
+    try:
+        s = decode_pass(d / "p.gsp", tmp_path / "o.zarr", codec=str(tiny_codec))
+    finally:
+        torch.set_num_threads(before)
     assert not s.lost
     assert np.array_equal(open_product(tmp_path / "o.zarr").decoded.values, clean)
 
