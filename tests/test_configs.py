@@ -1,0 +1,55 @@
+"""Every shipped configuration file loads and validates; the registry points at real files with right hashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from groundstation.codec import sha256_file
+from groundstation.config import StationConfig, load_station
+from groundstation.errors import ConfigError
+from groundstation.registry import Registry, load_registry, resolve_model
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+LOADERS = {"models.yaml": load_registry, "station.yaml": load_station}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    assert path.name in LOADERS, f"{path.name}: add a loader for it to this test"
+    LOADERS[path.name](path)
+
+
+def test_registry_files_exist_with_their_sha256():
+    reg = load_registry()
+    for name, entry in reg.models.items():
+        path = entry.resolved_path()
+        assert path.is_file(), f"{name}: {path} missing"
+        assert sha256_file(path) == entry.sha256, f"{name}: sha256 of {path} differs from the registry"
+        if entry.card:
+            assert (CONFIGS.parent / entry.card).is_file()
+
+
+def test_duplicate_registry_names_are_refused(tmp_path):
+    text = (CONFIGS / "models.yaml").read_text()
+    block = text[text.index("  demo-elic-l0032:"):]
+    (tmp_path / "dup.yaml").write_text(text + block)
+    with pytest.raises(ConfigError, match="duplicate name 'demo-elic-l0032'"):
+        Registry.model_validate(__import__("groundstation.registry", fromlist=["load_yaml"]).load_yaml(tmp_path / "dup.yaml"))
+
+
+def test_typos_and_bad_values_are_errors(tmp_path):
+    (tmp_path / "s.yaml").write_text("encode:\n  tile_sise: 256\n")
+    with pytest.raises(ConfigError, match="tile_sise"):
+        load_station(tmp_path / "s.yaml")
+    (tmp_path / "s.yaml").write_text("encode:\n  tile_size: 100\n")
+    with pytest.raises(ConfigError, match="multiple of 64"):
+        load_station(tmp_path / "s.yaml")
+    assert StationConfig().encode.tile_size == 256
+
+
+def test_unknown_model_name_lists_known_ones():
+    with pytest.raises(ConfigError, match="known: demo-elic"):
+        resolve_model("no-such-codec", "codec")
