@@ -25,3 +25,7 @@ class ConfigError(GSPError):
 
 class ProductError(GSPError):
     """A Zarr product is missing, incomplete or inconsistent."""
+
+
+class TrainingError(GSPError):
+    """Training cannot go on (the loss diverged); the message says from where to restart."""
