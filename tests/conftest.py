@@ -38,3 +38,77 @@ def needs_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (development data is not part of the repository)")
     return path
+
+
+# ---- Prefect/Dask fixtures ----
+# Prefect reads its settings when first imported, so its home and server settings are set here, when pytest
+# imports this conftest, before any test module imports prefect. Tests never talk to an operator's server.
+import atexit as _atexit  # noqa: E402
+import logging as _logging  # noqa: E402
+import shutil as _shutil  # noqa: E402
+import tempfile as _tempfile  # noqa: E402
+
+_PREFECT_HOME = _tempfile.mkdtemp(prefix="gsp-test-prefect-home-")
+_atexit.register(_shutil.rmtree, _PREFECT_HOME, True)
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_PROFILE", None)
+
+FLOW_TILE = 128  # 200x300 scenes: 2x3 codec tiles, edge tiles smaller
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API (SQLite in a temp dir) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A real LocalCluster (2 worker processes x 1 thread) shared by the flow tests; a worker that dies fails
+    its task at once (allowed-failures 0) so the crash test stays short."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=_logging.WARNING)
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def enhancer_ckpts(tmp_path_factory) -> tuple[Path, Path]:
+    """Two different surrogate (random, non-identity, demo-size) enhancers saved as checkpoints."""
+    from enhancer.checkpoint import save_enhancer
+    from enhancer.testing import surrogate_enhancer
+
+    d = tmp_path_factory.mktemp("enhancers")
+    save_enhancer(surrogate_enhancer(seed=0), d / "enh-a.pt")
+    save_enhancer(surrogate_enhancer(seed=1), d / "enh-b.pt")
+    return d / "enh-a.pt", d / "enh-b.pt"
+
+
+def make_pass(folder: Path, codec: Path, pass_id: str, *, seed: int = 0, acquired: str = "2024-05-01T10:00:00+00:00",
+              height: int = 200, width: int = 300) -> tuple[Path, Path]:
+    """(scene.tif, pass container) of a small uint8 scene in EPSG:32618 with a nodata box."""
+    from groundstation.encode import encode_scene
+    from synth import write_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = write_scene(folder / f"{pass_id}.tif", height, width, crs="EPSG:32618", seed=seed, nodata=0,
+                        nodata_box=(0, 20, 0, 30))
+    out = folder / f"{pass_id}.gsp"
+    encode_scene(scene, out, codec=str(codec), tile_size=FLOW_TILE, pass_id=pass_id, acquired=acquired)
+    return scene, out
+
+
+@pytest.fixture(scope="session")
+def flow_pass(tmp_path_factory, tiny_codec) -> tuple[Path, Path]:
+    """(scene, pass) encoded once for the flow tests."""
+    return make_pass(tmp_path_factory.mktemp("flowpass"), tiny_codec, "flow-pass-1")

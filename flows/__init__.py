@@ -1,0 +1,10 @@
+"""Prefect flows of the ground station (entry points; the work itself is in :mod:`tasks`).
+
+* :mod:`flows.process_pass` - ``process-pass``: one pass -> versioned Zarr product, metrics, report.
+* :mod:`flows.inbox` - ``watch-inbox``: find complete passes in an inbox and process each exactly once.
+* :mod:`flows.reprocess` - ``reprocess-archive``: new product versions for an archive of passes.
+* :mod:`flows.execution` - Prefect API, Dask cluster, GPU slots, the batch scheduler.
+
+See flows/README.md for running on a Dask cluster with GPU workers and against a Prefect server.
+Importing this package is cheap; the submodules import Prefect, Dask and torch.
+"""

@@ -1,0 +1,210 @@
+"""``watch-inbox``: find complete passes in an inbox folder and process each exactly once.
+
+Inbox layout (all on one file system, so renames are atomic)::
+
+    INBOX/              passes arrive here; writers write NAME.part and rename it when complete
+    INBOX/processing/   claimed by a watcher (os.rename: of two watchers, exactly one wins)
+    INBOX/done/         processed: the product is complete (lost tiles, if any, are in its report)
+    INBOX/failed/       could not be processed (bad header, unknown codec...), with NAME.error.txt
+    INBOX/.locks/       one flock per pass while a watcher processes it
+
+A pass is **ready** when its name does not end in ``.part``, it has not changed for ``settle_s`` seconds, its
+header parses and it ends with the end-of-pass trailer. A pass without a trailer is left alone until it has
+not changed for ``stale_after_s`` seconds (a downlink cut short for good), then processed with its missing
+tiles reported for retransmission.
+
+**Exactly once.** A watcher claims a ready pass by renaming it into ``processing/`` (a second watcher's rename
+finds no file and moves on), then processes a pass in ``processing/`` only while holding its lock in
+``.locks/`` and only if the pass is still there; moving it to ``done/`` happens under the same lock. A watcher
+that dies leaves its pass in ``processing/`` with the lock released by the kernel: the next sweep takes it
+over and the product's done markers make it resume where it stopped. Processing itself is idempotent (a
+complete product returns at once), which covers the last gap (a crash between completing the product and
+moving the pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from groundstation.container import PassReader
+from groundstation.errors import GSPError, PassFormatError
+from tasks.state import ExclusiveLock, LockHeld, claim
+
+from .execution import dask_address as cluster_address
+from .execution import local_prefect_server, make_task_runner, prefect_api
+from .process_pass import ProcessOptions, process_pass
+
+__all__ = ["find_ready", "serve_inbox", "sweep_inbox", "watch_inbox"]
+
+PROCESSING, DONE, FAILED, LOCKS = "processing", "done", "failed", ".locks"
+SKIP_SUFFIXES = (".part", ".tmp", ".error.txt")
+
+
+def _candidates(inbox: Path) -> list[Path]:
+    return sorted(p for p in inbox.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and not p.name.endswith(SKIP_SUFFIXES))
+
+
+def find_ready(inbox: str | Path, settle_s: float = 2.0, stale_after_s: float | None = 3600.0,
+               now: float | None = None) -> tuple[list[Path], dict[str, str]]:
+    """(passes ready to claim, {name: why another file is left alone for now})."""
+    inbox = Path(inbox)
+    now = time.time() if now is None else now
+    ready, waiting = [], {}
+    for path in _candidates(inbox):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # claimed by another watcher meanwhile
+            continue
+        age = now - st.st_mtime
+        if age < settle_s:
+            waiting[path.name] = f"changed {age:.1f} s ago (still being written?)"
+            continue
+        try:
+            trailer = PassReader(path).scan().trailer
+        except PassFormatError as exc:
+            if stale_after_s is not None and age < stale_after_s:
+                waiting[path.name] = f"not a readable pass yet: {exc}"
+                continue
+            ready.append(path)  # processing reports the error and moves it to failed/
+            continue
+        except FileNotFoundError:
+            continue
+        if not trailer and (stale_after_s is None or age < stale_after_s):
+            waiting[path.name] = "no end-of-pass trailer yet (downlink still arriving?)"
+            continue
+        ready.append(path)
+    return ready, waiting
+
+
+def _move(path: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / path.name
+    if dest.exists():  # the same name processed before: keep both
+        dest = folder / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
+    os.rename(path, dest)
+    return dest
+
+
+def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions | None = None, *,
+                dask_address: str | None = None, settle_s: float = 2.0,
+                stale_after_s: float | None = 3600.0) -> list[dict]:
+    """One sweep: claim ready passes, then process every pass in ``processing/`` that no one else holds.
+
+    Runs inside a flow (``process-pass`` runs as a subflow per pass). One Dask cluster serves the whole sweep:
+    ``dask_address``, or a LocalCluster started only when there is something to process.
+    """
+    log = get_run_logger()
+    inbox, products = Path(inbox), Path(products)
+    if not inbox.is_dir():
+        raise GSPError(f"--inbox {inbox}: no such folder")
+    processing, locks = inbox / PROCESSING, inbox / LOCKS
+    processing.mkdir(exist_ok=True)
+    locks.mkdir(exist_ok=True)
+    ready, waiting = find_ready(inbox, settle_s, stale_after_s)
+    for name, why in waiting.items():
+        log.info("Inbox: leaving %s alone for now: %s", name, why)
+    for path in ready:
+        if claim(path, processing) is not None:
+            log.info("Inbox: claimed %s", path.name)
+    results: list[dict] = []
+    address_ctx = None
+    address = dask_address
+    try:
+        for path in sorted(p for p in processing.iterdir() if p.is_file()):
+            try:
+                lock = ExclusiveLock(locks / f"{path.name}.lock").acquire()
+            except LockHeld:
+                continue  # another watcher is on it
+            try:
+                if not path.exists():  # finished by another watcher just before we got the lock
+                    continue
+                if address is None:
+                    address_ctx = cluster_address(None)
+                    address = address_ctx.__enter__()
+                results.append(_process_one(path, inbox, products, options, address))
+            finally:
+                lock.release()
+    finally:
+        if address_ctx is not None:
+            address_ctx.__exit__(None, None, None)
+    return results
+
+
+def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOptions | None, address: str) -> dict:
+    log = get_run_logger()
+    runner = make_task_runner(address)
+    try:
+        summary = process_pass.with_options(task_runner=runner)(str(path), str(products), options)
+    except GSPError as exc:
+        dest = _move(path, inbox / FAILED)
+        dest.with_name(dest.name + ".error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+        log.error("Inbox: %s could not be processed (%s); moved to %s", path.name, exc, dest.parent)
+        return {"pass": path.name, "status": "failed", "error": str(exc), "moved_to": str(dest)}
+    except Exception as exc:  # noqa: BLE001 - left in processing/: the next sweep resumes it
+        log.error("Inbox: processing %s stopped (%s: %s); it stays in processing/ and the next sweep resumes it",
+                  path.name, type(exc).__name__, exc)
+        return {"pass": path.name, "status": "interrupted", "error": f"{type(exc).__name__}: {exc}"}
+    dest = _move(path, inbox / DONE)
+    log.info("Inbox: %s -> %s (%d of %d tiles); moved to %s", path.name, summary["product"], summary["tiles_ok"],
+             summary["tiles_total"], dest.parent)
+    return {"pass": path.name, "status": "done", "product": summary["product"], "report": summary["report"],
+            "tiles_lost": summary["tiles_lost"], "exit_code": summary["exit_code"],
+            "already_complete": summary["status"] == "already-complete", "moved_to": str(dest)}
+
+
+@flow(name="watch-inbox", validate_parameters=True)
+def watch_inbox(inbox: str, products: str, options: ProcessOptions | None = None, dask_address: str | None = None,
+                settle_s: float = 2.0, stale_after_s: float | None = 3600.0) -> list[dict]:
+    """Process every complete new pass in ``inbox`` once (see the module docstring), products in ``products``."""
+    results = sweep_inbox(inbox, products, options, dask_address=dask_address, settle_s=settle_s,
+                          stale_after_s=stale_after_s)
+    get_run_logger().info("Inbox sweep: %d passes processed, %d failed, %d interrupted",
+                          sum(r["status"] == "done" for r in results), sum(r["status"] == "failed" for r in results),
+                          sum(r["status"] == "interrupted" for r in results))
+    return results
+
+
+def run_sweep(inbox: str | Path, products: str | Path, options: ProcessOptions | None = None, **kwargs) -> list[dict]:
+    """One watcher sweep without a deployment (``gsp serve --once``)."""
+    with prefect_api():
+        return watch_inbox(str(inbox), str(products), options, **kwargs)
+
+
+def serve_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions | None = None, *,
+                interval: float = 60.0, dask_address: str | None = None, settle_s: float = 2.0,
+                stale_after_s: float | None = 3600.0, name: str = "inbox-watcher", limit: int = 1) -> None:
+    """Serve ``watch-inbox`` as a deployment with an interval schedule (blocks until interrupted).
+
+    With ``PREFECT_API_URL`` set the deployment, its runs, logs and artifacts are on that server (its UI);
+    without it a local ``prefect server start`` (127.0.0.1, a free port, UI included) runs as long as this
+    command: Prefect's ephemeral API has no scheduler, so it cannot run an interval schedule. ``limit`` caps concurrent sweeps (overlapping
+    sweeps are safe - claims and locks - but each would start its own LocalCluster).
+    """
+    import prefect
+    from prefect.types.entrypoint import EntrypointType
+
+    inbox, products = Path(inbox).resolve(), Path(products).resolve()
+    if not inbox.is_dir():
+        raise GSPError(f"--inbox {inbox}: no such folder")
+    products.mkdir(parents=True, exist_ok=True)
+    params = {"inbox": str(inbox), "products": str(products),
+              "options": (options or ProcessOptions()).model_dump(), "dask_address": dask_address,
+              "settle_s": settle_s, "stale_after_s": stale_after_s}
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with contextlib.ExitStack() as stack:
+        url = PREFECT_API_URL.value()
+        if not url:  # the ephemeral API runs no scheduler: an interval schedule needs a real server
+            url = stack.enter_context(local_prefect_server())
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+        os.environ["PREFECT_API_URL"] = url  # the runs prefect.serve starts are subprocesses
+        deployment = watch_inbox.to_deployment(name=name, interval=interval, parameters=params,
+                                               entrypoint_type=EntrypointType.MODULE_PATH,
+                                               description=f"Process complete passes arriving in {inbox}")
+        prefect.serve(deployment, limit=limit)

@@ -1,0 +1,117 @@
+"""The operator-facing outputs of a run: the markdown report and the Prefect UI artifacts.
+
+Artifacts (keys are per pass, so the UI's Artifacts page shows each pass's history across runs):
+
+* ``gsp-<pass>-progress``: a progress artifact, updated as batches finish;
+* ``gsp-<pass>-tiles``: a table artifact, one row per (tile, product) with the metrics columns;
+* ``gsp-<pass>-report``: the markdown report (summary, quality per product, damaged tiles to ask again for,
+  where the product, metrics table and report are).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+
+__all__ = ["artifact_key", "render_report", "table_rows"]
+
+
+def artifact_key(pass_id: str, what: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    s = re.sub(r"[^a-z0-9]+", "-", pass_id.lower()).strip("-")[:48] or "pass"
+    return f"gsp-{s}-{what}"
+
+
+def _clean(v):
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return None
+        return round(v, 4)
+    if hasattr(v, "item"):  # numpy scalars
+        return _clean(v.item())
+    return v
+
+
+def table_rows(tiles: pd.DataFrame) -> list[dict]:
+    """JSON-safe rows (NaN and inf become empty cells) for ``create_table_artifact``."""
+    return [{k: _clean(v) for k, v in row.items()} for row in tiles.to_dict(orient="records")]
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return format(v, spec)
+
+
+def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = None) -> str:
+    """The run's markdown report (also written next to the product)."""
+    s = summary
+    lines = [
+        f"# Pass {s['pass_id']}",
+        "",
+        f"Acquired {s.get('acquisition_time', '?')}; scene {s['scene']}; {s['tiles_total']} codec tiles of "
+        f"{s['tile_size']} px.",
+        "",
+        "## Summary",
+        "",
+        f"- tiles decoded: **{s['tiles_ok']} of {s['tiles_total']}**"
+        + (f", **{s['tiles_lost']} lost** (masked as nodata; listed below)" if s["tiles_lost"] else ""),
+        f"- compressed: {s['bytes']} bytes, {_fmt(s['bpp'], '.4f')} bpp over the decoded tiles",
+        f"- codec: `{s['codec']['name']}` (sha256 {s['codec']['sha256'][:12]}...)",
+        ("- enhancer: `{name}` (sha256 {sha}...), seed {seed}, temperature {temp}, halo {halo} px".format(
+            name=s["enhancer"]["name"], sha=s["enhancer"]["sha256"][:12], seed=s["enhancer"]["seed"],
+            temp=s["enhancer"]["temperature"], halo=s["enhancer"]["halo"])
+         if s.get("enhancer") else "- enhancer: none (decoded-only product, --no-enhance)"),
+        f"- devices: decode {s['devices'].get('decode') or '-'}, enhance {s['devices'].get('enhance') or '-'}",
+        f"- time: {_fmt(s['timings']['total_s'], '.1f')} s in all; batches run {s['batches']['run']}, "
+        f"reused from an earlier run {s['batches']['skipped']}, failed {s['batches']['failed']}",
+        "",
+        "## Quality",
+        "",
+    ]
+    if len(passes):
+        has_ref = passes["psnr_db"].notna().any()
+        if has_ref:
+            pcol = next((c for c in ("lpips_alex", "stlpips_alex") if passes[c].notna().any()), None)
+            head = "| product | tiles ok | bpp | PSNR (dB) | MS-SSIM | " + (f"{pcol} |" if pcol else "")
+            lines += [head, "|" + "---|" * (head.count("|") - 1)]
+            for _, r in passes.iterrows():
+                lines.append(f"| {r['product']} | {r['n_tiles_ok']}/{r['n_tiles']} | {_fmt(r['bpp'], '.4f')} | "
+                             f"{_fmt(r['psnr_db'], '.2f')} | {_fmt(r['ms_ssim'], '.4f')} | "
+                             + (f"{_fmt(r[pcol], '.4f')} |" if pcol else ""))
+            if perceptual:
+                lines += ["", f"Perceptual metric: {perceptual}"]
+            if passes["ms_ssim"].isna().all():
+                lines += ["", "MS-SSIM is empty: every tile is smaller than the 161 px it needs (see the table's notes)."]
+        else:
+            lines += ["| product | tiles ok | bpp | decode ms (sum) | enhance ms (sum) |", "|---|---|---|---|---|"]
+            for _, r in passes.iterrows():
+                lines.append(f"| {r['product']} | {r['n_tiles_ok']}/{r['n_tiles']} | {_fmt(r['bpp'], '.4f')} | "
+                             f"{_fmt(r['decode_ms_total'], '.0f')} | {_fmt(r['enhance_ms_total'], '.0f')} |")
+            lines += ["", "No reference scene was given: only rate and timing figures (pass --reference SCENE "
+                      "for PSNR, MS-SSIM and a perceptual distance)."]
+    lines += ["", "## Damaged tiles (ask for retransmission)", ""]
+    if s["lost"]:
+        lines += ["| tile | reason | detail |", "|---|---|---|"]
+        lines += [f"| {d['tile']} | {d['reason']} | {d['detail']} |" for d in s["lost"]]
+        lines += ["", f"Retransmission request for pass {s['pass_id']} (uid {s['pass_uid']}): tiles "
+                  + ", ".join(str(d["tile"]) for d in s["lost"])]
+    else:
+        lines.append("None: every tile decoded and verified.")
+    if s.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in s["notes"]]
+    lines += [
+        "",
+        "## Outputs",
+        "",
+        f"- product: `{s['product']}` (version `{s['version']}`)",
+        f"- metrics table: `{s['metrics']}`",
+        f"- report: `{s['report']}`",
+        f"- pass container: `{s['pass']}`",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""``reprocess-archive``: new product versions for archived passes (another enhancer, seed, ...), beside the old.
+
+Selects pass containers under ``archive`` by ``glob`` and by acquisition time (``since`` <= t, t before the
+end of ``until``), computes each pass's product version for the requested models and parameters, skips
+passes whose product of that version is already complete, and processes the rest as ``process-pass``
+subflows, at most ``concurrency`` at a time, all on one Dask cluster. Interrupted products are resumed (their
+done markers), never restarted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from groundstation.container import PassReader
+from groundstation.errors import ConfigError, GSPError, PassFormatError
+from groundstation.product import status
+
+from .execution import dask_address as cluster_address
+from .execution import make_task_runner, prefect_api
+from .process_pass import ProcessOptions, process_pass, product_paths, product_version, resolve_models
+
+__all__ = ["parse_when", "reprocess_archive", "run_reprocess", "select_passes"]
+
+
+def parse_when(text: str | None, *, end: bool = False) -> dt.datetime | None:
+    """``YYYY-MM-DD`` or ISO 8601 -> aware UTC datetime; a bare date as ``end`` means the end of that day."""
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{text!r}: give a date as YYYY-MM-DD or an ISO 8601 time (2024-05-01T12:00:00Z)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    if end and len(text) == 10:  # a date: include the whole day
+        when += dt.timedelta(days=1)
+    return when
+
+
+def select_passes(archive: str | Path, glob: str = "**/*", since: str | None = None,
+                  until: str | None = None) -> tuple[list[tuple[Path, object]], list[str]]:
+    """(``[(path, header)]`` of pass containers in the window, sorted by acquisition time; notes on skipped files)."""
+    archive = Path(archive)
+    if not archive.is_dir():
+        raise ConfigError(f"--archive {archive}: no such folder")
+    t0, t1 = parse_when(since), parse_when(until, end=True)
+    out, notes = [], []
+    for path in sorted(archive.glob(glob)):
+        if not path.is_file() or path.name.startswith(".") or path.name.endswith((".part", ".tmp")):
+            continue
+        try:
+            header = PassReader(path).header
+        except PassFormatError as exc:
+            notes.append(f"{path.name}: not a pass container ({str(exc)[:120]})")
+            continue
+        when = parse_when(header.acquisition_time)
+        if (t0 and when < t0) or (t1 and when >= t1):
+            continue
+        out.append((path, header))
+    out.sort(key=lambda ph: (ph[1].acquisition_time, str(ph[0])))
+    return out, notes
+
+
+@task(name="reprocess-one", cache_policy=NONE)
+def reprocess_one(pass_path: str, products: str, options: ProcessOptions, address: str) -> dict:
+    """Run ``process-pass`` for one archived pass on the shared cluster; operator errors become a failed row."""
+    try:
+        summary = process_pass.with_options(task_runner=make_task_runner(address))(pass_path, products, options)
+    except GSPError as exc:
+        get_run_logger().error("%s: %s", pass_path, exc)
+        return {"pass": pass_path, "status": "failed", "error": str(exc)}
+    return {"pass": pass_path, "pass_id": summary["pass_id"], "status": "done", "product": summary["product"],
+            "tiles_lost": summary["tiles_lost"], "exit_code": summary["exit_code"]}
+
+
+@flow(name="reprocess-archive", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True)
+def reprocess_archive(archive: str, products: str, options: ProcessOptions, since: str | None = None,
+                      until: str | None = None, glob: str = "**/*", dask_address: str | None = None) -> list[dict]:
+    """New versioned products for the selected passes; complete ones are skipped. Concurrency is the task
+    runner's (``run_reprocess`` sets it)."""
+    log = get_run_logger()
+    passes, notes = select_passes(archive, glob, since, until)
+    for n in notes:
+        log.info("Archive: skipping %s", n)
+    log.info("Archive %s: %d passes selected (glob %r, since %s, until %s)", archive, len(passes), glob, since, until)
+    models: dict[tuple, tuple] = {}
+    rows, todo = [], []
+    for path, header in passes:
+        key = (options.codec or header.codec.name, header.codec.sha256)
+        if key not in models:
+            models[key] = resolve_models(header, options)  # a wrong checkpoint fails here, before any work
+        version = product_version(*models[key], options)
+        paths = product_paths(products, header.pass_id, version)
+        if status(paths.product) == "complete":
+            rows.append({"pass": str(path), "pass_id": header.pass_id, "status": "skipped",
+                         "product": str(paths.product), "reason": "product of this version is complete"})
+            continue
+        todo.append(path)
+    log.info("Archive: %d passes to process, %d already done", len(todo), len(rows))
+    if todo:
+        with cluster_address(dask_address) as address:
+            futures = [reprocess_one.submit(str(p), str(products), options, address) for p in todo]
+            rows += [f.result() for f in futures]
+    return rows
+
+
+def run_reprocess(archive: str | Path, products: str | Path, options: ProcessOptions, *, since: str | None = None,
+                  until: str | None = None, glob: str = "**/*", concurrency: int = 2,
+                  dask_address: str | None = None) -> list[dict]:
+    """``gsp reprocess``: at most ``concurrency`` passes at a time, on one Dask cluster."""
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency {concurrency}: must be >= 1")
+    parse_when(since), parse_when(until, end=True)  # bad dates fail before the run
+    with prefect_api():
+        runner = ThreadPoolTaskRunner(max_workers=concurrency)
+        return reprocess_archive.with_options(task_runner=runner)(str(archive), str(products), options, since, until,
+                                                                  glob, dask_address)

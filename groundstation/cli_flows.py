@@ -1,0 +1,176 @@
+"""``gsp process``, ``gsp serve`` and ``gsp reprocess``: the Prefect + Dask commands (loaded by groundstation.cli).
+
+Thin: each command builds validated :class:`flows.process_pass.ProcessOptions` and calls a flow entry point.
+Prefect, Dask and torch are imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import ConfigError
+
+__all__ = ["COMMANDS", "register"]
+
+
+def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = False) -> None:
+    g = p.add_argument_group("models and enhancement")
+    g.add_argument("--codec", help="registry name or checkpoint file (default: the codec named in the pass header; "
+                   "its sha256 must match the header's)")
+    g.add_argument("--enhancer", required=enhancer_required,
+                   help="registry name or checkpoint file" + ("" if enhancer_required else
+                                                              " (default: the registry's default_enhancer)"))
+    if not enhancer_required:
+        g.add_argument("--no-enhance", action="store_true",
+                       help="write a decoded-only product (no 'enhanced' array)")
+    g.add_argument("--seed", type=int, help="seed of the enhancer's latent field (default 0)")
+    g.add_argument("--temperature", type=float, help="latent scale, 0 = deterministic (default 1.0)")
+    g.add_argument("--halo", type=int, help="context pixels around each enhancement window, even (default 32)")
+    g.add_argument("--tiles-per-batch", type=int, help="codec tiles per Prefect task (default 8)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="auto (default): GPU workers when the Dask cluster offers a GPU resource, else CPU")
+    g.add_argument("--reference", metavar="SCENE",
+                   help="source GeoTIFF: adds PSNR, MS-SSIM and a perceptual distance per tile")
+    d = p.add_argument_group("execution")
+    d.add_argument("--dask-address", metavar="ADDR",
+                   help="scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster "
+                   "of --workers processes)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "process", help="process a pass on Dask under Prefect: product, metrics, report",
+        description="Validate PASS, decode it, enhance it and write a versioned Zarr product "
+        "OUT_DIR/<pass_id>/<version>.zarr with a metrics table (Parquet) and a markdown report; the run and its "
+        "artifacts show in the Prefect UI. A run that was interrupted is resumed; a complete product is left "
+        "as it is.",
+        epilog="Exit status: 0 ok; 3 product written but tiles lost (listed for retransmission); 2 bad input.")
+    p.add_argument("pass_file", metavar="PASS")
+    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="products folder")
+    _model_options(p)
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--json", action="store_true",
+                   help="print product and metrics paths, tile counts and timings as JSON")
+
+    s = sub.add_parser(
+        "serve", help="watch an inbox: process every complete new pass exactly once",
+        description="Serve a Prefect deployment that sweeps INBOX every --interval seconds: complete passes "
+        "(not .part, trailer present, unchanged for --settle seconds) are claimed, processed into --products "
+        "and moved to INBOX/done (or INBOX/failed). Set PREFECT_API_URL to use a Prefect server and its UI; "
+        "without it an ephemeral API lives as long as this command. See flows/README.md.")
+    s.add_argument("--inbox", required=True, metavar="DIR")
+    s.add_argument("--products", required=True, metavar="DIR")
+    s.add_argument("--interval", type=float, default=60.0, metavar="S", help="seconds between sweeps (default 60)")
+    s.add_argument("--once", action="store_true", help="run one sweep now, without serving, and exit")
+    s.add_argument("--settle", type=float, default=2.0, metavar="S",
+                   help="a pass must be unchanged this long before it is touched (default 2)")
+    s.add_argument("--stale-after", type=float, default=3600.0, metavar="S",
+                   help="process a pass without end-of-pass trailer once unchanged this long (default 3600)")
+    s.add_argument("--name", default="inbox-watcher", help="deployment name (default inbox-watcher)")
+    _model_options(s)
+    s.add_argument("--json", action="store_true", help="with --once: print the sweep's results as JSON")
+
+    r = sub.add_parser(
+        "reprocess", help="new product versions for archived passes (another enhancer...), skipping done ones",
+        description="Select passes under --archive (by --glob and acquisition time) and write products of the "
+        "version given by the models and parameters next to the existing ones; complete products are skipped, "
+        "interrupted ones resumed.")
+    r.add_argument("--archive", required=True, metavar="DIR")
+    r.add_argument("--products", required=True, metavar="DIR")
+    r.add_argument("--since", metavar="DATE", help="acquired at or after (YYYY-MM-DD or ISO 8601, UTC if no zone)")
+    r.add_argument("--until", metavar="DATE", help="acquired before the end of this day / before this time")
+    r.add_argument("--glob", default="**/*", metavar="PATTERN", help="files under --archive (default **/*)")
+    r.add_argument("--concurrency", type=int, default=2, metavar="N", help="passes processed at once (default 2)")
+    _model_options(r, enhancer_required=True)
+    r.add_argument("--json", action="store_true", help="print one row per pass as JSON")
+
+
+def _options(args):
+    from flows.process_pass import ProcessOptions
+
+    return ProcessOptions.build(
+        reference=args.reference, codec=args.codec, enhancer=args.enhancer,
+        enhance=not getattr(args, "no_enhance", False), seed=args.seed, temperature=args.temperature,
+        halo=args.halo, tiles_per_batch=args.tiles_per_batch, device=args.device)
+
+
+def _quiet_dask(args) -> None:
+    """Operators read the flow's own log lines; Dask's and the HTTP client's chatter only with -vv."""
+    if getattr(args, "verbose", 0) < 2:
+        for name in ("distributed", "httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _workers(args) -> int:
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be >= 1")
+    return args.workers
+
+
+def cmd_process(args) -> int:
+    from flows.process_pass import run_process_pass
+
+    opts = _options(args)
+    _quiet_dask(args)
+    res = run_process_pass(args.pass_file, args.out, opts, dask_address=args.dask_address, n_workers=_workers(args))
+    if args.json:
+        keys = ("status", "pass_id", "product", "metrics", "report", "version", "tiles_total", "tiles_ok",
+                "tiles_lost", "lost", "bytes", "bpp", "timings", "batches", "devices", "flow_run_id", "exit_code")
+        print(json.dumps({k: res.get(k) for k in keys}, indent=2))
+    else:
+        state = " (already complete, nothing done)" if res["status"] == "already-complete" else ""
+        print(f"{res['product']}{state}: {res['tiles_ok']}/{res['tiles_total']} tiles, {res['bpp']:.4f} bpp, "
+              f"{res['timings']['total_s']} s")
+        print(f"metrics: {res['metrics']}\nreport:  {res['report']}")
+        for d in res["lost"]:
+            print(f"  tile {d['tile']}: {d['reason']}: {d['detail']}  -> ask for retransmission")
+    return res["exit_code"]
+
+
+def cmd_serve(args) -> int:
+    from flows.inbox import run_sweep, serve_inbox
+
+    opts = _options(args)
+    _quiet_dask(args)
+    if args.interval <= 0:
+        raise ConfigError(f"--interval {args.interval}: must be > 0 seconds")
+    kw = dict(dask_address=args.dask_address, settle_s=args.settle, stale_after_s=args.stale_after)
+    if args.once:
+        results = run_sweep(args.inbox, args.products, opts, **kw)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            for r in results:
+                print(f"{r['pass']}: {r['status']}" + (f" -> {r['product']}" if r.get("product") else "")
+                      + (f" ({r['error']})" if r.get("error") else ""))
+        if any(r["status"] != "done" for r in results):
+            return 2
+        return 3 if any(r.get("tiles_lost") for r in results) else 0
+    serve_inbox(args.inbox, args.products, opts, interval=args.interval, name=args.name, **kw)
+    return 0
+
+
+def cmd_reprocess(args) -> int:
+    from flows.reprocess import run_reprocess
+
+    opts = _options(args)
+    _quiet_dask(args)
+    rows = run_reprocess(args.archive, args.products, opts, since=args.since, until=args.until, glob=args.glob,
+                         concurrency=args.concurrency, dask_address=args.dask_address)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['pass']}: {r['status']}" + (f" -> {r['product']}" if r.get("product") else "")
+                  + (f" ({r['error']})" if r.get("error") else ""))
+        print(f"{sum(r['status'] == 'done' for r in rows)} processed, {sum(r['status'] == 'skipped' for r in rows)} "
+              f"skipped, {sum(r['status'] == 'failed' for r in rows)} failed", file=sys.stderr)
+    if any(r["status"] == "failed" for r in rows):
+        return 2
+    return 3 if any(r.get("tiles_lost") for r in rows) else 0
+
+
+COMMANDS = {"process": cmd_process, "serve": cmd_serve, "reprocess": cmd_reprocess}

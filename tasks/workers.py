@@ -1,0 +1,82 @@
+"""What a worker process keeps between tasks: models loaded once, keyed by checkpoint sha256, and its settings.
+
+A Dask worker runs many batch tasks; loading an ELIC or an enhancer for each would dominate short batches.
+The caches below live in the worker process (module globals), so each process loads a given checkpoint once.
+The key is the checkpoint's sha256 (plus device): a file replaced on disk under the same name is a new key,
+and a file whose bytes do not match the sha256 the flow expects is refused by the loaders.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["cached", "cache_keys", "get_codec", "get_enhancer", "get_perceptual", "pick_device", "set_threads",
+           "worker_name"]
+
+_CACHE: dict[tuple, Any] = {}
+_LOCK = threading.Lock()
+
+
+def cached(key: tuple, load: Callable[[], Any]) -> Any:
+    """The object stored under ``key`` in this process, loading it with ``load()`` the first time."""
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load()
+        return _CACHE[key]
+
+
+def cache_keys() -> list[tuple]:
+    """Keys of what this process holds (for tests and logs)."""
+    with _LOCK:
+        return list(_CACHE)
+
+
+def set_threads(n: int) -> None:
+    """Torch intra-op threads of this process (a worker shares its cores with the other workers)."""
+    if n and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def pick_device(use_gpu: bool) -> str:
+    """``cuda`` when the task was given a GPU slot and this process sees one, else ``cpu``.
+
+    A worker started with ``--resources GPU=1`` is expected to see one device (``CUDA_VISIBLE_DEVICES`` set
+    per worker, as dask-cuda does), so ``cuda`` means that device.
+    """
+    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+
+
+def device_label(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
+def get_codec(path: str, sha256: str):
+    """The loaded ELIC (``LoadedCodec``) of this checkpoint, on the CPU (entropy decoding is CPU work)."""
+    from groundstation.codec import load_codec
+
+    return cached(("codec", sha256), lambda: load_codec(path, sha256))
+
+
+def get_enhancer(path: str, sha256: str, device: str):
+    """The enhancer model of this checkpoint on ``device``, in eval mode."""
+    from enhancer.checkpoint import load_enhancer
+
+    return cached(("enhancer", sha256, device), lambda: load_enhancer(path, sha256, device=device)[0])
+
+
+def get_perceptual(device: str):
+    """The run's perceptual metric (``PerceptualMetric.auto``: LPIPS-Alex when provisioned, else ST-LPIPS)."""
+    from groundstation.metrics import PerceptualMetric
+
+    return cached(("perceptual", device), lambda: PerceptualMetric.auto(device))

