@@ -35,6 +35,7 @@ __all__ = [
     "crop_to",
     "enhance_array",
     "enhance_mosaic",
+    "enhance_windows",
     "pad_to_even",
     "plan_windows",
     "z_field",
@@ -148,7 +149,19 @@ def enhance_mosaic(model: INNRSIC, source: Source, sink: Sink, shape: tuple[int,
                          f"got core={core}, halo={halo}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    windows = plan_windows(shape, core, halo)
+    return enhance_windows(model, source, sink, plan_windows(shape, core, halo), seed=seed,
+                           temperature=temperature, batch_size=batch_size, device=device, progress=progress)
+
+
+def enhance_windows(model: INNRSIC, source: Source, sink: Sink, windows: Sequence[Window], *, seed: int = 0,
+                    temperature: float = 1.0, batch_size: int = 4, device: str | torch.device = "cpu",
+                    progress: bool = False) -> dict[str, float]:
+    """Enhance the given windows (a subset of a :func:`plan_windows` plan, e.g. one worker's batch).
+
+    Same contract as :func:`enhance_mosaic` for ``source``/``sink``; windows of equal read shape are batched.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     batches = _batches(windows, batch_size)
     dev = _model_device(model, device)
     bar = None

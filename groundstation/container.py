@@ -358,6 +358,16 @@ class PassReader:
             self.header, self.data_offset = read_header(f, str(self.path))
         self._scan: ScanResult | None = None
 
+    @classmethod
+    def with_index(cls, path: str | Path, records: dict[int, tuple[int, int]]) -> "PassReader":
+        """A reader that trusts a known record index (from an earlier scan) instead of rescanning the file.
+
+        ``read`` still re-checks each record's frame and CRC, so a file changed since that scan is caught.
+        """
+        reader = cls(path)
+        reader._scan = ScanResult(header=reader.header, records={int(k): tuple(v) for k, v in records.items()})
+        return reader
+
     def scan(self) -> ScanResult:
         if self._scan is None:
             self._scan = _scan(self.path, self.header, self.data_offset)

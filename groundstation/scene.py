@@ -27,6 +27,9 @@ from .errors import SceneError
 
 PERCENTILES = (2.0, 98.0)
 STATS_MAX_SIDE = 1024
+#: GDAL's block cache defaults to 5% of RAM and fills as a large scene is read tile by tile (each block is read
+#: once, so caching buys nothing): cap it so encode memory does not grow with scene size.
+GDAL_CACHE_MB = 64
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,15 @@ class Scene:
     path: Path
     ds: object  # rasterio DatasetReader
     bands: BandInfo
+    env: object = None  # rasterio.Env holding the GDAL cache cap while the scene is open
 
     def __enter__(self) -> "Scene":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.ds.close()
+        if self.env is not None:
+            self.env.__exit__(None, None, None)
 
     @property
     def width(self) -> int:
@@ -70,9 +76,12 @@ def open_scene(path: str | Path, bands: list[int] | None = None) -> Scene:
     path = Path(path)
     if not path.exists():
         raise SceneError(f"{path}: no such scene file")
+    env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    env.__enter__()
     try:
         ds = rasterio.open(path)
     except RasterioIOError as exc:
+        env.__exit__(None, None, None)
         raise SceneError(f"{path}: not a readable raster ({exc}); expected a GeoTIFF") from exc
     try:
         if ds.crs is None:
@@ -82,8 +91,9 @@ def open_scene(path: str | Path, bands: list[int] | None = None) -> Scene:
         plan = plan_bands(ds, bands)
     except Exception:
         ds.close()
+        env.__exit__(None, None, None)
         raise
-    return Scene(path=path, ds=ds, bands=plan)
+    return Scene(path=path, ds=ds, bands=plan, env=env)
 
 
 def plan_bands(ds, bands: list[int] | None = None) -> BandInfo:

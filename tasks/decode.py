@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from groundstation.codec import TileCodec
-from groundstation.container import PassReader, ScanResult
+from groundstation.container import PassReader
 from groundstation.decode import TileOutcome, decode_tile
 from groundstation.product import open_arrays, write_block
 
@@ -25,17 +25,6 @@ from .state import retry_unless_operator_error, write_marker
 from .workers import get_codec, set_threads, worker_name
 
 __all__ = ["decode_tiles"]
-
-
-def _indexed_reader(pass_path: str, records: dict[int, tuple[int, int]]) -> PassReader:
-    """A reader that uses the flow's index for these tiles instead of rescanning the whole file per batch.
-
-    ``PassReader.read`` re-checks each record's CRC, so a file changed since the scan is still caught.
-    (PassReader has no public constructor taking an index; see flows/README.md, "Requested changes".)
-    """
-    reader = PassReader(pass_path)
-    reader._scan = ScanResult(header=reader.header, records={int(k): tuple(v) for k, v in records.items()})
-    return reader
 
 
 @task(name="decode-tiles", cache_policy=NONE, retries=1, retry_delay_seconds=1,
@@ -51,7 +40,7 @@ def decode_tiles(pass_path: str, product: str, state_dir: str, batch: int, recor
     """
     log = get_run_logger()
     t0 = time.perf_counter()
-    reader = _indexed_reader(pass_path, records)
+    reader = PassReader.with_index(pass_path, records)
     header = reader.header
     threads = threads or header.encoder.threads or 1
     set_threads(threads)
