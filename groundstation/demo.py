@@ -18,10 +18,9 @@ from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: The demo's one enhancement switch. False until configs/models.yaml names a ``default_enhancer`` (a demo-size
-#: checkpoint): the demo then writes a decoded-only product (the flow's --no-enhance). Set it to True once the
-#: registry has one; the flow then enhances with it (and fails clearly if it is missing).
-DEMO_ENHANCE = False
+#: The demo's one enhancement switch: True enhances with the registry's ``default_enhancer`` (demo-inn-l0032);
+#: False writes a decoded-only product (the flow's --no-enhance).
+DEMO_ENHANCE = True
 
 #: Window of the Blue Marble mosaic (row0, col0, height, width): the Mediterranean, Alps to the Sahara.
 DEMO_WINDOW = (640, 2760, 448, 704)
