@@ -8,7 +8,6 @@ these, reads the architecture back from the tensor shapes and loads strictly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from torch import Tensor
 
 from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import YUV_MATRIX, haar_kernels
+from groundstation.fileio import sha256_file
 from groundstation.errors import CheckpointError
 
 __all__ = [
@@ -35,15 +35,6 @@ _WRAPPER_KEYS = ("state_dict", "network")
 _PREFIX = "module."
 _COUPLING_KEY = re.compile(r"^operations_gaussian\.(\d+)\.F\.conv1\.weight$")
 _MAX_NAMED = 5  # keys quoted per category in a mismatch message
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def normalize_state_dict(obj: object, source: str = "checkpoint") -> dict[str, Tensor]:

@@ -13,7 +13,6 @@ happens for checkpoints whose tables are empty, with a log line saying so.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import re
 import zlib
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CheckpointError
+from .fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,6 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
             "Only plain state dicts are accepted (torch.save(model.state_dict(), path))."
         ) from exc
     return _unwrap(obj, str(path)), digest
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def detect_codec_format(sd: dict[str, torch.Tensor]) -> str:

@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from .fileio import fsync_dir
 from .errors import CheckpointError, ConfigError, ProductError
 
 # ------------------------------------------------------------------------------------------- basic metrics
@@ -598,15 +599,6 @@ def summarize_passes(tiles: pd.DataFrame, evaluated_at: _dt.datetime | None = No
 # ------------------------------------------------------------------------------------------------ parquet
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_table_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -620,7 +612,7 @@ def _write_table_atomic(table: pa.Table, path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_parquet(

@@ -25,19 +25,12 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+
+from groundstation.fileio import fsync_dir
 from typing import Any, Iterator
 
 __all__ = ["ExclusiveLock", "LockHeld", "claim", "read_json", "read_markers", "retry_unless_operator_error",
            "write_json_atomic", "write_marker"]
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
@@ -55,7 +48,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -162,7 +155,7 @@ def claim(path: str | Path, folder: str | Path) -> Path | None:
         os.rename(path, dest)
     except FileNotFoundError:
         return None
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return dest
 
 

@@ -19,14 +19,6 @@ from groundstation.cli import main
 from synth import write_scene
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def enhancer_file(tmp_path_factory) -> Path:
     """A demo-size enhancer whose inverse behaves like "image + a few DN" (enhancer.testing)."""

@@ -21,14 +21,6 @@ from enhancer.testing import surrogate_enhancer
 from enhancer.tiling import plan_windows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def demo_model():
     # Random non-identity weights whose inverse behaves like "image + a few tens of DN" (enhancer.testing).

@@ -29,14 +29,6 @@ MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "enhan
 needs_manifest = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"{MANIFEST} not present")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def random_model(config: EnhancerConfig, seed: int = 0) -> INNRSIC:
     model = INNRSIC(config)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -27,14 +27,6 @@ from synth import smooth_image
 TINY = "2,8,8"  # blocks, coupling growth, CGM growth: a few ms per 32x32 crop
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def write_pngs(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
