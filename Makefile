@@ -22,7 +22,7 @@ demo: venv
 	$(VENV)/bin/gsp demo -o demo-out
 
 test: venv
-	$(VENV)/bin/python -m pytest -q -m "not server_slow" --durations=15
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 clean:
 	rm -rf demo-out .pytest_cache
