@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -176,6 +177,10 @@ def run_sweep(inbox: str | Path, products: str | Path, options: ProcessOptions |
         return watch_inbox(str(inbox), str(products), options, **kwargs)
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def serve_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions | None = None, *,
                 interval: float = 60.0, dask_address: str | None = None, settle_s: float = 2.0,
                 stale_after_s: float | None = 3600.0, name: str = "inbox-watcher", limit: int = 1) -> None:
@@ -204,6 +209,8 @@ def serve_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
             url = stack.enter_context(local_prefect_server())
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
         os.environ["PREFECT_API_URL"] = url  # the runs prefect.serve starts are subprocesses
+        # a SIGTERM (systemd, `timeout`, a container stop) unwinds this stack too, so the server started above stops
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         deployment = watch_inbox.to_deployment(name=name, interval=interval, parameters=params,
                                                entrypoint_type=EntrypointType.MODULE_PATH,
                                                description=f"Process complete passes arriving in {inbox}")
