@@ -49,7 +49,6 @@ import datetime as _dt
 import hashlib
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +60,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .fileio import fsync_dir
+from .fileio import atomic_path
 from .errors import CheckpointError, ConfigError, ProductError
 
 # ------------------------------------------------------------------------------------------- basic metrics
@@ -600,19 +599,8 @@ def summarize_passes(tiles: pd.DataFrame, evaluated_at: _dt.datetime | None = No
 
 
 def _write_table_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 def write_parquet(

@@ -23,10 +23,9 @@ import errno
 import json
 import os
 import socket
-import tempfile
 from pathlib import Path
 
-from groundstation.fileio import fsync_dir
+from groundstation.fileio import atomic_path, fsync_dir
 from typing import Any, Iterator
 
 __all__ = ["ExclusiveLock", "LockHeld", "claim", "read_json", "read_markers", "retry_unless_operator_error",
@@ -36,19 +35,8 @@ __all__ = ["ExclusiveLock", "LockHeld", "claim", "read_json", "read_markers", "r
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (temporary file, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
     return path
 
 
