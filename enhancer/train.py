@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 Reduction = Literal["sum", "per-image", "mean"]
 REDUCTIONS = ("sum", "per-image", "mean")
 CASE_FORMS = ("sq", "nll")
+INITS = ("reference", "identity")
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = "gsp-enhancer-train/1"
 CSV_COLUMNS = ["step", "total", "l_dec", "l_case", "l_en", "l_per", "psnr_en_db", "lr", "elapsed_s"]
@@ -211,6 +212,8 @@ class EnhancerTrainConfig:
     threads: int | None = None
     device: str = "cpu"
     preset: str = "reference-code"
+    init: str = "reference"  # reference: the authors' initial values; identity: INNRSIC.init_identity
+    latent_gain: float = 40.0  # identity start only: Phi_2 = latent_gain * I
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
@@ -225,6 +228,10 @@ class EnhancerTrainConfig:
         if self.perceptual != "none" and self.loss.w_per > 0 and self.crop < 32:
             raise ConfigError(f"--crop {self.crop} is too small for the perceptual loss (VGG block "
                               f"{self.per_block} sees 1/16 of it): use --crop >= 32 or --perceptual none")
+        if self.init not in INITS:
+            raise ConfigError(f"--init {self.init!r}: choose one of {', '.join(INITS)}")
+        if self.latent_gain <= 0:
+            raise ConfigError(f"--latent-gain must be > 0, got {self.latent_gain}")
         if self.lr <= 0 or self.clip < 0 or self.weight_decay < 0:
             raise ConfigError(f"--lr must be > 0 and --clip, weight decay >= 0 (got lr={self.lr}, "
                               f"clip={self.clip}, weight_decay={self.weight_decay})")
@@ -312,6 +319,8 @@ def _load_checkpoint(path: Path, cfg: EnhancerTrainConfig, backbone: dict | None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a gsp enhancer training checkpoint ({CHECKPOINT_FORMAT})")
     before = json.loads(state["config"])
+    before.setdefault("init", "reference")  # runs from before the option existed
+    before.setdefault("latent_gain", 40.0)
     now = json.loads(json.dumps(cfg.as_dict()))
     before_flat, now_flat = _comparable(before), _comparable(now)
     diff = sorted(k for k in set(before_flat) | set(now_flat) if before_flat.get(k) != now_flat.get(k))
@@ -393,6 +402,8 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = INNRSIC(cfg.arch())
+    if cfg.init == "identity":
+        model.init_identity(cfg.latent_gain)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]  # the Haar kernels are frozen
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

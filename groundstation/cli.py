@@ -69,6 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("-o", "--out", default="demo-out", help="output folder (default: demo-out)")
     dm.add_argument("--codec", help="codec name or checkpoint (default: the registry's default)")
 
+    ev = sub.add_parser(
+        "evaluate", help="the paper's evaluation: ELIC then the enhancer at each rate point, tables and plots",
+        description="For every rate point (codec + the enhancer trained behind it + its temperature, from "
+        "configs/models.yaml rate_points) and every image under IMAGE_DIR: real ELIC compress/decompress, "
+        "enhancement, then bpp, PSNR, MS-SSIM and the perceptual distance of decoded and enhanced against the "
+        "original. Writes OUT/evaluation.csv, OUT/evaluation.md, OUT/rd.png, OUT/rate_perception.png and "
+        "OUT/per_image.csv (a rerun resumes from it).",
+        epilog="example: gsp evaluate ../shared/data/rsscn7/val -o runs/eval-val --workers 2 "
+        "--reference configs/reference_points.csv")
+    ev.add_argument("images", metavar="IMAGE_DIR", help="folder of images (searched recursively)")
+    ev.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="output folder")
+    ev.add_argument("--rate-points", metavar="NAME,...",
+                    help="comma-separated rate point names (default: every rate point in the registry)")
+    ev.add_argument("--reference", metavar="CSV",
+                    help="reference points to compare with (columns label, bpp, psnr_db [, ms_ssim, "
+                    "perceptual_metric, perceptual, note]), e.g. configs/reference_points.csv")
+    ev.add_argument("--limit", type=int, help="only the first N images (sorted)")
+    ev.add_argument("--workers", type=int, default=1, help="worker processes, 1 torch thread each (default 1)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the enhancer's latent field")
+
     t = sub.add_parser("train-codec", help="rate-distortion training of a reduced Chandelier ELIC",
                        description="Train (or resume, from OUT/last.pt) an ELIC on image folders; writes OUT/loss.csv "
                        "and OUT/loss.png. With --export, fill the entropy tables and write an inference checkpoint.")
@@ -84,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-drop-at", type=int, default=2400, help="step from which lr is divided by 10")
     t.add_argument("--checkpoint-every", type=int, default=250)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, help="torch threads (default: torch's choice, all cores)")
+    t.add_argument("--init-from", metavar="CKPT",
+                   help="start a new run from the weights of another run's last.pt (e.g. another lambda's); "
+                        "the optimiser starts fresh. Ignored when OUT already holds last.pt (resume)")
     t.add_argument("--export", metavar="FILE", help="after training, write the inference checkpoint here")
     t.add_argument("--evaluate", metavar="DIR", help="after export, report bpp/PSNR on this image folder")
     t.add_argument("--no-train", action="store_true", help="only export/evaluate the existing OUT/last.pt")
@@ -216,7 +240,8 @@ def cmd_train_codec(args) -> int:
             return 2
         cfg = CodecTrainConfig(data=args.data, out=str(out), N=args.N, M=args.M, lmbda=args.lmbda, steps=args.steps,
                                batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_drop_at=args.lr_drop_at,
-                               checkpoint_every=args.checkpoint_every, seed=args.seed)
+                               checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads,
+                               init_from=args.init_from)
         train_codec(cfg, progress=_progress())
     if args.export:
         digest = export_codec(out / "last.pt", args.export)
@@ -225,6 +250,22 @@ def cmd_train_codec(args) -> int:
             res = evaluate_codec(load_codec(args.export), list_images(args.evaluate))
             (out / "evaluation.json").write_text(json.dumps(res, indent=2))
             print(f"{args.evaluate}: {res['images']} images, {res['bpp']:.4f} bpp, {res['psnr_db']:.2f} dB PSNR")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_folder, resolve_rate_points
+
+    names = [n.strip() for n in args.rate_points.split(",") if n.strip()] if args.rate_points else None
+    points = resolve_rate_points(names)
+    res = evaluate_folder(args.images, args.out, points, limit=args.limit, workers=args.workers, seed=args.seed,
+                          reference=args.reference, progress=_progress())
+    print(f"{res.images} images x {len(points)} rate points: {res.computed} evaluated, {res.skipped} already done")
+    for row in res.effects.to_dict("records"):
+        print(f"  {row['rate_point']}: {res.summary.perceptual_metric.iloc[0]} {row['d_perceptual']:+.4f} "
+              f"({row['perceptual_change_pct']:+.1f}%, better on {row['perceptual_helped']}/{row['images']} "
+              f"images), PSNR {row['d_psnr_db']:+.2f} dB")
+    print("\n".join(f"{k}: {v}" for k, v in res.files.items()))
     return 0
 
 
@@ -243,6 +284,7 @@ _COMMANDS = {
     "inspect": cmd_inspect,
     "decode": cmd_decode,
     "train-codec": cmd_train_codec,
+    "evaluate": cmd_evaluate,
 }
 
 if __name__ == "__main__":

@@ -88,6 +88,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--per-block", type=int, choices=[4, 5], help="VGG block of the L_per layer (5: conv5_x, 4: conv4_x)")
     t.add_argument("--transpose", action=argparse.BooleanOptionalAction, default=None,
                    help="random transpose augmentation besides the h/v flips")
+    t.add_argument("--init", choices=["reference", "identity"],
+                   help="initial values: the authors' (reference, the presets' default) or a start where the "
+                        "inverse passes the decoded image through (identity; for short runs, see "
+                        "INNRSIC.init_identity)")
+    t.add_argument("--latent-gain", type=float,
+                   help="identity start: how strongly z is scaled down into pixels (40: z ~ N(0,1) for a "
+                        "~26 dB codec residual)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=1000)
     t.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -147,7 +154,8 @@ def cmd_train_enhancer(args) -> int:
             w_per=args.w_per, reduction=args.reduction, case_reduction=args.case_reduction,
             case_form=args.case_form, qm_noise_p=args.qm_noise_p, qm_noise=args.qm_noise,
             per_block=args.per_block, transpose=args.transpose, perceptual=args.perceptual, seed=args.seed,
-            checkpoint_every=args.checkpoint_every, threads=args.threads, device=args.device)
+            checkpoint_every=args.checkpoint_every, threads=args.threads, device=args.device, init=args.init,
+            latent_gain=args.latent_gain)
         res = train_enhancer(cfg, progress=_progress())
         per = f"{res.perceptual['backbone']} {res.perceptual['layer']}" if res.perceptual else "off"
         last = ", ".join(f"{k} {v:.4g}" for k, v in res.last.items()) or "no new steps"

@@ -38,12 +38,24 @@ class ModelEntry(BaseModel):
         return p if p.is_absolute() else REPO_ROOT / p
 
 
+class RatePoint(BaseModel):
+    """One point of the rate-distortion-perception curves: a codec, the enhancer trained behind it and the
+    temperature chosen for it (on the validation set; the only thing chosen there)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    codec: str
+    enhancer: str
+    temperature: float = Field(default=0.0, ge=0.0)
+
+
 class Registry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_codec: str
     default_enhancer: str | None = None
     models: dict[str, ModelEntry]
+    rate_points: dict[str, RatePoint] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _defaults_exist(self) -> "Registry":
@@ -55,6 +67,14 @@ class Registry(BaseModel):
         for name, entry in self.models.items():
             if entry.codec and entry.codec not in self.models:
                 raise ValueError(f"{name}: names codec {entry.codec!r}, which is not in the registry")
+        for name, point in self.rate_points.items():
+            for model, kind in ((point.codec, "codec"), (point.enhancer, "enhancer")):
+                if model not in self.models or self.models[model].kind != kind:
+                    raise ValueError(f"rate point {name!r}: {kind} {model!r} is not a {kind} entry of the registry")
+            trained_behind = self.models[point.enhancer].codec
+            if trained_behind and trained_behind != point.codec:
+                raise ValueError(f"rate point {name!r}: enhancer {point.enhancer!r} was trained behind "
+                                 f"{trained_behind!r}, not {point.codec!r}")
         return self
 
     def get(self, name: str, kind: str) -> ModelEntry:

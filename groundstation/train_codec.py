@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .errors import ConfigError
 from .codec import CodecArch, LoadedCodec, TileCodec, build_codec, infer_codec_arch, sha256_file
 from .images import RandomCrops, list_images, load_rgb
 from .plots import plot_loss_curve
@@ -45,6 +46,7 @@ class CodecTrainConfig:
     seed: int = 0
     threads: int | None = None
     groups: list[int] = field(default_factory=list)
+    init_from: str | None = None  # a training checkpoint (last.pt) whose weights start a new run (not resumed)
 
     def arch(self) -> CodecArch:
         return CodecArch(self.N, self.M, tuple(self.groups)) if self.groups else CodecArch.default_groups(self.N, self.M)
@@ -86,6 +88,18 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> Path:
         step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed codec training from %s at step %d", ckpt_path, step)
+    elif cfg.init_from:
+        init = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+        if not isinstance(init, dict) or "state_dict" not in init:
+            raise ConfigError(f"--init-from {cfg.init_from}: not a gsp codec training checkpoint (no 'state_dict'); "
+                              "give the last.pt of an earlier `gsp train-codec` run")
+        try:
+            model.load_state_dict(init["state_dict"])
+        except RuntimeError as exc:
+            raise ConfigError(f"--init-from {cfg.init_from}: its weights do not fit N={cfg.N} M={cfg.M}: "
+                              f"{str(exc).splitlines()[0]}") from exc
+        log.info("starting from the weights of %s (step %s); optimiser state fresh", cfg.init_from,
+                 init.get("step"))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     data = RandomCrops(list_images(*cfg.data), cfg.crop, seed=cfg.seed + step)

@@ -34,8 +34,9 @@ def test_registry_files_exist_with_their_sha256():
 
 def test_duplicate_registry_names_are_refused(tmp_path):
     text = (CONFIGS / "models.yaml").read_text()
-    block = text[text.index("  demo-elic-l0032:"):]
-    (tmp_path / "dup.yaml").write_text(text + block)
+    models_end = text.index("rate_points:")
+    block = text[text.index("  demo-elic-l0032:"):models_end]
+    (tmp_path / "dup.yaml").write_text(text[:models_end] + block + text[models_end:])
     with pytest.raises(ConfigError, match="duplicate name 'demo-elic-l0032'"):
         Registry.model_validate(__import__("groundstation.registry", fromlist=["load_yaml"]).load_yaml(tmp_path / "dup.yaml"))
 

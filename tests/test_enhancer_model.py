@@ -223,3 +223,20 @@ def test_unreadable_or_foreign_checkpoints_raise_checkpoint_error(tmp_path):
     torch.save(state, bad_haar)
     with pytest.raises(CheckpointError, match="operations_gaussian.1.haar_weights"):
         load_enhancer(bad_haar)
+
+
+def test_identity_start_passes_the_decoded_image_through():
+    torch.manual_seed(0)
+    model = INNRSIC(EnhancerConfig.demo()).init_identity(latent_gain=40.0)
+    x = torch.rand(2, 3, 32, 48)
+    out = model(x)
+    assert torch.allclose(out[:, :3], x, atol=1e-6)  # s = x
+    assert out[:, 3:].abs().max() < 1e-4  # z = 0
+    y = torch.rand(2, 3, 32, 48)
+    assert torch.allclose(model.inverse(y, torch.zeros_like(y)), y, atol=1e-6)  # T = 0: enhanced == decoded
+    z = torch.randn_like(y)
+    step = model.inverse(y, z) - y  # T = 1: z enters at 1/latent_gain (sigma = 1 at the start)
+    assert torch.allclose(step, z / 40.0, atol=1e-5)
+    assert torch.allclose(model.inverse(*model(x).split(3, dim=1)), x, atol=1e-5)  # still an INN
+    with pytest.raises(ValueError, match="latent_gain"):
+        model.init_identity(0)

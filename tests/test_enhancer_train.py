@@ -296,6 +296,21 @@ def test_training_decreases_the_loss_and_writes_its_records(pairs_dir, tmp_path)
         assert torch.equal(v, model.state_dict()[k])
 
 
+def test_identity_start_begins_at_the_decoded_quality_and_is_recorded(pairs_dir, tmp_path):
+    cfg = training_config(pairs_dir, tmp_path / "run", arch=TINY, steps=1, batch_size=4, crop=32, lr=1e-4,
+                          perceptual="none", seed=0, threads=1, init="identity", w_case=0.05)
+    res = train_enhancer(cfg)
+    ref = train_enhancer(training_config(pairs_dir, tmp_path / "ref", arch=TINY, steps=1, batch_size=4, crop=32,
+                                         lr=1e-4, perceptual="none", seed=0, threads=1))
+    # step 1 is computed before any update: the identity start reconstructs, the reference start does not
+    assert res.last["psnr_en_db"] > 25 > ref.last["psnr_en_db"] + 10
+    assert res.last["l_case"] < 1e-6
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert meta["options"]["init"] == "identity" and meta["options"]["latent_gain"] == 40.0
+    with pytest.raises(ConfigError, match="--init 'nope'"):
+        training_config(pairs_dir, tmp_path / "x", arch=TINY, init="nope")
+
+
 def test_resumed_run_matches_uninterrupted_run_with_the_offline_backbone(pairs_dir, tmp_path, offline_backbone):
     opts = dict(arch=TINY, batch_size=2, crop=32, lr=1e-3, perceptual="stlpips-vgg", seed=3, checkpoint_every=2,
                 threads=1)

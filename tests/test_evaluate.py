@@ -1,0 +1,191 @@
+"""gsp evaluate: real ELIC + enhancer per rate point, tables, plots, resume, reference points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from groundstation.errors import ConfigError
+from groundstation.evaluation import (
+    PER_IMAGE_CSV,
+    evaluate_folder,
+    read_reference_points,
+    resolve_rate_points,
+)
+from groundstation.fileio import sha256_file
+from groundstation.registry import Registry
+
+from synth import smooth_image
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """Three small RGB images, sizes not multiples of 64 (the codec pads); one large enough for MS-SSIM."""
+    d = tmp_path_factory.mktemp("images")
+    (d / "sub").mkdir()
+    for name, (h, w), seed in (("a", (96, 80), 0), ("b", (70, 120), 1), ("sub/c", (176, 168), 2)):
+        rgb = (smooth_image(h, w, seed=seed).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        Image.fromarray(rgb).save(d / f"{name}.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def identity_enhancer(tmp_path_factory) -> Path:
+    from enhancer.checkpoint import save_enhancer
+    from enhancer.model import INNRSIC, EnhancerConfig
+
+    path = tmp_path_factory.mktemp("identity") / "identity.pt"
+    save_enhancer(INNRSIC(EnhancerConfig(blocks=1, coupling_growth=4, cgm_growth=4)).init_identity(), path)
+    return path
+
+
+def _registry(tiny_codec: Path, other_codec: Path, identity: Path, surrogate: Path, *,
+              temperature: float = 1.0) -> Registry:
+    def entry(kind, path, **extra):
+        arch = {"blocks": 1} if kind == "enhancer" else {}
+        return {"kind": kind, "path": str(path), "sha256": sha256_file(path), "architecture": kind, "arch": arch,
+                **extra}
+
+    return Registry.model_validate({
+        "default_codec": "c-hi",
+        "models": {"c-hi": entry("codec", tiny_codec, lmbda=0.01), "c-lo": entry("codec", other_codec, lmbda=0.001),
+                   "e-id": entry("enhancer", identity, codec="c-hi"),
+                   "e-sur": entry("enhancer", surrogate, codec="c-lo")},
+        "rate_points": {"hi": {"codec": "c-hi", "enhancer": "e-id", "temperature": 0.0},
+                        "lo": {"codec": "c-lo", "enhancer": "e-sur", "temperature": temperature}},
+    })
+
+
+@pytest.fixture(scope="module")
+def registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts) -> Registry:
+    return _registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0])
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, images, registry):
+    out = tmp_path_factory.mktemp("eval")
+    ref = out.parent / "ref.csv"
+    ref.write_text("label,bpp,psnr_db,ms_ssim,perceptual_metric,perceptual,note\n"
+                   "paper DCAE,0.5,30.21,,lpips_alex,0.3240,DOTA\n"
+                   "same metric,0.4,25.0,0.9,stlpips_alex,0.2,made up\n")
+    res = evaluate_folder(images, out, resolve_rate_points(None, registry), reference=ref)
+    return res, out
+
+
+def test_tables_and_plots_are_written(evaluated, images):
+    res, out = evaluated
+    assert res.images == 3 and res.computed == 6 and res.skipped == 0
+    per = pd.read_csv(out / PER_IMAGE_CSV)
+    assert len(per) == 12  # 2 rate points x 3 images x (decoded, enhanced)
+    assert set(per.image) == {"a", "b", "sub__c"}
+    # bpp is over the unpadded pixels and the enhancer adds no bits
+    np.testing.assert_allclose(per.bpp, per.bytes * 8 / (per.height * per.width))
+    assert (per.groupby(["rate_point", "image"]).bpp.nunique() == 1).all()
+    # MS-SSIM needs > 160 px per side: NaN for the small images, a value for the large one
+    assert per[per.image != "sub__c"].ms_ssim.isna().all() and per[per.image == "sub__c"].ms_ssim.notna().all()
+    summary = pd.read_csv(out / "evaluation.csv")
+    assert list(zip(summary.rate_point, summary["product"])) == [("hi", "decoded"), ("hi", "enhanced"),
+                                                                 ("lo", "decoded"), ("lo", "enhanced")]
+    assert summary.enhance_s_per_mp.notna().tolist() == [False, True, False, True]
+    for png in ("rd.png", "rate_perception.png"):
+        with Image.open(out / png) as im:
+            assert im.size[0] > 300
+    md = (out / "evaluation.md").read_text()
+    assert "| hi | decoded |" in md and "stlpips_alex" in md
+    assert "lpips_alex are not on the scale" in md  # the paper's LPIPS is listed, not drawn
+
+
+def test_decoded_metrics_match_a_direct_codec_run(evaluated, images, tiny_codec):
+    from groundstation.codec import TileCodec, load_codec
+    from groundstation.images import load_rgb
+    from groundstation.metrics import psnr_db
+
+    _, out = evaluated
+    per = pd.read_csv(out / PER_IMAGE_CSV)
+    image = load_rgb(images / "a.png").copy()
+    tc = TileCodec(load_codec(tiny_codec), threads=1)
+    enc = tc.encode(image)
+    decoded, _ = tc.decode(enc.strings, enc.z_hw, enc.y_hw, enc.height, enc.width)
+    row = per[(per.rate_point == "hi") & (per.image == "a") & (per["product"] == "decoded")].iloc[0]
+    assert row.bytes == enc.nbytes
+    assert row.psnr_db == pytest.approx(psnr_db(image, decoded), abs=1e-9)
+
+
+def test_identity_enhancer_has_no_effect_and_a_real_one_does(evaluated):
+    res, _ = evaluated
+    eff = res.effects.set_index("rate_point")
+    # enhanced == decoded exactly for the identity start at temperature 0
+    assert eff.loc["hi", "d_psnr_db"] == 0 and eff.loc["hi", "d_perceptual"] == 0
+    assert eff.loc["hi", "perceptual_helped"] == 0
+    # the surrogate at temperature 1 changes pixels: PSNR moves
+    assert eff.loc["lo", "d_psnr_db"] != 0
+
+
+def test_rerun_resumes_and_recomputes_only_what_changed(evaluated, images, registry, tiny_codec, other_codec,
+                                                        identity_enhancer, enhancer_ckpts):
+    res, out = evaluated
+    before = pd.read_csv(out / PER_IMAGE_CSV)
+    again = evaluate_folder(images, out, resolve_rate_points(None, registry))
+    assert again.computed == 0 and again.skipped == 6
+    # a crash after the decoded row of the last image: that image is evaluated again, nothing else
+    (out / PER_IMAGE_CSV).write_text("".join((out / PER_IMAGE_CSV).read_text().splitlines(True)[:-1]))
+    again = evaluate_folder(images, out, resolve_rate_points(None, registry))
+    assert again.computed == 1
+    after = pd.read_csv(out / PER_IMAGE_CSV).sort_values(["rate_point", "image", "product"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(after.drop(columns="enhance_s"),
+                                  before.sort_values(["rate_point", "image", "product"])
+                                  .reset_index(drop=True).drop(columns="enhance_s"))
+    # another temperature for one rate point: only that point's rows are recomputed
+    changed = _registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0], temperature=0.5)
+    again = evaluate_folder(images, out, resolve_rate_points(None, changed))
+    assert again.computed == 3 and again.skipped == 3
+
+
+def test_worker_processes_give_the_same_numbers(tmp_path, images, registry, evaluated):
+    _, out1 = evaluated
+    points = resolve_rate_points(["hi"], registry)
+    res = evaluate_folder(images, tmp_path, points, workers=2, limit=2)
+    assert res.images == 2
+    mine = pd.read_csv(tmp_path / PER_IMAGE_CSV).drop(columns="enhance_s").sort_values(["image", "product"])
+    ref = pd.read_csv(out1 / PER_IMAGE_CSV)
+    ref = ref[(ref.rate_point == "hi") & ref.image.isin(["a", "b"])].drop(columns="enhance_s")
+    pd.testing.assert_frame_equal(mine.reset_index(drop=True),
+                                  ref.sort_values(["image", "product"]).reset_index(drop=True))
+
+
+def test_bad_inputs_get_clear_errors(tmp_path, images, registry):
+    with pytest.raises(ConfigError, match="no rate point named 'nope'"):
+        resolve_rate_points(["nope"], registry)
+    with pytest.raises(ConfigError, match="no images .* found under"):
+        evaluate_folder(tmp_path, tmp_path / "o", resolve_rate_points(["hi"], registry))
+    bad = tmp_path / "ref.csv"
+    bad.write_text("name,bpp\nx,0.1\n")
+    with pytest.raises(ConfigError, match="needs columns label, bpp, psnr_db"):
+        read_reference_points(bad)
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "o2" / PER_IMAGE_CSV).write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="not written by gsp evaluate"):
+        evaluate_folder(images, tmp_path / "o2", resolve_rate_points(["hi"], registry))
+
+
+def test_registry_refuses_a_rate_point_whose_enhancer_belongs_to_another_codec(tiny_codec, other_codec,
+                                                                              identity_enhancer, enhancer_ckpts):
+    reg = _registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0]).model_dump()
+    reg["rate_points"]["hi"]["enhancer"] = "e-sur"  # trained behind c-lo
+    with pytest.raises(ValueError, match="trained behind 'c-lo'"):
+        Registry.model_validate(reg)
+
+
+def test_cli_help_and_unknown_rate_point(tmp_path):
+    run = [sys.executable, "-m", "groundstation.cli", "evaluate"]
+    out = subprocess.run(run + ["--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--rate-points" in out.stdout and "evaluation.csv" in out.stdout
+    out = subprocess.run(run + [str(tmp_path), "-o", str(tmp_path / "o"), "--rate-points", "nope"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "no rate point named 'nope'" in out.stderr
