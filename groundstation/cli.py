@@ -85,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--reference", metavar="CSV",
                     help="reference points to compare with (columns label, bpp, psnr_db [, ms_ssim, "
                     "perceptual_metric, perceptual, note]), e.g. configs/reference_points.csv")
-    ev.add_argument("--limit", type=int, help="only the first N images (sorted)")
+    ev.add_argument("--limit", type=int, help="only N images, evenly spaced over the sorted list (every class "
+                    "folder represented)")
+    ev.add_argument("--temperature", type=float, help="use this temperature for every rate point instead of "
+                    "the registry's (to choose one on a validation set)")
     ev.add_argument("--workers", type=int, default=1, help="worker processes, 1 torch thread each (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the enhancer's latent field")
 
@@ -257,7 +260,7 @@ def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_folder, resolve_rate_points
 
     names = [n.strip() for n in args.rate_points.split(",") if n.strip()] if args.rate_points else None
-    points = resolve_rate_points(names)
+    points = resolve_rate_points(names, temperature=args.temperature)
     res = evaluate_folder(args.images, args.out, points, limit=args.limit, workers=args.workers, seed=args.seed,
                           reference=args.reference, progress=_progress())
     print(f"{res.images} images x {len(points)} rate points: {res.computed} evaluated, {res.skipped} already done")

@@ -73,8 +73,13 @@ class ResolvedPoint:
     lmbda: float | None
 
 
-def resolve_rate_points(names: Iterable[str] | None = None, registry=None) -> list[ResolvedPoint]:
-    """The registry's rate points (all, or ``names`` in that order); a clear error for an unknown name."""
+def resolve_rate_points(names: Iterable[str] | None = None, registry=None,
+                        temperature: float | None = None) -> list[ResolvedPoint]:
+    """The registry's rate points (all, or ``names`` in that order); a clear error for an unknown name.
+
+    ``temperature`` replaces every point's own (to choose one on a validation set)."""
+    if temperature is not None and not (temperature >= 0 and math.isfinite(temperature)):
+        raise ConfigError(f"--temperature {temperature}: give a finite value >= 0")
     from .registry import load_registry, resolve_model
 
     registry = registry or load_registry()
@@ -92,7 +97,8 @@ def resolve_rate_points(names: Iterable[str] | None = None, registry=None) -> li
         _, epath, esha, _ = resolve_model(point.enhancer, "enhancer", registry)
         points.append(ResolvedPoint(name=name, codec=point.codec, codec_path=str(cpath), codec_sha256=csha,
                                     enhancer=point.enhancer, enhancer_path=str(epath), enhancer_sha256=esha,
-                                    temperature=point.temperature, lmbda=centry.lmbda if centry else None))
+                                    temperature=point.temperature if temperature is None else temperature,
+                                    lmbda=centry.lmbda if centry else None))
     return points
 
 
@@ -220,7 +226,9 @@ def _image_names(image_dir: str | Path, limit: int | None) -> list[tuple[str, Pa
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"--limit {limit}: give a positive number of images")
-        items = items[:limit]
+        if limit < len(items):  # evenly spaced over the sorted list, so every class folder is represented
+            picks = np.linspace(0, len(items) - 1, limit).round().astype(int)
+            items = [items[i] for i in picks]
     return items
 
 

@@ -153,8 +153,9 @@ def test_worker_processes_give_the_same_numbers(tmp_path, images, registry, eval
     res = evaluate_folder(images, tmp_path, points, workers=2, limit=2)
     assert res.images == 2
     mine = pd.read_csv(tmp_path / PER_IMAGE_CSV).drop(columns="enhance_s").sort_values(["image", "product"])
+    assert set(mine.image) == {"a", "sub__c"}  # --limit spreads over the sorted list: first and last
     ref = pd.read_csv(out1 / PER_IMAGE_CSV)
-    ref = ref[(ref.rate_point == "hi") & ref.image.isin(["a", "b"])].drop(columns="enhance_s")
+    ref = ref[(ref.rate_point == "hi") & ref.image.isin(["a", "sub__c"])].drop(columns="enhance_s")
     pd.testing.assert_frame_equal(mine.reset_index(drop=True),
                                   ref.sort_values(["image", "product"]).reset_index(drop=True))
 
@@ -162,6 +163,9 @@ def test_worker_processes_give_the_same_numbers(tmp_path, images, registry, eval
 def test_bad_inputs_get_clear_errors(tmp_path, images, registry):
     with pytest.raises(ConfigError, match="no rate point named 'nope'"):
         resolve_rate_points(["nope"], registry)
+    with pytest.raises(ConfigError, match="--temperature -1"):
+        resolve_rate_points(None, registry, temperature=-1.0)
+    assert {p.temperature for p in resolve_rate_points(None, registry, temperature=0.25)} == {0.25}
     with pytest.raises(ConfigError, match="no images .* found under"):
         evaluate_folder(tmp_path, tmp_path / "o", resolve_rate_points(["hi"], registry))
     bad = tmp_path / "ref.csv"
