@@ -337,7 +337,7 @@ def paired_effects(per_image: pd.DataFrame) -> pd.DataFrame:
 
 def read_reference_points(path: str | Path) -> pd.DataFrame:
     """Reference points to compare with: CSV with ``label, bpp, psnr_db`` (+ ``ms_ssim``, ``perceptual_metric``,
-    ``perceptual``, ``note``)."""
+    ``perceptual``, ``note``); an empty ``bpp`` keeps a point in the table but off the plots."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--reference {path}: file not found")
@@ -437,8 +437,12 @@ def plot_curves(summary: pd.DataFrame, metric: str, rd_png: str | Path, rp_png: 
     curves(axes[1], "ms_ssim")
     axes[1].set_ylabel("MS-SSIM")
     if reference is not None and len(reference):
-        for r in reference.itertuples():
+        named: set[str] = set()
+        for r in reference[reference.bpp.notna()].itertuples():
             axes[0].scatter([r.bpp], [r.psnr_db], marker="x", color="k")
+            if r.label in named:
+                continue
+            named.add(r.label)
             axes[0].annotate(str(r.label), (r.bpp, r.psnr_db), fontsize=7, xytext=(3, 3), textcoords="offset points")
             if not math.isnan(r.ms_ssim):
                 axes[1].scatter([r.bpp], [r.ms_ssim], marker="x", color="k")
@@ -452,7 +456,8 @@ def plot_curves(summary: pd.DataFrame, metric: str, rd_png: str | Path, rp_png: 
     curves(ax, "perceptual")
     ax.set_ylabel(f"{metric} (lower is better)")
     if reference is not None and len(reference):
-        same = reference[(reference.perceptual_metric == metric) & reference.perceptual.notna()]
+        same = reference[(reference.perceptual_metric == metric) & reference.perceptual.notna()
+                         & reference.bpp.notna()]
         for r in same.itertuples():
             ax.scatter([r.bpp], [r.perceptual], marker="x", color="k")
             ax.annotate(str(r.label), (r.bpp, r.perceptual), fontsize=7, xytext=(3, 3), textcoords="offset points")
