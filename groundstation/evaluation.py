@@ -14,7 +14,8 @@ OUT receives
   megapixel;
 * ``evaluation.md``: that table, the enhancer's effect per rate point (mean paired difference with a 95%
   interval, and on how many images it helped), the comparison with reference points if given;
-* ``rd.png`` (bpp vs PSNR and MS-SSIM) and ``rate_perception.png`` (bpp vs perceptual distance).
+* ``rd.png`` (bpp vs PSNR and MS-SSIM) and ``rate_perception.png`` (bpp vs perceptual distance);
+* ``examples.png``: centre crops of one image per rate point, original | decoded | enhanced.
 
 Means are over images (each image weighs the same), as in the codec literature; PSNR is per image, then
 averaged. Reference points come from a CSV (``label, bpp, psnr_db`` and optionally ``ms_ssim``,
@@ -131,19 +132,17 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0) -> list[dict]:
-    """Compress, decompress and enhance one image at one rate point: two rows (decoded, enhanced)."""
+def _codec_and_enhancer(point: ResolvedPoint, path: str, seed: int):
+    """(original, decoded, enhanced, bytes, enhance seconds) of one image at one rate point."""
     from enhancer.inference import enhance_array
 
     from .images import load_rgb
-    from .metrics import ms_ssim, psnr_db
 
-    tc, model, csha, esha, perceptual = _models(point)
+    tc, model, *_ = _models(point)
     try:
         image = load_rgb(path).copy()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read as an RGB image ({exc})") from exc
-    h, w = image.shape[:2]
     enc = tc.encode(image)
     decoded, witness = tc.decode(enc.strings, enc.z_hw, enc.y_hw, enc.height, enc.width)
     if witness != enc.witness:  # same recovery as the pass decoder (issue 6): strict mode once
@@ -152,9 +151,18 @@ def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0) ->
             raise RuntimeError(f"{path}: ELIC decode does not reproduce the encoder's symbols")
     t0 = time.perf_counter()
     enhanced = enhance_array(model, decoded, seed=seed, temperature=point.temperature)
-    enhance_s = time.perf_counter() - t0
-    base = {"rate_point": point.name, "image": name, "height": h, "width": w, "bytes": enc.nbytes,
-            "bpp": enc.nbytes * 8 / (h * w), "perceptual_metric": perceptual.name,
+    return image, decoded, enhanced, enc.nbytes, time.perf_counter() - t0
+
+
+def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0) -> list[dict]:
+    """Compress, decompress and enhance one image at one rate point: two rows (decoded, enhanced)."""
+    from .metrics import ms_ssim, psnr_db
+
+    _, _, csha, esha, perceptual = _models(point)
+    image, decoded, enhanced, nbytes, enhance_s = _codec_and_enhancer(point, path, seed)
+    h, w = image.shape[:2]
+    base = {"rate_point": point.name, "image": name, "height": h, "width": w, "bytes": nbytes,
+            "bpp": nbytes * 8 / (h * w), "perceptual_metric": perceptual.name,
             "temperature": point.temperature, "codec_sha256": csha, "enhancer_sha256": esha}
     rows = []
     for product, img, secs in (("decoded", decoded, math.nan), ("enhanced", enhanced, enhance_s)):
@@ -282,15 +290,36 @@ def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[Resolve
     summary = summarize(per_image, points)
     effects = paired_effects(per_image)
     files = {"per_image": str(csv_path), "csv": str(out / "evaluation.csv"), "markdown": str(out / "evaluation.md"),
-             "rd_png": str(out / "rd.png"), "rate_perception_png": str(out / "rate_perception.png")}
+             "rd_png": str(out / "rd.png"), "rate_perception_png": str(out / "rate_perception.png"),
+             "examples_png": str(out / "examples.png")}
     summary.to_csv(files["csv"], index=False, float_format="%.6g")
     metric = str(per_image.perceptual_metric.iloc[0]) if len(per_image) else "perceptual"
     Path(files["markdown"]).write_text(
         markdown_report(summary, effects, points, image_dir=str(image_dir), images=len(items), metric=metric,
                         reference=ref, files=files))
     plot_curves(summary, metric, files["rd_png"], files["rate_perception_png"], reference=ref)
+    example_strip(points, str(items[len(items) // 2][1]), files["examples_png"], seed=seed)
     return EvaluationResult(out=str(out), images=len(items), computed=len(jobs), skipped=skipped,
                             summary=summary, effects=effects, files=files)
+
+
+def example_strip(points: list[ResolvedPoint], path: str, png: str | Path, *, seed: int = 0,
+                  crop: int = 128) -> None:
+    """One row per rate point: the centre crop of one image as original | decoded | enhanced, 2x nearest."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for point in points:
+        image, decoded, enhanced, nbytes, _ = _codec_and_enhancer(point, path, seed)
+        h, w = image.shape[:2]
+        c = min(crop, h, w)
+        y0, x0 = (h - c) // 2, (w - c) // 2
+        tiles = [a[y0:y0 + c, x0:x0 + c] for a in (image, decoded, enhanced)]
+        row = Image.fromarray(np.concatenate(tiles, axis=1)).resize((6 * c, 2 * c), Image.NEAREST)
+        ImageDraw.Draw(row).text((4, 4), f"{point.name}: {nbytes * 8 / (h * w):.3f} bpp | original, decoded, "
+                                 f"enhanced T={point.temperature:g}", fill=(255, 255, 0))
+        rows.append(np.asarray(row))
+    Image.fromarray(np.concatenate(rows, axis=0)).save(png, optimize=True)
 
 
 # ---------------------------------------------------------------------------------------- the tables
@@ -410,7 +439,9 @@ def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[R
             lines += ["", f"Reference perceptual values measured with {', '.join(other)} are not on the scale of "
                           f"`{metric}`: they are listed, not drawn on the perceptual plot."]
     lines += ["", "## Plots", "", f"![rate-distortion]({Path(files['rd_png']).name})",
-              f"![rate-perception]({Path(files['rate_perception_png']).name})", ""]
+              f"![rate-perception]({Path(files['rate_perception_png']).name})", "",
+              "Centre crops of one image (the middle of the sorted list), 2x: original, decoded, enhanced.", "",
+              f"![examples]({Path(files['examples_png']).name})", ""]
     return "\n".join(lines)
 
 

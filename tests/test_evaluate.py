@@ -93,7 +93,7 @@ def test_tables_and_plots_are_written(evaluated, images):
     assert list(zip(summary.rate_point, summary["product"])) == [("hi", "decoded"), ("hi", "enhanced"),
                                                                  ("lo", "decoded"), ("lo", "enhanced")]
     assert summary.enhance_s_per_mp.notna().tolist() == [False, True, False, True]
-    for png in ("rd.png", "rate_perception.png"):
+    for png in ("rd.png", "rate_perception.png", "examples.png"):
         with Image.open(out / png) as im:
             assert im.size[0] > 300
     md = (out / "evaluation.md").read_text()
