@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +25,7 @@ except ModuleNotFoundError:  # run as a script from a checkout whose editable in
 
 from enhancer.model import EnhancerConfig
 from enhancer.testing import surrogate_enhancer
+from _results import write_result  # noqa: E402  (benchmarks/, on sys.path as the script's folder)
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "enhancer_throughput.json"
 CONFIGS = {"demo": EnhancerConfig.demo, "reference": EnhancerConfig.reference}
@@ -102,14 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(device),
         "threads": args.threads,
         "reps": args.reps,
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor(),
         "rows": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, result)
     return result
 
 

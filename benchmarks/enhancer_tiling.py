@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ from enhancer.checkpoint import load_enhancer
 from enhancer.inference import enhance_array, enhance_mosaic
 from enhancer.model import EnhancerConfig
 from enhancer.testing import surrogate_enhancer
+from _results import write_result  # noqa: E402  (benchmarks/, on sys.path as the script's folder)
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "enhancer_tiling.json"
 CONFIGS = {"demo": EnhancerConfig.demo, "reference": EnhancerConfig.reference}
@@ -128,15 +127,11 @@ def main(argv: list[str] | None = None) -> dict:
         "temperature": args.temperature,
         "device": args.device,
         "threads": args.threads,
-        "torch": torch.__version__,
-        "machine": platform.machine(),
         "whole_s": whole_s,
         "mean_abs_enhancement_dn": changed_dn,
         "rows": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, result)
     return result
 
 
