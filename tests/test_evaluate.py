@@ -193,3 +193,13 @@ def test_cli_help_and_unknown_rate_point(tmp_path):
     out = subprocess.run(run + [str(tmp_path), "-o", str(tmp_path / "o"), "--rate-points", "nope"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no rate point named 'nope'" in out.stderr
+
+
+def test_written_tables_have_the_usual_permissions(evaluated):
+    import os
+    import stat
+
+    _, out = evaluated
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((out / PER_IMAGE_CSV).stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
