@@ -140,17 +140,22 @@ def cmd_serve(args) -> int:
     kw = dict(dask_address=args.dask_address, settle_s=args.settle, stale_after_s=args.stale_after)
     if args.once:
         results = run_sweep(args.inbox, args.products, opts, **kw)
-        if args.json:
-            print(json.dumps(results, indent=2))
-        else:
-            for r in results:
-                print(f"{r['pass']}: {r['status']}" + (f" -> {r['product']}" if r.get("product") else "")
-                      + (f" ({r['error']})" if r.get("error") else ""))
+        _print_passes(results, args.json)
         if any(r["status"] != "done" for r in results):
             return 2
         return 3 if any(r.get("tiles_lost") for r in results) else 0
     serve_inbox(args.inbox, args.products, opts, interval=args.interval, name=args.name, **kw)
     return 0
+
+
+def _print_passes(rows: list[dict], as_json: bool) -> None:
+    """One line per pass (status, product, error), or the rows as JSON."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(f"{r['pass']}: {r['status']}" + (f" -> {r['product']}" if r.get("product") else "")
+              + (f" ({r['error']})" if r.get("error") else ""))
 
 
 def cmd_reprocess(args) -> int:
@@ -160,12 +165,8 @@ def cmd_reprocess(args) -> int:
     _quiet_dask(args)
     rows = run_reprocess(args.archive, args.products, opts, since=args.since, until=args.until, glob=args.glob,
                          concurrency=args.concurrency, dask_address=args.dask_address)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['pass']}: {r['status']}" + (f" -> {r['product']}" if r.get("product") else "")
-                  + (f" ({r['error']})" if r.get("error") else ""))
+    _print_passes(rows, args.json)
+    if not args.json:
         print(f"{sum(r['status'] == 'done' for r in rows)} processed, {sum(r['status'] == 'skipped' for r in rows)} "
               f"skipped, {sum(r['status'] == 'failed' for r in rows)} failed", file=sys.stderr)
     if any(r["status"] == "failed" for r in rows):
