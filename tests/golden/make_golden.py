@@ -1,54 +1,160 @@
-"""Regenerate the golden pass: a tiny generated scene encoded with the registry's default codec.
+"""The golden pass and the checks that hold on every x86 CPU.
 
-    .venv/bin/python tests/golden/make_golden.py
+What must be exact is exact: the integer latent symbols of every tile (their CRC32, the *symbol witness*) and the
+product's bytes/valid mask. Pixels are float outputs of the synthesis transform, which different CPU kernels
+(AVX-512, AVX2, SSE4.1) round differently: they are compared with the committed reference pixels
+(``expected_pixels.npz``) within :data:`PIXEL_TOLERANCE`, measured across kernels (max 1 DN on 3e-5..4e-5 of the
+values) with head-room, and far tighter than any real change of the codec (a 1 % change of the synthesis
+weights moves thousands of values by several DN; tests/test_golden.py shows that both are caught).
 
-Run it only when the committed codec changes on purpose: the point of the golden files is that a library
-upgrade or another machine that decodes them differently fails CI (tests/test_golden.py).
+    .venv/bin/python tests/golden/make_golden.py            # regenerate pass + references (only on purpose)
+    .venv/bin/python tests/golden/make_golden.py --pixels   # keep the pass, refresh the reference pixels
+    .venv/bin/python tests/golden/make_golden.py --check    # decode and check; exit 0 when it holds (JSON out)
+
+Regenerate only when the committed codec changes on purpose: the point of the golden files is that a library
+upgrade or a machine that decodes them differently fails CI, not a station.
 """
 
 from __future__ import annotations
 
-import hashlib
+import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from synth import write_scene  # noqa: E402
-
-from groundstation.decode import decode_pass  # noqa: E402
-from groundstation.encode import encode_scene  # noqa: E402
-from groundstation.product import open_product  # noqa: E402
 
 PASS = HERE / "golden.gsp"
 EXPECTED = HERE / "expected.json"
+PIXELS = HERE / "expected_pixels.npz"
+#: Allowed difference between a decode on any CPU and the committed reference pixels (valid pixels only).
+PIXEL_TOLERANCE = {"max_abs_dn": 2, "max_fraction_differing": 0.001, "max_mean_abs_dn": 0.01}
 
 
-def digest_product(path: Path) -> dict:
-    ds = open_product(path)
-    return {"decoded_sha256": hashlib.sha256(ds.decoded.values.tobytes()).hexdigest(),
-            "valid_sha256": hashlib.sha256(ds.valid.values.tobytes()).hexdigest(),
-            "shape": list(ds.decoded.shape)}
+def decode_symbols(codec=None) -> tuple[dict[int, int], np.ndarray]:
+    """Decode every record of the golden pass with ``codec`` (default: the registry's, sha256 checked) and
+    return (witness of the decoded symbols per tile, decoded mosaic (3, H, W) uint8). No retry, no masking:
+    this is the raw decoder, so a desync shows as a wrong symbol CRC."""
+    from groundstation.codec import TileCodec, load_codec
+    from groundstation.container import PassReader
+    from groundstation.registry import resolve_model
+
+    reader = PassReader(PASS)
+    header = reader.header
+    if codec is None:
+        _, ckpt, _, _ = resolve_model(header.codec.name, "codec")
+        codec = load_codec(ckpt, header.codec.sha256)
+    tc = TileCodec(codec, threads=1)
+    mosaic = np.zeros((3, header.scene.height, header.scene.width), np.uint8)
+    witnesses = {}
+    for rec in reader:
+        r0, r1, c0, c1 = header.tile_window(rec.tile_index)
+        rgb, witnesses[rec.tile_index] = tc.decode(rec.strings, rec.z_hw, rec.y_hw, r1 - r0, c1 - c0)
+        mosaic[:, r0:r1, c0:c1] = np.moveaxis(rgb, -1, 0)
+    return witnesses, mosaic
 
 
-def main() -> int:
-    torch.set_num_threads(1)
+def compare(witnesses: dict[int, int], decoded: np.ndarray, valid: np.ndarray | None = None) -> list[str]:
+    """Everything that differs from the committed golden results beyond what CPUs may differ by ([] = holds)."""
+    expected = json.loads(EXPECTED.read_text())
+    ref = np.load(PIXELS)
+    problems = []
+    want = {int(k): v for k, v in expected["symbol_crc32"].items()}
+    for tile in sorted(set(want) | set(witnesses)):
+        if witnesses.get(tile) != want.get(tile):
+            problems.append(f"tile {tile}: decoded symbols CRC32 {witnesses.get(tile)} != expected {want.get(tile)} "
+                            "(entropy decoder desynchronised, or the entropy model changed)")
+    if decoded.shape != ref["decoded"].shape:
+        return problems + [f"decoded shape {decoded.shape} != expected {ref['decoded'].shape}"]
+    mask = ref["valid"].astype(bool)
+    if valid is not None and not np.array_equal(valid.astype(bool), mask):
+        problems.append(f"valid mask differs in {int((valid.astype(bool) != mask).sum())} pixels")
+    diff = np.abs(decoded.astype(np.int16) - ref["decoded"].astype(np.int16))[:, mask]
+    tol = PIXEL_TOLERANCE
+    stats = pixel_stats(decoded, ref["decoded"], mask)
+    if stats["max_abs_dn"] > tol["max_abs_dn"]:
+        problems.append(f"pixels differ by up to {stats['max_abs_dn']} DN (tolerance {tol['max_abs_dn']})")
+    if stats["fraction_differing"] > tol["max_fraction_differing"]:
+        problems.append(f"{stats['fraction_differing']:.2e} of the values differ (tolerance {tol['max_fraction_differing']})")
+    if stats["mean_abs_dn"] > tol["max_mean_abs_dn"]:
+        problems.append(f"mean difference {stats['mean_abs_dn']:.4f} DN (tolerance {tol['max_mean_abs_dn']})")
+    del diff
+    return problems
+
+
+def pixel_stats(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))[:, mask]
+    return {"max_abs_dn": int(diff.max(initial=0)), "fraction_differing": float((diff > 0).mean()),
+            "mean_abs_dn": float(diff.mean()), "values": int(diff.size)}
+
+
+def check() -> dict:
+    """The whole golden check as a station would run it: raw symbols + the production decoder's product."""
+    from groundstation.decode import decode_pass
+    from groundstation.product import open_product
+
+    witnesses, raw = decode_symbols()
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        scene = write_scene(tmp / "golden.tif", 150, 200, crs="EPSG:32631", nodata_box=(0, 20, 0, 30), nodata=0, seed=7)
+        summary = decode_pass(PASS, Path(tmp) / "g.zarr")
+        ds = open_product(Path(tmp) / "g.zarr")
+        decoded, valid = ds.decoded.values, ds.valid.values
+    ref = np.load(PIXELS)
+    problems = compare(witnesses, decoded, valid)
+    problems += [f"tile {d['tile']} lost: {d['reason']}" for d in summary.lost]
+    return {"ok": not problems, "problems": problems, "threads": torch.get_num_threads(),
+            "pixels": pixel_stats(decoded, ref["decoded"], ref["valid"].astype(bool)),
+            "raw_equals_product": bool(np.array_equal(raw[:, valid.astype(bool)], decoded[:, valid.astype(bool)]))}
+
+
+def _write_pixels() -> None:
+    from groundstation.decode import decode_pass
+    from groundstation.product import open_product
+
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = decode_pass(PASS, Path(tmp) / "g.zarr")
+        assert not summary.lost, summary.lost
+        ds = open_product(Path(tmp) / "g.zarr")
+        np.savez_compressed(PIXELS, decoded=ds.decoded.values, valid=ds.valid.values)
+    witnesses, _ = decode_symbols()
+    expected = json.loads(EXPECTED.read_text())
+    expected["symbol_crc32"] = {str(k): v for k, v in sorted(witnesses.items())}
+    expected["pixel_tolerance"] = PIXEL_TOLERANCE
+    EXPECTED.write_text(json.dumps(expected, indent=2) + "\n")
+
+
+def _regenerate() -> None:
+    sys.path.insert(0, str(HERE.parent))
+    from synth import write_scene
+
+    from groundstation.encode import encode_scene
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = write_scene(Path(tmp) / "golden.tif", 150, 200, crs="EPSG:32631", nodata_box=(0, 20, 0, 30),
+                            nodata=0, seed=7)
         PASS.unlink(missing_ok=True)
         res = encode_scene(scene, PASS, tile_size=128, pass_id="golden", acquired="2026-01-01T00:00:00+00:00")
-        summary = decode_pass(PASS, tmp / "golden.zarr")
-        assert not summary.lost
-        expected = {"codec": res.header.codec.name, "codec_sha256": res.header.codec.sha256,
-                    "tiles": res.tiles, "bytes": res.bytes, **digest_product(tmp / "golden.zarr")}
-    EXPECTED.write_text(json.dumps(expected, indent=2) + "\n")
-    print(json.dumps(expected, indent=2))
+    EXPECTED.write_text(json.dumps({"codec": res.header.codec.name, "codec_sha256": res.header.codec.sha256,
+                                    "tiles": res.tiles, "bytes": res.bytes}, indent=2) + "\n")
+    _write_pixels()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--pixels", action="store_true", help="keep the pass; refresh reference pixels and symbol CRCs")
+    g.add_argument("--check", action="store_true", help="decode and compare; print JSON, exit 0 if it holds")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.check:
+        res = check()
+        print(json.dumps(res))
+        return 0 if res["ok"] else 1
+    _write_pixels() if args.pixels else _regenerate()
+    print(EXPECTED.read_text())
     return 0
 
 
