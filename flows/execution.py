@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from groundstation.config import STATION_ENV, load_station, station_path
+from groundstation.errors import OrchestrationError
 from tasks.plan import STAGES, Batch
 
 __all__ = ["BatchScheduler", "LOCAL_WORKERS", "dask_address", "gpu_slots", "local_cluster_kwargs",
@@ -40,14 +42,15 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------ Prefect API
 @contextlib.contextmanager
-def prefect_api(export_env: bool = False) -> Iterator[str]:
+def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None) -> Iterator[str]:
     """Yield the API URL the run uses, starting Prefect's ephemeral server when no PREFECT_API_URL is set.
 
-    ``export_env`` also puts the URL into ``os.environ`` (for subprocesses, e.g. runs started by
-    ``prefect.serve``).
+    ``startup_timeout_s``: how long to wait for the ephemeral server (default: the station's
+    ``orchestration.api_startup_timeout_s``, 120 s); running out of it is an :class:`OrchestrationError`
+    (exit 2) naming that setting and ``PREFECT_API_URL``, never a traceback. ``export_env`` also puts the URL
+    into ``os.environ`` (for subprocesses, e.g. runs started by ``prefect.serve``).
     """
-    from prefect.settings import (PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-                                  temporary_settings)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     url = PREFECT_API_URL.value()
     if url:
@@ -55,8 +58,26 @@ def prefect_api(export_env: bool = False) -> Iterator[str]:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    if startup_timeout_s is None:
+        startup_timeout_s = load_station().orchestration.api_startup_timeout_s
     server = SubprocessASGIServer()  # the process-wide instance Prefect itself would start
-    server.start(timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    if not server.running:
+        log.info("starting Prefect's ephemeral API (waiting up to %.0f s; set PREFECT_API_URL to use a server)",
+                 startup_timeout_s)
+    t0 = time.monotonic()
+    try:
+        server.start(timeout=startup_timeout_s)
+    except RuntimeError as exc:
+        if server.server_process is not None:  # Prefect leaves the half-started server running
+            with contextlib.suppress(Exception):
+                server.stop()
+        raise OrchestrationError(
+            f"Prefect's ephemeral API did not start within {startup_timeout_s:g} s ({str(exc).splitlines()[0][:200]}). "
+            f"Raise orchestration.api_startup_timeout_s in the station file ({station_path()}; "
+            f"gsp --station FILE or ${STATION_ENV} selects another), or start a server once with "
+            "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        ) from None
+    log.debug("ephemeral Prefect API at %s after %.1f s", server.api_url, time.monotonic() - t0)
     before = os.environ.get("PREFECT_API_URL")
     if export_env:
         os.environ["PREFECT_API_URL"] = server.api_url
@@ -72,7 +93,7 @@ def prefect_api(export_env: bool = False) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def local_prefect_server(port: int | None = None, timeout_s: float = 180.0) -> Iterator[str]:
+def local_prefect_server(port: int | None = None, timeout_s: float | None = None) -> Iterator[str]:
     """Run ``prefect server start`` on 127.0.0.1 (with its services: the scheduler that an interval schedule
     needs, which the ephemeral API does not run) for the duration of the context; yield its API URL.
 
@@ -92,6 +113,8 @@ def local_prefect_server(port: int | None = None, timeout_s: float = 180.0) -> I
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
+    if timeout_s is None:  # a real server starts its services too: give it more than the ephemeral API
+        timeout_s = max(180.0, load_station().orchestration.api_startup_timeout_s)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     exe = Path(sys.executable).with_name("prefect")
     cmd = [str(exe) if exe.exists() else "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
@@ -111,9 +134,13 @@ def local_prefect_server(port: int | None = None, timeout_s: float = 180.0) -> I
                 pass
             if proc.poll() is not None:
                 err = log_path.read_bytes()[-2000:].decode(errors="replace")
-                raise RuntimeError(f"`prefect server start` exited with status {proc.returncode} (log {log_path}): {err}")
+                raise OrchestrationError(f"`prefect server start` exited with status {proc.returncode} (log {log_path}): "
+                                         f"{err}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"`prefect server start` was not healthy at {url} after {timeout_s:.0f} s (log {log_path})")
+                raise OrchestrationError(
+                    f"`prefect server start` was not healthy at {url} after {timeout_s:.0f} s (log {log_path}). "
+                    f"Raise orchestration.api_startup_timeout_s in the station file ({station_path()}), or start "
+                    "a server yourself and set PREFECT_API_URL")
             time.sleep(0.5)
         log.warning("Prefect server (UI and API) at http://127.0.0.1:%d for as long as this command runs (log %s)",
                     port, log_path)

@@ -30,12 +30,14 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from tqdm import tqdm
 from prefect.runtime import flow_run
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
@@ -340,8 +342,12 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
     key = artifact_key(header.pass_id, "progress")
     progress_id = create_progress_artifact(0.0, key=key, description=f"Pass {header.pass_id}: batches done")
     last = [0.0]
+    # a console bar for the operator who started the run in a terminal (served runs have no terminal)
+    bar = tqdm(total=len(batches), initial=len(already), desc=f"pass {header.pass_id}", unit="batch",
+               disable=not sys.stderr.isatty(), leave=False)
 
     def on_progress(n_done: int, total: int) -> None:
+        bar.update(n_done - bar.n)
         pct = 100.0 * n_done / total if total else 100.0
         if pct - last[0] >= 5.0 or n_done == total:
             update_progress_artifact(progress_id, pct)
@@ -394,7 +400,10 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
                                          use_gpu=use_gpu, threads=opts.threads)
 
     sched.submit = submit
-    sched.run(batches, already)
+    try:
+        sched.run(batches, already)
+    finally:
+        bar.close()
 
     # ---- collect
     failed_later = {k: v for k, v in sched.failures.items() if not k.startswith("decode")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -142,8 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         for module in _EXTENSIONS:
             _COMMANDS.update(module.COMMANDS)
     args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in _ORCHESTRATED:
+        # Prefect and Dask configure logging when imported: import them first, then set the console policy
+        import distributed  # noqa: F401
+        import prefect  # noqa: F401
+    configure_logging(args.verbose)
+    if args.station:
+        from .config import STATION_ENV
+
+        os.environ[STATION_ENV] = str(Path(args.station).resolve())  # also for worker processes and served runs
     try:
         return _COMMANDS[args.command](args)
     except GSPError as exc:
@@ -151,14 +159,66 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
+#: The station's own loggers: shown from INFO by default, from DEBUG with -v. Everything else (Prefect's
+#: engine, HTTP requests, Dask's cluster start-up, zarr...) only from WARNING, unless -vv.
+OWN_LOGGERS = ("gsp", "groundstation", "flows", "tasks", "enhancer", "prefect.flow_runs")
+
+
+class ConsolePolicy(logging.Filter):
+    """What the console shows at a verbosity (a filter on the handler: library imports that reset logger
+    levels, as Prefect's and Dask's logging set-ups do, cannot bring their chatter back)."""
+
+    def __init__(self, verbosity: int) -> None:
+        super().__init__()
+        self.verbosity = verbosity
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbosity >= 2:
+            return True
+        own = record.name in OWN_LOGGERS or record.name.startswith(tuple(n + "." for n in OWN_LOGGERS))
+        if own:
+            if record.name == "prefect.flow_runs" and record.getMessage().startswith("Finished in state Completed"):
+                return False  # the command prints its own result line
+            return record.levelno >= (logging.DEBUG if self.verbosity >= 1 else logging.INFO)
+        return record.levelno >= logging.WARNING
+
+
+def configure_logging(verbosity: int) -> None:
+    """Console output by verbosity: 0 the station's progress and results; 1 (-v) also its debug lines;
+    2 (-vv) every library's log lines and Python warnings. Safe to call again after imports.
+
+    Library warnings (deprecations, zarr's format notes) are for developers: hidden below -vv, also in the Dask
+    worker processes this command starts (they inherit the environment set here).
+    """
+    import warnings
+
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(ConsolePolicy(verbosity))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
+    for name in OWN_LOGGERS + ("prefect", "distributed", "httpx", "zarr", "numcodecs"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    if verbosity < 2:
+        warnings.filterwarnings("ignore")
+        os.environ["PYTHONWARNINGS"] = "ignore"
+        # Dask workers print Prefect's task-run lines on this console; the UI (API handler) still gets them
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # Prefect's server telemetry has no network to reach here and its sqlite writes collide with the runs'
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def _progress() -> bool:
     return sys.stderr.isatty()
 
 
 def _station(args):
-    from .config import DEFAULT_STATION, load_station
+    from .config import load_station
 
-    return load_station(args.station or DEFAULT_STATION)
+    return load_station()
 
 
 def cmd_encode(args) -> int:
@@ -280,6 +340,9 @@ def cmd_demo(args) -> int:
     print(f"product: {res['product']}\nquicklook: {res['quicklook']}")
     return 0
 
+
+#: Commands that run Prefect flows on Dask.
+_ORCHESTRATED = {"demo", "process", "serve", "reprocess"}
 
 _COMMANDS = {
     "demo": cmd_demo,

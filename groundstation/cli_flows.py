@@ -97,13 +97,6 @@ def _options(args):
         halo=args.halo, tiles_per_batch=args.tiles_per_batch, device=args.device)
 
 
-def _quiet_dask(args) -> None:
-    """Operators read the flow's own log lines; Dask's and the HTTP client's chatter only with -vv."""
-    if getattr(args, "verbose", 0) < 2:
-        for name in ("distributed", "httpx", "httpcore"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def _workers(args) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
@@ -114,7 +107,6 @@ def cmd_process(args) -> int:
     from flows.process_pass import run_process_pass
 
     opts = _options(args)
-    _quiet_dask(args)
     res = run_process_pass(args.pass_file, args.out, opts, dask_address=args.dask_address, n_workers=_workers(args))
     if args.json:
         keys = ("status", "pass_id", "product", "metrics", "report", "version", "tiles_total", "tiles_ok",
@@ -134,7 +126,6 @@ def cmd_serve(args) -> int:
     from flows.inbox import run_sweep, serve_inbox
 
     opts = _options(args)
-    _quiet_dask(args)
     if args.interval <= 0:
         raise ConfigError(f"--interval {args.interval}: must be > 0 seconds")
     kw = dict(dask_address=args.dask_address, settle_s=args.settle, stale_after_s=args.stale_after)
@@ -162,7 +153,6 @@ def cmd_reprocess(args) -> int:
     from flows.reprocess import run_reprocess
 
     opts = _options(args)
-    _quiet_dask(args)
     rows = run_reprocess(args.archive, args.products, opts, since=args.since, until=args.until, glob=args.glob,
                          concurrency=args.concurrency, dask_address=args.dask_address)
     _print_passes(rows, args.json)

@@ -6,6 +6,7 @@ them. Unknown keys are errors (a typo never silently becomes a default).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -44,13 +45,33 @@ class DecodeDefaults(_Strict):
         return v
 
 
+class OrchestrationDefaults(_Strict):
+    api_startup_timeout_s: float = Field(
+        120.0, gt=0, le=3600,
+        description="seconds to wait for Prefect's ephemeral API to start when PREFECT_API_URL is not set "
+        "(Prefect's own default of 20 s is too short on a busy machine)")
+
+
 class StationConfig(_Strict):
     station: str = "demo-station"
     encode: EncodeDefaults = EncodeDefaults()
     decode: DecodeDefaults = DecodeDefaults()
+    orchestration: OrchestrationDefaults = OrchestrationDefaults()
 
 
-def load_station(path: str | Path = DEFAULT_STATION) -> StationConfig:
+#: Environment variable naming the station file (``gsp --station FILE`` sets it, so the flow's worker
+#: processes and served runs read the same station as the command that started them).
+STATION_ENV = "GSP_STATION"
+
+
+def station_path() -> Path:
+    """The station file in force: ``$GSP_STATION`` or ``configs/station.yaml``."""
+    return Path(os.environ.get(STATION_ENV) or DEFAULT_STATION)
+
+
+def load_station(path: str | Path | None = None) -> StationConfig:
+    """Load and validate a station file (default: :func:`station_path`)."""
+    path = station_path() if path is None else path
     try:
         return StationConfig.model_validate(load_yaml(path))
     except ValidationError as exc:

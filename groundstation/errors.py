@@ -29,3 +29,7 @@ class ProductError(GSPError):
 
 class TrainingError(GSPError):
     """Training cannot go on (the loss diverged); the message says from where to restart."""
+
+
+class OrchestrationError(GSPError):
+    """Prefect's API or the Dask cluster cannot be reached or started; the message names the setting to change."""
