@@ -18,7 +18,7 @@ from torch import Tensor
 
 from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import YUV_MATRIX, haar_kernels
-from groundstation.fileio import sha256_file
+from groundstation.fileio import save_torch_atomic, sha256_file
 from groundstation.errors import CheckpointError
 
 __all__ = [
@@ -148,11 +148,8 @@ def load_enhancer(path: str | Path, expected_sha256: str | None = None, *,
 
 def save_enhancer(model: INNRSIC, path: str | Path) -> str:
     """Save ``model``'s plain state_dict (the authors' format, no wrapper); returns the file's sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save(state, path)
-    return sha256_file(path)
+    return sha256_file(save_torch_atomic(state, path))
 
 
 def load_manifest(path: str | Path) -> dict[str, tuple[int, ...]]:

@@ -22,7 +22,6 @@ import csv
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from groundstation.errors import CheckpointError, ConfigError
+from groundstation.fileio import atomic_path, write_json_atomic
 
 __all__ = [
     "PAIRS_CSV",
@@ -112,9 +112,8 @@ def pair_names(folders: list[str | Path]) -> dict[str, Path]:
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     """Write atomically: a crash never leaves a truncated PNG under the final name."""
-    tmp = path.with_name(path.name + ".part")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def _read_rows(csv_path: Path) -> dict[str, PairRecord]:
@@ -130,13 +129,11 @@ def _read_rows(csv_path: Path) -> dict[str, PairRecord]:
 
 
 def _write_rows(csv_path: Path, records: list[PairRecord]) -> None:
-    tmp = csv_path.with_name(csv_path.name + ".part")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=_COLUMNS)
         writer.writeheader()
         for rec in sorted(records, key=lambda r: r.name):
             writer.writerow(rec.as_row())
-    os.replace(tmp, csv_path)
 
 
 def _manifest(codec_info: dict, records: list[PairRecord], folders: list[str], complete: bool) -> dict:
@@ -155,9 +152,7 @@ def _manifest(codec_info: dict, records: list[PairRecord], folders: list[str], c
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def make_pairs(folders: list[str | Path], out: str | Path, codec: str | None = None, *, limit: int | None = None,

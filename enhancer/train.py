@@ -44,12 +44,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from enhancer.checkpoint import save_enhancer
+from enhancer.checkpoint import save_enhancer, sha256_file
 from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import quantize
 from enhancer.pairs import PairSet
 from enhancer.perceptual import PerceptualBackbone, build_perceptual
 from groundstation.errors import CheckpointError, ConfigError, TrainingError
+from groundstation.fileio import save_torch_atomic, write_json_atomic
 
 __all__ = [
     "CSV_COLUMNS",
@@ -212,7 +213,7 @@ class EnhancerTrainConfig:
     threads: int | None = None
     device: str = "cpu"
     preset: str = "reference-code"
-    init: str = "reference"  # reference: the authors' initial values; identity: INNRSIC.init_identity
+    init: str = "reference"  # reference: the authors' values; identity: INNRSIC.init_identity; or a .pt to fine-tune
     latent_gain: float = 40.0  # identity start only: Phi_2 = latent_gain * I
 
     def __post_init__(self) -> None:
@@ -228,8 +229,9 @@ class EnhancerTrainConfig:
         if self.perceptual != "none" and self.loss.w_per > 0 and self.crop < 32:
             raise ConfigError(f"--crop {self.crop} is too small for the perceptual loss (VGG block "
                               f"{self.per_block} sees 1/16 of it): use --crop >= 32 or --perceptual none")
-        if self.init not in INITS:
-            raise ConfigError(f"--init {self.init!r}: choose one of {', '.join(INITS)}")
+        if self.init not in INITS and not self.init.endswith(".pt"):
+            raise ConfigError(f"--init {self.init!r}: choose one of {', '.join(INITS)} or an enhancer "
+                              "checkpoint file (.pt) to fine-tune from")
         if self.latent_gain <= 0:
             raise ConfigError(f"--latent-gain must be > 0, got {self.latent_gain}")
         if self.lr <= 0 or self.clip < 0 or self.weight_decay < 0:
@@ -338,11 +340,9 @@ def _load_checkpoint(path: Path, cfg: EnhancerTrainConfig, backbone: dict | None
 
 def _save_checkpoint(path: Path, model: INNRSIC, opt: torch.optim.Optimizer, step: int, elapsed: float,
                      cfg: EnhancerTrainConfig, backbone: dict | None) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                "step": step, "seed": cfg.seed, "elapsed_s": elapsed, "config": json.dumps(cfg.as_dict()),
-                "perceptual": json.dumps(backbone)}, tmp)
-    tmp.replace(path)  # atomic: a crash mid-save never leaves a torn checkpoint
+    save_torch_atomic({"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                       "step": step, "seed": cfg.seed, "elapsed_s": elapsed, "config": json.dumps(cfg.as_dict()),
+                       "perceptual": json.dumps(backbone)}, path)
 
 
 def _open_log(path: Path, step: int):
@@ -404,6 +404,14 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
         model = INNRSIC(cfg.arch())
     if cfg.init == "identity":
         model.init_identity(cfg.latent_gain)
+    elif cfg.init not in INITS:  # fine-tune: start from an enhancer checkpoint of the same architecture
+        from enhancer.checkpoint import load_enhancer
+
+        start, start_cfg, start_sha = load_enhancer(cfg.init)
+        if start_cfg != cfg.arch():
+            raise ConfigError(f"--init {cfg.init}: its architecture {start_cfg} differs from --config {cfg.arch()}")
+        model.load_state_dict(start.state_dict(), strict=True)
+        log.info("fine-tuning from %s (sha256 %s)", cfg.init, start_sha)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]  # the Haar kernels are frozen
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -416,9 +424,10 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
         step, elapsed0 = int(state["step"]), float(state["elapsed_s"])
         log.info("resumed enhancer training from %s at step %d", ckpt_path, step)
     meta = {"options": cfg.as_dict(), "perceptual": backbone,
+            "init_sha256": None if cfg.init in INITS else sha256_file(cfg.init),
             "pairs": {"count": len(data), "codec": data.manifest.get("codec")},
             "losses": "defined in enhancer/train.py; loss.csv holds the unweighted terms and the weighted total"}
-    (out / "config.json").write_text(json.dumps(meta, indent=2))
+    write_json_atomic(out / "config.json", meta)
 
     log_path = out / "loss.csv"
     log_file, writer = _open_log(log_path, step)

@@ -34,6 +34,7 @@ from prefect import flow, get_run_logger
 
 from groundstation.container import PassReader
 from groundstation.errors import GSPError, PassFormatError
+from groundstation.fileio import write_text_atomic
 from tasks.state import ExclusiveLock, LockHeld, claim
 
 from .execution import dask_address as cluster_address
@@ -144,7 +145,7 @@ def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOption
         summary = process_pass.with_options(task_runner=runner)(str(path), str(products), options)
     except GSPError as exc:
         dest = _move(path, inbox / FAILED)
-        dest.with_name(dest.name + ".error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+        write_text_atomic(dest.with_name(dest.name + ".error.txt"), f"{type(exc).__name__}: {exc}\n")
         log.error("Inbox: %s could not be processed (%s); moved to %s", path.name, exc, dest.parent)
         return {"pass": path.name, "status": "failed", "error": str(exc), "moved_to": str(dest)}
     except Exception as exc:  # noqa: BLE001 - left in processing/: the next sweep resumes it

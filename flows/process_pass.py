@@ -44,6 +44,7 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from groundstation import __version__
+from groundstation.fileio import write_text_atomic
 from groundstation.errors import CheckpointError, ConfigError, ProductError, SceneError
 from groundstation.metrics import TILE_SCHEMA, TileMetrics, append_history, summarize_passes, tiles_frame, \
     write_parquet
@@ -469,7 +470,7 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
     append_history(passes_df, paths.history)
     summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
     report = render_report(summary, passes_df, perceptual)
-    _write_text_atomic(paths.report, report)
+    write_text_atomic(paths.report, report)
     finalize(paths.product, {
         "gsp_summary": summary,
         "gsp_tiles": {str(t): {"status": o["status"], "bytes": o["bytes"],
@@ -510,17 +511,6 @@ def _mask_tiles(product: str, header, tiles, arrays: tuple[str, ...]) -> None:
 def _box(b) -> tuple[int, int, int, int]:
     return (b.y0, b.y1, b.x0, b.x1)
 
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _metrics_rows(header, version, arrays, outcomes, enhance_result, evaluate, sched) -> tuple[list, str | None]:

@@ -293,6 +293,7 @@ def cmd_decode(args) -> int:
 
 def cmd_train_codec(args) -> int:
     from .codec import load_codec
+    from .fileio import write_json_atomic
     from .images import list_images
     from .train_codec import CodecTrainConfig, evaluate_codec, export_codec, train_codec
 
@@ -311,7 +312,7 @@ def cmd_train_codec(args) -> int:
         print(f"exported {args.export} (sha256 {digest})")
         if args.evaluate:
             res = evaluate_codec(load_codec(args.export), list_images(args.evaluate))
-            (out / "evaluation.json").write_text(json.dumps(res, indent=2))
+            write_json_atomic(out / "evaluation.json", res)
             print(f"{args.evaluate}: {res['images']} images, {res['bpp']:.4f} bpp, {res['psnr_db']:.2f} dB PSNR")
     return 0
 

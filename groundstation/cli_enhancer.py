@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError, SceneError
+from .fileio import atomic_path, write_json_atomic
 
 __all__ = ["COMMANDS", "enhance_file", "inspect_checkpoint", "register"]
 
@@ -164,8 +164,8 @@ def cmd_train_enhancer(args) -> int:
         digest, config, step = export_enhancer(out / "last.pt", args.export)
         print(f"exported {args.export} (step {step}, blocks {config.blocks}, coupling growth "
               f"{config.coupling_growth}, CGM growth {config.cgm_growth}; sha256 {digest})")
-        (out / "export.json").write_text(json.dumps({"file": str(args.export), "sha256": digest, "step": step,
-                                                     "arch": vars(config)}, indent=2))
+        write_json_atomic(out / "export.json", {"file": str(args.export), "sha256": digest, "step": step,
+                                                "arch": vars(config)})
     return 0
 
 
@@ -223,7 +223,7 @@ def enhance_file(src: str | Path, dst: str | Path, model, *, seed: int = 0, temp
     fit in memory; the output has the input's profile (CRS, transform, tiling, compression, nodata), colour
     interpretation and tags, plus ``GSP_*`` provenance tags (a compressed *striped* input is written tiled
     256x256, the only change); pixels the input marks invalid (nodata, alpha,
-    internal mask) are copied unchanged. The file is written as ``dst.part`` and renamed when complete.
+    internal mask) are copied unchanged. The file is written beside ``dst`` and renamed over it when complete.
     """
     _check_enhance_args(core, halo, temperature)
     src, dst = Path(src), Path(dst)
@@ -232,18 +232,14 @@ def enhance_file(src: str | Path, dst: str | Path, model, *, seed: int = 0, temp
     if src.resolve() == dst.resolve():
         raise ConfigError(f"-o {dst}: the output must not overwrite the input")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
     kwargs = dict(core=core, halo=halo, seed=seed, temperature=temperature, batch_size=batch_size, device=device,
                   progress=progress)
-    try:
+    with atomic_path(dst) as tmp:
         if src.suffix.lower() in GEOTIFF_SUFFIXES:
             info = _enhance_geotiff(src, tmp, model, dict(provenance or {}, seed=str(seed),
                                                           temperature=str(temperature)), kwargs)
         else:
             info = _enhance_picture(src, tmp, dst.suffix, model, kwargs)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dict(info, out=str(dst))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .fileio import save_figure_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def quicklook(product: str | Path, png: str | Path, arrays: tuple[str, ...] = ("
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    save_figure_atomic(fig, png, dpi=100)
     plt.close(fig)
     return Path(png)
 
@@ -127,6 +128,6 @@ def run_demo(out_dir: str | Path = "demo-out", codec: str | None = None, *, enha
               "report": res["report"], "quicklook": str(png), "enhanced": enhance, "tiles": enc.tiles,
               "bpp": round(enc.bpp, 4), "tiles_lost": res["tiles_lost"],
               "seconds": round(time.perf_counter() - t0, 1)}
-    (out / "demo-summary.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(out / "demo-summary.json", result)
     log.info("demo: product %s, metrics %s, report %s, quicklook %s", res["product"], res["metrics"], res["report"], png)
     return result

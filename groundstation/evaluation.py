@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .fileio import atomic_path, save_figure_atomic, write_text_atomic
 
 __all__ = [
     "PER_IMAGE_COLUMNS",
@@ -207,8 +208,6 @@ def _read_done(path: Path, points: list[ResolvedPoint]) -> pd.DataFrame:
 
 
 def _rewrite(path: Path, df: pd.DataFrame) -> None:
-    from .fileio import atomic_path
-
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, columns=PER_IMAGE_COLUMNS)
 
@@ -292,10 +291,10 @@ def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[Resolve
     files = {"per_image": str(csv_path), "csv": str(out / "evaluation.csv"), "markdown": str(out / "evaluation.md"),
              "rd_png": str(out / "rd.png"), "rate_perception_png": str(out / "rate_perception.png"),
              "examples_png": str(out / "examples.png")}
-    summary.to_csv(files["csv"], index=False, float_format="%.6g")
+    with atomic_path(files["csv"]) as tmp:
+        summary.to_csv(tmp, index=False, float_format="%.6g")
     metric = str(per_image.perceptual_metric.iloc[0]) if len(per_image) else "perceptual"
-    Path(files["markdown"]).write_text(
-        markdown_report(summary, effects, points, image_dir=str(image_dir), images=len(items), metric=metric,
+    write_text_atomic(files["markdown"], markdown_report(summary, effects, points, image_dir=str(image_dir), images=len(items), metric=metric,
                         reference=ref, files=files))
     plot_curves(summary, metric, files["rd_png"], files["rate_perception_png"], reference=ref)
     example_strip(points, str(items[len(items) // 2][1]), files["examples_png"], seed=seed)
@@ -319,7 +318,8 @@ def example_strip(points: list[ResolvedPoint], path: str, png: str | Path, *, se
         ImageDraw.Draw(row).text((4, 4), f"{point.name}: {nbytes * 8 / (h * w):.3f} bpp | original, decoded, "
                                  f"enhanced T={point.temperature:g}", fill=(255, 255, 0))
         rows.append(np.asarray(row))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(png, optimize=True)
+    with atomic_path(png) as tmp:
+        Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG", optimize=True)
 
 
 # ---------------------------------------------------------------------------------------- the tables
@@ -480,7 +480,7 @@ def plot_curves(summary: pd.DataFrame, metric: str, rd_png: str | Path, rp_png: 
     axes[0].legend(fontsize=8)
     fig.suptitle("Rate-distortion")
     fig.tight_layout()
-    fig.savefig(rd_png, dpi=80)
+    save_figure_atomic(fig, rd_png, dpi=80)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -495,5 +495,5 @@ def plot_curves(summary: pd.DataFrame, metric: str, rd_png: str | Path, rp_png: 
     ax.legend(fontsize=8)
     ax.set_title("Rate-perception")
     fig.tight_layout()
-    fig.savefig(rp_png, dpi=80)
+    save_figure_atomic(fig, rp_png, dpi=80)
     plt.close(fig)

@@ -52,3 +52,40 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through :func:`atomic_path` (the user's usual file mode)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json_atomic(path: str | Path, obj, *, indent: int = 2) -> Path:
+    """``obj`` as JSON (non-JSON values as strings), atomically."""
+    import json
+
+    return write_text_atomic(path, json.dumps(obj, indent=indent, default=str))
+
+
+def save_torch_atomic(obj, path: str | Path) -> Path:
+    """``torch.save`` atomically: a crash mid-write never leaves a torn checkpoint under the final name."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def save_figure_atomic(fig, path: str | Path, **kwargs) -> Path:
+    """``fig.savefig`` atomically (the format from the final name's suffix)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+    return path

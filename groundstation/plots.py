@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # no display on stations or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .fileio import save_figure_atomic  # noqa: E402
+
 
 def plot_loss_curve(csv_path: str | Path, png_path: str | Path, title: str = "", smooth: int = 50) -> None:
     """Every numeric column but step/lr/elapsed in its own panel, raw and smoothed."""
@@ -27,5 +29,5 @@ def plot_loss_curve(csv_path: str | Path, png_path: str | Path, title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=90)
+    save_figure_atomic(fig, png_path, dpi=90)
     plt.close(fig)

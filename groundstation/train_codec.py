@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .fileio import save_torch_atomic, write_json_atomic
 from .errors import ConfigError
 from .codec import CodecArch, LoadedCodec, TileCodec, build_codec, infer_codec_arch, sha256_file
 from .images import RandomCrops, list_images, load_rgb
@@ -100,7 +101,7 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> Path:
                               f"{str(exc).splitlines()[0]}") from exc
         log.info("starting from the weights of %s (step %s); optimiser state fresh", cfg.init_from,
                  init.get("step"))
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    write_json_atomic(out / "config.json", asdict(cfg))
 
     data = RandomCrops(list_images(*cfg.data), cfg.crop, seed=cfg.seed + step)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True)
@@ -148,10 +149,8 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> Path:
 
 
 def _save_training_checkpoint(path: Path, model, opt, aux_opt, step: int) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                "aux_optimizer": aux_opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, tmp)
-    tmp.replace(path)  # atomic: a crash mid-save never leaves a torn checkpoint
+    save_torch_atomic({"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                       "aux_optimizer": aux_opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, path)
 
 
 def export_codec(train_checkpoint: str | Path, out_path: str | Path, half: bool = True) -> str:
@@ -173,10 +172,7 @@ def export_codec(train_checkpoint: str | Path, out_path: str | Path, half: bool 
     model.update(force=True)  # our own training checkpoint: tables are computed here, once
     out = {k: (v.half() if half and k in param_names and v.is_floating_point() else v)
            for k, v in model.state_dict().items()}
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, out_path)
-    return sha256_file(out_path)
+    return sha256_file(save_torch_atomic(out, out_path))
 
 
 def evaluate_codec(loaded: LoadedCodec, files: list[Path], threads: int = 1) -> dict:

@@ -25,7 +25,8 @@ import os
 import socket
 from pathlib import Path
 
-from groundstation.fileio import atomic_path, fsync_dir
+from groundstation.fileio import fsync_dir
+from groundstation.fileio import write_json_atomic as write_json_atomic_
 from typing import Any, Iterator
 
 __all__ = ["ExclusiveLock", "LockHeld", "claim", "read_json", "read_markers", "retry_unless_operator_error",
@@ -34,10 +35,7 @@ __all__ = ["ExclusiveLock", "LockHeld", "claim", "read_json", "read_markers", "r
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-    return path
+    return write_json_atomic_(path, obj, indent=1)
 
 
 def read_json(path: str | Path) -> Any | None:

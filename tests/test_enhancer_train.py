@@ -18,6 +18,7 @@ from enhancer.modules import quantize
 from enhancer.pairs import PairSet, read_pairs
 from enhancer.perceptual import VGG19_WEIGHTS_ENV, build_perceptual, stlpips_vgg
 from enhancer.testing import surrogate_enhancer
+from helpers import unusual_modes
 from enhancer.train import (PRESETS, LossConfig, enhancer_losses, export_enhancer, step_noise, train_enhancer,
                             training_config)
 from groundstation.cli import main
@@ -351,6 +352,7 @@ def test_cli_trains_and_exports(pairs_dir, tmp_path, capsys):
     assert "step 2/2" in text and "exported" in text and "L_per backbone: off" in text
     assert json.loads((out / "export.json").read_text())["step"] == 2
     load_enhancer(tmp_path / "e.pt")
+    assert unusual_modes(tmp_path) == []  # checkpoints, logs, curve, export: the user's usual file mode
     assert main(["train-enhancer", str(tmp_path), "-o", str(out)]) == 2  # not a pairs folder
     assert "gsp make-pairs" in capsys.readouterr().err
 

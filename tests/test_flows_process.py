@@ -193,6 +193,15 @@ def e2e(tmp_path_factory, prefect_harness, dask_cluster, flow_pass, tiny_codec, 
 
 
 @pytest.mark.slow
+def test_everything_a_run_writes_has_the_users_usual_mode(e2e):
+    """Products, metrics, report, markers: readable like any file the operator writes (not mkstemp's 0600)."""
+    from helpers import unusual_modes
+
+    assert any(e2e["out"].rglob("*.report.md")) and any(e2e["out"].rglob("*.parquet"))
+    assert unusual_modes(e2e["out"]) == []
+
+
+@pytest.mark.slow
 def test_end_to_end_product_metrics_and_artifacts(e2e):
     import rasterio
 
