@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="encode a GeoTIFF scene into a pass container (satellite side)",
                        description="Read SCENE in windows, turn its bands into 8-bit RGB (rules in the README), cut "
                        "codec tiles and compress each with ELIC into a pass container.")
-    e.add_argument("scene", help="GeoTIFF (any band layout: RGB, RGBA, RGBN, uint16, float, with nodata)")
+    e.add_argument("scene", help="GeoTIFF (any band layout: RGB, RGBA, RGBN, uint16, float, with nodata), or any "
+                   "raster GDAL reads (JPEG, PNG: without a CRS it becomes a pixel-grid product)")
     e.add_argument("-o", "--out", required=True, help="pass container to write (written as OUT.part, renamed when complete)")
     e.add_argument("--codec", help="registry name or checkpoint file (default: the registry's default codec)")
     e.add_argument("--tile-size", type=int, help="codec tile size, a multiple of 64 (default: configs/station.yaml, 256)")
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--acquired", help="acquisition time, ISO 8601 (default: now, UTC)")
     e.add_argument("--bands", type=_bands, help="1 or 3 one-based source bands, e.g. 4,3,2 (default: see README)")
     e.add_argument("--threads", type=int, help="torch threads for encoding (default: station config, 1; recorded in the header)")
+    e.add_argument("--require-crs", action="store_true", default=None,
+                   help="refuse a scene without a CRS (default: station encode.require_crs, off: such scenes, "
+                   "e.g. drone JPEGs, become pixel-grid products without georeferencing)")
 
     i = sub.add_parser("inspect", help="print a pass container's header and the integrity of every tile record")
     i.add_argument("pass_file", metavar="PASS")
@@ -148,15 +152,21 @@ def main(argv: list[str] | None = None) -> int:
         import distributed  # noqa: F401
         import prefect  # noqa: F401
     configure_logging(args.verbose)
-    if args.station:
-        from .config import STATION_ENV
+    from .config import STATION_ENV
 
-        os.environ[STATION_ENV] = str(Path(args.station).resolve())  # also for worker processes and served runs
+    station_before = os.environ.get(STATION_ENV)
+    if args.station:  # an environment variable: worker processes and served runs read the same station
+        os.environ[STATION_ENV] = str(Path(args.station).resolve())
     try:
         return _COMMANDS[args.command](args)
     except GSPError as exc:
         print(f"gsp {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:  # main() may run in a longer-lived process (tests, notebooks): leave its environment as found
+        if station_before is None:
+            os.environ.pop(STATION_ENV, None)
+        else:
+            os.environ[STATION_ENV] = station_before
 
 
 #: The station's own loggers: shown from INFO by default, from DEBUG with -v. Everything else (Prefect's
@@ -193,9 +203,12 @@ def configure_logging(verbosity: int) -> None:
     import warnings
 
     root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
+    for h in list(root.handlers):  # ours from an earlier call, and Prefect's console handler; not a test's capture
+        if getattr(h, "_gsp_console", False) or type(h).__name__ == "PrefectConsoleHandler" or (
+                type(h) is logging.StreamHandler and getattr(h, "stream", None) in (sys.stderr, sys.stdout)):
+            root.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
+    handler._gsp_console = True
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"))
     handler.addFilter(ConsolePolicy(verbosity))
     root.addHandler(handler)
@@ -227,7 +240,8 @@ def cmd_encode(args) -> int:
     st = _station(args).encode
     res = encode_scene(args.scene, args.out, codec=args.codec, tile_size=args.tile_size or st.tile_size,
                        pass_id=args.pass_id, acquired=args.acquired, bands=args.bands,
-                       threads=args.threads or st.threads, progress=_progress())
+                       threads=args.threads or st.threads, progress=_progress(),
+                       require_crs=st.require_crs if args.require_crs is None else args.require_crs)
     print(f"{res.path}: pass {res.pass_id}, {res.tiles} tiles, {res.bytes} bytes, {res.bpp:.4f} bpp")
     return 0
 
@@ -258,7 +272,8 @@ def cmd_inspect(args) -> int:
         print(f"pass {h.pass_id} (uid {h.pass_uid}), format {h.format_version}, acquired {h.acquisition_time}")
         print(f"scene {s.width}x{s.height} from {s.source} ({s.source_dtype}, {s.source_bands} bands)")
         print(f"  transform {s.transform}")
-        print(f"  crs {s.crs_wkt[:100]}{'...' if len(s.crs_wkt) > 100 else ''}")
+        print(f"  crs {s.crs_wkt[:100]}{'...' if len(s.crs_wkt) > 100 else ''}" if s.crs_wkt
+              else "  crs none: a pixel grid (no georeferencing)")
         print(f"bands {h.bands.selection}: {h.bands.rule}; scaling {h.bands.scaling}; invalid pixels from {h.bands.mask_source}")
         print(f"tiles {h.tiling.tiles_x}x{h.tiling.tiles_y} of {h.tiling.tile_size}px = {h.tiling.n_tiles}")
         print(f"codec {h.codec.name} ({h.codec.architecture} {h.codec.arch}) sha256 {h.codec.sha256[:16]}... lambda {h.codec.lmbda}")

@@ -24,6 +24,8 @@ class _Strict(BaseModel):
 class EncodeDefaults(_Strict):
     tile_size: int = Field(256, description="codec tile size in pixels (multiple of 64)")
     threads: int = Field(1, ge=1, le=256, description="torch threads on the encoder (recorded in the header)")
+    require_crs: bool = Field(False, description="refuse scenes without a CRS instead of processing them as "
+                              "pixel grids")
 
     @field_validator("tile_size")
     @classmethod

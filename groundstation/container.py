@@ -42,6 +42,8 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_RECORD_BYTES = 64 << 20
 MAX_STRINGS = 64
 WITNESS_KIND = "crc32-int32-decoded-y-symbols"
+#: ``scene.crs_wkt`` of a scene without a CRS: a pixel grid (no georeferencing; the transform maps pixels).
+PIXEL_GRID = ""
 
 _HEAD = struct.Struct("<8sHI")
 _U32 = struct.Struct("<I")

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .codec import ARCHITECTURE, CODEC_ALIGN, TileCodec, load_codec
-from .container import (CodecInfo, EncoderInfo, FORMAT_VERSION, PassHeader, PassWriter, SceneInfo, TileRecord,
+from .container import (PIXEL_GRID, CodecInfo, EncoderInfo, FORMAT_VERSION, PassHeader, PassWriter, SceneInfo, TileRecord,
                         TilingInfo, pack_mask)
 from .errors import ConfigError
 from .registry import resolve_model
@@ -46,6 +46,7 @@ def encode_scene(
     threads: int = 1,
     device: str = "cpu",
     progress: bool = False,
+    require_crs: bool = False,
 ) -> EncodeResult:
     """Encode a scene into a pass container. Memory: one tile at a time (windowed reads)."""
     if tile_size % CODEC_ALIGN or not 64 <= tile_size <= 4096:
@@ -54,7 +55,7 @@ def encode_scene(
     loaded = load_codec(ckpt, sha)
     tc = TileCodec(loaded, device=device, threads=threads)
     out = Path(out)
-    with open_scene(scene_path, bands) as scene:
+    with open_scene(scene_path, bands, require_crs=require_crs) as scene:
         ds = scene.ds
         header = PassHeader(
             format_version=FORMAT_VERSION,
@@ -62,7 +63,8 @@ def encode_scene(
             pass_uid=secrets.token_hex(16),
             acquisition_time=acquired or datetime.now(timezone.utc).isoformat(timespec="seconds"),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            scene=SceneInfo(width=ds.width, height=ds.height, crs_wkt=ds.crs.to_wkt(), transform=tuple(ds.transform)[:6],
+            scene=SceneInfo(width=ds.width, height=ds.height, crs_wkt=ds.crs.to_wkt() if ds.crs else PIXEL_GRID,
+                            transform=tuple(ds.transform)[:6],
                             source=Path(scene_path).name, source_dtype=str(ds.dtypes[0]), source_bands=ds.count),
             tiling=TilingInfo(tile_size=tile_size, tiles_x=math.ceil(ds.width / tile_size),
                               tiles_y=math.ceil(ds.height / tile_size)),

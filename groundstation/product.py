@@ -29,7 +29,10 @@ BANDS = ["red", "green", "blue"]
 
 
 def georef_dataset(width: int, height: int, crs_wkt: str, transform: tuple[float, ...], data_vars: dict):
-    """An xarray Dataset with x/y pixel-centre coordinates and a CF ``spatial_ref`` (the one place that does this)."""
+    """An xarray Dataset with x/y pixel-centre coordinates and a CF ``spatial_ref`` (the one place that does this).
+
+    ``crs_wkt == ""`` (a scene without CRS): a pixel-grid product, ``gsp_grid = "pixel"``, no ``spatial_ref``.
+    """
     import rioxarray  # noqa: F401  (registers .rio)
     import xarray as xr
     from affine import Affine
@@ -42,6 +45,13 @@ def georef_dataset(width: int, height: int, crs_wkt: str, transform: tuple[float
         coords["x"] = aff.c + cols * aff.a
         coords["y"] = aff.f + rows * aff.e
     ds = xr.Dataset(data_vars, coords=coords)
+    if not crs_wkt:  # a pixel grid: no CRS is written, never a made-up one; x/y are pixel coordinates
+        ds.attrs["gsp_grid"] = "pixel"
+        for dim, what in (("x", "column"), ("y", "row")):
+            if dim in ds.coords:
+                ds[dim].attrs.update(long_name=f"pixel {what} (centre)", units="pixel")
+        return ds
+    ds.attrs["gsp_grid"] = "crs"
     ds = ds.rio.write_crs(crs_wkt)
     ds = ds.rio.write_transform(aff)
     return ds

@@ -17,6 +17,8 @@ The rules (recorded in every pass header, so the ground knows what the satellite
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,8 @@ import numpy as np
 
 from .container import BandInfo
 from .errors import SceneError
+
+log = logging.getLogger(__name__)
 
 PERCENTILES = (2.0, 98.0)
 STATS_MAX_SIDE = 1024
@@ -69,9 +73,17 @@ class Scene:
         return to_uint8(raw, self.bands, valid), valid
 
 
-def open_scene(path: str | Path, bands: list[int] | None = None) -> Scene:
+def open_scene(path: str | Path, bands: list[int] | None = None, *, require_crs: bool = False) -> Scene:
+    """Open a raster GDAL reads (GeoTIFF, JPEG, PNG...) for windowed reading.
+
+    A scene without a CRS (a drone photo, an archive scan) is a *pixel grid*: it is processed with no CRS and
+    pixel coordinates, never a made-up one, unless ``require_crs`` (``gsp encode --require-crs``, station
+    ``encode.require_crs``) refuses it.
+    """
+    import warnings
+
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     path = Path(path)
     if not path.exists():
@@ -79,15 +91,24 @@ def open_scene(path: str | Path, bands: list[int] | None = None) -> Scene:
     env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
     env.__enter__()
     try:
-        ds = rasterio.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # said once below, in words
+            ds = rasterio.open(path)
     except RasterioIOError as exc:
         env.__exit__(None, None, None)
-        raise SceneError(f"{path}: not a readable raster ({exc}); expected a GeoTIFF") from exc
+        raise SceneError(f"{path}: not a readable raster ({exc}); expected a GeoTIFF, JPEG, PNG or another "
+                         "format GDAL reads") from exc
     try:
         if ds.crs is None:
-            raise SceneError(f"{path}: has no CRS; the product could not be georeferenced. Assign one (gdal_edit.py -a_srs)")
-        if ds.transform.is_identity:
-            raise SceneError(f"{path}: has no geotransform; the product could not be georeferenced")
+            if require_crs:
+                raise SceneError(f"{path}: has no CRS and this station requires one (--require-crs / station "
+                                 "encode.require_crs); assign one (gdal_edit.py -a_srs EPSG:...) or drop the "
+                                 "requirement to process it as a pixel grid")
+            log.info("%s has no CRS: processed as a pixel grid (no georeferencing; x/y are pixel columns/rows)",
+                     path)
+        elif ds.transform.is_identity:
+            raise SceneError(f"{path}: has a CRS but no geotransform; the product could not be georeferenced. "
+                             "Assign one (gdal_edit.py -a_ullr ...)")
         plan = plan_bands(ds, bands)
     except Exception:
         ds.close()
