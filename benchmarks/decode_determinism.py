@@ -91,12 +91,12 @@ def build_pass(tmp: Path, codec: str, n: int, size: int, boost: float) -> tuple[
     import torch
     from rasterio.transform import from_origin
 
-    from groundstation.codec import read_state_dict
+    from groundstation.checkpoints import read_state_dict
     from groundstation.encode import encode_scene
     from groundstation.registry import resolve_model
 
     _, ckpt, _, _ = resolve_model(codec or None, "codec")
-    sd, _ = read_state_dict(ckpt)
+    sd = read_state_dict(ckpt).tensors
     import re
 
     last = max(int(m[1]) for k in sd if (m := re.match(r"^g_a\.(\d+)\.weight$", k)))  # g_a's last conv

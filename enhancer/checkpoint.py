@@ -18,6 +18,7 @@ from torch import Tensor
 
 from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import YUV_MATRIX, haar_kernels
+from groundstation.checkpoints import read_state_dict, unwrap_state_dict
 from groundstation.fileio import save_torch_atomic, sha256_file
 from groundstation.errors import CheckpointError
 
@@ -28,36 +29,15 @@ __all__ = [
     "normalize_state_dict",
     "random_state_dict",
     "save_enhancer",
-    "sha256_file",
 ]
 
-_WRAPPER_KEYS = ("state_dict", "network")
-_PREFIX = "module."
 _COUPLING_KEY = re.compile(r"^operations_gaussian\.(\d+)\.F\.conv1\.weight$")
 _MAX_NAMED = 5  # keys quoted per category in a mismatch message
 
 
 def normalize_state_dict(obj: object, source: str = "checkpoint") -> dict[str, Tensor]:
-    """Unwrap ``{'state_dict': ...}`` / ``{'network': ...}`` and strip a ``module.`` prefix.
-
-    Raises CheckpointError if what remains is not a mapping of names to tensors.
-    """
-    if isinstance(obj, Mapping):
-        for key in _WRAPPER_KEYS:
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{source}: expected a state_dict (a mapping of parameter names to tensors), "
-                              f"got {type(obj).__name__}")
-    out: dict[str, Tensor] = {}
-    for name, value in obj.items():
-        if not isinstance(value, Tensor):
-            raise CheckpointError(f"{source}: entry {name!r} is a {type(value).__name__}, not a tensor; "
-                                  "is this an enhancer state_dict?")
-        key = name[len(_PREFIX):] if isinstance(name, str) and name.startswith(_PREFIX) else name
-        out[key] = value
-    return out
+    """Unwrap a training container and strip a ``module.`` prefix (:func:`groundstation.checkpoints.unwrap_state_dict`)."""
+    return unwrap_state_dict(obj, source).tensors
 
 
 def config_from_state_dict(state: Mapping[str, Tensor], source: str = "checkpoint") -> EnhancerConfig:
@@ -124,18 +104,8 @@ def load_enhancer(path: str | Path, expected_sha256: str | None = None, *,
     unexpected or wrong-shape key (the message names the first few).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: enhancer checkpoint not found")
-    digest = sha256_file(path)
-    if expected_sha256 is not None and digest != expected_sha256.lower():
-        raise CheckpointError(f"{path}: sha256 is {digest}, expected {expected_sha256}; "
-                              "wrong file or a damaged copy")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint with weights_only=True: {exc}"
-                              ) from exc
-    state = normalize_state_dict(obj, str(path))
+    read = read_state_dict(path, expected_sha256=expected_sha256)
+    digest, state = read.sha256, read.tensors
     config = config_from_state_dict(state, str(path))
     model = INNRSIC(config)
     message = _mismatch_message(str(path), config, model.state_dict(), state)

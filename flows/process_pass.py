@@ -119,11 +119,6 @@ class ModelRef:
     info: dict  # architecture / tables, for provenance
 
 
-def _sha256(path: str | Path) -> str:
-    from groundstation.codec import sha256_file
-
-    return sha256_file(path)
-
 
 def resolve_models(header, opts: ProcessOptions) -> tuple[ModelRef, ModelRef | None]:
     """Codec and enhancer checkpoints, loaded once here so that a wrong or broken file fails before the run."""

@@ -24,16 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import CheckpointError
-from .fileio import sha256_file
+from .errors import CheckpointError, DesyncError
+from .checkpoints import read_state_dict
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "elic2022-chandelier"
 #: Codec input height/width must be multiples of this (four stride-2 layers in g_a, two more in h_a).
 CODEC_ALIGN = 64
-#: Refuse checkpoint files larger than this before reading them (the full ELIC is ~135 MB in float32).
-MAX_CHECKPOINT_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -82,39 +80,6 @@ AUTHORS_KEY_RULES: list[tuple[str, str]] = [
     # ParamAggregation outputs (means, scales), the order CompressAI's chunks=("means", "scales") expects.
     (r"^ParamAggregation\.(\d+)\.(.*)$", r"latent_codec.y.latent_codec.y\1.entropy_parameters.\2"),
 ]
-
-
-def _unwrap(obj: object, path: str) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict):
-        for key in ("state_dict", "network", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{path}: not a state dict (got {type(obj).__name__}); expected a dict of tensors")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: entries that are not tensors: {bad[:5]}; is this a model checkpoint?")
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
-
-
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """Read a checkpoint without pickle (``weights_only=True``); return (state dict, sha256 of the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    size = path.stat().st_size
-    if size > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(f"{path}: {size} bytes is larger than the {MAX_CHECKPOINT_BYTES}-byte limit")
-    digest = sha256_file(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only raises UnpicklingError for anything but tensors and containers
-        raise CheckpointError(
-            f"{path}: cannot be read safely as a torch checkpoint ({type(exc).__name__}: {str(exc)[:200]}). "
-            "Only plain state dicts are accepted (torch.save(model.state_dict(), path))."
-        ) from exc
-    return _unwrap(obj, str(path)), digest
 
 
 def detect_codec_format(sd: dict[str, torch.Tensor]) -> str:
@@ -188,13 +153,10 @@ def load_codec(
     path: str | Path, expected_sha256: str | None = None, *, arch: CodecArch | None = None
 ) -> LoadedCodec:
     """Load any supported ELIC checkpoint strictly; check its sha256 when one is expected."""
-    sd, digest = read_state_dict(path)
-    if expected_sha256 and digest != expected_sha256:
-        raise CheckpointError(
-            f"{path}: sha256 {digest[:16]}... does not match the expected {expected_sha256[:16]}...; "
-            "the pass was encoded with another codec checkpoint: pass --codec with the matching file"
-        )
-    return codec_from_state_dict(sd, digest=digest, path=str(path), arch=arch)
+    sd = read_state_dict(path, expected_sha256=expected_sha256 or None,
+                         mismatch_hint="the pass was encoded with another codec checkpoint: give the matching file "
+                                       "as the codec")
+    return codec_from_state_dict(sd.tensors, digest=sd.sha256, path=str(path), arch=arch)
 
 
 def codec_from_state_dict(
@@ -359,6 +321,33 @@ class TileCodec:
             witness.close()
             torch.use_deterministic_algorithms(det_before)
         return np.ascontiguousarray(img), witness.crc
+
+    def decode_checked(
+        self, strings: list[bytes], z_hw: tuple[int, int], y_hw: tuple[int, int], height: int, width: int,
+        witness: int | None, *, what: str = "tile",
+    ) -> tuple[np.ndarray, bool]:
+        """Decode and prove it: ((height, width, 3) uint8, whether the strict retry was needed).
+
+        The one place where a witness is checked: a mismatch is retried once in strict mode (the encoder's
+        conditions); a second mismatch raises :class:`DesyncError`. ``witness`` None (an old record) decodes
+        unchecked.
+        """
+        img, got = self.decode(strings, z_hw, y_hw, height, width)
+        if witness is None or got == witness:
+            return img, False
+        log.warning("%s: decoded symbols do not match the encoder's witness; retrying in strict mode", what)
+        img, got = self.decode(strings, z_hw, y_hw, height, width, strict=True)
+        if got != witness:
+            raise DesyncError(f"{what}: entropy decoder desynchronised (symbol witness mismatch, also in strict "
+                              "mode)")
+        return img, True
+
+    def roundtrip(self, rgb: np.ndarray, *, what: str = "image") -> tuple[np.ndarray, EncodedTile, bool]:
+        """Encode then decode-and-check one image: (decoded (H, W, 3) uint8, the encoded tile, retried)."""
+        enc = self.encode(rgb)
+        decoded, retried = self.decode_checked(enc.strings, enc.z_hw, enc.y_hw, enc.height, enc.width, enc.witness,
+                                               what=what)
+        return decoded, enc, retried
 
     @property
     def n_strings(self) -> int:

@@ -390,6 +390,22 @@ class PassReader:
         for index in sorted(self.scan().records):
             yield self.read(index)
 
+    def report(self) -> dict:
+        """The header and the integrity of every record, as plain data (``gsp inspect --json``)."""
+        scan, h = self.scan(), self.header
+        return {
+            "pass": str(self.path),
+            "header": h.model_dump(),
+            "tiles_total": h.tiling.n_tiles,
+            "tiles_intact": len(scan.records),
+            "tiles_lost": [{"tile": i, "reason": p.reason, "detail": p.detail} for i, p in scan.lost_tiles().items()],
+            "other_problems": [{"reason": p.reason, "detail": p.detail, "offset": p.offset}
+                               for p in scan.problems if p.tile_index is None],
+            "trailer": scan.trailer,
+            "notes": scan.notes,
+            "record_bytes": {str(i): ln for i, (_, ln) in sorted(scan.records.items())},
+        }
+
 
 def _find(f: BinaryIO, start: int, size: int) -> int:
     """Offset of the next sync marker (tile or end) at or after ``start``, or -1."""

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from . import __version__
 from .codec import CODEC_ALIGN, LoadedCodec, TileCodec, load_codec
 from .container import PassHeader, PassReader, TileRecord, unpack_mask
+from .errors import DesyncError
 from .product import create_product, finalize, open_arrays, write_block
 from .registry import resolve_model
 
@@ -91,15 +92,11 @@ def decode_tile(tc: TileCodec, rec: TileRecord, header: PassHeader) -> tuple[np.
         return None, None, out
     t0 = time.perf_counter()
     try:
-        rgb, witness = tc.decode(rec.strings, rec.z_hw, rec.y_hw, h, w)
-        if rec.witness is not None and witness != rec.witness:
-            out.retried = True
-            log.warning("tile %d: decoded symbols do not match the encoder's witness; retrying in strict mode",
-                        rec.tile_index)
-            rgb, witness = tc.decode(rec.strings, rec.z_hw, rec.y_hw, h, w, strict=True)
-            if witness != rec.witness:
-                out.status = "desync"
-                out.detail = "entropy decoder desynchronised (symbol witness mismatch, also in strict mode)"
+        rgb, out.retried = tc.decode_checked(rec.strings, rec.z_hw, rec.y_hw, h, w, rec.witness,
+                                             what=f"tile {rec.tile_index}")
+    except DesyncError:
+        out.status, out.retried = "desync", True
+        out.detail = "entropy decoder desynchronised (symbol witness mismatch, also in strict mode)"
     except Exception as exc:  # a broken stream may raise anywhere inside CompressAI
         out.status, out.detail = "decode_error", f"{type(exc).__name__}: {str(exc)[:200]}"
     out.decode_ms = (time.perf_counter() - t0) * 1e3

@@ -11,6 +11,10 @@ class PassFormatError(GSPError):
     """The pass container (header or framing) cannot be parsed."""
 
 
+class DesyncError(GSPError):
+    """The entropy decoder did not reproduce the encoder's symbols (witness mismatch), also in strict mode."""
+
+
 class CheckpointError(GSPError):
     """A model checkpoint is unreadable, of an unknown format, or does not match what was asked for."""
 

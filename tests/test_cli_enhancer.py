@@ -15,7 +15,7 @@ from enhancer.checkpoint import random_state_dict, save_enhancer
 from enhancer.inference import enhance_array
 from enhancer.model import EnhancerConfig
 from enhancer.testing import surrogate_enhancer
-from groundstation.cli import main
+from gsp.cli import main
 from synth import write_scene
 
 

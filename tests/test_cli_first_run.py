@@ -17,7 +17,7 @@ def _gsp(args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL"))}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     env.pop("PYTHONWARNINGS", None)
-    return subprocess.run([sys.executable, "-m", "groundstation.cli", *args], env=env, cwd=tmp_path,
+    return subprocess.run([sys.executable, "-m", "gsp.cli", *args], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -48,7 +48,7 @@ def test_process_console_shows_the_station_not_the_libraries(tmp_path: Path):
 def test_the_console_policy_by_verbosity():
     import logging
 
-    from groundstation.cli import ConsolePolicy
+    from gsp.cli import ConsolePolicy
 
     def shown(v: int, name: str, level: int, msg: str = "x") -> bool:
         return ConsolePolicy(v).filter(logging.LogRecord(name, level, __file__, 1, msg, None, None))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from groundstation.cli import main
+from gsp.cli import main
 from groundstation.container import PassReader
 from groundstation.decode import decode_pass
 from groundstation.encode import encode_scene

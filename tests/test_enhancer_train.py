@@ -15,13 +15,13 @@ from PIL import Image
 from enhancer.checkpoint import load_enhancer
 from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import quantize
-from enhancer.pairs import PairSet, read_pairs
-from enhancer.perceptual import VGG19_WEIGHTS_ENV, build_perceptual, stlpips_vgg
+from gsp.training.pairs import PairSet, read_pairs
+from gsp.training.perceptual import VGG19_WEIGHTS_ENV, build_perceptual, stlpips_vgg
 from enhancer.testing import surrogate_enhancer
 from helpers import unusual_modes
-from enhancer.train import (PRESETS, LossConfig, enhancer_losses, export_enhancer, step_noise, train_enhancer,
+from gsp.training.enhancer import (PRESETS, LossConfig, enhancer_losses, export_enhancer, step_noise, train_enhancer,
                             training_config)
-from groundstation.cli import main
+from gsp.cli import main
 from groundstation.errors import CheckpointError, ConfigError
 from synth import smooth_image
 
@@ -41,7 +41,7 @@ def write_pngs(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[Path
 @pytest.fixture(scope="module")
 def pairs_dir(tmp_path_factory, tiny_codec) -> Path:
     """Six 64x64 pairs made with the tiny random ELIC."""
-    from enhancer.pairs import make_pairs
+    from gsp.training.pairs import make_pairs
 
     root = tmp_path_factory.mktemp("pairs")
     write_pngs(root / "images", 6)
@@ -95,7 +95,7 @@ def test_make_pairs_writes_pairs_and_skips_them_on_rerun(tmp_path, tiny_codec, o
 
 
 def load_codec_sha(path: Path) -> str:
-    from groundstation.codec import sha256_file
+    from groundstation.fileio import sha256_file
 
     return sha256_file(path)
 
@@ -255,7 +255,7 @@ def test_vgg19_is_used_only_when_provisioned(tmp_path, monkeypatch):
 def test_vgg19_layer_indices_are_conv5_4_and_conv4_4():
     from torchvision.models.vgg import cfgs, make_layers
 
-    from enhancer.perceptual import _VGG19_LAST_CONV
+    from gsp.training.perceptual import _VGG19_LAST_CONV
 
     features = make_layers(cfgs["E"])
     convs = [i for i, m in enumerate(features) if isinstance(m, torch.nn.Conv2d)]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from groundstation.errors import ConfigError
-from groundstation.evaluation import (
+from gsp.evaluation import (
     PER_IMAGE_CSV,
     evaluate_folder,
     read_reference_points,
@@ -187,7 +187,7 @@ def test_registry_refuses_a_rate_point_whose_enhancer_belongs_to_another_codec(t
 
 
 def test_cli_help_and_unknown_rate_point(tmp_path):
-    run = [sys.executable, "-m", "groundstation.cli", "evaluate"]
+    run = [sys.executable, "-m", "gsp.cli", "evaluate"]
     out = subprocess.run(run + ["--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--rate-points" in out.stdout and "evaluation.csv" in out.stdout
     out = subprocess.run(run + [str(tmp_path), "-o", str(tmp_path / "o"), "--rate-points", "nope"],

@@ -8,7 +8,7 @@ import pytest
 @pytest.mark.slow
 def test_demo_runs_the_flow_and_writes_a_quicklook(tmp_path, prefect_harness, dask_cluster, tiny_codec):
     pytest.importorskip("mpl_toolkits.basemap_data")
-    from groundstation.demo import DEMO_ENHANCE, run_demo
+    from gsp.demo import DEMO_ENHANCE, run_demo
     from groundstation.product import open_product, status
 
     res = run_demo(tmp_path, codec=str(tiny_codec), dask_address=dask_cluster.scheduler_address)

@@ -180,7 +180,7 @@ def e2e(tmp_path_factory, prefect_harness, dask_cluster, flow_pass, tiny_codec, 
     import contextlib
     import io
 
-    from groundstation.cli import main
+    from gsp.cli import main
 
     scene, passfile = flow_pass
     out = tmp_path_factory.mktemp("e2e")

@@ -33,7 +33,7 @@ def test_dates_and_selection(tmp_path, tiny_codec):
 @pytest.mark.slow
 def test_new_enhancer_makes_a_new_product_and_a_rerun_skips(tmp_path, prefect_harness, dask_cluster, tiny_codec,
                                                            enhancer_ckpts):
-    from groundstation.cli import main
+    from gsp.cli import main
     from groundstation.product import open_product, status
 
     archive, products = tmp_path / "archive", tmp_path / "products"

@@ -49,7 +49,7 @@ def test_flow_run_artifacts_and_deployment_through_a_real_server(prefect_server,
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_HOME": str(tmp_path / "client-home")}
     env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
     out = tmp_path / "products"
-    cmd = [sys.executable, "-m", "groundstation.cli", "process", str(flow_pass[1]), "-o", str(out), "--codec",
+    cmd = [sys.executable, "-m", "gsp.cli", "process", str(flow_pass[1]), "-o", str(out), "--codec",
            str(tiny_codec), "--enhancer", str(enhancer_ckpts[1]), "--tiles-per-batch", "3", "--json"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from groundstation import metrics as M
+from groundstation.metrics import perceptual as MP
+from groundstation.metrics.perceptual import _balanced_edges
 from groundstation.errors import CheckpointError, ConfigError, ProductError
 
 torch.set_num_threads(1)
@@ -149,8 +151,8 @@ def test_perceptual_tiny_images_and_tiling(perceptual):
     whole = perceptual.distance(a, b)
     halves = [perceptual.distance(a[s], b[s]) for s in (slice(0, 150), slice(150, 300))]
     assert whole == pytest.approx(np.mean(halves), rel=1e-5)
-    assert M._balanced_edges(600, 256) == [0, 200, 400, 600]
-    assert M._balanced_edges(256, 256) == [0, 256]
+    assert _balanced_edges(600, 256) == [0, 200, 400, 600]
+    assert _balanced_edges(256, 256) == [0, 256]
 
 
 # ---------------------------------------------------------------------------------------- backend choice
@@ -201,7 +203,7 @@ def test_lpips_is_chosen_only_when_the_trunk_file_exists(tmp_path, monkeypatch):
         M.PerceptualMetric.auto()
 
     # pretend this file is the genuine one
-    monkeypatch.setattr(M, "ALEXNET_SHA256_PREFIX", hashlib.sha256(hub_file.read_bytes()).hexdigest()[:8])
+    monkeypatch.setattr(MP, "ALEXNET_SHA256_PREFIX", hashlib.sha256(hub_file.read_bytes()).hexdigest()[:8])
     metric = M.PerceptualMetric.auto()
     assert metric.name == "lpips_alex"
     assert "LPIPS v0.1" in metric.description and str(hub_file) in metric.description

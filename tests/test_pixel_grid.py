@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_shared
-from groundstation.cli import main
+from gsp.cli import main
 from groundstation.container import PIXEL_GRID, PassReader
 from groundstation.product import open_product
 from synth import smooth_image

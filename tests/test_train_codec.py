@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from groundstation.errors import ConfigError
-from groundstation.train_codec import CodecTrainConfig, train_codec
+from gsp.training.codec import CodecTrainConfig, train_codec
 
 from synth import TINY_ARCH, smooth_image
 

@@ -1,9 +1,9 @@
-"""``gsp`` commands for the INN-RSIC enhancer and model files (loaded by :mod:`groundstation.cli`).
+"""``gsp`` commands for the INN-RSIC enhancer and model files (loaded by :mod:`gsp.cli`).
 
-* ``gsp make-pairs IMAGE_DIR... -o OUT --codec C``: ELIC training pairs (:func:`enhancer.pairs.make_pairs`);
-* ``gsp train-enhancer PAIRS -o RUN``: train or resume (:func:`enhancer.train.train_enhancer`), ``--export``;
-* ``gsp enhance IMAGE_OR_GEOTIFF --enhancer E -o OUT``: enhance one file window by window (:func:`enhance_file`);
-* ``gsp models check FILE`` / ``gsp models list``: what a checkpoint is (:func:`inspect_checkpoint`), the registry.
+* ``gsp make-pairs IMAGE_DIR... -o OUT --codec C``: ELIC training pairs (:func:`gsp.training.pairs.make_pairs`);
+* ``gsp train-enhancer PAIRS -o RUN``: train or resume (:func:`gsp.training.enhancer.train_enhancer`), ``--export``;
+* ``gsp enhance IMAGE_OR_GEOTIFF --enhancer E -o OUT``: enhance one file window by window (:func:`enhancer.files.enhance_file`);
+* ``gsp models check FILE`` / ``gsp models list``: what a checkpoint is (:func:`gsp.models.inspect_checkpoint`), the registry.
 """
 
 from __future__ import annotations
@@ -12,20 +12,13 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import CheckpointError, ConfigError, SceneError
-from .fileio import atomic_path, write_json_atomic
+from groundstation.fileio import write_json_atomic
 
-__all__ = ["COMMANDS", "enhance_file", "inspect_checkpoint", "register"]
+__all__ = ["COMMANDS", "register"]
 
 log = logging.getLogger("gsp")
-
-GEOTIFF_SUFFIXES = {".tif", ".tiff"}
-_CONVERT_HINT = ("gsp enhance takes 3-band 8-bit RGB (the decoded product of gsp encode/decode); run gsp "
-                 "encode/decode first, or convert, e.g. gdal_translate -ot Byte -scale -b 1 -b 2 -b 3 IN OUT.tif")
-
 
 def _progress() -> bool:
     return sys.stderr.isatty()
@@ -131,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------------------- commands
 
 def cmd_make_pairs(args) -> int:
-    from enhancer.pairs import make_pairs
+    from gsp.training.pairs import make_pairs
 
     res = make_pairs(args.images, args.out, args.codec, limit=args.limit, progress=_progress(),
                      threads=args.threads)
@@ -141,8 +134,8 @@ def cmd_make_pairs(args) -> int:
 
 
 def cmd_train_enhancer(args) -> int:
-    from enhancer.pairs import read_pairs
-    from enhancer.train import export_enhancer, train_enhancer, training_config
+    from gsp.training.pairs import read_pairs
+    from gsp.training.enhancer import export_enhancer, train_enhancer, training_config
 
     out = Path(args.out)
     if not args.no_train:
@@ -171,6 +164,9 @@ def cmd_train_enhancer(args) -> int:
 
 def cmd_enhance(args) -> int:
     from enhancer.checkpoint import load_enhancer
+    from enhancer.files import check_enhance_args, enhance_file
+
+    check_enhance_args(args.core, args.halo, args.temperature, names=("--core", "--halo", "--temperature"))
     from groundstation.registry import resolve_model
 
     _set_threads(args.threads)
@@ -187,6 +183,8 @@ def cmd_enhance(args) -> int:
 
 def cmd_models(args) -> int:
     if args.models_command == "check":
+        from .models import inspect_checkpoint
+
         info = inspect_checkpoint(args.file)
         if args.json:
             print(json.dumps(info, indent=2))
@@ -204,207 +202,7 @@ COMMANDS = {
 }
 
 
-# ------------------------------------------------------------------------------------------------ enhance
-
-def _check_enhance_args(core: int, halo: int, temperature: float) -> None:
-    if core < 2 or core % 2 or halo < 0 or halo % 2:
-        raise ConfigError(f"--core {core} / --halo {halo}: both must be even (core >= 2, halo >= 0) so that windows "
-                          "start on the Haar 2x2 grid")
-    if temperature < 0:
-        raise ConfigError(f"--temperature {temperature} must be >= 0")
-
-
-def enhance_file(src: str | Path, dst: str | Path, model, *, seed: int = 0, temperature: float = 1.0,
-                 core: int = 256, halo: int = 32, batch_size: int = 4, device: str = "cpu", progress: bool = False,
-                 provenance: Mapping[str, str] | None = None) -> dict:
-    """Enhance one 3-band uint8 image file (PNG/JPEG/...) or GeoTIFF into ``dst``; returns a summary dict.
-
-    A GeoTIFF is read and written in windows (:func:`enhancer.inference.enhance_mosaic`), so it never has to
-    fit in memory; the output has the input's profile (CRS, transform, tiling, compression, nodata), colour
-    interpretation and tags, plus ``GSP_*`` provenance tags (a compressed *striped* input is written tiled
-    256x256, the only change); pixels the input marks invalid (nodata, alpha,
-    internal mask) are copied unchanged. The file is written beside ``dst`` and renamed over it when complete.
-    """
-    _check_enhance_args(core, halo, temperature)
-    src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise SceneError(f"{src}: no such file")
-    if src.resolve() == dst.resolve():
-        raise ConfigError(f"-o {dst}: the output must not overwrite the input")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(core=core, halo=halo, seed=seed, temperature=temperature, batch_size=batch_size, device=device,
-                  progress=progress)
-    with atomic_path(dst) as tmp:
-        if src.suffix.lower() in GEOTIFF_SUFFIXES:
-            info = _enhance_geotiff(src, tmp, model, dict(provenance or {}, seed=str(seed),
-                                                          temperature=str(temperature)), kwargs)
-        else:
-            info = _enhance_picture(src, tmp, dst.suffix, model, kwargs)
-    return dict(info, out=str(dst))
-
-
-def _enhance_picture(src: Path, tmp: Path, suffix: str, model, kwargs: dict) -> dict:
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    from enhancer.inference import enhance_mosaic
-
-    try:
-        with Image.open(src) as im:
-            mode, fmt = im.mode, im.format
-            image = np.asarray(im) if mode == "RGB" else None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SceneError(f"{src}: not a readable image ({exc}); {_CONVERT_HINT}") from exc
-    if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise SceneError(f"{src}: {fmt} image in mode {mode!r}, not 3-band 8-bit RGB; {_CONVERT_HINT}")
-    h, w = image.shape[:2]
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1))
-    out = np.empty_like(chw)
-
-    def source(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return chw[:, y0:y1, x0:x1]
-
-    def sink(y0: int, y1: int, x0: int, x1: int, block: np.ndarray) -> None:
-        out[:, y0:y1, x0:x1] = block
-
-    stats = enhance_mosaic(model, source, sink, (h, w), **kwargs)
-    fmt_out = Image.registered_extensions().get(suffix.lower())
-    if fmt_out is None:
-        raise ConfigError(f"-o ...{suffix}: unknown image type; use .png (lossless) or .tif")
-    if fmt_out == "JPEG":
-        log.warning("writing the enhanced image as JPEG: lossy, it blurs the detail the enhancer adds; prefer PNG")
-    Image.fromarray(np.ascontiguousarray(out.transpose(1, 2, 0))).save(tmp, format=fmt_out)
-    return {"height": h, "width": w, "georeferenced": False, "windows": stats["windows"], "seconds": stats["seconds"]}
-
-
-def _enhance_geotiff(src: Path, tmp: Path, model, tags: dict, kwargs: dict) -> dict:
-    import numpy as np
-    import rasterio
-    from rasterio.errors import RasterioIOError
-    from rasterio.windows import Window
-
-    from enhancer.inference import enhance_mosaic
-
-    try:
-        ds = rasterio.open(src)
-    except RasterioIOError as exc:
-        raise SceneError(f"{src}: not a readable GeoTIFF ({exc})") from exc
-    with ds:
-        if ds.count != 3 or any(np.dtype(d) != np.uint8 for d in ds.dtypes):
-            raise SceneError(f"{src}: {ds.count} band(s) of {', '.join(sorted(set(ds.dtypes)))}, not 3 bands of "
-                             f"uint8; {_CONVERT_HINT}")
-        h, w = ds.height, ds.width
-        profile = ds.profile.copy()
-        profile.update(driver="GTiff", count=3, dtype="uint8")
-        profile.setdefault("BIGTIFF", "IF_SAFER")
-        if profile.get("compress") and not profile.get("tiled"):
-            # compressed strips would be rewritten by every core that touches them (the file grows): tile instead
-            log.info("%s: compressed and striped; writing the output tiled 256x256 (same CRS, transform, "
-                     "compression)", src)
-            profile.update(tiled=True, blockxsize=256, blockysize=256)
-        has_mask = ds.nodata is not None or any(
-            flag != [rasterio.enums.MaskFlags.all_valid] for flag in ds.mask_flag_enums)
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.colorinterp = ds.colorinterp
-            dst.update_tags(**ds.tags())
-            dst.update_tags(**{f"GSP_{k.upper()}": v for k, v in tags.items()})
-
-            def source(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-                return ds.read(window=Window(x0, y0, x1 - x0, y1 - y0))
-
-            def sink(y0: int, y1: int, x0: int, x1: int, block: np.ndarray) -> None:
-                win = Window(x0, y0, x1 - x0, y1 - y0)
-                if has_mask:
-                    invalid = ds.dataset_mask(window=win) == 0
-                    if invalid.any():
-                        block = block.copy()
-                        block[:, invalid] = ds.read(window=win)[:, invalid]
-                dst.write(block, window=win)
-
-            stats = enhance_mosaic(model, source, sink, (h, w), **kwargs)
-        return {"height": h, "width": w, "georeferenced": ds.crs is not None, "windows": stats["windows"],
-                "seconds": stats["seconds"]}
-
-
 # ------------------------------------------------------------------------------------------------- models
-
-_WRAPPERS = ("state_dict", "network", "model")
-_PREFIX = "module."
-
-
-def _registry_names(digest: str) -> list[str]:
-    from .registry import load_registry
-
-    try:
-        reg = load_registry()
-    except ConfigError:
-        return []
-    return sorted(name for name, e in reg.models.items() if e.sha256 == digest)
-
-
-def inspect_checkpoint(path: str | Path) -> dict:
-    """Detect what a checkpoint file is, load it strictly, and describe it.
-
-    ``kind``: ``codec`` or ``enhancer``; ``format``: ``compressai``, ``inn-rsic-elic`` (the authors' ELIC
-    names) or ``inn-rsic-enhancer``; ``container``: a raw state dict or a training wrapper (its key and the
-    other entries); ``module_prefix``: DataParallel's ``module.`` names. Raises CheckpointError (naming the
-    first wrong keys) when the file does not load strictly.
-    """
-    import torch
-
-    from .codec import detect_codec_format, load_codec, sha256_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    digest = sha256_file(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and runtime errors alike
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint with weights_only=True "
-                              f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-    container, extra = "raw state_dict", []
-    if isinstance(obj, Mapping):
-        for key in _WRAPPERS:
-            if key in obj and isinstance(obj[key], Mapping):
-                container = f"training wrapper ['{key}']"
-                extra = sorted(str(k) for k in obj if k != key)
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path}: not a state dict (got {type(obj).__name__})")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: entries that are not tensors: {bad[:5]}; not a model checkpoint")
-    prefixed = any(str(k).startswith(_PREFIX) for k in obj)
-    sd = {(k[len(_PREFIX):] if k.startswith(_PREFIX) else k): v for k, v in obj.items()}
-    info: dict = {"file": str(path), "sha256": digest, "bytes": path.stat().st_size, "container": container,
-                  "wrapper_entries": extra, "module_prefix": prefixed, "entries": len(sd),
-                  "dtypes": sorted({str(v.dtype).replace("torch.", "") for v in sd.values()})}
-    if any(k.startswith(("operations_gaussian.", "guassianize.")) for k in sd):
-        from enhancer.checkpoint import load_enhancer
-
-        model, config, _ = load_enhancer(path)
-        stored = sum(t.numel() for t in model.state_dict().values())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        info.update(kind="enhancer", format="inn-rsic-enhancer", architecture="inn-rsic",
-                    arch={"blocks": config.blocks, "coupling_growth": config.coupling_growth,
-                          "cgm_growth": config.cgm_growth, "receptive_radius_px": config.receptive_radius},
-                    stored_values=stored, parameters=trainable)
-    else:
-        fmt = detect_codec_format(sd)  # raises, naming the first keys, for anything that is no ELIC
-        loaded = load_codec(path)
-        model = loaded.model
-        info.update(kind="codec", format="compressai" if fmt == "compressai" else "inn-rsic-elic",
-                    architecture="elic2022-chandelier", arch=loaded.arch.as_dict(),
-                    parameters=sum(p.numel() for p in model.parameters()),
-                    buffers=sum(b.numel() for b in model.buffers()),
-                    entropy_tables=("filled in the file, used as stored" if loaded.tables == "filled" else
-                                    "empty in the file (training checkpoint): computed with update(force=True) on "
-                                    "load; bitstreams are consistent within this project only"))
-    info["registry"] = _registry_names(digest)
-    return info
-
 
 def _print_check(info: dict) -> None:
     arch = ", ".join(f"{k}={v}" for k, v in info["arch"].items())
@@ -424,7 +222,7 @@ def _print_check(info: dict) -> None:
 
 
 def _list_models(args) -> int:
-    from .registry import DEFAULT_REGISTRY, load_registry
+    from groundstation.registry import DEFAULT_REGISTRY, load_registry
 
     reg = load_registry(args.registry or DEFAULT_REGISTRY)
     rows = []

@@ -9,7 +9,6 @@ once and writes the inference file that the registry points to.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -20,11 +19,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .fileio import save_torch_atomic, write_json_atomic
-from .errors import ConfigError
-from .codec import CodecArch, LoadedCodec, TileCodec, build_codec, infer_codec_arch, sha256_file
-from .images import RandomCrops, list_images, load_rgb
-from .plots import plot_loss_curve
+from groundstation.fileio import save_torch_atomic, write_json_atomic
+from groundstation.errors import ConfigError
+from groundstation.checkpoints import read_checkpoint
+from groundstation.codec import CodecArch, LoadedCodec, TileCodec, build_codec, infer_codec_arch
+from groundstation.fileio import sha256_file
+from groundstation.images import RandomCrops, list_images, load_rgb
+from groundstation.plots import plot_loss_curve
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> Path:
     ckpt_path = out / "last.pt"
     step = 0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state, _ = read_checkpoint(ckpt_path)
         model.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         aux_opt.load_state_dict(state["aux_optimizer"])
@@ -90,7 +91,7 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> Path:
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed codec training from %s at step %d", ckpt_path, step)
     elif cfg.init_from:
-        init = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+        init, _ = read_checkpoint(cfg.init_from)
         if not isinstance(init, dict) or "state_dict" not in init:
             raise ConfigError(f"--init-from {cfg.init_from}: not a gsp codec training checkpoint (no 'state_dict'); "
                               "give the last.pt of an earlier `gsp train-codec` run")
@@ -160,7 +161,7 @@ def export_codec(train_checkpoint: str | Path, out_path: str | Path, half: bool 
     loader copies them into float32 exactly), and the tables are computed from the rounded model, so encoder
     and decoder agree bit for bit. Buffers (tables, scale table, masks) keep their own types.
     """
-    state = torch.load(train_checkpoint, map_location="cpu", weights_only=True)
+    state, _ = read_checkpoint(train_checkpoint)
     sd = state["state_dict"]
     model = build_codec(infer_codec_arch(sd))
     model.load_state_dict(sd, strict=True)
@@ -181,8 +182,7 @@ def evaluate_codec(loaded: LoadedCodec, files: list[Path], threads: int = 1) -> 
     bpps, psnrs = [], []
     for path in tqdm(files, desc="evaluate", unit="img"):
         img = load_rgb(path)
-        enc = tc.encode(img)
-        dec, _ = tc.decode(enc.strings, enc.z_hw, enc.y_hw, enc.height, enc.width)
+        dec, enc, _ = tc.roundtrip(img, what=str(path))
         bpps.append(enc.nbytes * 8 / (img.shape[0] * img.shape[1]))
         mse = np.mean((dec.astype(np.float64) - img.astype(np.float64)) ** 2)
         psnrs.append(10 * np.log10(255**2 / max(mse, 1e-10)))

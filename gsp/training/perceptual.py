@@ -36,7 +36,6 @@ Nothing is ever downloaded. Backbones, in the order :func:`build_perceptual` tri
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -47,7 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from groundstation.checkpoints import read_checkpoint
 from groundstation.errors import CheckpointError, ConfigError
+from groundstation.fileio import sha256_file
 
 __all__ = [
     "BACKENDS",
@@ -154,14 +155,6 @@ class PerceptualBackbone(nn.Module):
                 "weights_sha256": self.info.sha256, "note": self.info.note}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_vgg19_weights() -> Path | None:
     """The provisioned ``vgg19-dcbb9e9d.pth`` or None (see the module docstring); never downloads.
 
@@ -206,14 +199,11 @@ def vgg19(path: str | Path, *, block: int = 5, verify_sha256: bool = True) -> Pe
 
     last = _check_block(block, _VGG19_LAST_CONV)
     path = Path(path)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if verify_sha256 and not digest.startswith(VGG19_SHA256_PREFIX):
         raise CheckpointError(f"{path}: SHA-256 {digest[:16]}... does not start with {VGG19_SHA256_PREFIX}, so it "
                               f"is not torchvision's {VGG19_FILENAME}; replace it with the genuine file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - an unreadable file is the operator's to fix
-        raise CheckpointError(f"{path}: cannot read the VGG19 weights ({type(exc).__name__}: {exc})") from exc
+    state, _ = read_checkpoint(path)
     model = torchvision.models.vgg19(weights=None)
     try:
         model.load_state_dict(state, strict=True)
@@ -231,11 +221,11 @@ def stlpips_vgg(path: str | Path | None = None, *, block: int = 5) -> Perceptual
     path = Path(path) if path is not None else find_stlpips_vgg_weights()
     if path is None or not path.is_file():
         raise ConfigError("the stlpips-pytorch package (with weights/vST0.0/vgg_shift_tolerant.pth) is not "
-                          "installed; install it or provision torchvision's VGG19 (see enhancer.perceptual)")
+                          "installed; install it or provision torchvision's VGG19 (see gsp.training.perceptual)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read ({type(exc).__name__}: {exc}); reinstall stlpips-pytorch") from exc
+        state, _ = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; reinstall stlpips-pytorch") from exc
     trunk = _stlpips_trunk(last)
     wanted = {}
     for key in trunk.state_dict():
@@ -250,7 +240,7 @@ def stlpips_vgg(path: str | Path | None = None, *, block: int = 5) -> Perceptual
     for key in ("scaling_layer.shift", "scaling_layer.scale"):
         if key not in state:
             raise CheckpointError(f"{path}: no {key}; not an LPIPS weights file")
-    info = _Info("stlpips-vgg", f"conv{block}_3", str(path), _sha256(path),
+    info = _Info("stlpips-vgg", f"conv{block}_3", str(path), sha256_file(path),
                  "shift-tolerant VGG16 (blur-pool) trunk of ST-LPIPS from stlpips-pytorch, used because "
                  f"torchvision's {VGG19_FILENAME} is not provisioned; NOT VGG19: L_per values differ in scale")
     return PerceptualBackbone(trunk, state["scaling_layer.shift"], state["scaling_layer.scale"], (-1.0, 1.0), info)

@@ -1,4 +1,4 @@
-"""``gsp process``, ``gsp serve`` and ``gsp reprocess``: the Prefect + Dask commands (loaded by groundstation.cli).
+"""``gsp process``, ``gsp serve`` and ``gsp reprocess``: the Prefect + Dask commands (loaded by gsp.cli).
 
 Thin: each command builds validated :class:`flows.process_pass.ProcessOptions` and calls a flow entry point.
 Prefect, Dask and torch are imported only when one of these commands runs.
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
-from .errors import ConfigError
+from groundstation.errors import ConfigError
 
 __all__ = ["COMMANDS", "register"]
 

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from groundstation.errors import CheckpointError, ConfigError
+from groundstation.errors import ConfigError, DesyncError
 from groundstation.fileio import atomic_path, write_json_atomic
 
 __all__ = [
@@ -209,14 +209,10 @@ def make_pairs(folders: list[str | Path], out: str | Path, codec: str | None = N
                 image = load_rgb(path).copy()  # writable: torch.from_numpy warns on read-only arrays
             except OSError as exc:
                 raise ConfigError(f"{path}: cannot be read as an RGB image ({exc})") from exc
-            enc = tc.encode(image)
-            decoded, witness = tc.decode(enc.strings, enc.z_hw, enc.y_hw, enc.height, enc.width)
-            if witness != enc.witness:
-                log.warning("%s: decoded symbols differ from the encoder's; decoding again in strict mode", path)
-                decoded, witness = tc.decode(enc.strings, enc.z_hw, enc.y_hw, enc.height, enc.width, strict=True)
-                if witness != enc.witness:
-                    raise CheckpointError(f"{path}: ELIC decode does not reproduce the encoder's symbols even in "
-                                          f"strict mode; codec {codec_name} is not usable on this machine")
+            try:
+                decoded, enc, _ = tc.roundtrip(image, what=str(path))
+            except DesyncError as exc:
+                raise DesyncError(f"{exc}; codec {codec_name} is not usable on this machine") from None
             h, w = image.shape[:2]
             rec = PairRecord(name=name, height=h, width=w, bytes=enc.nbytes, bpp=enc.nbytes * 8 / (h * w),
                              psnr_db=psnr_db(decoded, image), source=str(path))

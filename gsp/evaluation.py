@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
-from .fileio import atomic_path, save_figure_atomic, write_text_atomic
+from groundstation.errors import ConfigError
+from groundstation.fileio import atomic_path, save_figure_atomic, write_text_atomic
 
 __all__ = [
     "PER_IMAGE_COLUMNS",
@@ -82,7 +82,7 @@ def resolve_rate_points(names: Iterable[str] | None = None, registry=None,
     ``temperature`` replaces every point's own (to choose one on a validation set)."""
     if temperature is not None and not (temperature >= 0 and math.isfinite(temperature)):
         raise ConfigError(f"--temperature {temperature}: give a finite value >= 0")
-    from .registry import load_registry, resolve_model
+    from groundstation.registry import load_registry, resolve_model
 
     registry = registry or load_registry()
     wanted = list(names) if names else list(registry.rate_points)
@@ -113,8 +113,8 @@ def _models(point: ResolvedPoint):
     """(TileCodec, enhancer, codec sha, enhancer sha, perceptual metric), loaded once per process."""
     from enhancer.checkpoint import load_enhancer
 
-    from .codec import TileCodec, load_codec
-    from .metrics import PerceptualMetric
+    from groundstation.codec import TileCodec, load_codec
+    from groundstation.metrics import PerceptualMetric
 
     key = f"{point.codec_path}|{point.enhancer_path}"
     if key not in _CACHE:
@@ -137,19 +137,14 @@ def _codec_and_enhancer(point: ResolvedPoint, path: str, seed: int):
     """(original, decoded, enhanced, bytes, enhance seconds) of one image at one rate point."""
     from enhancer.inference import enhance_array
 
-    from .images import load_rgb
+    from groundstation.images import load_rgb
 
     tc, model, *_ = _models(point)
     try:
         image = load_rgb(path).copy()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read as an RGB image ({exc})") from exc
-    enc = tc.encode(image)
-    decoded, witness = tc.decode(enc.strings, enc.z_hw, enc.y_hw, enc.height, enc.width)
-    if witness != enc.witness:  # same recovery as the pass decoder (issue 6): strict mode once
-        decoded, witness = tc.decode(enc.strings, enc.z_hw, enc.y_hw, enc.height, enc.width, strict=True)
-        if witness != enc.witness:
-            raise RuntimeError(f"{path}: ELIC decode does not reproduce the encoder's symbols")
+    decoded, enc, _ = tc.roundtrip(image, what=path)  # a persistent desync is a DesyncError (exit 2)
     t0 = time.perf_counter()
     enhanced = enhance_array(model, decoded, seed=seed, temperature=point.temperature)
     return image, decoded, enhanced, enc.nbytes, time.perf_counter() - t0
@@ -157,7 +152,7 @@ def _codec_and_enhancer(point: ResolvedPoint, path: str, seed: int):
 
 def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0) -> list[dict]:
     """Compress, decompress and enhance one image at one rate point: two rows (decoded, enhanced)."""
-    from .metrics import ms_ssim, psnr_db
+    from groundstation.metrics import ms_ssim, psnr_db
 
     _, _, csha, esha, perceptual = _models(point)
     image, decoded, enhanced, nbytes, enhance_s = _codec_and_enhancer(point, path, seed)
@@ -224,7 +219,7 @@ class EvaluationResult:
 
 
 def _image_names(image_dir: str | Path, limit: int | None) -> list[tuple[str, Path]]:
-    from enhancer.pairs import pair_names
+    from gsp.training.pairs import pair_names
 
     root = Path(image_dir)
     if not root.is_dir():
@@ -450,7 +445,7 @@ def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[R
 def plot_curves(summary: pd.DataFrame, metric: str, rd_png: str | Path, rp_png: str | Path, *,
                 reference: pd.DataFrame | None = None) -> None:
     """``rd_png``: bpp vs PSNR and MS-SSIM; ``rp_png``: bpp vs the perceptual distance; decoded vs enhanced."""
-    from .plots import plt
+    from groundstation.plots import plt
 
     style = {"decoded": dict(marker="o", ls="-", label="decoded (ELIC)"),
              "enhanced": dict(marker="s", ls="--", label="enhanced (INN-RSIC)")}

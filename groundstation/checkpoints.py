@@ -1,0 +1,103 @@
+"""The one reader of checkpoint files: every ``torch.load`` of the project goes through here.
+
+Checkpoints come from elsewhere (the INN-RSIC authors, another station, a download): they are untrusted input.
+So, in this one place and for every kind of checkpoint (codec, enhancer, training state, perceptual backbone):
+
+* the file's size is checked against :data:`MAX_CHECKPOINT_BYTES` *before* it is read;
+* it is read with ``torch.load(..., weights_only=True)``: tensors and plain containers only, never pickle code;
+* its sha256 is computed from the same bytes (registry entries and pass headers are checked against it);
+* a model state dict is unwrapped from the usual training containers (``state_dict``, ``network``, ``model``),
+  DataParallel's ``module.`` prefix is stripped, and every entry must be a tensor.
+
+Errors are :class:`~groundstation.errors.CheckpointError` naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+from .fileio import sha256_file
+
+__all__ = ["MAX_CHECKPOINT_BYTES", "StateDict", "read_checkpoint", "read_state_dict", "unwrap_state_dict"]
+
+#: Refuse checkpoint files larger than this before reading them (the full ELIC is ~135 MB in float32, the
+#: reference enhancer 10 MB, VGG19 550 MB).
+MAX_CHECKPOINT_BYTES = 2 * 1024**3
+#: Training containers a state dict may be wrapped in (CompressAI, the authors' code, ours).
+WRAPPER_KEYS = ("state_dict", "network", "model")
+MODULE_PREFIX = "module."
+
+
+def read_checkpoint(path: str | Path, *, expected_sha256: str | None = None, mismatch_hint: str = "",
+                    max_bytes: int = MAX_CHECKPOINT_BYTES) -> tuple[Any, str]:
+    """(the object stored in ``path``, sha256 of the file), read without pickle after a size check and, when
+    ``expected_sha256`` is given, only if the file's sha256 is that one (checked before anything is parsed)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file (not found)")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise CheckpointError(f"{path}: {size} bytes is larger than the {max_bytes}-byte limit for a checkpoint; "
+                              "is this the right file?")
+    digest = sha256_file(path)
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise CheckpointError(f"{path}: sha256 {digest[:16]}... does not match the expected "
+                              f"{expected_sha256[:16]}...; " + (mismatch_hint or "wrong file or a damaged copy"))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - weights_only raises UnpicklingError for anything but tensors
+        raise CheckpointError(
+            f"{path}: cannot be read safely as a torch checkpoint ({type(exc).__name__}: {str(exc)[:200]}). "
+            "Only tensors and plain containers are accepted (torch.save(model.state_dict(), path))."
+        ) from exc
+    return obj, digest
+
+
+@dataclass
+class StateDict:
+    """A model state dict as read from a file, and how it was stored."""
+
+    tensors: dict[str, Any]
+    sha256: str = ""
+    container: str = "raw state_dict"  # or "training wrapper ['state_dict']" ...
+    wrapper_entries: list[str] = field(default_factory=list)
+    module_prefix: bool = False
+
+
+def unwrap_state_dict(obj: object, source: str = "checkpoint") -> StateDict:
+    """Unwrap a training container, strip ``module.``, check that every entry is a tensor."""
+    import torch
+
+    container, extra = "raw state_dict", []
+    if isinstance(obj, Mapping):
+        for key in WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                container = f"training wrapper ['{key}']"
+                extra = sorted(str(k) for k in obj if k != key)
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{source}: not a state dict (got {type(obj).__name__}); expected a mapping of "
+                              "parameter names to tensors")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{source}: entries that are not tensors: {bad[:5]}; is this a model checkpoint?")
+    prefixed = any(str(k).startswith(MODULE_PREFIX) for k in obj)
+    tensors = {(k[len(MODULE_PREFIX):] if str(k).startswith(MODULE_PREFIX) else k): v for k, v in obj.items()}
+    return StateDict(tensors=tensors, container=container, wrapper_entries=extra, module_prefix=prefixed)
+
+
+def read_state_dict(path: str | Path, *, expected_sha256: str | None = None, mismatch_hint: str = "",
+                    max_bytes: int = MAX_CHECKPOINT_BYTES) -> StateDict:
+    """:func:`read_checkpoint` then :func:`unwrap_state_dict`; ``.sha256`` is the file's."""
+    obj, digest = read_checkpoint(path, expected_sha256=expected_sha256, mismatch_hint=mismatch_hint,
+                                  max_bytes=max_bytes)
+    sd = unwrap_state_dict(obj, str(path))
+    sd.sha256 = digest
+    return sd
