@@ -1,6 +1,6 @@
 """INN-RSIC invertible enhancer (Li & Hou, Remote Sensing 2025): network, checkpoints, tiled inference.
 
-See docs/REFERENCE.md ("Enhancer network") for the architecture this package reproduces.
+See docs/method.md ("Enhancer network") for the architecture this package reproduces.
 """
 
 from enhancer.checkpoint import load_enhancer, random_state_dict, save_enhancer

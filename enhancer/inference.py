@@ -1,6 +1,6 @@
 """Inference with the enhancer: whole images and mosaics enhanced window by window.
 
-What the reference does at inference (docs/REFERENCE.md): run only the inverse, with input = the decoded
+What the reference does at inference (docs/method.md): run only the inverse, with input = the decoded
 image (uint8 / 255) and z ~ N(0, I) at temperature 1, keep output channels 0-2, clamp to [0, 1], round to
 uint8. Differences here, on purpose:
 

@@ -1,4 +1,4 @@
-"""The INN-RSIC enhancer network (Li & Hou, Remote Sensing 2025; ``docs/REFERENCE.md``, "Enhancer network").
+"""The INN-RSIC enhancer network (Li & Hou, Remote Sensing 2025; ``docs/method.md``, "Enhancer network").
 
 Layout of the module tree (it fixes the state-dict names of the authors' checkpoints)::
 
@@ -116,11 +116,6 @@ class INNRSIC(nn.Module):
         scale_last.weight.zero_()
         scale_last.bias.zero_()
         return self
-
-    @property
-    def cgm(self) -> ConditionalGaussian:
-        """The conditional generation module (an alias of ``guassianize``)."""
-        return self.guassianize
 
     @staticmethod
     def _check_even(x: Tensor, what: str) -> None:

@@ -6,7 +6,7 @@ Every invertible piece has a ``forward`` (image -> latent direction, used in tra
 are those of the authors' checkpoints, listed in ``shared/reference/enhancer_state_dict.json``; do not rename
 them without adding a key-renaming step to :mod:`enhancer.checkpoint`.
 
-Numbered items ("REFERENCE 1".."7") refer to the list in ``docs/REFERENCE.md``, section "Enhancer network".
+Numbered items ("REFERENCE 1".."7") refer to the list in ``docs/method.md``, section "Enhancer network".
 """
 
 from __future__ import annotations

@@ -37,8 +37,9 @@ from groundstation.errors import GSPError, PassFormatError
 from groundstation.fileio import write_text_atomic
 from tasks.state import ExclusiveLock, LockHeld, claim
 
-from .execution import dask_address as cluster_address
-from .execution import local_prefect_server, make_task_runner, prefect_api
+from .cluster import dask_address as cluster_address
+from .cluster import make_task_runner
+from .runtime import local_prefect_server, prefect_api
 from .process_pass import ProcessOptions, process_pass
 
 __all__ = ["find_ready", "serve_inbox", "sweep_inbox", "watch_inbox"]

@@ -34,14 +34,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow, get_run_logger
 from tqdm import tqdm
 from prefect.runtime import flow_run
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from groundstation import __version__
 from groundstation.fileio import write_text_atomic
@@ -53,12 +51,14 @@ from groundstation.registry import resolve_model
 from tasks.decode import decode_tiles
 from tasks.enhance import enhance_windows
 from tasks.evaluate import evaluate_tiles
-from tasks.plan import Batch, PassInfo, enhancement_windows, inspect_pass, plan_decode, plan_enhance, \
+from tasks.plan import Batch, PassInfo, enhancement_windows, validate_pass, plan_decode, plan_enhance, \
     plan_evaluate
 from tasks.state import ExclusiveLock, LockHeld, read_markers
 
-from .execution import (BatchScheduler, RunInterrupted, cluster_info, gpu_annotation, hook_value,
-                        make_task_runner, prefect_api)
+from .cluster import cluster_info, gpu_annotation, make_task_runner
+from .runtime import prefect_api
+from .scheduler import BatchScheduler, RunInterrupted, hook_value
+from .options import ProcessOptions
 from .report import artifact_key, render_report, table_rows
 
 __all__ = ["EXIT_OK", "EXIT_TILES_LOST", "ModelRef", "ProcessOptions", "ProductPaths", "RunInterrupted",
@@ -71,44 +71,6 @@ EXIT_TILES_LOST = 3
 #: the worker decoding these tiles die with SIGSEGV (a crash in native code).
 STOP_AFTER_ENV = "GSP_TEST_STOP_AFTER_BATCHES"
 CRASH_TILES_ENV = "GSP_TEST_CRASH_TILES"
-
-
-# ------------------------------------------------------------------------------------------------ parameters
-class ProcessOptions(BaseModel):
-    """What to do with a pass, validated before anything runs (unknown fields are errors)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    reference: str | None = Field(None, description="source GeoTIFF for full-reference metrics (read in windows)")
-    codec: str | None = Field(None, description="registry name or checkpoint file (default: the codec the "
-                              "pass header names; its sha256 must match the header's)")
-    enhancer: str | None = Field(None, description="registry name or checkpoint file (default: the registry's "
-                                 "default_enhancer)")
-    enhance: bool = Field(True, description="False: decoded-only product (--no-enhance)")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the latent field z")
-    temperature: float = Field(1.0, ge=0.0, le=10.0, description="z scale; 0 = deterministic mean")
-    halo: int = Field(32, ge=0, le=1024, description="context pixels around each enhancement core (even)")
-    tiles_per_batch: int = Field(8, ge=1, le=10_000, description="codec tiles per Prefect task")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU workers when the cluster "
-                                                  "offers a GPU resource, else CPU")
-    threads: int = Field(1, ge=1, le=256, description="torch threads per task for enhancement and metrics")
-
-    @field_validator("halo")
-    @classmethod
-    def _even_halo(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError(f"halo {v} must be even (enhancement windows start on the 2x2 Haar grid)")
-        return v
-
-    @classmethod
-    def build(cls, **kwargs) -> "ProcessOptions":
-        """Like the constructor, but a bad value is a ConfigError naming the option to change."""
-        try:
-            return cls(**{k: v for k, v in kwargs.items() if v is not None})
-        except ValidationError as exc:
-            msgs = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-                             for e in exc.errors())
-            raise ConfigError(f"invalid processing option: {msgs}") from None
 
 
 @dataclass(frozen=True)
@@ -246,7 +208,7 @@ def process_pass(pass_path: str, out_dir: str, options: ProcessOptions | None = 
     opts = options or ProcessOptions()
     log = get_run_logger()
     t_start = time.perf_counter()
-    info: PassInfo = inspect_pass(str(pass_path))
+    info: PassInfo = validate_pass(str(pass_path))
     header = info.header
     codec, enh = resolve_models(header, opts)
     _check_reference(opts.reference, header)
@@ -545,7 +507,7 @@ def run_process_pass(pass_path: str | Path, out_dir: str | Path, options: Proces
                      dask_address: str | None = None, n_workers: int = 2) -> dict:
     """Run :func:`process_pass` on a new LocalCluster (``n_workers`` processes) or on ``dask_address``.
 
-    Starts Prefect's ephemeral API when ``PREFECT_API_URL`` is not set (see flows/execution.py). GSPErrors
+    Starts Prefect's ephemeral API when ``PREFECT_API_URL`` is not set (see flows/runtime.py). GSPErrors
     (bad pass, wrong checkpoint, missing enhancer...) propagate with their message.
     """
     opts = options or ProcessOptions()

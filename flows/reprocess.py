@@ -20,8 +20,9 @@ from groundstation.container import PassReader
 from groundstation.errors import ConfigError, GSPError, PassFormatError
 from groundstation.product import status
 
-from .execution import dask_address as cluster_address
-from .execution import make_task_runner, prefect_api
+from .cluster import dask_address as cluster_address
+from .cluster import make_task_runner
+from .runtime import prefect_api
 from .process_pass import ProcessOptions, process_pass, product_paths, product_version, resolve_models
 
 __all__ = ["parse_when", "reprocess_archive", "run_reprocess", "select_passes"]

@@ -26,7 +26,7 @@ from groundstation.container import PassHeader, PassReader
 
 from .state import retry_unless_operator_error
 
-__all__ = ["Batch", "PassInfo", "chunked", "enhancement_windows", "inspect_pass", "plan_decode", "plan_enhance",
+__all__ = ["Batch", "PassInfo", "chunked", "enhancement_windows", "validate_pass", "plan_decode", "plan_enhance",
            "plan_evaluate", "tiles_in_box"]
 
 STAGES = ("decode", "enhance", "evaluate")
@@ -60,7 +60,7 @@ def read_pass_info(path: str | Path) -> PassInfo:
 
 @task(name="validate-pass", cache_policy=NONE, retries=1, retry_delay_seconds=2,
       retry_condition_fn=retry_unless_operator_error)
-def inspect_pass(path: str) -> PassInfo:
+def validate_pass(path: str) -> PassInfo:
     """Validate a pass container and index its records (retried once: the file may sit on a network share)."""
     return read_pass_info(path)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from groundstation.fileio import fsync_dir
 from groundstation.fileio import write_json_atomic as write_json_atomic_
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["ExclusiveLock", "LockHeld", "claim", "read_json", "read_markers", "retry_unless_operator_error",
            "write_json_atomic", "write_marker"]
@@ -143,13 +143,6 @@ def claim(path: str | Path, folder: str | Path) -> Path | None:
         return None
     fsync_dir(folder)
     return dest
-
-
-@contextlib.contextmanager
-def held(path: str | Path) -> Iterator[ExclusiveLock]:
-    """``with held(lock_path):`` - :class:`ExclusiveLock` as a function."""
-    with ExclusiveLock(path) as lock:
-        yield lock
 
 
 def retry_unless_operator_error(task, task_run, state) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["cached", "cache_keys", "get_codec", "get_enhancer", "get_perceptual", "pick_device", "set_threads",
+__all__ = ["cached", "get_codec", "get_enhancer", "get_perceptual", "pick_device", "set_threads",
            "worker_name"]
 
 _CACHE: dict[tuple, Any] = {}
@@ -28,12 +28,6 @@ def cached(key: tuple, load: Callable[[], Any]) -> Any:
         if key not in _CACHE:
             _CACHE[key] = load()
         return _CACHE[key]
-
-
-def cache_keys() -> list[tuple]:
-    """Keys of what this process holds (for tests and logs)."""
-    with _LOCK:
-        return list(_CACHE)
 
 
 def set_threads(n: int) -> None:

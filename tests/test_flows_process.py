@@ -91,7 +91,7 @@ class _Fut:
 
 
 def test_scheduler_respects_dependencies_records_failures_and_stops_on_request():
-    from flows.execution import BatchScheduler, RunInterrupted
+    from flows.scheduler import BatchScheduler, RunInterrupted
     from tasks.plan import Batch
 
     batches = [Batch("decode", 0, (0,)), Batch("decode", 1, (1,)),
@@ -147,7 +147,7 @@ def test_claims_and_locks_are_exclusive(tmp_path):
 
 
 def test_default_task_runner_is_a_local_cluster_of_two_single_thread_processes():
-    from flows.execution import make_task_runner
+    from flows.cluster import make_task_runner
     from prefect_dask import DaskTaskRunner
 
     r = make_task_runner()

@@ -21,8 +21,8 @@ STARTUP_TIMEOUT_S = 180
 def prefect_server(tmp_path, monkeypatch):
     """``prefect server start`` on 127.0.0.1 and a free port, with its own PREFECT_HOME (so its own SQLite
     database), in its own process group; waits for /api/health (up to STARTUP_TIMEOUT_S) and kills the group at
-    the end (flows.execution.local_prefect_server, which ``gsp serve`` uses too)."""
-    from flows.execution import local_prefect_server
+    the end (flows.runtime.local_prefect_server, which ``gsp serve`` uses too)."""
+    from flows.runtime import local_prefect_server
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "server-home"))
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

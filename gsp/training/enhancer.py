@@ -1,6 +1,6 @@
 """Training the INN-RSIC enhancer on ELIC pairs, with resume, a loss log, a loss curve and an export.
 
-The losses (docs/REFERENCE.md, "Training, as coded"; paper sec. 3.2), for a batch of ground truth ``x`` and
+The losses (docs/method.md, "Training, as coded"; paper sec. 3.2), for a batch of ground truth ``x`` and
 its ELIC-decoded version ``x_elic``, with ``[s, z] = f(x)`` (:meth:`INNRSIC.forward`):
 
 * ``L_dec  = ||s - x_elic||^2``                          (before QM)

@@ -1,4 +1,4 @@
-"""Feature extractors for the enhancer's perceptual loss L_per (docs/REFERENCE.md, "Training, as coded").
+"""Feature extractors for the enhancer's perceptual loss L_per (docs/method.md, "Training, as coded").
 
 The reference computes L_per on torchvision's ImageNet VGG19, ``features[:35]`` = conv5_4 *before* its ReLU
 (``define_F``: "VGG19-54, before ReLU", ``feature_layer=34``), on inputs normalised with the ImageNet mean and

@@ -1,0 +1,105 @@
+"""Where the tasks run: a Dask ``LocalCluster`` (worker processes, so a crash costs one batch; a ``GPU`` resource
+per worker when this machine has CUDA) or an existing scheduler's address (many machines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Iterator
+
+__all__ = ["LOCAL_THREADS", "LOCAL_WORKERS", "cluster_info", "dask_address", "gpu_annotation",
+           "local_cluster_kwargs", "make_task_runner"]
+
+LOCAL_WORKERS = 2
+LOCAL_THREADS = 1
+#: A batch whose worker died is retried once on another worker, then reported (KilledWorker): a crash that
+#: repeats on the same data must not take every worker down in turn.
+LOCAL_ALLOWED_FAILURES = 1
+
+log = logging.getLogger(__name__)
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA is simply no GPU
+        return 0
+
+
+def local_cluster_kwargs(n_workers: int = LOCAL_WORKERS, threads_per_worker: int = LOCAL_THREADS, *,
+                         gpus: bool = False) -> dict:
+    """LocalCluster arguments: worker *processes* (isolation: a crash costs one batch), no fixed ports, one
+    retry of a batch whose worker died; with ``gpus`` a ``GPU`` resource per worker."""
+    kw: dict[str, Any] = dict(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                              dashboard_address=":0", silence_logs=logging.WARNING,
+                              scheduler_kwargs={"allowed_failures": LOCAL_ALLOWED_FAILURES})
+    if gpus:
+        kw["resources"] = {"GPU": 1}
+    return kw
+
+
+def local_cluster(**kwargs):
+    """A LocalCluster with :func:`local_cluster_kwargs`, a ``GPU`` resource per worker when this machine has
+    CUDA: looked at when the cluster starts, never when a flow module is imported."""
+    from distributed import LocalCluster
+
+    return LocalCluster(**{**kwargs, **({"resources": {"GPU": 1}} if _local_gpus() else {})})
+
+
+def make_task_runner(address: str | None = None, n_workers: int = LOCAL_WORKERS,
+                     threads_per_worker: int = LOCAL_THREADS):
+    """A DaskTaskRunner on ``address`` (an existing scheduler) or on a new LocalCluster (started by the run)."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=local_cluster_kwargs(n_workers, threads_per_worker))
+
+
+@contextlib.contextmanager
+def dask_address(address: str | None = None, n_workers: int = LOCAL_WORKERS,
+                 threads_per_worker: int = LOCAL_THREADS) -> Iterator[str]:
+    """Yield ``address``, or the address of a LocalCluster that lives as long as the context."""
+    if address:
+        yield address
+        return
+    with local_cluster(**local_cluster_kwargs(n_workers, threads_per_worker)) as cluster:
+        yield cluster.scheduler_address
+
+
+def _dask_client():
+    """The Dask client of the running flow's DaskTaskRunner, or None (another task runner)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner = getattr(ctx, "task_runner", None) if ctx else None
+    from prefect_dask import DaskTaskRunner
+
+    return runner.client if isinstance(runner, DaskTaskRunner) else None
+
+
+def cluster_info() -> dict:
+    """Workers, threads and GPU resources of the run's Dask cluster (zeros outside Dask)."""
+    client = _dask_client()
+    if client is None:
+        return {"scheduler": None, "workers": 0, "threads": 0, "gpus": 0}
+    info = client.scheduler_info(n_workers=-1)
+    workers = info.get("workers", {})
+    return {
+        "scheduler": info.get("address"),
+        "workers": len(workers),
+        "threads": sum(int(w.get("nthreads", 1)) for w in workers.values()),
+        "gpus": int(sum(w.get("resources", {}).get("GPU", 0) for w in workers.values())),
+    }
+
+
+def gpu_annotation(use_gpu: bool):
+    """``dask.annotate(resources={"GPU": 1})`` for tasks that should run on a GPU worker, else a no-op."""
+    if not use_gpu:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.annotate(resources={"GPU": 1})

@@ -1,0 +1,50 @@
+"""The typed options of a ``process-pass`` run: validated before anything runs, unknown fields refused (the
+Prefect UI's run form and the CLI fill the same model)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from groundstation.errors import ConfigError
+
+__all__ = ["ProcessOptions"]
+
+
+class ProcessOptions(BaseModel):
+    """What to do with a pass, validated before anything runs (unknown fields are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference: str | None = Field(None, description="source GeoTIFF for full-reference metrics (read in windows)")
+    codec: str | None = Field(None, description="registry name or checkpoint file (default: the codec the "
+                              "pass header names; its sha256 must match the header's)")
+    enhancer: str | None = Field(None, description="registry name or checkpoint file (default: the registry's "
+                                 "default_enhancer)")
+    enhance: bool = Field(True, description="False: decoded-only product (--no-enhance)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the latent field z")
+    temperature: float = Field(1.0, ge=0.0, le=10.0, description="z scale; 0 = deterministic mean")
+    halo: int = Field(32, ge=0, le=1024, description="context pixels around each enhancement core (even)")
+    tiles_per_batch: int = Field(8, ge=1, le=10_000, description="codec tiles per Prefect task")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU workers when the cluster "
+                                                  "offers a GPU resource, else CPU")
+    threads: int = Field(1, ge=1, le=256, description="torch threads per task for enhancement and metrics")
+
+    @field_validator("halo")
+    @classmethod
+    def _even_halo(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"halo {v} must be even (enhancement windows start on the 2x2 Haar grid)")
+        return v
+
+    @classmethod
+    def build(cls, **kwargs) -> "ProcessOptions":
+        """Like the constructor, for the command line: a bad value is a ConfigError naming the option to change
+        as the operator types it (``--tiles-per-batch``); the UI's form validates the model itself."""
+        try:
+            return cls(**{k: v for k, v in kwargs.items() if v is not None})
+        except ValidationError as exc:
+            msgs = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+                             for e in exc.errors())
+            raise ConfigError(f"invalid processing option: {msgs}") from None

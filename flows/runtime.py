@@ -1,0 +1,138 @@
+"""The Prefect API a run talks to: the server named by ``PREFECT_API_URL``, Prefect's ephemeral API (started
+once per process, waiting up to the station's ``orchestration.api_startup_timeout_s``), or a local
+``prefect server start`` for served deployments (the ephemeral API runs no scheduler).
+
+The URL is put in the settings context, which prefect-dask ships to every task, so Dask workers report to the
+same API instead of each starting an ephemeral server of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from typing import Iterator
+
+from groundstation.config import STATION_ENV, load_station, station_path
+from groundstation.errors import OrchestrationError
+
+__all__ = ["local_prefect_server", "prefect_api"]
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None) -> Iterator[str]:
+    """Yield the API URL the run uses, starting Prefect's ephemeral server when no PREFECT_API_URL is set.
+
+    ``startup_timeout_s``: how long to wait for the ephemeral server (default: the station's
+    ``orchestration.api_startup_timeout_s``, 120 s); running out of it is an :class:`OrchestrationError`
+    (exit 2) naming that setting and ``PREFECT_API_URL``, never a traceback. ``export_env`` also puts the URL
+    into ``os.environ`` (for subprocesses, e.g. runs started by ``prefect.serve``).
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value()
+    if url:
+        yield url
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    if startup_timeout_s is None:
+        startup_timeout_s = load_station().orchestration.api_startup_timeout_s
+    server = SubprocessASGIServer()  # the process-wide instance Prefect itself would start
+    if not server.running:
+        log.info("starting Prefect's ephemeral API (waiting up to %.0f s; set PREFECT_API_URL to use a server)",
+                 startup_timeout_s)
+    t0 = time.monotonic()
+    try:
+        server.start(timeout=startup_timeout_s)
+    except RuntimeError as exc:
+        if server.server_process is not None:  # Prefect leaves the half-started server running
+            with contextlib.suppress(Exception):
+                server.stop()
+        raise OrchestrationError(
+            f"Prefect's ephemeral API did not start within {startup_timeout_s:g} s ({str(exc).splitlines()[0][:200]}). "
+            f"Raise orchestration.api_startup_timeout_s in the station file ({station_path()}; "
+            f"gsp --station FILE or ${STATION_ENV} selects another), or start a server once with "
+            "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        ) from None
+    log.debug("ephemeral Prefect API at %s after %.1f s", server.api_url, time.monotonic() - t0)
+    before = os.environ.get("PREFECT_API_URL")
+    if export_env:
+        os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        if export_env:
+            if before is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = before
+
+
+@contextlib.contextmanager
+def local_prefect_server(port: int | None = None, timeout_s: float | None = None) -> Iterator[str]:
+    """Run ``prefect server start`` on 127.0.0.1 (with its services: the scheduler that an interval schedule
+    needs, which the ephemeral API does not run) for the duration of the context; yield its API URL.
+
+    The server runs in its own process group and is stopped with it. Its database is the default one under
+    PREFECT_HOME, so runs and artifacts stay visible after a restart.
+    """
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_HOME
+
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    if timeout_s is None:  # a real server starts its services too: give it more than the ephemeral API
+        timeout_s = max(180.0, load_station().orchestration.api_startup_timeout_s)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    exe = Path(sys.executable).with_name("prefect")
+    cmd = [str(exe) if exe.exists() else "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    log_path = Path(PREFECT_HOME.value()) / f"gsp-prefect-server-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "ab")
+    proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                err = log_path.read_bytes()[-2000:].decode(errors="replace")
+                raise OrchestrationError(f"`prefect server start` exited with status {proc.returncode} (log {log_path}): "
+                                         f"{err}")
+            if time.monotonic() > deadline:
+                raise OrchestrationError(
+                    f"`prefect server start` was not healthy at {url} after {timeout_s:.0f} s (log {log_path}). "
+                    f"Raise orchestration.api_startup_timeout_s in the station file ({station_path()}), or start "
+                    "a server yourself and set PREFECT_API_URL")
+            time.sleep(0.5)
+        log.warning("Prefect server (UI and API) at http://127.0.0.1:%d for as long as this command runs (log %s)",
+                    port, log_path)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log_file.close()

@@ -1,0 +1,93 @@
+"""The batch scheduler of a run: submits batches as their dependencies resolve, keeps a bounded number in
+flight, and turns a failed batch (an exception, or a worker that died) into a recorded failure instead of a
+failed flow. Also the test hooks a run reads (environment variables of the flow process).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tasks.plan import STAGES, Batch
+
+__all__ = ["BatchScheduler", "RunInterrupted", "hook_value"]
+
+
+class RunInterrupted(RuntimeError):
+    """The run was stopped on purpose before finishing (test hook); the next run resumes it."""
+
+
+@dataclass
+class BatchScheduler:
+    """Run batches in dependency order with at most ``max_in_flight`` submitted at a time.
+
+    ``submit(batch)`` returns a Prefect future; it is called only when every batch in ``batch.deps`` has
+    finished (done or failed), so it can use upstream results. Ready batches of later stages go first
+    (evaluate, then enhance, then decode), so enhancement overlaps decoding instead of waiting for all of it.
+    ``on_progress(done, total)`` is called after each batch, ``on_failure(batch, why)`` after a batch failed and
+    before anything that depends on it is submitted. ``stop_after`` (test hook) stops submitting after
+    that many batches have finished in this run, waits for those in flight and raises RunInterrupted.
+    """
+
+    submit: Callable[[Batch], Any]
+    max_in_flight: int = 4
+    on_progress: Callable[[int, int], None] | None = None
+    on_failure: Callable[[Batch, str], None] | None = None
+    stop_after: int | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    ran: list[str] = field(default_factory=list)
+
+    def run(self, batches: list[Batch], already: dict[str, Any]) -> None:
+        """``already``: results of batches done by an earlier run (their markers); those are not resubmitted."""
+        self.results.update(already)
+        total = len(batches)
+        pending = [b for b in batches if b.key not in already]
+        rank = {stage: i for i, stage in enumerate(reversed(STAGES))}
+        pending.sort(key=lambda b: (rank[b.stage], b.index))
+        in_flight: dict[Any, Batch] = {}
+        done_q: queue.Queue = queue.Queue()
+        finished_here = 0
+        stopping = False
+        self._progress(total)
+        while pending or in_flight:
+            if not stopping:
+                for b in list(pending):
+                    if len(in_flight) >= self.max_in_flight:
+                        break
+                    if all(d in self.results or d in self.failures for d in b.deps):
+                        fut = self.submit(b)
+                        fut.add_done_callback(done_q.put)
+                        in_flight[fut] = b
+                        pending.remove(b)
+            if not in_flight:
+                if stopping:
+                    break
+                raise RuntimeError(f"batches {[b.key for b in pending]} wait for batches that are not planned")
+            fut = done_q.get()
+            b = in_flight.pop(fut)
+            try:
+                self.results[b.key] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - the task's error, or a worker that died (KilledWorker)
+                self.failures[b.key] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if self.on_failure is not None:  # before any dependent batch is submitted
+                    self.on_failure(b, self.failures[b.key])
+            self.ran.append(b.key)
+            finished_here += 1
+            self._progress(total)
+            if self.stop_after is not None and finished_here >= self.stop_after:
+                stopping = True
+        if stopping and (pending or len(self.results) + len(self.failures) < total):
+            raise RunInterrupted(f"stopped after {finished_here} batches on request (GSP_TEST_STOP_AFTER_BATCHES); "
+                                 "run again to finish")
+
+    def _progress(self, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(len(self.results) + len(self.failures), total)
+
+
+def hook_value(name: str) -> str | None:
+    """Test hooks are environment variables read by the flow process (never by workers)."""
+    return os.environ.get(name) or None
