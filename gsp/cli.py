@@ -104,16 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "and OUT/loss.png. With --export, fill the entropy tables and write an inference checkpoint.")
     t.add_argument("data", nargs="*", help="image folders (searched recursively)")
     t.add_argument("-o", "--out", required=True, help="run directory (resumes if it holds last.pt)")
-    t.add_argument("--N", type=int, default=96, help="main channels (192 = the paper's size)")
-    t.add_argument("--M", type=int, default=192, help="latent channels (320 = the paper's size)")
-    t.add_argument("--lmbda", type=float, default=0.0032, help="rate-distortion lambda (loss = lambda*255^2*MSE + bpp)")
-    t.add_argument("--steps", type=int, default=3000)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--crop", type=int, default=128)
-    t.add_argument("--lr", type=float, default=2e-4)
-    t.add_argument("--lr-drop-at", type=int, default=2400, help="step from which lr is divided by 10")
-    t.add_argument("--checkpoint-every", type=int, default=250)
-    t.add_argument("--seed", type=int, default=0)
+    from gsp.training.config import CodecTrainConfig as d  # the defaults live in one place: the dataclass
+
+    t.add_argument("--N", type=int, help=f"main channels (default {d.N}; 192 = the paper's size)")
+    t.add_argument("--M", type=int, help=f"latent channels (default {d.M}; 320 = the paper's size)")
+    t.add_argument("--lmbda", type=float,
+                   help=f"rate-distortion lambda, loss = lambda*255^2*MSE + bpp (default {d.lmbda})")
+    t.add_argument("--steps", type=int, help=f"total steps (default {d.steps})")
+    t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    t.add_argument("--crop", type=int, help=f"square crop size (default {d.crop})")
+    t.add_argument("--lr", type=float, help=f"default {d.lr}")
+    t.add_argument("--lr-drop-at", type=int, help=f"step from which lr is divided by 10 (default {d.lr_drop_at})")
+    t.add_argument("--checkpoint-every", type=int, help=f"default {d.checkpoint_every}")
+    t.add_argument("--seed", type=int, help=f"default {d.seed}")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's choice, all cores)")
     t.add_argument("--init-from", metavar="CKPT",
                    help="start a new run from the weights of another run's last.pt (e.g. another lambda's); "
@@ -279,17 +282,17 @@ def cmd_train_codec(args) -> int:
     from groundstation.codec import load_codec
     from groundstation.fileio import write_json_atomic
     from groundstation.images import list_images
-    from gsp.training.codec import CodecTrainConfig, evaluate_codec, export_codec, train_codec
+    from gsp.training.codec import evaluate_codec, export_codec, train_codec
+    from gsp.training.config import CodecTrainConfig
 
     out = Path(args.out)
     if not args.no_train:
         if not args.data:
             print("gsp train-codec: error: give at least one image folder", file=sys.stderr)
             return 2
-        cfg = CodecTrainConfig(data=args.data, out=str(out), N=args.N, M=args.M, lmbda=args.lmbda, steps=args.steps,
-                               batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_drop_at=args.lr_drop_at,
-                               checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads,
-                               init_from=args.init_from)
+        given = {k: getattr(args, k) for k in ("N", "M", "lmbda", "steps", "batch_size", "crop", "lr", "lr_drop_at",
+                                               "checkpoint_every", "seed", "threads", "init_from")}
+        cfg = CodecTrainConfig(data=args.data, out=str(out), **{k: v for k, v in given.items() if v is not None})
         train_codec(cfg, progress=_progress())
     if args.export:
         digest = export_codec(out / "last.pt", args.export)

@@ -7,13 +7,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from groundstation.codec import sha256_file
+from groundstation.fileio import sha256_file
 from groundstation.config import StationConfig, load_station
 from groundstation.errors import ConfigError
 from groundstation.registry import Registry, load_registry, resolve_model
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-LOADERS = {"models.yaml": load_registry, "station.yaml": load_station}
+def _presets(path):
+    from gsp.training.enhancer import load_presets
+
+    return load_presets(path)
+
+
+LOADERS = {"models.yaml": load_registry, "station.yaml": load_station, "enhancer-presets.yaml": _presets}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

@@ -8,50 +8,26 @@ once and writes the inference file that the registry points to.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from groundstation.fileio import save_torch_atomic, write_json_atomic
-from groundstation.errors import ConfigError
 from groundstation.checkpoints import read_checkpoint
-from groundstation.codec import CodecArch, LoadedCodec, TileCodec, build_codec, infer_codec_arch
-from groundstation.fileio import sha256_file
+from groundstation.codec import LoadedCodec, TileCodec, build_codec, infer_codec_arch, torch_threads
+from groundstation.errors import ConfigError
+from groundstation.fileio import save_torch_atomic, sha256_file
 from groundstation.images import RandomCrops, list_images, load_rgb
-from groundstation.plots import plot_loss_curve
+
+from .config import CodecTrainConfig
+from .loop import RESUMABLE, LossLog, RunDir
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CodecTrainConfig:
-    data: list[str]
-    out: str
-    N: int = 96
-    M: int = 192
-    lmbda: float = 0.0032
-    steps: int = 4000
-    batch_size: int = 8
-    crop: int = 128
-    lr: float = 2e-4
-    lr_drop_at: int = 3200  # lr /= 10 from this step on
-    aux_lr: float = 1e-3
-    clip: float = 1.0
-    checkpoint_every: int = 250
-    seed: int = 0
-    threads: int | None = None
-    groups: list[int] = field(default_factory=list)
-    init_from: str | None = None  # a training checkpoint (last.pt) whose weights start a new run (not resumed)
-
-    def arch(self) -> CodecArch:
-        return CodecArch(self.N, self.M, tuple(self.groups)) if self.groups else CodecArch.default_groups(self.N, self.M)
 
 
 def _rd_loss(out: dict, x: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
@@ -68,22 +44,30 @@ def _split_params(model: torch.nn.Module) -> tuple[list, list]:
     return main, aux
 
 
+#: Format tag of a codec training checkpoint (``last.pt``).
+CHECKPOINT_FORMAT = "gsp-codec-train/1"
+CSV_COLUMNS = ["step", "loss", "bpp", "mse", "psnr_db", "aux_loss", "lr", "elapsed_s"]
+
+
 def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> Path:
     """Train (or resume) into ``cfg.out``; returns the path of the last training checkpoint."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
+        return _train(cfg, progress)
+
+
+def _train(cfg: CodecTrainConfig, progress: bool) -> Path:
+    run = RunDir(cfg.out, CHECKPOINT_FORMAT, asdict(cfg), resumable=RESUMABLE | {"lr_drop_at", "init_from"})
+    out = run.out
     torch.manual_seed(cfg.seed)
     model = build_codec(cfg.arch())
     model.train()
     main_p, aux_p = _split_params(model)
     opt = torch.optim.Adam(main_p, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr)
-    ckpt_path = out / "last.pt"
+    ckpt_path = run.checkpoint
     step = 0
-    if ckpt_path.exists():
-        state, _ = read_checkpoint(ckpt_path)
+    state = run.load(legacy_ok=True)
+    if state is not None:
         model.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         aux_opt.load_state_dict(state["aux_optimizer"])
@@ -102,16 +86,11 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> Path:
                               f"{str(exc).splitlines()[0]}") from exc
         log.info("starting from the weights of %s (step %s); optimiser state fresh", cfg.init_from,
                  init.get("step"))
-    write_json_atomic(out / "config.json", asdict(cfg))
+    run.write_config(asdict(cfg))
 
     data = RandomCrops(list_images(*cfg.data), cfg.crop, seed=cfg.seed + step)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True)
-    log_path = out / "loss.csv"
-    new_log = not log_path.exists() or step == 0
-    log_file = open(log_path, "w" if new_log else "a", newline="")
-    writer = csv.writer(log_file)
-    if new_log:
-        writer.writerow(["step", "loss", "bpp", "mse", "psnr_db", "aux_loss", "lr", "elapsed_s"])
+    losses = LossLog(out / "loss.csv", CSV_COLUMNS, step)
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train-codec", unit="step")
     try:
@@ -134,24 +113,21 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> Path:
                 aux_opt.step()
                 step += 1
                 psnr = -10 * math.log10(max(res["mse"].item(), 1e-10))
-                writer.writerow([step, f"{res['loss'].item():.5f}", f"{res['bpp'].item():.5f}",
+                losses.write([step, f"{res['loss'].item():.5f}", f"{res['bpp'].item():.5f}",
                                  f"{res['mse'].item():.7f}", f"{psnr:.3f}", f"{aux.item():.3f}", lr,
                                  f"{time.time() - t0:.1f}"])
                 bar.update(1)
                 bar.set_postfix(loss=f"{res['loss'].item():.3f}", bpp=f"{res['bpp'].item():.3f}", psnr=f"{psnr:.2f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    log_file.flush()
-                    _save_training_checkpoint(ckpt_path, model, opt, aux_opt, step)
-                    plot_loss_curve(log_path, out / "loss.png", title=f"ELIC N={cfg.N} M={cfg.M} lambda={cfg.lmbda}")
+                    losses.flush()
+                    run.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                              "aux_optimizer": aux_opt.state_dict(), "step": step,
+                              "torch_rng": torch.get_rng_state()})
+                    losses.plot(out / "loss.png", title=f"ELIC N={cfg.N} M={cfg.M} lambda={cfg.lmbda}")
     finally:
         bar.close()
-        log_file.close()
+        losses.close()
     return ckpt_path
-
-
-def _save_training_checkpoint(path: Path, model, opt, aux_opt, step: int) -> None:
-    save_torch_atomic({"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                       "aux_optimizer": aux_opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, path)
 
 
 def export_codec(train_checkpoint: str | Path, out_path: str | Path, half: bool = True) -> str:

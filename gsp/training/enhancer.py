@@ -31,7 +31,6 @@ model, AdamW's state, the step and the run's options, as tensors and plain value
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -47,12 +46,14 @@ from torch import Tensor
 from enhancer.checkpoint import save_enhancer
 from groundstation.checkpoints import read_checkpoint
 from groundstation.fileio import sha256_file
+
+from .loop import LossLog, RunDir
 from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import quantize
 from gsp.training.pairs import PairSet
 from gsp.training.perceptual import PerceptualBackbone, build_perceptual
+from groundstation.registry import REPO_ROOT, load_yaml
 from groundstation.errors import CheckpointError, ConfigError, TrainingError
-from groundstation.fileio import save_torch_atomic, write_json_atomic
 
 __all__ = [
     "CSV_COLUMNS",
@@ -76,7 +77,6 @@ Reduction = Literal["sum", "per-image", "mean"]
 REDUCTIONS = ("sum", "per-image", "mean")
 CASE_FORMS = ("sq", "nll")
 INITS = ("reference", "identity")
-CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = "gsp-enhancer-train/1"
 CSV_COLUMNS = ["step", "total", "l_dec", "l_case", "l_en", "l_per", "psnr_en_db", "lr", "elapsed_s"]
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -177,16 +177,29 @@ def parse_arch(text: str) -> EnhancerConfig:
 
 #: Option values of the two conventions; ``epochs``/``lr_step_epochs`` are turned into steps from the number
 #: of pairs and the batch size (one crop per pair per epoch) by :func:`training_config`.
-PRESETS: dict[str, dict] = {
-    "reference-code": dict(w_dec=1.0, w_case=200.0, w_en=0.05, w_per=1e-4, reduction="sum",
-                           case_reduction="per-image", case_form="sq", qm_noise_p=0.5, qm_noise=0.01,
-                           per_block=5, transpose=True, batch_size=16, crop=128, lr=1e-4, clip=10.0,
-                           weight_decay=1e-5, steps=500_000, lr_step=100_000),
-    "paper": dict(w_dec=1.0, w_case=200.0, w_en=0.05, w_per=0.01, reduction="per-image",
-                  case_reduction="per-image", case_form="nll", qm_noise_p=0.0, qm_noise=0.01,
-                  per_block=4, transpose=False, batch_size=16, crop=128, lr=1e-4, clip=10.0,
-                  weight_decay=1e-5, epochs=300, lr_step_epochs=60),
-}
+#: Where the presets live (a station edits YAML, not code).
+PRESETS_FILE = REPO_ROOT / "configs" / "enhancer-presets.yaml"
+#: Keys a preset may set: the loss weights and conventions, the optimisation, the schedule.
+PRESET_KEYS = frozenset({"w_dec", "w_case", "w_en", "w_per", "reduction", "case_reduction", "case_form",
+                         "qm_noise_p", "qm_noise", "per_block", "transpose", "batch_size", "crop", "lr", "clip",
+                         "weight_decay", "steps", "lr_step", "epochs", "lr_step_epochs"})
+
+
+def load_presets(path: str | Path = PRESETS_FILE) -> dict[str, dict]:
+    """The presets file, checked: every preset a mapping of known keys (a typo is an error, not a default)."""
+    data = load_yaml(path)
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path}: expected a mapping of preset names to options")
+    for name, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: preset {name!r} is not a mapping of options")
+        unknown = sorted(set(values) - PRESET_KEYS)
+        if unknown:
+            raise ConfigError(f"{path}: preset {name!r} has unknown options {unknown}; known: {sorted(PRESET_KEYS)}")
+    return data
+
+
+PRESETS: dict[str, dict] = load_presets()
 
 
 @dataclass
@@ -301,65 +314,12 @@ def lr_at(cfg: EnhancerTrainConfig, step: int) -> float:
     return cfg.lr * 0.5 ** (step // cfg.lr_step)
 
 
-def _comparable(d: dict) -> dict:
-    """Options that define a run, flattened (``loss.w_per``), without those a resume may change."""
-    flat = {}
-    for k, v in d.items():
-        if k in EnhancerTrainConfig.RESUMABLE:
-            continue
-        if isinstance(v, dict):
-            flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
-        else:
-            flat[k] = v
-    return flat
-
-
-def _load_checkpoint(path: Path, cfg: EnhancerTrainConfig, backbone: dict | None) -> dict:
-    try:
-        state, _ = read_checkpoint(path)
-    except CheckpointError as exc:  # a torn or foreign file: the operator decides
-        raise CheckpointError(f"{exc}; move it away to start afresh") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a gsp enhancer training checkpoint ({CHECKPOINT_FORMAT})")
-    before = json.loads(state["config"])
-    before.setdefault("init", "reference")  # runs from before the option existed
-    before.setdefault("latent_gain", 40.0)
-    now = json.loads(json.dumps(cfg.as_dict()))
-    before_flat, now_flat = _comparable(before), _comparable(now)
-    diff = sorted(k for k in set(before_flat) | set(now_flat) if before_flat.get(k) != now_flat.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {before_flat.get(k)!r} -> {now_flat.get(k)!r}" for k in diff[:5])
-        raise ConfigError(f"{path.parent} was started with other options ({shown}); resume with the same "
-                          f"options (see {path.parent / 'config.json'}) or train into a new -o")
+def _check_backbone(state: dict, run: RunDir, backbone: dict | None) -> None:
     ran = json.loads(state.get("perceptual") or "null")
     if (ran or {}).get("backbone") != (backbone or {}).get("backbone"):
-        raise ConfigError(f"{path.parent} was trained with perceptual backbone "
+        raise ConfigError(f"{run.out} was trained with perceptual backbone "
                           f"{(ran or {}).get('backbone')}, now {(backbone or {}).get('backbone')} would run; "
                           "provision the same weights or train into a new -o")
-    return state
-
-
-def _save_checkpoint(path: Path, model: INNRSIC, opt: torch.optim.Optimizer, step: int, elapsed: float,
-                     cfg: EnhancerTrainConfig, backbone: dict | None) -> None:
-    save_torch_atomic({"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                       "step": step, "seed": cfg.seed, "elapsed_s": elapsed, "config": json.dumps(cfg.as_dict()),
-                       "perceptual": json.dumps(backbone)}, path)
-
-
-def _open_log(path: Path, step: int):
-    """The loss CSV, truncated to rows up to ``step`` (a crash may have logged steps past the checkpoint)."""
-    rows: list[list[str]] = []
-    if step > 0 and path.is_file():
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header == CSV_COLUMNS:
-                rows = [r for r in reader if r and int(r[0]) <= step]
-    f = open(path, "w", newline="")
-    writer = csv.writer(f)
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(rows)
-    return f, writer
 
 
 def _psnr(x_hat: Tensor, x: Tensor) -> float:
@@ -379,7 +339,6 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
     from tqdm import tqdm
 
     from groundstation.codec import torch_threads
-    from groundstation.plots import plot_loss_curve
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -416,10 +375,12 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]  # the Haar kernels are frozen
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    ckpt_path = out / CHECKPOINT_NAME
+    run = RunDir(out, CHECKPOINT_FORMAT, cfg.as_dict(), resumable=EnhancerTrainConfig.RESUMABLE)
+    ckpt_path = run.checkpoint
     step, elapsed0 = 0, 0.0
-    if ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path, cfg, backbone)
+    state = run.load(defaults={"init": "reference", "latent_gain": 40.0})  # options older runs did not record
+    if state is not None:
+        _check_backbone(state, run, backbone)
         model.load_state_dict(state["state_dict"], strict=True)
         opt.load_state_dict(state["optimizer"])
         step, elapsed0 = int(state["step"]), float(state["elapsed_s"])
@@ -428,10 +389,9 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
             "init_sha256": None if cfg.init in INITS else sha256_file(cfg.init),
             "pairs": {"count": len(data), "codec": data.manifest.get("codec")},
             "losses": "defined in enhancer/train.py; loss.csv holds the unweighted terms and the weighted total"}
-    write_json_atomic(out / "config.json", meta)
+    run.write_config(meta)
 
-    log_path = out / "loss.csv"
-    log_file, writer = _open_log(log_path, step)
+    losses = LossLog(out / "loss.csv", CSV_COLUMNS, step)
     title = (f"INN-RSIC {cfg.blocks}/{cfg.coupling_growth}/{cfg.cgm_growth}, {cfg.preset}, "
              f"L_per {backbone['backbone'] + ' ' + backbone['layer'].split()[0] if backbone else 'off'}")
     t0 = time.perf_counter()
@@ -462,17 +422,17 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
                 elapsed = elapsed0 + time.perf_counter() - t0
                 last = {k: float(res[k].item()) for k in ("total", "l_dec", "l_case", "l_en", "l_per")}
                 last["psnr_en_db"] = _psnr(res["x_hat"], x)
-                writer.writerow([step] + [f"{last[k]:.6g}" for k in CSV_COLUMNS[1:7]] + [f"{lr:.3g}",
+                losses.write([step] + [f"{last[k]:.6g}" for k in CSV_COLUMNS[1:7]] + [f"{lr:.3g}",
                                                                                         f"{elapsed:.2f}"])
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['total']:.4g}", psnr_en=f"{last['psnr_en_db']:.2f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    log_file.flush()
-                    _save_checkpoint(ckpt_path, model, opt, step, elapsed, cfg, backbone)
-                    plot_loss_curve(log_path, out / "loss.png", title=title)
+                    run.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                              "seed": cfg.seed, "elapsed_s": elapsed, "perceptual": json.dumps(backbone)})
+                    losses.plot(out / "loss.png", title=title)
     finally:
         bar.close()
-        log_file.close()
+        losses.close()
     return TrainResult(checkpoint=str(ckpt_path), step=step, last=last, perceptual=backbone,
                        seconds=time.perf_counter() - t0)
 
