@@ -22,6 +22,8 @@ demo: venv
 	$(VENV)/bin/gsp demo -o demo-out
 
 test: venv
+	# the layering (import contracts in pyproject.toml), then the tests
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q --durations=15
 
 clean:

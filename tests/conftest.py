@@ -1,19 +1,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from synth import tiny_codec_checkpoint  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-SHARED_DATA = SHARED / "data"
+from synth import tiny_codec_checkpoint  # tests/ is on the path (pytest.ini_options pythonpath)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -33,13 +26,6 @@ def other_codec(tmp_path_factory) -> Path:
     return tiny_codec_checkpoint(tmp_path_factory.mktemp("codec2") / "other.pt", seed=1)
 
 
-def needs_shared(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent (development data is not part of the repository)")
-    return path
-
-
 # ---- Prefect/Dask fixtures ----
 # Prefect reads its settings when first imported, so its home and server settings are set here, when pytest
 # imports this conftest, before any test module imports prefect. Tests never talk to an operator's server.
@@ -55,8 +41,6 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_PROFILE", None)
-
-FLOW_TILE = 128  # 200x300 scenes: 2x3 codec tiles, edge tiles smaller
 
 
 @pytest.fixture(scope="session")
@@ -94,21 +78,9 @@ def enhancer_ckpts(tmp_path_factory) -> tuple[Path, Path]:
     return d / "enh-a.pt", d / "enh-b.pt"
 
 
-def make_pass(folder: Path, codec: Path, pass_id: str, *, seed: int = 0, acquired: str = "2024-05-01T10:00:00+00:00",
-              height: int = 200, width: int = 300) -> tuple[Path, Path]:
-    """(scene.tif, pass container) of a small uint8 scene in EPSG:32618 with a nodata box."""
-    from groundstation.encode import encode_scene
-    from synth import write_scene
-
-    folder.mkdir(parents=True, exist_ok=True)
-    scene = write_scene(folder / f"{pass_id}.tif", height, width, crs="EPSG:32618", seed=seed, nodata=0,
-                        nodata_box=(0, 20, 0, 30))
-    out = folder / f"{pass_id}.gsp"
-    encode_scene(scene, out, codec=str(codec), tile_size=FLOW_TILE, pass_id=pass_id, acquired=acquired)
-    return scene, out
-
-
 @pytest.fixture(scope="session")
 def flow_pass(tmp_path_factory, tiny_codec) -> tuple[Path, Path]:
     """(scene, pass) encoded once for the flow tests."""
+    from helpers import make_pass
+
     return make_pass(tmp_path_factory.mktemp("flowpass"), tiny_codec, "flow-pass-1")

@@ -6,6 +6,35 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+#: Development data beside the checkout (../shared), absent on a plain clone: tests that need it skip.
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+FLOW_TILE = 128  # 200x300 scenes: 2x3 codec tiles, edge tiles smaller
+
+
+def needs_shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (development data is not part of the repository)")
+    return path
+
+
+def make_pass(folder: Path, codec: Path, pass_id: str, *, seed: int = 0, acquired: str = "2024-05-01T10:00:00+00:00",
+              height: int = 200, width: int = 300) -> tuple[Path, Path]:
+    """(scene.tif, pass container) of a small uint8 scene in EPSG:32618 with a nodata box."""
+    from groundstation.encode import encode_scene
+    from synth import write_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = write_scene(folder / f"{pass_id}.tif", height, width, crs="EPSG:32618", seed=seed, nodata=0,
+                        nodata_box=(0, 20, 0, 30))
+    out = folder / f"{pass_id}.gsp"
+    encode_scene(scene, out, codec=str(codec), tile_size=FLOW_TILE, pass_id=pass_id, acquired=acquired)
+    return scene, out
+
 
 def usual_modes() -> tuple[int, int]:
     """(file mode, directory mode) that a plain ``open``/``mkdir`` gives under the current umask."""

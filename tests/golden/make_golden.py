@@ -127,7 +127,8 @@ def _write_pixels() -> None:
 
 
 def _regenerate() -> None:
-    sys.path.insert(0, str(HERE.parent))
+    if str(HERE.parent) not in sys.path:  # run as a script: tests/ holds the scene generator
+        sys.path.append(str(HERE.parent))
     from synth import write_scene
 
     from groundstation.encode import encode_scene

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import make_pass
+from helpers import make_pass
 
 
 def _truncate(src, dest, cut: int = 40):

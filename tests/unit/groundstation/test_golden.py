@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from golden.make_golden import EXPECTED, PASS, PIXEL_TOLERANCE, PIXELS, compare, decode_symbols
+from helpers import REPO
 from groundstation.codec import load_codec
 from groundstation.container import PassReader
 from groundstation.decode import decode_pass
 from groundstation.product import open_product
 from groundstation.registry import load_registry, resolve_model
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import needs_shared
+from helpers import needs_shared
 from gsp.cli import main
 from groundstation.container import PIXEL_GRID, PassReader
 from groundstation.product import open_product

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from groundstation.codec import (AUTHORS_KEY_RULES, CodecArch, LoadedCodec, TileCodec, build_codec, load_codec,
+from groundstation.codec import (AUTHORS_KEY_RULES, CodecArch, TileCodec, build_codec, load_codec,
                                  rename_authors_keys)
 from groundstation.errors import CheckpointError
-from conftest import needs_shared
+from helpers import needs_shared
 from synth import TINY_ARCH, smooth_image
 
 

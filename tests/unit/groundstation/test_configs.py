@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-import yaml
 
 from groundstation.fileio import sha256_file
+from helpers import REPO
 from groundstation.config import StationConfig, load_station
 from groundstation.errors import ConfigError
 from groundstation.registry import Registry, load_registry, resolve_model
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = REPO / "configs"
 def _presets(path):
     from gsp.training.enhancer import load_presets
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import make_pass
+from helpers import make_pass
 from groundstation.errors import ConfigError
 
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-try:
-    import enhancer  # noqa: F401
-except ModuleNotFoundError:  # the editable install predates the package; `pip install -e .` makes this moot
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from helpers import SHARED
 from enhancer.checkpoint import (
     config_from_state_dict,
     load_enhancer,
@@ -25,7 +19,7 @@ from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import YUV_MATRIX, AffineCoupling, ChannelExpansion, DenseBlock, HaarDownsampling, quantize
 from groundstation.errors import CheckpointError
 
-MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "enhancer_state_dict.json"
+MANIFEST = SHARED / "reference" / "enhancer_state_dict.json"
 needs_manifest = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"{MANIFEST} not present")
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import needs_shared
+from helpers import needs_shared
 from enhancer.checkpoint import random_state_dict, save_enhancer
 from enhancer.inference import enhance_array
 from enhancer.model import EnhancerConfig

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 GOLDEN = REPO / "tests" / "golden" / "golden.gsp"
 
 

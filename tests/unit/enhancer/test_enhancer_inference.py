@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-try:
-    import enhancer  # noqa: F401
-except ModuleNotFoundError:  # the editable install predates the package; `pip install -e .` makes this moot
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enhancer.inference import enhance_array, enhance_mosaic
 from enhancer.model import EnhancerConfig
