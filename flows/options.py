@@ -30,6 +30,9 @@ class ProcessOptions(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU workers when the cluster "
                                                   "offers a GPU resource, else CPU")
     threads: int = Field(1, ge=1, le=256, description="torch threads per task for enhancement and metrics")
+    synthesis: Literal["float32", "float64"] = Field(
+        "float32", description="pixel synthesis: float64 makes the decoded pixels bit-identical on every x86 CPU "
+        "(about 3x the decode time); the whole product is written in one mode")
 
     @field_validator("halo")
     @classmethod

@@ -134,8 +134,9 @@ def _slug(text: str) -> str:
 
 def product_version(codec: ModelRef, enhancer: ModelRef | None, opts: ProcessOptions) -> str:
     """A name for what decides the product's pixels: codec and enhancer (name + sha256 prefix), seed,
-    temperature and halo. E.g. ``tiny-pt-1a2b3c4d__sr-demo-5e6f7a8b-s0-t1-h32``."""
-    base = f"{_slug(codec.name)}-{codec.sha256[:8]}"
+    temperature and halo (and ``-px64`` for float64 pixel synthesis). E.g.
+    ``tiny-pt-1a2b3c4d__sr-demo-5e6f7a8b-s0-t1-h32``."""
+    base = f"{_slug(codec.name)}-{codec.sha256[:8]}" + ("-px64" if opts.synthesis == "float64" else "")
     if enhancer is None:
         return f"{base}__decoded-only"
     temp = format(opts.temperature, "g").replace(".", "p")
@@ -337,7 +338,7 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
         if b.stage == "decode":
             return decode_tiles.submit(str(pass_path), product, state, b.index,
                                        {t: info.records[t] for t in b.tiles}, codec.path, codec.sha256,
-                                       crash_tiles=crash)
+                                       synthesis=opts.synthesis, crash_tiles=crash)
         if b.stage == "enhance":
             wins = [(t, _box(windows[t].core), _box(windows[t].read)) for t in b.tiles]
             with gpu_annotation(use_gpu):

@@ -147,6 +147,7 @@ class LoadedCodec:
     source_format: str
     tables: str  # "filled" (from the checkpoint) or "computed" (update() ran on load)
     path: str = ""
+    float64: dict = field(default_factory=dict, repr=False)  # float64 CPU copies of parts, made on first use
 
 
 def load_codec(
@@ -256,10 +257,35 @@ class EncodedTile:
         return sum(len(s) for s in self.strings)
 
 
+#: How the numbers that choose each symbol's distribution are computed (the header's ``codec.entropy``).
+#: ``float32``: CompressAI as it is (this CPU's kernels: a pass may desynchronise on another CPU; the witness
+#: catches it). ``float64``: hyper-synthesis, channel and checkerboard context, parameter aggregation and
+#: scale-to-index in float64 on the CPU, with float64 as the default dtype (so every intermediate, CompressAI's
+#: own buffers included, is float64): bit-identical on every x86 CPU and thread count measured
+#: (benchmarks/decode_determinism.py), so a pass decodes on any ground CPU.
+ENTROPY_MODES = ("float32", "float64")
+#: How pixels are synthesised from the decoded latents (the station's ``decode.synthesis``). ``float32``: g_s
+#: on the decoder's device with its own kernels (1 DN differences between CPUs on a few values);
+#: ``float64``: g_s in float64 on the CPU, pixels bit-identical on every x86 CPU.
+SYNTHESIS_MODES = ("float32", "float64")
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 @dataclass
 class TileCodec:
     """Encodes and decodes single RGB uint8 tiles with one loaded ELIC, at a fixed thread count.
 
+    ``entropy`` and ``synthesis`` choose the numeric modes (:data:`ENTROPY_MODES`, :data:`SYNTHESIS_MODES`);
+    the encoder's ``entropy`` is recorded in the pass header and the decoder must use the same.
     ``decode(..., strict=True)`` runs under the encoder's own conditions whatever this codec's settings are:
     CPU, one thread, contiguous NCHW tensors, deterministic algorithms. That is the retry after a witness
     mismatch (benchmarks/decode_determinism.py measures when it is needed).
@@ -269,7 +295,16 @@ class TileCodec:
     device: str = "cpu"
     threads: int | None = 1
     channels_last: bool = False
+    entropy: str = "float32"
+    synthesis: str = "float32"
     _placed: tuple | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.entropy not in ENTROPY_MODES:
+            raise CheckpointError(f"entropy mode {self.entropy!r}: this build knows {', '.join(ENTROPY_MODES)}; "
+                                  "upgrade the ground-station software")
+        if self.synthesis not in SYNTHESIS_MODES:
+            raise CheckpointError(f"synthesis mode {self.synthesis!r}: choose one of {', '.join(SYNTHESIS_MODES)}")
 
     def _model(self, device: str | None = None, channels_last: bool | None = None) -> torch.nn.Module:
         want = (device or self.device, self.channels_last if channels_last is None else channels_last)
@@ -279,6 +314,14 @@ class TileCodec:
             self._placed = want
         return self.codec.model
 
+    def _float64(self, name: str) -> torch.nn.Module:
+        """A float64 CPU copy of ``latent_codec`` or ``g_s``, made once per loaded codec."""
+        if name not in self.codec.float64:
+            import copy
+
+            self.codec.float64[name] = copy.deepcopy(getattr(self.codec.model, name)).to("cpu", torch.float64).eval()
+        return self.codec.float64[name]
+
     def encode(self, rgb: np.ndarray) -> EncodedTile:
         """``rgb``: (H, W, 3) uint8. Pads (edge replicate) to a multiple of 64; the decoder crops back."""
         h, w = rgb.shape[:2]
@@ -286,10 +329,17 @@ class TileCodec:
         model = self._model()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        witness = _SymbolWitness(model)
+        f64 = self.entropy == "float64"
+        latent = self._float64("latent_codec") if f64 else model.latent_codec
+        witness = _SymbolWitness(latent)
         try:
             with torch_threads(self.threads), torch.inference_mode():
-                out = model.compress(x)
+                y = model.g_a(x)
+                if f64:
+                    with _default_dtype(torch.float64):
+                        out = latent.compress(y.to("cpu", torch.float64).contiguous())
+                else:
+                    out = latent.compress(y)
         finally:
             witness.close()
         strings = [s[0] for s in out["strings"]]
@@ -308,14 +358,25 @@ class TileCodec:
             model, threads = self._model("cpu", False), 1
         else:
             model, threads = self._model(), self.threads
-        witness = _SymbolWitness(model)
+        f64 = self.entropy == "float64"
+        latent = self._float64("latent_codec") if f64 else model.latent_codec
+        witness = _SymbolWitness(latent)
         det_before = torch.are_deterministic_algorithms_enabled()
         try:
             if strict:
                 torch.use_deterministic_algorithms(True, warn_only=True)
             with torch_threads(threads), torch.inference_mode():
-                out = model.decompress([[s] for s in strings], shape)
-                x_hat = out["x_hat"][0, :, :height, :width].clamp(0, 1)
+                if f64:
+                    with _default_dtype(torch.float64):
+                        y_hat = latent.decompress([[s] for s in strings], shape)["y_hat"]
+                else:
+                    y_hat = latent.decompress([[s] for s in strings], shape)["y_hat"]
+                if self.synthesis == "float64":
+                    x_hat = self._float64("g_s")(y_hat.to("cpu", torch.float64))
+                else:
+                    dev = next(model.g_s.parameters()).device
+                    x_hat = model.g_s(y_hat.to(dev, torch.float32))
+                x_hat = x_hat.clamp_(0, 1)[0, :, :height, :width]
                 img = x_hat.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         finally:
             witness.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -24,6 +25,9 @@ class _Strict(BaseModel):
 class EncodeDefaults(_Strict):
     tile_size: int = Field(256, description="codec tile size in pixels (multiple of 64)")
     threads: int = Field(1, ge=1, le=256, description="torch threads on the encoder (recorded in the header)")
+    entropy: Literal["float32", "float64"] = Field(
+        "float64", description="numeric mode of the entropy-parameter path, recorded in each pass: float64 decodes "
+        "on every x86 CPU (README, 'Decoding on any CPU'); float32 is CompressAI as it is")
     require_crs: bool = Field(False, description="refuse scenes without a CRS instead of processing them as "
                               "pixel grids")
 
@@ -38,6 +42,8 @@ class EncodeDefaults(_Strict):
 class DecodeDefaults(_Strict):
     threads: int | None = Field(None, ge=1, le=256, description="None: the encoder's thread count from the header")
     device: str = "cpu"
+    synthesis: Literal["float32", "float64"] = Field(
+        "float32", description="float64: pixels bit-identical on every x86 CPU, at about 3x the decode time")
 
     @field_validator("device")
     @classmethod

@@ -93,6 +93,9 @@ class CodecInfo(_Strict):
     arch: dict
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     lmbda: float | None = None
+    #: numeric mode of the entropy-parameter path (groundstation.codec.ENTROPY_MODES); passes written before
+    #: the field existed are float32
+    entropy: Literal["float32", "float64"] = "float32"
 
 
 class BandInfo(_Strict):

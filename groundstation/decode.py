@@ -53,6 +53,9 @@ class DecodeSummary:
     decode_s: float
     codec: str
     notes: list[str] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)  # tiles whose symbols matched only in the strict retry
+    entropy: str = "float32"
+    synthesis: str = "float32"
 
     @property
     def exit_code(self) -> int:
@@ -112,8 +115,14 @@ def decode_pass(
     codec: str | None = None,
     threads: int | None = None,
     device: str = "cpu",
+    synthesis: str = "float32",
     progress: bool = False,
 ) -> DecodeSummary:
+    """Decode every intact record of ``pass_path`` into a new Zarr product ``out``.
+
+    The entropy path runs in the mode the pass header names (``codec.entropy``); ``synthesis`` chooses how
+    pixels are made (:data:`groundstation.codec.SYNTHESIS_MODES`). Both are recorded in the provenance.
+    """
     t_start = time.perf_counter()
     reader = PassReader(pass_path)  # a bad header raises PassFormatError here: nothing is created
     header = reader.header
@@ -122,7 +131,7 @@ def decode_pass(
     scan = reader.scan()
     notes = list(scan.notes)
     threads = threads or header.encoder.threads or 1
-    tc = TileCodec(loaded, device=device, threads=threads)
+    tc = TileCodec(loaded, device=device, threads=threads, entropy=header.codec.entropy, synthesis=synthesis)
     if header.witness is None:
         notes.append("this pass carries no symbol witness: a decoder desync could not be detected")
         log.warning("%s: no symbol witness in this pass; desynchronised tiles would go unnoticed", pass_path)
@@ -153,11 +162,13 @@ def decode_pass(
     summary = DecodeSummary(
         product=str(out), pass_id=header.pass_id, tiles_total=header.tiling.n_tiles, tiles_ok=len(ok), lost=lost,
         bytes=nbytes, bpp=nbytes * 8 / pixels if pixels else 0.0, decode_s=time.perf_counter() - t_start,
-        codec=name, notes=notes,
+        codec=name, notes=notes, retried=sorted(o.tile for o in outcomes.values() if o.retried),
+        entropy=header.codec.entropy, synthesis=synthesis,
     )
     finalize(out, {
         "gsp_decode": {"software": f"groundstation {__version__}", "codec": name, "codec_sha256": loaded.sha256,
                        "codec_tables": loaded.tables, "threads": threads, "device": device,
+                       "entropy": header.codec.entropy, "synthesis": synthesis,
                        "tiles_ok": len(ok), "tiles_lost": lost, "bytes": nbytes, "bpp": summary.bpp,
                        "decode_s": round(summary.decode_s, 3), "notes": notes},
         "gsp_tiles": {str(o.tile): {"status": o.status, "bytes": o.bytes, "decode_ms": round(o.decode_ms, 1)}

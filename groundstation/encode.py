@@ -47,13 +47,14 @@ def encode_scene(
     device: str = "cpu",
     progress: bool = False,
     require_crs: bool = False,
+    entropy: str = "float64",
 ) -> EncodeResult:
     """Encode a scene into a pass container. Memory: one tile at a time (windowed reads)."""
     if tile_size % CODEC_ALIGN or not 64 <= tile_size <= 4096:
         raise ConfigError(f"--tile-size {tile_size}: must be a multiple of {CODEC_ALIGN} between 64 and 4096")
     name, ckpt, sha, entry = resolve_model(codec, "codec")
     loaded = load_codec(ckpt, sha)
-    tc = TileCodec(loaded, device=device, threads=threads)
+    tc = TileCodec(loaded, device=device, threads=threads, entropy=entropy)
     out = Path(out)
     with open_scene(scene_path, bands, require_crs=require_crs) as scene:
         ds = scene.ds
@@ -69,7 +70,7 @@ def encode_scene(
             tiling=TilingInfo(tile_size=tile_size, tiles_x=math.ceil(ds.width / tile_size),
                               tiles_y=math.ceil(ds.height / tile_size)),
             codec=CodecInfo(name=name, architecture=ARCHITECTURE, arch=loaded.arch.as_dict(), sha256=loaded.sha256,
-                            lmbda=entry.lmbda if entry else None),
+                            lmbda=entry.lmbda if entry else None, entropy=entropy),
             bands=scene.bands,
             encoder=EncoderInfo(software="groundstation", version=__version__, torch=torch.__version__,
                                 compressai=compressai.__version__, threads=threads, device=device),

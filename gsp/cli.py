@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--acquired", help="acquisition time, ISO 8601 (default: now, UTC)")
     e.add_argument("--bands", type=_bands, help="1 or 3 one-based source bands, e.g. 4,3,2 (default: see README)")
     e.add_argument("--threads", type=int, help="torch threads for encoding (default: station config, 1; recorded in the header)")
+    e.add_argument("--entropy", choices=["float32", "float64"],
+                   help="numeric mode of the entropy path, recorded in the pass (default: station encode.entropy, "
+                   "float64: the pass decodes on every x86 CPU; float32: CompressAI as it is)")
     e.add_argument("--require-crs", action="store_true", default=None,
                    help="refuse a scene without a CRS (default: station encode.require_crs, off: such scenes, "
                    "e.g. drone JPEGs, become pixel-grid products without georeferencing)")
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "its sha256 must match the header's)")
     d.add_argument("--threads", type=int, help="torch threads (default: the encoder's count from the header)")
     d.add_argument("--device", help="torch device: cpu, cuda, cuda:1 ... (default: station config, cpu)")
+    d.add_argument("--synthesis", choices=["float32", "float64"],
+                   help="pixel synthesis (default: station decode.synthesis, float32); float64: pixels "
+                   "bit-identical on every x86 CPU at about 3x the decode time")
     d.add_argument("--json", action="store_true", help="print a machine-readable summary")
 
     dm = sub.add_parser("demo", help="run the whole job on the embedded demo pass (Blue Marble scene)",
@@ -225,7 +231,8 @@ def cmd_encode(args) -> int:
     res = encode_scene(args.scene, args.out, codec=args.codec, tile_size=args.tile_size or st.tile_size,
                        pass_id=args.pass_id, acquired=args.acquired, bands=args.bands,
                        threads=args.threads or st.threads, progress=_progress(),
-                       require_crs=st.require_crs if args.require_crs is None else args.require_crs)
+                       require_crs=st.require_crs if args.require_crs is None else args.require_crs,
+                       entropy=args.entropy or st.entropy)
     print(f"{res.path}: pass {res.pass_id}, {res.tiles} tiles, {res.bytes} bytes, {res.bpp:.4f} bpp")
     return 0
 
@@ -266,7 +273,7 @@ def cmd_decode(args) -> int:
 
     st = _station(args).decode
     summary = decode_pass(args.pass_file, args.out, codec=args.codec, threads=args.threads or st.threads,
-                          device=args.device or st.device,
+                          device=args.device or st.device, synthesis=args.synthesis or st.synthesis,
                           progress=_progress() and not args.json)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from groundstation.config import load_station
 from groundstation.errors import ConfigError
 
 __all__ = ["COMMANDS", "register"]
@@ -31,6 +32,9 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
     g.add_argument("--tiles-per-batch", type=int, help="codec tiles per Prefect task (default 8)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="auto (default): GPU workers when the Dask cluster offers a GPU resource, else CPU")
+    g.add_argument("--synthesis", choices=["float32", "float64"],
+                   help="pixel synthesis (default: station decode.synthesis); float64: bit-identical pixels on "
+                   "every x86 CPU, about 3x the decode time")
     g.add_argument("--reference", metavar="SCENE",
                    help="source GeoTIFF: adds PSNR, MS-SSIM and a perceptual distance per tile")
     d = p.add_argument_group("execution")
@@ -93,7 +97,8 @@ def _options(args):
     return ProcessOptions.build(
         reference=args.reference, codec=args.codec, enhancer=args.enhancer,
         enhance=not getattr(args, "no_enhance", False), seed=args.seed, temperature=args.temperature,
-        halo=args.halo, tiles_per_batch=args.tiles_per_batch, device=args.device)
+        halo=args.halo, tiles_per_batch=args.tiles_per_batch, device=args.device,
+        synthesis=getattr(args, "synthesis", None) or load_station().decode.synthesis)
 
 
 def _workers(args) -> int:

@@ -30,12 +30,13 @@ __all__ = ["decode_tiles"]
 @task(name="decode-tiles", cache_policy=NONE, retries=1, retry_delay_seconds=1,
       retry_condition_fn=retry_unless_operator_error)
 def decode_tiles(pass_path: str, product: str, state_dir: str, batch: int, records: dict[int, tuple[int, int]],
-                 codec_path: str, codec_sha256: str, threads: int | None = None,
+                 codec_path: str, codec_sha256: str, threads: int | None = None, synthesis: str = "float32",
                  crash_tiles: tuple[int, ...] = ()) -> dict:
     """Decode the tiles in ``records`` (tile -> record offset/length) and write their chunks.
 
     ``threads``: torch threads for decoding (None: the encoder's count from the header, the bit-exact
-    condition). ``crash_tiles`` is a test hook: the worker process kills itself (SIGSEGV) on these tiles, as a
+    condition). The entropy path follows the header; ``synthesis`` is the run's (one mode per product).
+    ``crash_tiles`` is a test hook: the worker process kills itself (SIGSEGV) on these tiles, as a
     broken entropy table could. Returns ``{"outcomes": [TileOutcome as dict], "worker", "device", "seconds"}``.
     """
     log = get_run_logger()
@@ -44,7 +45,8 @@ def decode_tiles(pass_path: str, product: str, state_dir: str, batch: int, recor
     header = reader.header
     threads = threads or header.encoder.threads or 1
     set_threads(threads)
-    tc = TileCodec(get_codec(codec_path, codec_sha256), device="cpu", threads=threads)
+    tc = TileCodec(get_codec(codec_path, codec_sha256), device="cpu", threads=threads,
+                   entropy=header.codec.entropy, synthesis=synthesis)
     group = open_arrays(product)
     outcomes: list[TileOutcome] = []
     for tile in sorted(int(k) for k in records):

@@ -1,0 +1,91 @@
+"""Passes decode on any CPU: encode in one process, decode in another under other CPUs' kernels.
+
+``ONEDNN_MAX_CPU_ISA`` makes this machine run the float32 kernels an AVX2-only or SSE4.1-only CPU would run.
+A high-rate pass (the demo codec with its analysis output scaled up: many large symbols, many chances for a
+scale to sit on a table boundary) is encoded with the float64 entropy path; decoded under AVX2 and SSE4.1 it
+must lose no tile and need no retry, and with float64 synthesis its pixels must be bit-identical everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synth import write_scene
+
+pytestmark = pytest.mark.slow
+
+
+def _gsp(args: list[str], isa: str | None, cwd: Path) -> dict | None:
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    if isa:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    proc = subprocess.run([sys.executable, "-m", "gsp.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    return json.loads(proc.stdout) if "--json" in args else None
+
+
+@pytest.fixture(scope="module")
+def boosted(tmp_path_factory) -> tuple[Path, Path]:
+    """(a high-rate copy of the demo codec, a 256x256 scene: 4 tiles of 128 px)."""
+    import torch
+
+    from groundstation.checkpoints import read_state_dict
+    from groundstation.registry import resolve_model
+
+    d = tmp_path_factory.mktemp("xcpu")
+    _, ckpt, _, _ = resolve_model(None, "codec")
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(ckpt).tensors.items()}
+    last = max(int(m[1]) for k in sd if (m := re.match(r"^g_a\.(\d+)\.weight$", k)))  # g_a's last conv
+    for part in ("weight", "bias"):
+        sd[f"g_a.{last}.{part}"] = sd[f"g_a.{last}.{part}"] * 8  # y x8: finer quantisation, high rate
+    torch.save(sd, d / "boosted.pt")
+    scene = write_scene(d / "scene.tif", 256, 256, crs="EPSG:32633", seed=5)
+    return d / "boosted.pt", scene
+
+
+def _decoded(path: Path) -> np.ndarray:
+    from groundstation.product import open_product
+
+    return open_product(path).decoded.values
+
+
+def test_a_float64_pass_decodes_on_other_cpus_without_loss(boosted, tmp_path):
+    codec, scene = boosted
+    _gsp(["encode", str(scene), "-o", str(tmp_path / "p.gsp"), "--codec", str(codec), "--tile-size", "128",
+          "--entropy", "float64"], None, tmp_path)
+    from groundstation.container import PassReader
+
+    header = PassReader(tmp_path / "p.gsp").header
+    assert header.codec.entropy == "float64"
+    products = {}
+    for isa in (None, "AVX2", "SSE41"):
+        for synthesis in ("float32", "float64"):
+            out = tmp_path / f"{isa}-{synthesis}.zarr"
+            res = _gsp(["decode", str(tmp_path / "p.gsp"), "-o", str(out), "--codec", str(codec), "--json",
+                        "--synthesis", synthesis], isa, tmp_path)
+            assert res["tiles_lost"] == 0 and res["retried"] == [], (isa, synthesis, res)
+            assert res["bpp"] > 2.0  # a high-rate pass, or the test would prove little
+            products[isa, synthesis] = _decoded(out)
+    ref = products[None, "float64"]
+    for isa in ("AVX2", "SSE41"):
+        assert np.array_equal(products[isa, "float64"], ref), f"float64 pixels differ under {isa}"
+        diff = np.abs(products[isa, "float32"].astype(int) - ref.astype(int))
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.01, (isa, diff.max(), (diff > 0).mean())
+
+
+def test_a_pass_encoded_on_an_avx2_cpu_decodes_here(boosted, tmp_path):
+    codec, scene = boosted
+    _gsp(["encode", str(scene), "-o", str(tmp_path / "p.gsp"), "--codec", str(codec), "--tile-size", "128",
+          "--entropy", "float64"], "AVX2", tmp_path)
+    res = _gsp(["decode", str(tmp_path / "p.gsp"), "-o", str(tmp_path / "o.zarr"), "--codec", str(codec),
+                "--json"], "SSE41", tmp_path)
+    assert res["tiles_lost"] == 0 and res["retried"] == [] and res["entropy"] == "float64"
