@@ -16,6 +16,15 @@ benchmarks/results/decode_determinism.json.
 
     .venv/bin/python benchmarks/decode_determinism.py                  # 224 tiles of 256px, boost 4
     .venv/bin/python benchmarks/decode_determinism.py --tiles 16 --tile-size 128   # quick
+    .venv/bin/python benchmarks/decode_determinism.py --cross-cpu      # the cross-CPU table (below)
+
+``--cross-cpu``: passes are encoded in one process and decoded in others that run another CPU's kernels
+(``ONEDNN_MAX_CPU_ISA=AVX2`` / ``SSE41``), in both entropy modes (float32: CompressAI as it is; float64: the
+deterministic entropy path) and both synthesis modes: the golden pass, a 36-tile real scene (a 1536 px crop of a
+drone frame from ../shared/data, generated texture where absent) and a high-rate pass (``--boost``). Per
+decode: tiles lost to desync, strict retries, pixel differences against the same pass decoded under this
+machine's default kernels (max DN, fraction of values), and ms per tile for encode and decode. Writes
+benchmarks/results/cross_cpu.json.
 """
 
 from __future__ import annotations
@@ -117,7 +126,7 @@ def build_pass(tmp: Path, codec: str, n: int, size: int, boost: float) -> tuple[
         ds.write(np.moveaxis(mosaic, -1, 0))
     torch.set_num_threads(1)
     t = time.perf_counter()
-    res = encode_scene(scene, tmp / "stress.gsp", codec=str(boosted), tile_size=size, threads=1)
+    res = encode_scene(scene, tmp / "stress.gsp", codec=str(boosted), tile_size=size, threads=1, entropy="float32")
     info = {"tiles": res.tiles, "bpp": res.bpp, "encode_s": time.perf_counter() - t}
     return tmp / "stress.gsp", boosted, info
 
@@ -129,14 +138,124 @@ def run_child(cfg: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+XCHILD = r"""
+import json, sys, time, torch
+cfg = json.loads(sys.argv[1])
+torch.set_num_threads(1)
+if cfg["op"] == "encode":
+    from groundstation.encode import encode_scene
+    t = time.perf_counter()
+    r = encode_scene(cfg["scene"], cfg["pass"], codec=cfg["codec"], tile_size=cfg["tile"], entropy=cfg["entropy"])
+    print(json.dumps({"seconds": time.perf_counter() - t, "tiles": r.tiles, "bpp": r.bpp}))
+else:
+    import numpy as np
+    from groundstation.decode import decode_pass
+    from groundstation.product import open_product
+    s = decode_pass(cfg["pass"], cfg["out"], codec=cfg["codec"], synthesis=cfg["synthesis"])
+    np.save(cfg["out"] + ".npy", open_product(cfg["out"]).decoded.values)
+    print(json.dumps({"seconds": s.decode_s, "lost": len(s.lost), "retried": len(s.retried), "tiles": s.tiles_total}))
+"""
+
+
+def _xchild(cfg: dict, isa: str | None) -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    if isa:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    out = subprocess.run([sys.executable, "-c", XCHILD, json.dumps(cfg)], capture_output=True, text=True, cwd=ROOT,
+                         env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{cfg['op']} under {isa or 'default'} failed: {out.stderr[-1500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _real_scene(tmp: Path, size: int = 1536) -> Path:
+    import rasterio
+    from rasterio.windows import Window
+
+    frames = sorted((ROOT.parent / "shared" / "data" / "scenes" / "drone_frames").glob("*.jpg"))
+    out = tmp / "real.tif"
+    if frames:
+        with rasterio.open(frames[0]) as ds:
+            arr = ds.read([1, 2, 3], window=Window(0, 0, size, size))
+    else:
+        imgs = tile_images(36, 256)
+        arr = np.moveaxis(np.concatenate([np.concatenate(imgs[r * 6:(r + 1) * 6], 1) for r in range(6)], 0), -1, 0)
+    with rasterio.open(out, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8") as ds:
+        ds.write(arr)
+    return out
+
+
+def cross_cpu(args) -> int:
+    """The cross-CPU table (see the module docstring)."""
+    from _results import write_result
+
+    from groundstation.registry import resolve_model
+
+    isas = [None, "AVX2", "SSE41"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _, demo, _, _ = resolve_model(args.codec or None, "codec")
+        stress_pass, boosted, _ = build_pass(tmp, args.codec, args.tiles, args.tile_size, args.boost)
+        stress_scene = tmp / "stress.tif"
+        passes = [("golden (committed, float32)", ROOT / "tests" / "golden" / "golden.gsp", None, str(demo), None)]
+        real = _real_scene(tmp)
+        for entropy in ("float32", "float64"):
+            passes.append((f"36-tile real scene, {entropy}", None, real, str(demo), entropy))
+            passes.append((f"high-rate x{args.boost:g}, {entropy}", None, stress_scene, str(boosted), entropy))
+        for label, passfile, scene, codec, entropy in passes:
+            encodes = {}
+            for enc_isa in ([None, "AVX2"] if scene is not None else [None]):
+                if scene is None:
+                    encodes[enc_isa] = (passfile, {"seconds": float("nan"), "tiles": 4, "bpp": float("nan")})
+                    continue
+                pf = tmp / f"{abs(hash((label, enc_isa)))}.gsp"
+                info = _xchild({"op": "encode", "scene": str(scene), "pass": str(pf), "codec": codec,
+                                "tile": 256 if "real" in label else args.tile_size, "entropy": entropy}, enc_isa)
+                encodes[enc_isa] = (pf, info)
+            for enc_isa, (pf, einfo) in encodes.items():
+                for synthesis in ("float32", "float64"):
+                    ref = None
+                    for dec_isa in (isas if enc_isa is None else [None]):
+                        out = tmp / f"{abs(hash((label, enc_isa, dec_isa, synthesis)))}.zarr"
+                        d = _xchild({"op": "decode", "pass": str(pf), "out": str(out), "codec": codec,
+                                     "synthesis": synthesis}, dec_isa)
+                        pix = np.load(str(out) + ".npy").astype(np.int16)
+                        if ref is None:
+                            ref = pix
+                        diff = np.abs(pix - ref)
+                        row = {"pass": label, "entropy": entropy or "float32", "synthesis": synthesis,
+                               "encoded_under": enc_isa or "default", "decoded_under": dec_isa or "default",
+                               "tiles": d["tiles"], "bpp": einfo["bpp"], "lost": d["lost"], "retried": d["retried"],
+                               "max_dn": int(diff.max()), "values_differing": float((diff > 0).mean()),
+                               "encode_ms_per_tile": 1e3 * einfo["seconds"] / d["tiles"],
+                               "decode_ms_per_tile": 1e3 * d["seconds"] / d["tiles"]}
+                        rows.append(row)
+                        print(f"{label:<32} synth {synthesis}  enc {row['encoded_under']:<7} dec {row['decoded_under']:<7}"
+                              f" lost {row['lost']:>2}/{row['tiles']:<3} retried {row['retried']:>2}  max {row['max_dn']} DN"
+                              f" on {row['values_differing']:.2e}  enc {row['encode_ms_per_tile']:.0f} ms/tile"
+                              f"  dec {row['decode_ms_per_tile']:.0f} ms/tile", flush=True)
+    write_result(args.out if args.out_given else ROOT / "benchmarks" / "results" / "cross_cpu.json",
+                 {"command": "benchmarks/decode_determinism.py --cross-cpu", "boost": args.boost, "rows": rows,
+                  "note": "differences are against the same pass decoded under this machine's default kernels "
+                          "with the same synthesis mode; the reverse direction is encoded under AVX2"})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cross-cpu", action="store_true", help="the cross-CPU table instead of the stress table")
     p.add_argument("--codec", default="", help="codec name or checkpoint (default: the registry's default)")
     p.add_argument("--tiles", type=int, default=224)
     p.add_argument("--tile-size", type=int, default=256)
     p.add_argument("--boost", type=float, default=4.0, help="scale of the analysis output (raises the rate)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decode_determinism.json"))
     args = p.parse_args(argv)
+    args.out_given = "--out" in (argv if argv is not None else sys.argv)
+    if args.cross_cpu:
+        return cross_cpu(args)
     import torch
 
     configs = [

@@ -24,7 +24,8 @@ class ProcessOptions(BaseModel):
                                  "default_enhancer)")
     enhance: bool = Field(True, description="False: decoded-only product (--no-enhance)")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the latent field z")
-    temperature: float = Field(1.0, ge=0.0, le=10.0, description="z scale; 0 = deterministic mean")
+    temperature: float | None = Field(None, ge=0.0, le=10.0, description="z scale, 0 = deterministic mean; None: "
+                                      "the operating point the registry records for the enhancer's rate point")
     halo: int = Field(32, ge=0, le=1024, description="context pixels around each enhancement core (even)")
     tiles_per_batch: int = Field(8, ge=1, le=10_000, description="codec tiles per Prefect task")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU workers when the cluster "

@@ -27,6 +27,7 @@ the product complete and return at once without touching anything.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import shutil
@@ -102,6 +103,27 @@ def resolve_models(header, opts: ProcessOptions) -> tuple[ModelRef, ModelRef | N
     return codec, enh
 
 
+#: Temperature of an enhancer that is no rate point's (a checkpoint from elsewhere): the deterministic mean.
+FALLBACK_TEMPERATURE = 0.0
+
+
+def with_operating_point(opts: ProcessOptions, enh: ModelRef | None) -> ProcessOptions:
+    """``opts`` with its temperature decided: the one given, else the registry's operating point for this
+    enhancer's rate point (chosen on a validation subset, docs/evaluation.md), else :data:`FALLBACK_TEMPERATURE`."""
+    if opts.temperature is not None or enh is None:
+        return opts if opts.temperature is not None else opts.model_copy(update={"temperature": FALLBACK_TEMPERATURE})
+    from groundstation.registry import load_registry
+
+    point = load_registry().operating_point(enh.sha256)
+    if point is None:
+        log_t = FALLBACK_TEMPERATURE
+        logging.getLogger(__name__).info("enhancer %s is no rate point of the registry: temperature %g (the "
+                                         "deterministic mean)", enh.name, log_t)
+        return opts.model_copy(update={"temperature": log_t})
+    logging.getLogger(__name__).info("temperature %g: the operating point of rate point %s", point[1], point[0])
+    return opts.model_copy(update={"temperature": point[1]})
+
+
 def _enhancer_checkpoint(opts: ProcessOptions) -> tuple[str, Path, str | None]:
     """(name, checkpoint, expected sha256) of the enhancer to use; a clear error when there is none."""
     try:
@@ -136,6 +158,8 @@ def product_version(codec: ModelRef, enhancer: ModelRef | None, opts: ProcessOpt
     """A name for what decides the product's pixels: codec and enhancer (name + sha256 prefix), seed,
     temperature and halo (and ``-px64`` for float64 pixel synthesis). E.g.
     ``tiny-pt-1a2b3c4d__sr-demo-5e6f7a8b-s0-t1-h32``."""
+    if enhancer is not None and opts.temperature is None:
+        raise ValueError("the temperature must be decided (with_operating_point) before the version is named")
     base = f"{_slug(codec.name)}-{codec.sha256[:8]}" + ("-px64" if opts.synthesis == "float64" else "")
     if enhancer is None:
         return f"{base}__decoded-only"
@@ -212,6 +236,7 @@ def process_pass(pass_path: str, out_dir: str, options: ProcessOptions | None = 
     info: PassInfo = validate_pass(str(pass_path))
     header = info.header
     codec, enh = resolve_models(header, opts)
+    opts = with_operating_point(opts, enh)
     _check_reference(opts.reference, header)
     version = product_version(codec, enh, opts)
     paths = product_paths(out_dir, header.pass_id, version)

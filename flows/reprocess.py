@@ -23,7 +23,8 @@ from groundstation.product import status
 from .cluster import dask_address as cluster_address
 from .cluster import make_task_runner
 from .runtime import prefect_api
-from .process_pass import ProcessOptions, process_pass, product_paths, product_version, resolve_models
+from .process_pass import (ProcessOptions, process_pass, product_paths, product_version, resolve_models,
+                           with_operating_point)
 
 __all__ = ["parse_when", "reprocess_archive", "run_reprocess", "select_passes"]
 
@@ -95,7 +96,7 @@ def reprocess_archive(archive: str, products: str, options: ProcessOptions, sinc
         key = (options.codec or header.codec.name, header.codec.sha256)
         if key not in models:
             models[key] = resolve_models(header, options)  # a wrong checkpoint fails here, before any work
-        version = product_version(*models[key], options)
+        version = product_version(*models[key], with_operating_point(options, models[key][1]))
         paths = product_paths(products, header.pass_id, version)
         if status(paths.product) == "complete":
             rows.append({"pass": str(path), "pass_id": header.pass_id, "status": "skipped",

@@ -77,6 +77,13 @@ class Registry(BaseModel):
                                  f"{trained_behind!r}, not {point.codec!r}")
         return self
 
+    def operating_point(self, enhancer_sha256: str) -> tuple[str, float] | None:
+        """(rate point name, temperature) of the rate point whose enhancer is this checkpoint, or None."""
+        for name, point in self.rate_points.items():
+            if self.models[point.enhancer].sha256 == enhancer_sha256:
+                return name, point.temperature
+        return None
+
     def get(self, name: str, kind: str) -> ModelEntry:
         entry = self.models.get(name)
         if entry is None or entry.kind != kind:

@@ -27,7 +27,8 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
         g.add_argument("--no-enhance", action="store_true",
                        help="write a decoded-only product (no 'enhanced' array)")
     g.add_argument("--seed", type=int, help="seed of the enhancer's latent field (default 0)")
-    g.add_argument("--temperature", type=float, help="latent scale, 0 = deterministic (default 1.0)")
+    g.add_argument("--temperature", type=float, help="latent scale, 0 = deterministic (default: the registry's "
+                   "operating point for the enhancer's rate point, 0 for an enhancer that is no rate point's)")
     g.add_argument("--halo", type=int, help="context pixels around each enhancement window, even (default 32)")
     g.add_argument("--tiles-per-batch", type=int, help="codec tiles per Prefect task (default 8)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"],

@@ -119,8 +119,8 @@ def run_demo(out_dir: str | Path = "demo-out", codec: str | None = None, *, enha
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     enc = encode_scene(scene, passfile, codec=codec, pass_id="demo-pass", acquired="2004-07-01T00:00:00+00:00",
                        progress=True)
-    # temperature 0: the best of 0 / 0.5 / 1 for the demo enhancer on RSSCN7 val (its model card)
-    opts = ProcessOptions(codec=codec, reference=str(scene), enhance=enhance, tiles_per_batch=2, temperature=0.0)
+    # the temperature: the registry's operating point for the default enhancer's rate point
+    opts = ProcessOptions(codec=codec, reference=str(scene), enhance=enhance, tiles_per_batch=2)
     res = run_process_pass(passfile, products, opts, dask_address=dask_address)
     png = quicklook(res["product"], out / "demo-quicklook.png", scene=scene)
     result = {"scene": str(scene), "pass": str(passfile), "product": res["product"], "metrics": res["metrics"],

@@ -18,3 +18,10 @@ def test_demo_runs_the_flow_and_writes_a_quicklook(tmp_path, prefect_harness, da
     for key in ("metrics", "report", "quicklook"):
         assert (tmp_path / res[key]).is_file()
     assert res["product"].startswith(str(tmp_path / "products" / "demo-pass"))
+    if DEMO_ENHANCE:  # the default enhancer's rate point decides the temperature, not a global default
+        from groundstation.registry import load_registry
+
+        reg = load_registry()
+        point = reg.operating_point(reg.models[reg.default_enhancer].sha256)
+        run = open_product(res["product"]).attrs["gsp_run"]
+        assert point is not None and run["options"]["temperature"] == point[1]

@@ -29,19 +29,35 @@ def test_options_validate_before_the_run():
         ProcessOptions.build(temperature=-1)
 
 
+def test_without_a_temperature_the_registrys_operating_point_is_used():
+    """The rate point's temperature (chosen on validation images) when none is given; an explicit one wins;
+    an enhancer that is no rate point's gets the deterministic mean."""
+    from flows.process_pass import FALLBACK_TEMPERATURE, ModelRef, ProcessOptions, with_operating_point
+    from groundstation.registry import load_registry
+
+    reg = load_registry()
+    name, point = next(iter(reg.rate_points.items()))
+    entry = reg.models[point.enhancer]
+    enh = ModelRef(point.enhancer, entry.path, entry.sha256, {})
+    assert with_operating_point(ProcessOptions(), enh).temperature == point.temperature
+    assert with_operating_point(ProcessOptions(temperature=0.7), enh).temperature == 0.7
+    stranger = ModelRef("elsewhere", "x.pt", "f" * 64, {})
+    assert with_operating_point(ProcessOptions(), stranger).temperature == FALLBACK_TEMPERATURE
+
+
 def test_product_version_names_models_and_parameters():
     from flows.process_pass import ModelRef, ProcessOptions, product_paths, product_version
 
     codec = ModelRef("elic-0032", "c.pt", "a" * 64, {})
     e1 = ModelRef("inn-demo", "e.pt", "b" * 64, {})
     e2 = ModelRef("inn-demo", "e2.pt", "c" * 64, {})
-    base = ProcessOptions()
+    base = ProcessOptions(temperature=1.0)  # the temperature is decided before a version is named
     v = product_version(codec, e1, base)
     assert v == "elic-0032-aaaaaaaa__inn-demo-bbbbbbbb-s0-t1-h32"
     assert product_version(codec, e2, base) != v  # another checkpoint under the same name
-    assert product_version(codec, e1, ProcessOptions(seed=1)) != v
+    assert product_version(codec, e1, ProcessOptions(seed=1, temperature=1.0)) != v
     assert product_version(codec, e1, ProcessOptions(temperature=0.5)) != v
-    assert product_version(codec, e1, ProcessOptions(tiles_per_batch=3)) == v  # batching changes no pixel
+    assert product_version(codec, e1, ProcessOptions(tiles_per_batch=3, temperature=1.0)) == v  # batching: no pixel
     assert product_version(codec, None, base).endswith("__decoded-only")
     p = product_paths("/out", "pass 7/b", v)
     assert p.product == Path(f"/out/pass-7-b/{v}.zarr") and p.metrics.name == f"{v}.metrics.parquet"
@@ -187,7 +203,7 @@ def e2e(tmp_path_factory, prefect_harness, dask_cluster, flow_pass, tiny_codec, 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = main(["process", str(passfile), "-o", str(out), "--reference", str(scene), "--codec", str(tiny_codec),
-                     "--enhancer", str(enhancer_ckpts[0]), "--tiles-per-batch", "2",
+                     "--enhancer", str(enhancer_ckpts[0]), "--tiles-per-batch", "2", "--temperature", "1",
                      "--dask-address", dask_cluster.scheduler_address, "--json"])
     return {"code": code, "res": json.loads(buf.getvalue()), "out": out, "scene": scene, "pass": passfile}
 
@@ -267,7 +283,7 @@ def test_second_run_with_the_same_models_changes_nothing(e2e, tiny_codec, enhanc
     out = e2e["out"]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     res = run_process_pass(e2e["pass"], out, ProcessOptions(reference=str(e2e["scene"]), codec=str(tiny_codec),
-                                                            enhancer=str(enhancer_ckpts[0])),
+                                                            enhancer=str(enhancer_ckpts[0]), temperature=1.0),
                            dask_address=dask_cluster.scheduler_address)
     assert res["status"] == "already-complete" and res["product"] == e2e["res"]["product"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
@@ -280,7 +296,7 @@ def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path,
     from groundstation.product import open_product, status
     from tasks.state import read_markers
 
-    opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=1)
+    opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=1, temperature=1.0)
     monkeypatch.setenv(STOP_AFTER_ENV, "3")
     with pytest.raises(RunInterrupted):
         run_process_pass(e2e["pass"], tmp_path, opts, dask_address=dask_cluster.scheduler_address)
