@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from groundstation.errors import ConfigError
 from groundstation.fileio import write_json_atomic
 
 __all__ = ["COMMANDS", "register"]
@@ -56,10 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  paper           the paper's text: weights 1/200/0.05/0.01, per-image norms averaged over the batch,\n"
         "                  L_case = -log p(z), no QM noise, VGG19 conv4_4, flips only, 300 epochs, lr halved every 60\n"
         "See enhancer/train.py for the exact losses.")
-    t.add_argument("pairs", metavar="PAIRS_DIR")
-    t.add_argument("-o", "--out", required=True, help="run directory (resumes if it holds last.pt)")
-    t.add_argument("--preset", default="reference-code", choices=["reference-code", "paper"])
-    t.add_argument("--config", default="reference", metavar="ARCH",
+    t.add_argument("pairs", metavar="PAIRS_DIR", nargs="?", help="pairs folder (or the recipe's `pairs`)")
+    t.add_argument("-o", "--out", help="run directory (resumes if it holds last.pt; or the recipe's `out`)")
+    t.add_argument("--recipe", metavar="YAML",
+                   help="a training recipe (e.g. configs/enhancer-recipes/l0032.yaml): its keys are this command's "
+                   "options; options given on the command line win")
+    t.add_argument("--preset", choices=["reference-code", "paper"], help="default reference-code")
+    t.add_argument("--config", metavar="ARCH",
                    help="demo | reference | blocks,coupling_growth,cgm_growth (default: reference = 8,32,64)")
     t.add_argument("--steps", type=int, help="total steps (reference-code: 500000; paper: 300 epochs)")
     t.add_argument("--batch-size", type=int)
@@ -75,23 +79,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--case-form", choices=["sq", "nll"], help="L_case as ||z||^2 (sq) or -log p(z) (nll)")
     t.add_argument("--qm-noise-p", type=float, help="probability of adding noise to QM's output (per batch)")
     t.add_argument("--qm-noise", type=float, help="std of that noise (0.01)")
-    t.add_argument("--perceptual", default="auto", choices=["auto", "vgg19", "stlpips-vgg", "none"],
+    t.add_argument("--perceptual", choices=["auto", "vgg19", "stlpips-vgg", "none"],
                    help="L_per backbone: auto = VGG19 if its weights are provisioned (GSP_VGG19_WEIGHTS or the "
                    "torch hub cache), else the shift-tolerant VGG16 shipped with stlpips-pytorch")
     t.add_argument("--per-block", type=int, choices=[4, 5], help="VGG block of the L_per layer (5: conv5_x, 4: conv4_x)")
     t.add_argument("--transpose", action=argparse.BooleanOptionalAction, default=None,
                    help="random transpose augmentation besides the h/v flips")
-    t.add_argument("--init", choices=["reference", "identity"],
-                   help="initial values: the authors' (reference, the presets' default) or a start where the "
+    t.add_argument("--init", metavar="reference|identity|FILE.pt",
+                   help="initial values: the authors' (reference, the presets' default), a start where the "
                         "inverse passes the decoded image through (identity; for short runs, see "
-                        "INNRSIC.init_identity)")
+                        "INNRSIC.init_identity), or an enhancer checkpoint of the same architecture to fine-tune")
     t.add_argument("--latent-gain", type=float,
                    help="identity start: how strongly z is scaled down into pixels (40: z ~ N(0,1) for a "
                         "~26 dB codec residual)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=1000)
+    t.add_argument("--seed", type=int, help="default 0")
+    t.add_argument("--checkpoint-every", type=int, help="default 1000")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    t.add_argument("--device", help="cpu (default), cuda, cuda:1 ...")
     t.add_argument("--export", metavar="FILE", help="after training, write the plain state_dict (authors' format)")
     t.add_argument("--no-train", action="store_true", help="only export the existing OUT/last.pt")
 
@@ -133,10 +137,37 @@ def cmd_make_pairs(args) -> int:
     return 0
 
 
+#: train-enhancer's defaults for options a recipe may also set (None on the command line = not given).
+_TRAIN_DEFAULTS = {"preset": "reference-code", "config": "reference", "perceptual": "auto", "seed": 0,
+                   "checkpoint_every": 1000, "device": "cpu"}
+
+
+def apply_recipe(args) -> None:
+    """Fill the options the command line left unset from ``--recipe`` (then from :data:`_TRAIN_DEFAULTS`)."""
+    if args.recipe:
+        from groundstation.registry import load_yaml
+
+        recipe = load_yaml(args.recipe)
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"{args.recipe}: a recipe is a mapping of train-enhancer options")
+        for key, value in recipe.items():
+            dest = str(key).replace("-", "_")
+            if not hasattr(args, dest) or dest in ("recipe", "func"):
+                raise ConfigError(f"{args.recipe}: {key!r} is not an option of gsp train-enhancer")
+            if getattr(args, dest) in (None, False):
+                setattr(args, dest, value)
+    for dest, value in _TRAIN_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+    if not args.out or (not args.pairs and not args.no_train):
+        raise ConfigError("give the pairs folder and -o OUT (or a --recipe that names `pairs` and `out`)")
+
+
 def cmd_train_enhancer(args) -> int:
     from gsp.training.pairs import read_pairs
     from gsp.training.enhancer import export_enhancer, train_enhancer, training_config
 
+    apply_recipe(args)
     out = Path(args.out)
     if not args.no_train:
         records, _ = read_pairs(args.pairs)

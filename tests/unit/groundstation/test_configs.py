@@ -27,6 +27,30 @@ def test_every_shipped_config_loads(path):
     LOADERS[path.name](path)
 
 
+@pytest.mark.parametrize("path", sorted((CONFIGS / "enhancer-recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_enhancer_recipe_names_only_train_enhancer_options(path):
+    from gsp.cli import build_parser
+    from gsp.cli_enhancer import apply_recipe
+
+    args = build_parser().parse_args(["train-enhancer", "--recipe", str(path)])
+    apply_recipe(args)  # unknown keys are errors
+    assert args.out and args.pairs and args.steps
+
+
+def test_a_recipe_with_an_unknown_option_is_refused(tmp_path):
+    from gsp.cli import build_parser
+    from gsp.cli_enhancer import apply_recipe
+
+    (tmp_path / "r.yaml").write_text("pairs: p\nout: o\nw-enn: 1.0\n")
+    args = build_parser().parse_args(["train-enhancer", "--recipe", str(tmp_path / "r.yaml"), "--steps", "5"])
+    with pytest.raises(ConfigError, match="'w-enn' is not an option"):
+        apply_recipe(args)
+    (tmp_path / "r.yaml").write_text("pairs: p\nout: o\nsteps: 100\n")
+    args = build_parser().parse_args(["train-enhancer", "--recipe", str(tmp_path / "r.yaml"), "--steps", "5"])
+    apply_recipe(args)
+    assert args.steps == 5 and args.preset == "reference-code"  # the command line wins; defaults fill the rest
+
+
 def test_registry_files_exist_with_their_sha256():
     reg = load_registry()
     for name, entry in reg.models.items():
