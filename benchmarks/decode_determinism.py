@@ -17,6 +17,7 @@ benchmarks/results/decode_determinism.json.
     .venv/bin/python benchmarks/decode_determinism.py                  # 224 tiles of 256px, boost 4
     .venv/bin/python benchmarks/decode_determinism.py --tiles 16 --tile-size 128   # quick
     .venv/bin/python benchmarks/decode_determinism.py --cross-cpu      # the cross-CPU table (below)
+    .venv/bin/python benchmarks/decode_determinism.py --mode-cost --tiles 24   # cost of each numeric mode
 
 ``--cross-cpu``: passes are encoded in one process and decoded in others that run another CPU's kernels
 (``ONEDNN_MAX_CPU_ISA=AVX2`` / ``SSE41``), in both entropy modes (float32: CompressAI as it is; float64: the
@@ -187,6 +188,50 @@ def _real_scene(tmp: Path, size: int = 1536) -> Path:
     return out
 
 
+def mode_costs(args) -> int:
+    """Encode and decode ms per 256 px tile in each numeric mode, interleaved tile by tile in one process (one
+    thread), so that whatever else runs on the machine weighs on every mode alike."""
+    import torch
+
+    from _results import write_result
+
+    from groundstation.codec import TileCodec, load_codec
+    from groundstation.registry import resolve_model
+
+    torch.set_num_threads(1)
+    _, ckpt, sha, _ = resolve_model(args.codec or None, "codec")
+    loaded = load_codec(ckpt, sha)
+    modes = [("float32", "float32"), ("float64", "float32"), ("float64", "float64")]
+    codecs = {m: TileCodec(loaded, threads=1, entropy=m[0], synthesis=m[1]) for m in modes}
+    imgs = tile_images(args.tiles, 256)
+    for tc in codecs.values():  # warm-up: float64 copies, allocator
+        tc.roundtrip(imgs[0])
+    enc = {m: 0.0 for m in modes}
+    dec = {m: 0.0 for m in modes}
+    for im in imgs:
+        for m, tc in codecs.items():
+            t = time.perf_counter()
+            e = tc.encode(im)
+            enc[m] += time.perf_counter() - t
+            t = time.perf_counter()
+            tc.decode_checked(e.strings, e.z_hw, e.y_hw, e.height, e.width, e.witness)
+            dec[m] += time.perf_counter() - t
+    base = modes[0]
+    rows = []
+    for m in modes:
+        row = {"entropy": m[0], "synthesis": m[1], "encode_ms_per_tile": 1e3 * enc[m] / len(imgs),
+               "decode_ms_per_tile": 1e3 * dec[m] / len(imgs), "encode_vs_float32": enc[m] / enc[base],
+               "decode_vs_float32": dec[m] / dec[base]}
+        rows.append(row)
+        print(f"entropy {m[0]}  synthesis {m[1]}: encode {row['encode_ms_per_tile']:.0f} ms/tile "
+              f"(x{row['encode_vs_float32']:.2f}), decode {row['decode_ms_per_tile']:.0f} ms/tile "
+              f"(x{row['decode_vs_float32']:.2f})", flush=True)
+    write_result(ROOT / "benchmarks" / "results" / "mode_cost.json",
+                 {"command": f"benchmarks/decode_determinism.py --mode-cost --tiles {args.tiles}",
+                  "tiles": len(imgs), "tile_size": 256, "threads": 1, "rows": rows})
+    return 0
+
+
 def cross_cpu(args) -> int:
     """The cross-CPU table (see the module docstring)."""
     from _results import write_result
@@ -247,6 +292,7 @@ def cross_cpu(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cross-cpu", action="store_true", help="the cross-CPU table instead of the stress table")
+    p.add_argument("--mode-cost", action="store_true", help="ms per tile of each numeric mode, interleaved")
     p.add_argument("--codec", default="", help="codec name or checkpoint (default: the registry's default)")
     p.add_argument("--tiles", type=int, default=224)
     p.add_argument("--tile-size", type=int, default=256)
@@ -256,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out_given = "--out" in (argv if argv is not None else sys.argv)
     if args.cross_cpu:
         return cross_cpu(args)
+    if args.mode_cost:
+        return mode_costs(args)
     import torch
 
     configs = [

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .container import WITNESS_KIND, WITNESS_KINDS
 from .errors import CheckpointError, DesyncError
 from .checkpoints import read_state_dict
 
@@ -215,13 +216,16 @@ class _SymbolWitness:
     so equal witnesses prove a tile decoded to what was encoded (integers: no float tolerance involved).
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        from compressai.entropy_models import GaussianConditional
+    def __init__(self, model: torch.nn.Module, kind: str = WITNESS_KIND) -> None:
+        from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
+        if kind not in WITNESS_KINDS:
+            raise CheckpointError(f"witness kind {kind!r}: this build checks {', '.join(WITNESS_KINDS)}")
+        coded = (GaussianConditional, EntropyBottleneck) if kind == WITNESS_KIND else (GaussianConditional,)
         self.crc = 0
         self._patched: list[torch.nn.Module] = []
         for module in model.modules():
-            if isinstance(module, GaussianConditional):
+            if isinstance(module, coded):
                 orig_dequantize = module.dequantize
 
                 # CompressAI's compress() decodes its own strings to get y_hat, so the encoder and a decoder
@@ -297,6 +301,7 @@ class TileCodec:
     channels_last: bool = False
     entropy: str = "float32"
     synthesis: str = "float32"
+    witness_kind: str = WITNESS_KIND  # the pass header's ``witness`` (what the records' CRCs cover)
     _placed: tuple | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -331,7 +336,7 @@ class TileCodec:
             x = x.contiguous(memory_format=torch.channels_last)
         f64 = self.entropy == "float64"
         latent = self._float64("latent_codec") if f64 else model.latent_codec
-        witness = _SymbolWitness(latent)
+        witness = _SymbolWitness(latent, self.witness_kind)
         try:
             with torch_threads(self.threads), torch.inference_mode():
                 y = model.g_a(x)
@@ -360,7 +365,7 @@ class TileCodec:
             model, threads = self._model(), self.threads
         f64 = self.entropy == "float64"
         latent = self._float64("latent_codec") if f64 else model.latent_codec
-        witness = _SymbolWitness(latent)
+        witness = _SymbolWitness(latent, self.witness_kind)
         det_before = torch.are_deterministic_algorithms_enabled()
         try:
             if strict:

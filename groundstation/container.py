@@ -14,7 +14,10 @@ without it decodes with a warning that a desync would go unnoticed); bit 1: a va
 (zlib-compressed ``np.packbits`` of the tile's valid pixels, row-major; absent = every pixel valid).
 
 Every length is checked against a hard limit and against the bytes left in the file *before* anything is
-allocated; a damaged record costs its tile only: the scanner resynchronises on the next sync marker.
+allocated; a damaged record costs its tile only: the scanner resynchronises on the next sync marker. Every header
+field is validated before anything uses it (finite numbers, a parseable CRS WKT or "" for a pixel grid, an
+invertible transform, sizes, bands and times in range): a bad one is a PassFormatError naming it.
+``benchmarks/fuzz_container.py`` and tests/test_container_fuzz.py fuzz this whole path.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Iterator, Literal
+from typing import Annotated, BinaryIO, Iterator, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
+                      field_validator, model_validator)
 
 from .errors import PassFormatError
 
@@ -41,7 +47,12 @@ SYNC_END = b"\xf0END"
 MAX_HEADER_BYTES = 1 << 20
 MAX_RECORD_BYTES = 64 << 20
 MAX_STRINGS = 64
-WITNESS_KIND = "crc32-int32-decoded-y-symbols"
+#: What a record's witness covers: the CRC32 of the decoded integer symbols of the hyperprior z and the latent
+#: y, in coding order (the default since z was added: a CRC-valid record whose z string was changed cannot pass).
+WITNESS_KIND = "crc32-int32-decoded-z-and-y-symbols"
+#: Passes written before: the y symbols only.
+WITNESS_KIND_Y = "crc32-int32-decoded-y-symbols"
+WITNESS_KINDS = (WITNESS_KIND, WITNESS_KIND_Y)
 #: ``scene.crs_wkt`` of a scene without a CRS: a pixel grid (no georeferencing; the transform maps pixels).
 PIXEL_GRID = ""
 
@@ -56,24 +67,90 @@ FLAG_MASK = 2
 
 
 # ------------------------------------------------------------------------------------------------ header
+# Every field of the header comes from the downlink: it is validated here, before anything downstream uses it
+# (a buggy encoder or a crafted file may carry a valid CRC). Rejected, as a PassFormatError naming the field, is
+# what no consumer could use; a mere hint (``encoder.threads``) is any integer, clamped where it is used
+# (decode.decode_threads).
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # printable: header strings end up in logs, reports and file names
+_Text = Annotated[str, StringConstraints(max_length=1000, pattern=_NO_CONTROL)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: JSON ``NaN`` / ``Infinity`` / 1e999 in any float field is rejected
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _iso_time(v: str) -> str:
+    try:
+        datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"{v[:60]!r} is not an ISO 8601 time (e.g. 2024-05-01T10:00:00+00:00)") from None
+    return v
+
+
+_IsoTime = Annotated[str, StringConstraints(min_length=4, max_length=64), AfterValidator(_iso_time)]
+
+
+@lru_cache(maxsize=64)
+def _crs_error(wkt: str) -> str | None:
+    """Why a CRS WKT cannot georeference a product (None: it can). Parsed the way the product writer uses it:
+    rasterio (GDAL), then pyproj for the CF grid mapping."""
+    try:
+        from pyproj import CRS as ProjCRS
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+
+        ProjCRS.from_wkt(wkt)  # first: PROJ rejects garbage quietly (GDAL would print to stderr)
+        ProjCRS.from_user_input(CRS.from_wkt(wkt).to_wkt())
+    except (CRSError, ValueError, TypeError) as exc:  # pyproj.exceptions.CRSError is a ValueError
+        return f"not a parseable CRS WKT ({str(exc)[:160]})"
+    except Exception as exc:  # noqa: BLE001 - whatever GDAL/PROJ raise on odd input is a bad field, not a crash
+        return f"not a parseable CRS WKT ({type(exc).__name__}: {str(exc)[:160]})"
+    return None
 
 
 class SceneInfo(_Strict):
     width: int = Field(gt=0, lt=1 << 24)
     height: int = Field(gt=0, lt=1 << 24)
-    crs_wkt: str = Field(max_length=64_000)
+    crs_wkt: str = Field(max_length=64_000)  # PIXEL_GRID ("") = no CRS: a pixel grid
     transform: tuple[float, float, float, float, float, float]  # affine a, b, c, d, e, f (rasterio order)
-    source: str = ""
-    source_dtype: str = ""
-    source_bands: int = 0
+    source: _Text = ""
+    source_dtype: _Text = ""
+    source_bands: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("crs_wkt")
+    @classmethod
+    def _crs_parses(cls, v: str) -> str:
+        if v == PIXEL_GRID:
+            return v  # a scene without a CRS: nothing to parse
+        why = _crs_error(v)
+        if why:
+            raise ValueError(why)
+        return v
+
+    @field_validator("transform")
+    @classmethod
+    def _invertible(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        a, b, c, d, e, f = v
+        det = a * e - b * d
+        if not math.isfinite(det) or det == 0 or not math.isfinite(1.0 / det):
+            raise ValueError(f"affine transform {v} is not invertible (a*e - b*d = {det})")
+        return v
+
+    @model_validator(mode="after")
+    def _corners_finite(self) -> "SceneInfo":
+        a, b, c, d, e, f = self.transform
+        for col, row in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height)):
+            x, y = c + a * col + b * row, f + d * col + e * row
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise ValueError(f"transform: scene corner ({col}, {row}) maps to a non-finite coordinate")
+        return self
 
 
 class TilingInfo(_Strict):
     tile_size: int
-    tiles_x: int
-    tiles_y: int
+    tiles_x: int = Field(gt=0)
+    tiles_y: int = Field(gt=0)
 
     @field_validator("tile_size")
     @classmethod
@@ -87,59 +164,109 @@ class TilingInfo(_Strict):
         return self.tiles_x * self.tiles_y
 
 
+def _json_finite(v: dict) -> dict:
+    try:
+        blob = json.dumps(v, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not plain finite JSON ({exc})") from None
+    if len(blob) > 64_000:
+        raise ValueError(f"{len(blob)} bytes of JSON, more than 64,000")
+    return v
+
+
 class CodecInfo(_Strict):
-    name: str
-    architecture: str
-    arch: dict
+    # a registry name (or a checkpoint's file name), never a path: decode resolves it on the station
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^/\\\x00-\x1f\x7f]+$")
+    architecture: _Text
+    arch: Annotated[dict, AfterValidator(_json_finite)]
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    lmbda: float | None = None
+    lmbda: float | None = Field(default=None, gt=0)
     #: numeric mode of the entropy-parameter path (groundstation.codec.ENTROPY_MODES); passes written before
     #: the field existed are float32
     entropy: Literal["float32", "float64"] = "float32"
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_path(cls, v: str) -> str:
+        if v in (".", "..") or v != v.strip():
+            raise ValueError(f"{v!r} is not a codec name (a registry name or checkpoint file name, no path)")
+        return v
+
 
 class BandInfo(_Strict):
-    selection: list[int]  # 1-based source band numbers giving R, G, B
-    rule: str  # why these bands (human-readable)
+    selection: list[int] = Field(min_length=1, max_length=3)  # 1-based source band numbers giving R, G, B
+    rule: _Text  # why these bands (human-readable)
     scaling: Literal["identity", "linear"]
     in_min: list[float]
     in_max: list[float]
-    mask_source: str  # what defined invalid pixels (alpha band, nodata value, NaN, none)
+    mask_source: _Text  # what defined invalid pixels (alpha band, nodata value, NaN, none)
     source_nodata: float | None = None
-    fill_value: int = 0
+    fill_value: int = Field(default=0, ge=0, le=255)
+
+    @field_validator("selection")
+    @classmethod
+    def _bands(cls, v: list[int]) -> list[int]:
+        if len(v) not in (1, 3):
+            raise ValueError(f"{len(v)} bands selected; a pass holds 1 (grey) or 3 (R, G, B)")
+        if any(b < 1 or b > 65535 for b in v):
+            raise ValueError(f"band numbers {v} must be between 1 and 65535")
+        return v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "BandInfo":
+        n = len(self.selection)
+        for name in ("in_min", "in_max"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} values for {n} selected bands")
+        if self.scaling == "linear" and any(hi <= lo for lo, hi in zip(self.in_min, self.in_max)):
+            raise ValueError(f"linear scaling needs in_max > in_min for every band (in_min {self.in_min}, "
+                             f"in_max {self.in_max})")
+        return self
+
+    @property
+    def rgb(self) -> tuple[list[int], list[float], list[float]]:
+        """(selection, in_min, in_max) for R, G, B: one grey band is shown in all three."""
+        if len(self.selection) == 1:
+            return self.selection * 3, self.in_min * 3, self.in_max * 3
+        return self.selection, self.in_min, self.in_max
 
 
 class EncoderInfo(_Strict):
-    software: str
-    version: str
-    torch: str
-    compressai: str
+    software: _Text
+    version: _Text
+    torch: _Text
+    compressai: _Text
+    # the encoder's thread count: a hint for a bit-exact decode, never an order. Any integer is accepted here;
+    # decode.decode_threads clamps it to the machine (< 1 or absurd: 1)
     threads: int | None
-    device: str
+    device: _Text
 
 
 class PassHeader(_Strict):
-    format_version: int
-    pass_id: str = Field(min_length=1, max_length=200)
+    format_version: int = Field(ge=0, le=65535)
+    pass_id: str = Field(min_length=1, max_length=200, pattern=_NO_CONTROL)
     pass_uid: str = Field(pattern=r"^[0-9a-f]{32}$")
-    acquisition_time: str
-    created: str
+    acquisition_time: _IsoTime
+    created: _IsoTime
     scene: SceneInfo
     tiling: TilingInfo
     codec: CodecInfo
     bands: BandInfo
     encoder: EncoderInfo
-    witness: str | None = WITNESS_KIND
+    witness: Literal["crc32-int32-decoded-z-and-y-symbols", "crc32-int32-decoded-y-symbols"] | None = WITNESS_KIND
 
     @model_validator(mode="after")
     def _grid_covers_scene(self) -> "PassHeader":
         t, s = self.tiling, self.scene
         if t.tiles_x != math.ceil(s.width / t.tile_size) or t.tiles_y != math.ceil(s.height / t.tile_size):
             raise ValueError(
-                f"tile grid {t.tiles_x}x{t.tiles_y} of {t.tile_size}px does not cover a {s.width}x{s.height} scene"
+                f"tiling: tile grid {t.tiles_x}x{t.tiles_y} of {t.tile_size}px does not cover a {s.width}x{s.height} scene"
             )
         if t.n_tiles > 1_000_000:
-            raise ValueError(f"{t.n_tiles} tiles is more than the 1,000,000 a pass may have")
+            raise ValueError(f"tiling: {t.n_tiles} tiles is more than the 1,000,000 a pass may have")
+        if s.source_bands and max(self.bands.selection) > s.source_bands:
+            raise ValueError(f"bands.selection {self.bands.selection} names a band the {s.source_bands}-band "
+                             "source (scene.source_bands) does not have")
         return self
 
     def tile_window(self, index: int) -> tuple[int, int, int, int]:
@@ -154,6 +281,16 @@ class PassHeader(_Strict):
     @property
     def uid_bytes(self) -> bytes:
         return bytes.fromhex(self.pass_uid)
+
+
+def header_errors(exc: ValidationError) -> str:
+    """A pydantic error as ``field.path: message; ...`` (the operator sees which header field is wrong)."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -239,9 +376,14 @@ def unpack_mask(blob: bytes, height: int, width: int) -> np.ndarray:
     """Inflate with a hard output limit (a zip bomb cannot allocate more than the tile needs)."""
     need = (height * width + 7) // 8
     d = zlib.decompressobj()
-    raw = d.decompress(blob, need + 1)
+    try:
+        raw = d.decompress(blob, need + 1)
+    except zlib.error as exc:  # a damaged stream (zlib's own Adler-32 included): a bad field, not a crash
+        raise ValueError(f"mask is not a valid zlib stream ({exc})") from None
     if len(raw) != need or d.unconsumed_tail:
         raise ValueError(f"mask inflates to {len(raw)}+ bytes, expected {need} for {height}x{width}")
+    if not d.eof or d.unused_data:
+        raise ValueError("mask stream is incomplete or followed by stray bytes (Adler-32 unchecked)")
     return np.unpackbits(np.frombuffer(raw, np.uint8), count=height * width).reshape(height, width).astype(bool)
 
 
@@ -311,9 +453,17 @@ def read_header(f: BinaryIO, name: str = "pass") -> tuple[PassHeader, int]:
     if zlib.crc32(blob) != _U32.unpack(crc)[0]:
         raise PassFormatError(f"{name}: header CRC mismatch: the header is damaged; ask for the pass again")
     try:
-        header = PassHeader.model_validate(json.loads(blob))
-    except (ValueError, ValidationError) as exc:
-        raise PassFormatError(f"{name}: invalid header: {str(exc)[:500]}") from exc
+        data = json.loads(blob)
+    except (ValueError, RecursionError) as exc:  # not UTF-8 / not JSON / nested beyond the parser's stack
+        raise PassFormatError(f"{name}: invalid header: not JSON ({str(exc)[:200]})") from None
+    if not isinstance(data, dict):
+        raise PassFormatError(f"{name}: invalid header: a JSON {type(data).__name__}, expected an object")
+    try:
+        header = PassHeader.model_validate(data)
+    except ValidationError as exc:
+        raise PassFormatError(f"{name}: invalid header field {header_errors(exc)[:600]}") from None
+    except (ValueError, RecursionError) as exc:
+        raise PassFormatError(f"{name}: invalid header: {str(exc)[:500]}") from None
     if header.format_version != version:
         raise PassFormatError(f"{name}: header says version {header.format_version}, framing says {version}")
     return header, _HEAD.size + jlen + 4

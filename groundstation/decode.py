@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .codec import CODEC_ALIGN, LoadedCodec, TileCodec, load_codec
-from .container import PassHeader, PassReader, TileRecord, unpack_mask
+from .container import WITNESS_KIND, PassHeader, PassReader, TileRecord, unpack_mask
 from .errors import DesyncError
 from .product import create_product, finalize, open_arrays, write_block
 from .registry import resolve_model
@@ -63,6 +64,35 @@ class DecodeSummary:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "tiles_lost": len(self.lost), "exit_code": self.exit_code}
+
+
+#: A header ``encoder.threads`` above this is no machine's thread count: garbage, decoded with one thread.
+MAX_PLAUSIBLE_THREADS = 4096
+
+
+def decode_threads(requested: int | None, header: PassHeader) -> tuple[int, str | None]:
+    """(torch threads to decode with, a note when the header's value was not used as is).
+
+    ``requested`` (the operator's ``--threads`` or the station setting) is an order and used as given. Else the
+    header's ``encoder.threads`` -- the encoder's count, a hint for a bit-exact decode, never an order -- clamped
+    to ``1..cpu count``; missing, < 1 or absurd values mean 1 (the witness check and the strict one-thread retry
+    catch any thread-count-dependent desync either way).
+    """
+    if requested:
+        return requested, None
+    hint = header.encoder.threads
+    if hint is None:
+        return 1, None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if 1 <= hint <= cpus:
+        return hint, None
+    if 1 <= hint <= MAX_PLAUSIBLE_THREADS:
+        use, why = cpus, f"exceeds this machine's {cpus} CPUs"
+    else:
+        use, why = 1, "is not a usable thread count"
+    note = f"header encoder.threads {hint} {why}; decoding with {use} thread(s)"
+    log.warning("%s", note)
+    return use, note
 
 
 def check_record(rec: TileRecord, header: PassHeader, codec: LoadedCodec) -> str | None:
@@ -130,8 +160,11 @@ def decode_pass(
     loaded = load_codec(ckpt, header.codec.sha256)  # wrong checkpoint: CheckpointError, nothing created
     scan = reader.scan()
     notes = list(scan.notes)
-    threads = threads or header.encoder.threads or 1
-    tc = TileCodec(loaded, device=device, threads=threads, entropy=header.codec.entropy, synthesis=synthesis)
+    threads, note = decode_threads(threads, header)
+    if note:
+        notes.append(note)
+    tc = TileCodec(loaded, device=device, threads=threads, entropy=header.codec.entropy, synthesis=synthesis,
+                   witness_kind=header.witness or WITNESS_KIND)
     if header.witness is None:
         notes.append("this pass carries no symbol witness: a decoder desync could not be detected")
         log.warning("%s: no symbol witness in this pass; desynchronised tiles would go unnoticed", pass_path)

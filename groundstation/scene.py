@@ -66,7 +66,7 @@ class Scene:
         from rasterio.windows import Window
 
         win = Window(col0, row0, col1 - col0, row1 - row0)
-        raw = self.ds.read(self.bands.selection, window=win)
+        raw = self.ds.read(self.bands.rgb[0], window=win)
         valid = self.ds.dataset_mask(window=win) > 0
         if np.issubdtype(raw.dtype, np.floating):
             valid &= np.isfinite(raw).all(axis=0)
@@ -183,8 +183,9 @@ def to_uint8(raw: np.ndarray, bands: BandInfo, valid: np.ndarray) -> np.ndarray:
     if bands.scaling == "identity":
         out = raw.astype(np.uint8, copy=False)
     else:
-        lo = np.asarray(bands.in_min, np.float32)[:, None, None]
-        hi = np.asarray(bands.in_max, np.float32)[:, None, None]
+        _, in_min, in_max = bands.rgb
+        lo = np.asarray(in_min, np.float32)[:, None, None]
+        hi = np.asarray(in_max, np.float32)[:, None, None]
         scaled = (np.nan_to_num(raw.astype(np.float32)) - lo) * (255.0 / (hi - lo))
         out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     out = np.moveaxis(out, 0, -1).copy()

@@ -17,8 +17,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from groundstation.codec import TileCodec
-from groundstation.container import PassReader
-from groundstation.decode import TileOutcome, decode_tile
+from groundstation.container import WITNESS_KIND, PassReader
+from groundstation.decode import TileOutcome, decode_threads, decode_tile
 from groundstation.product import open_arrays, write_block
 
 from .state import retry_unless_operator_error, write_marker
@@ -43,10 +43,12 @@ def decode_tiles(pass_path: str, product: str, state_dir: str, batch: int, recor
     t0 = time.perf_counter()
     reader = PassReader.with_index(pass_path, records)
     header = reader.header
-    threads = threads or header.encoder.threads or 1
+    threads, note = decode_threads(threads, header)
+    if note:
+        log.warning("%s", note)
     set_threads(threads)
     tc = TileCodec(get_codec(codec_path, codec_sha256), device="cpu", threads=threads,
-                   entropy=header.codec.entropy, synthesis=synthesis)
+                   entropy=header.codec.entropy, synthesis=synthesis, witness_kind=header.witness or WITNESS_KIND)
     group = open_arrays(product)
     outcomes: list[TileOutcome] = []
     for tile in sorted(int(k) for k in records):

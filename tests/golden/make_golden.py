@@ -48,7 +48,7 @@ def decode_symbols(codec=None) -> tuple[dict[int, int], np.ndarray]:
     if codec is None:
         _, ckpt, _, _ = resolve_model(header.codec.name, "codec")
         codec = load_codec(ckpt, header.codec.sha256)
-    tc = TileCodec(codec, threads=1)
+    tc = TileCodec(codec, threads=1, entropy=header.codec.entropy, witness_kind=header.witness)
     mosaic = np.zeros((3, header.scene.height, header.scene.width), np.uint8)
     witnesses = {}
     for rec in reader:
