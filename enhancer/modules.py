@@ -258,3 +258,56 @@ def quantize(x: Tensor) -> Tensor:
     inference rounds to uint8 itself.
     """
     return _StraightThroughQuant.apply(x)
+
+
+# --- fast inference path (channels_last end to end, no layout flips) ------------------------------------
+# The functions below compute exactly the same maps as the modules above (same weights, same math up to
+# float32 rounding order); they exist because on CPU the thin convolutions of the enhancer are memory bound
+# and the plain path spends as much time on layout changes (channel slices and sub-band transposes of
+# channels_last tensors, torch.cat) as on arithmetic. Used by :meth:`enhancer.model.INNRSIC.inverse_fast`.
+
+def dense_block_fast(block: DenseBlock, x: Tensor) -> Tensor:
+    """:meth:`DenseBlock.forward` for a channels_last input, the LeakyReLUs in place."""
+    slope = block.lrelu.negative_slope
+    x1 = F.leaky_relu_(block.conv1(x), slope)
+    x2 = F.leaky_relu_(block.conv2(torch.cat((x, x1), 1)), slope)
+    x3 = F.leaky_relu_(block.conv3(torch.cat((x, x1, x2), 1)), slope)
+    x4 = F.leaky_relu_(block.conv4(torch.cat((x, x1, x2, x3), 1)), slope)
+    return block.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+
+
+def haar_analysis_bands(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four Haar sub-bands (LL, d1, d2, d3) of ``x`` (N, C, H, W), each (N, C, H/2, W/2).
+
+    Equals :func:`_haar_analysis` (conv with :func:`haar_kernels`, /4) split into its four sub-band groups,
+    computed from the four 2x2 phases with adds instead of a grouped strided convolution.
+    """
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    ab, cd = a + b, c + d
+    amb, cmd = a - b, c - d
+    return (ab + cd) * 0.25, (amb + cmd) * 0.25, (ab - cd) * 0.25, (amb - cmd) * 0.25
+
+
+def haar_synthesis_bands(ll: Tensor, d1: Tensor, d2: Tensor, d3: Tensor) -> Tensor:
+    """Inverse of :func:`haar_analysis_bands` (equals :func:`_haar_synthesis`), channels_last output."""
+    n, c, h, w = ll.shape
+    out = torch.empty((n, c, 2 * h, 2 * w), dtype=ll.dtype, device=ll.device, memory_format=torch.channels_last)
+    s_ll_d2, s_d1_d3 = ll + d2, d1 + d3
+    m_ll_d2, m_d1_d3 = ll - d2, d1 - d3
+    torch.add(s_ll_d2, s_d1_d3, out=out[..., 0::2, 0::2])
+    torch.sub(s_ll_d2, s_d1_d3, out=out[..., 0::2, 1::2])
+    torch.add(m_ll_d2, m_d1_d3, out=out[..., 1::2, 0::2])
+    torch.sub(m_ll_d2, m_d1_d3, out=out[..., 1::2, 1::2])
+    return out
+
+
+def coupling_inverse_fast(block: AffineCoupling, y1: Tensor, y2: Tensor) -> tuple[Tensor, Tensor]:
+    """:meth:`AffineCoupling.inverse` on the split halves (channels_last), returning the halves."""
+    g = dense_block_fast(block.G, y1)
+    h = dense_block_fast(block.H, y1)
+    # exp(-clamp * (2 sigmoid(h) - 1)), computed in place on h's buffer
+    scale = torch.sigmoid_(h).mul_(-2.0 * block.clamp).add_(block.clamp).exp_()
+    x2 = torch.sub(y2, g, out=g).mul_(scale)
+    x1 = y1 - dense_block_fast(block.F, x2)
+    return x1, x2

@@ -14,11 +14,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from enhancer.inference import enhance_windows as enhance_batched
+from enhancer.inference import tune_cpu_worker
 from enhancer.tiling import Box, Window
 from groundstation.product import open_arrays, write_block
 
 from .state import retry_unless_operator_error, write_marker
-from .workers import device_label, get_enhancer, pick_device, set_threads, worker_name
+from .workers import device_label, get_enhancer, pick_device, worker_name
 
 __all__ = ["enhance_windows"]
 
@@ -37,7 +38,7 @@ def enhance_windows(product: str, state_dir: str, batch: int, windows: list[tupl
     ``enhance_ms`` is the batch's time shared out by window.
     """
     log = get_run_logger()
-    set_threads(threads)
+    tune_cpu_worker(threads)  # threads, and the heap kept for the enhancer's activations (enhancer.inference)
     device = pick_device(use_gpu)
     model = get_enhancer(enhancer_path, enhancer_sha256, device)
     group = open_arrays(product)
