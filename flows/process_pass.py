@@ -110,17 +110,20 @@ FALLBACK_TEMPERATURE = 0.0
 def with_operating_point(opts: ProcessOptions, enh: ModelRef | None) -> ProcessOptions:
     """``opts`` with its temperature decided: the one given, else the registry's operating point for this
     enhancer's rate point (chosen on a validation subset, docs/evaluation.md), else :data:`FALLBACK_TEMPERATURE`."""
-    if opts.temperature is not None or enh is None:
-        return opts if opts.temperature is not None else opts.model_copy(update={"temperature": FALLBACK_TEMPERATURE})
-    from groundstation.registry import load_registry
+    if opts.temperature is not None:
+        return opts
+    log = logging.getLogger(__name__)
+    point = None
+    if enh is not None:
+        from groundstation.registry import load_registry
 
-    point = load_registry().operating_point(enh.sha256)
+        point = load_registry().operating_point(enh.sha256)
     if point is None:
-        log_t = FALLBACK_TEMPERATURE
-        logging.getLogger(__name__).info("enhancer %s is no rate point of the registry: temperature %g (the "
-                                         "deterministic mean)", enh.name, log_t)
-        return opts.model_copy(update={"temperature": log_t})
-    logging.getLogger(__name__).info("temperature %g: the operating point of rate point %s", point[1], point[0])
+        if enh is not None:
+            log.info("enhancer %s is no rate point of the registry: temperature %g (the deterministic mean)",
+                     enh.name, FALLBACK_TEMPERATURE)
+        return opts.model_copy(update={"temperature": FALLBACK_TEMPERATURE})
+    log.info("temperature %g: the operating point of rate point %s", point[1], point[0])
     return opts.model_copy(update={"temperature": point[1]})
 
 

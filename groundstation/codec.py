@@ -327,6 +327,12 @@ class TileCodec:
             self.codec.float64[name] = copy.deepcopy(getattr(self.codec.model, name)).to("cpu", torch.float64).eval()
         return self.codec.float64[name]
 
+    def _entropy_path(self, model: torch.nn.Module) -> tuple[torch.nn.Module, contextlib.AbstractContextManager]:
+        """(the latent codec that decides the symbols' distributions, the default-dtype context it runs in)."""
+        if self.entropy == "float64":
+            return self._float64("latent_codec"), _default_dtype(torch.float64)
+        return model.latent_codec, contextlib.nullcontext()
+
     def encode(self, rgb: np.ndarray) -> EncodedTile:
         """``rgb``: (H, W, 3) uint8. Pads (edge replicate) to a multiple of 64; the decoder crops back."""
         h, w = rgb.shape[:2]
@@ -334,17 +340,13 @@ class TileCodec:
         model = self._model()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        f64 = self.entropy == "float64"
-        latent = self._float64("latent_codec") if f64 else model.latent_codec
+        latent, entropy_dtype = self._entropy_path(model)
         witness = _SymbolWitness(latent, self.witness_kind)
         try:
             with torch_threads(self.threads), torch.inference_mode():
                 y = model.g_a(x)
-                if f64:
-                    with _default_dtype(torch.float64):
-                        out = latent.compress(y.to("cpu", torch.float64).contiguous())
-                else:
-                    out = latent.compress(y)
+                with entropy_dtype:
+                    out = latent.compress(y.to("cpu", torch.float64).contiguous() if self.entropy == "float64" else y)
         finally:
             witness.close()
         strings = [s[0] for s in out["strings"]]
@@ -363,18 +365,14 @@ class TileCodec:
             model, threads = self._model("cpu", False), 1
         else:
             model, threads = self._model(), self.threads
-        f64 = self.entropy == "float64"
-        latent = self._float64("latent_codec") if f64 else model.latent_codec
+        latent, entropy_dtype = self._entropy_path(model)
         witness = _SymbolWitness(latent, self.witness_kind)
         det_before = torch.are_deterministic_algorithms_enabled()
         try:
             if strict:
                 torch.use_deterministic_algorithms(True, warn_only=True)
             with torch_threads(threads), torch.inference_mode():
-                if f64:
-                    with _default_dtype(torch.float64):
-                        y_hat = latent.decompress([[s] for s in strings], shape)["y_hat"]
-                else:
+                with entropy_dtype:
                     y_hat = latent.decompress([[s] for s in strings], shape)["y_hat"]
                 if self.synthesis == "float64":
                     x_hat = self._float64("g_s")(y_hat.to("cpu", torch.float64))
