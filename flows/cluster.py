@@ -9,7 +9,7 @@ import logging
 from typing import Any, Iterator
 
 __all__ = ["LOCAL_THREADS", "LOCAL_WORKERS", "cluster_info", "dask_address", "gpu_annotation",
-           "local_cluster_kwargs", "make_task_runner"]
+           "local_cluster_kwargs", "make_task_runner", "warm_workers"]
 
 LOCAL_WORKERS = 2
 LOCAL_THREADS = 1
@@ -68,6 +68,51 @@ def dask_address(address: str | None = None, n_workers: int = LOCAL_WORKERS,
         return
     with local_cluster(**local_cluster_kwargs(n_workers, threads_per_worker)) as cluster:
         yield cluster.scheduler_address
+
+
+class _Warming:
+    """The warm-up tasks of :func:`warm_workers`; :meth:`wait` before the run submits its first batch."""
+
+    def __init__(self, futures: list) -> None:
+        self.futures = futures
+
+    def wait(self, timeout: float = 600.0) -> None:
+        """Wait for every worker's warm-up (a task's unpickling must not import the modules the warm-up is
+        importing at the same moment); a failed warm-up is only logged: the batches load the models themselves
+        and report any error."""
+        from distributed import wait
+
+        if not self.futures:
+            return
+        with contextlib.suppress(Exception):
+            wait(self.futures, timeout=timeout)
+        for fut in self.futures:
+            if fut.status == "error":
+                log.warning("warming up a worker failed (%s); its batches load the models themselves",
+                            fut.exception())
+        self.futures = []
+
+
+@contextlib.contextmanager
+def warm_workers(address: str, codec: tuple[str, str] | None, enhancer: tuple[str, str] | None) -> Iterator[_Warming]:
+    """Load the run's models into every worker of ``address`` in the background (one task pinned to each
+    worker: :func:`tasks.workers.warm_up`) while the caller goes on (e.g. waits for Prefect's API); the
+    caller calls ``.wait()`` on what this yields before the run's first batch. On the way out the warm-ups
+    are always waited for, so a run that failed early never tears a cluster down under a loading worker."""
+    from distributed import Client
+
+    from tasks.workers import warm_up
+
+    client = Client(address, set_as_default=False)
+    warming = _Warming([])
+    try:
+        for worker in client.scheduler_info(n_workers=-1).get("workers", {}):
+            warming.futures.append(client.submit(warm_up, codec, enhancer, pure=False, workers=[worker],
+                                                 allow_other_workers=False))
+        yield warming
+    finally:
+        warming.wait(timeout=120)
+        client.close()
 
 
 def _dask_client():

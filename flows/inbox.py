@@ -24,25 +24,27 @@ moving the pass).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from groundstation.config import load_station
 from groundstation.container import PassReader
 from groundstation.errors import GSPError, PassFormatError
 from groundstation.fileio import write_text_atomic
 from tasks.state import ExclusiveLock, LockHeld, claim
 
+from .access import InboxDir, PathNotAllowed, ProductsDir, checked
 from .cluster import dask_address as cluster_address
 from .cluster import make_task_runner
-from .runtime import local_prefect_server, prefect_api
+from .names import inbox_run_name
+from .options import station_options
+from .runtime import prefect_api
 from .process_pass import ProcessOptions, process_pass
 
-__all__ = ["find_ready", "serve_inbox", "sweep_inbox", "watch_inbox"]
+__all__ = ["find_ready", "run_sweep", "sweep_inbox", "watch_inbox"]
 
 PROCESSING, DONE, FAILED, LOCKS = "processing", "done", "failed", ".locks"
 SKIP_SUFFIXES = (".part", ".tmp", ".error.txt")
@@ -109,6 +111,8 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
     processing, locks = inbox / PROCESSING, inbox / LOCKS
     processing.mkdir(exist_ok=True)
     locks.mkdir(exist_ok=True)
+    for path in _candidates(inbox):
+        _refuse_outside_roots(path, inbox)  # before find_ready reads a header through a symlink
     ready, waiting = find_ready(inbox, settle_s, stale_after_s)
     for name, why in waiting.items():
         log.info("Inbox: leaving %s alone for now: %s", name, why)
@@ -127,6 +131,8 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
             try:
                 if not path.exists():  # finished by another watcher just before we got the lock
                     continue
+                if _refuse_outside_roots(path, inbox):
+                    continue
                 if address is None:
                     address_ctx = cluster_address(None)
                     address = address_ctx.__enter__()
@@ -137,6 +143,22 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
         if address_ctx is not None:
             address_ctx.__exit__(None, None, None)
     return results
+
+
+def _refuse_outside_roots(path: Path, inbox: Path) -> bool:
+    """When the station's roots are in force, move a file that resolves outside them (a symlink out of the
+    inbox) to ``failed/`` unread, with its reason; True when it was refused."""
+    try:
+        checked("inbox file", path, "pass")
+    except PathNotAllowed as exc:
+        try:
+            dest = _move(path, inbox / FAILED)
+        except FileNotFoundError:  # claimed or refused by another watcher meanwhile
+            return True
+        write_text_atomic(dest.with_name(dest.name + ".error.txt"), f"{type(exc).__name__}: {exc}\n")
+        get_run_logger().error("Inbox: %s refused, nothing read (%s); moved to %s", path.name, exc, dest.parent)
+        return True
+    return False
 
 
 def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOptions | None, address: str) -> dict:
@@ -161,10 +183,18 @@ def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOption
             "already_complete": summary["status"] == "already-complete", "moved_to": str(dest)}
 
 
-@flow(name="watch-inbox", validate_parameters=True)
-def watch_inbox(inbox: str, products: str, options: ProcessOptions | None = None, dask_address: str | None = None,
-                settle_s: float = 2.0, stale_after_s: float | None = 3600.0) -> list[dict]:
-    """Process every complete new pass in ``inbox`` once (see the module docstring), products in ``products``."""
+@flow(name="watch-inbox", validate_parameters=True, flow_run_name=inbox_run_name)
+def watch_inbox(inbox: InboxDir | None = None, products: ProductsDir | None = None,
+                options: ProcessOptions | None = None, dask_address: str | None = None, settle_s: float = 2.0,
+                stale_after_s: float | None = 3600.0) -> list[dict]:
+    """Process every complete new pass in ``inbox`` once (see the module docstring), products in ``products``.
+
+    ``inbox`` / ``products`` default to the station's roots, ``options`` to the model defaults with the
+    station's pixel synthesis; from a deployment they must lie under the station's roots (``flows.access``),
+    and so must every file the sweep picks up (a symlink out of the inbox is moved to ``failed/`` unread)."""
+    roots = load_station().roots
+    inbox, products = inbox or roots.inbox, products or roots.products
+    options = options or station_options()
     results = sweep_inbox(inbox, products, options, dask_address=dask_address, settle_s=settle_s,
                           stale_after_s=stale_after_s)
     get_run_logger().info("Inbox sweep: %d passes processed, %d failed, %d interrupted",
@@ -173,47 +203,8 @@ def watch_inbox(inbox: str, products: str, options: ProcessOptions | None = None
     return results
 
 
-def run_sweep(inbox: str | Path, products: str | Path, options: ProcessOptions | None = None, **kwargs) -> list[dict]:
-    """One watcher sweep without a deployment (``gsp serve --once``)."""
+def run_sweep(inbox: str | Path | None, products: str | Path | None, options: ProcessOptions | None = None,
+              **kwargs) -> list[dict]:
+    """One watcher sweep without a deployment (``gsp serve --once``); None: the station's roots."""
     with prefect_api():
-        return watch_inbox(str(inbox), str(products), options, **kwargs)
-
-
-def _exit_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)
-
-
-def serve_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions | None = None, *,
-                interval: float = 60.0, dask_address: str | None = None, settle_s: float = 2.0,
-                stale_after_s: float | None = 3600.0, name: str = "inbox-watcher", limit: int = 1) -> None:
-    """Serve ``watch-inbox`` as a deployment with an interval schedule (blocks until interrupted).
-
-    With ``PREFECT_API_URL`` set the deployment, its runs, logs and artifacts are on that server (its UI);
-    without it a local ``prefect server start`` (127.0.0.1, a free port, UI included) runs as long as this
-    command: Prefect's ephemeral API has no scheduler, so it cannot run an interval schedule. ``limit`` caps concurrent sweeps (overlapping
-    sweeps are safe - claims and locks - but each would start its own LocalCluster).
-    """
-    import prefect
-    from prefect.types.entrypoint import EntrypointType
-
-    inbox, products = Path(inbox).resolve(), Path(products).resolve()
-    if not inbox.is_dir():
-        raise GSPError(f"--inbox {inbox}: no such folder")
-    products.mkdir(parents=True, exist_ok=True)
-    params = {"inbox": str(inbox), "products": str(products),
-              "options": (options or ProcessOptions()).model_dump(), "dask_address": dask_address,
-              "settle_s": settle_s, "stale_after_s": stale_after_s}
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with contextlib.ExitStack() as stack:
-        url = PREFECT_API_URL.value()
-        if not url:  # the ephemeral API runs no scheduler: an interval schedule needs a real server
-            url = stack.enter_context(local_prefect_server())
-        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
-        os.environ["PREFECT_API_URL"] = url  # the runs prefect.serve starts are subprocesses
-        # a SIGTERM (systemd, `timeout`, a container stop) unwinds this stack too, so the server started above stops
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        deployment = watch_inbox.to_deployment(name=name, interval=interval, parameters=params,
-                                               entrypoint_type=EntrypointType.MODULE_PATH,
-                                               description=f"Process complete passes arriving in {inbox}")
-        prefect.serve(deployment, limit=limit)
+        return watch_inbox(inbox and str(inbox), products and str(products), options, **kwargs)

@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from groundstation.errors import ConfigError
 
-__all__ = ["ProcessOptions"]
+from .access import SceneFile, checked_model
+
+__all__ = ["ProcessOptions", "station_options"]
 
 
 class ProcessOptions(BaseModel):
@@ -17,7 +19,8 @@ class ProcessOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    reference: str | None = Field(None, description="source GeoTIFF for full-reference metrics (read in windows)")
+    reference: SceneFile | None = Field(None, description="source GeoTIFF for full-reference metrics (read in "
+                                        "windows); from the UI: a file under the archive or inbox root")
     codec: str | None = Field(None, description="registry name or checkpoint file (default: the codec the "
                               "pass header names; its sha256 must match the header's)")
     enhancer: str | None = Field(None, description="registry name or checkpoint file (default: the registry's "
@@ -28,12 +31,19 @@ class ProcessOptions(BaseModel):
                                       "the operating point the registry records for the enhancer's rate point")
     halo: int = Field(32, ge=0, le=1024, description="context pixels around each enhancement core (even)")
     tiles_per_batch: int = Field(8, ge=1, le=10_000, description="codec tiles per Prefect task")
+    core_tiles: int | None = Field(None, ge=1, le=16, description="enhancement core, in codec tiles a side "
+                                   "(None: chosen per pass and cluster; bigger cores read less halo)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU workers when the cluster "
                                                   "offers a GPU resource, else CPU")
     threads: int = Field(1, ge=1, le=256, description="torch threads per task for enhancement and metrics")
     synthesis: Literal["float32", "float64"] = Field(
         "float32", description="pixel synthesis: float64 makes the decoded pixels bit-identical on every x86 CPU "
         "(about 3x the decode time); the whole product is written in one mode")
+
+    @field_validator("codec", "enhancer")
+    @classmethod
+    def _checkpoint_under_roots(cls, v: str | None, info) -> str | None:
+        return checked_model(info.field_name, v)  # a file from the UI: under the weights or runs root
 
     @field_validator("halo")
     @classmethod
@@ -52,3 +62,11 @@ class ProcessOptions(BaseModel):
             msgs = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
                              for e in exc.errors())
             raise ConfigError(f"invalid processing option: {msgs}") from None
+
+
+def station_options(**overrides) -> ProcessOptions:
+    """The options a run gets when none are given: the model defaults with the station file's pixel synthesis
+    (``decode.synthesis``), as ``gsp process`` fills them."""
+    from groundstation.config import load_station
+
+    return ProcessOptions(**{"synthesis": load_station().decode.synthesis, **overrides})

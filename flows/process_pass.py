@@ -49,17 +49,25 @@ from groundstation.metrics import TILE_SCHEMA, TileMetrics, append_history, summ
     write_parquet
 from groundstation.product import create_product, finalize, status
 from groundstation.registry import resolve_model
+from groundstation.fileio import write_json_atomic
+from groundstation.footprints import Grid, lost_tiles_geojson, tile_bounds
+from groundstation.metrics import add_tile_bounds
+from groundstation.stac import item_path, lost_path, write_item
+from tasks.overviews import build_pyramid
 from tasks.decode import decode_tiles
 from tasks.enhance import enhance_windows
 from tasks.evaluate import evaluate_tiles
-from tasks.plan import Batch, PassInfo, enhancement_windows, validate_pass, plan_decode, plan_enhance, \
+from tasks.plan import Batch, PassInfo, choose_core_tiles, enhancement_windows, validate_pass, plan_decode, plan_enhance, \
     plan_evaluate
 from tasks.state import ExclusiveLock, LockHeld, read_markers
 
-from .cluster import cluster_info, gpu_annotation, make_task_runner
-from .runtime import prefect_api
+from .cluster import cluster_info, gpu_annotation, make_task_runner, warm_workers
+from .cluster import dask_address as cluster_address
+from .runtime import prefect_api, start_api_early
 from .scheduler import BatchScheduler, RunInterrupted, hook_value
 from .options import ProcessOptions
+from .names import batch_task_name, pass_run_name
+from .events import emit_pass_events
 from .report import artifact_key, render_report, table_rows
 
 __all__ = ["EXIT_OK", "EXIT_TILES_LOST", "ModelRef", "ProcessOptions", "ProductPaths", "RunInterrupted",
@@ -224,7 +232,7 @@ def _existing(paths: ProductPaths, header) -> dict | None:
     return attrs.get("gsp_summary") if st == "complete" else None
 
 
-@flow(name="process-pass", task_runner=make_task_runner(), validate_parameters=True)
+@flow(name="process-pass", task_runner=make_task_runner(), validate_parameters=True, flow_run_name=pass_run_name)
 def process_pass(pass_path: str, out_dir: str, options: ProcessOptions | None = None) -> dict:
     """Decode, enhance and evaluate one pass into a versioned Zarr product; returns the run summary (JSON-able).
 
@@ -311,7 +319,8 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
 
     # ---- plan
     decode = plan_decode(list(info.records), opts.tiles_per_batch)
-    enhance = plan_enhance(header, opts.halo, opts.tiles_per_batch, decode) if enh else []
+    core_tiles = opts.core_tiles or choose_core_tiles(header, opts.halo, max(1, cluster["threads"]))
+    enhance = plan_enhance(header, opts.halo, opts.tiles_per_batch, decode, core_tiles) if enh else []
     evaluate = (plan_evaluate(list(info.records), opts.tiles_per_batch, decode + enhance)
                 if opts.reference else [])
     batches = decode + enhance + evaluate
@@ -319,12 +328,13 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
     if resuming:
         log.info("Resuming an unfinished run: %d of %d batches were already done and are kept",
                  len(already), len(batches))
-    windows = enhancement_windows(header, opts.halo) if enh else []
+    windows = enhancement_windows(header, opts.halo, core_tiles) if enh else []
 
     crash = tuple(int(t) for t in (hook_value(CRASH_TILES_ENV) or "").split(",") if t.strip())
     stop_after = int(hook_value(STOP_AFTER_ENV)) if hook_value(STOP_AFTER_ENV) else None
-    log.info("Dask cluster: %d workers, %d threads, %d GPU slots; %d decode, %d enhance, %d evaluate batches",
-             cluster["workers"], cluster["threads"], cluster["gpus"], len(decode), len(enhance), len(evaluate))
+    log.info("Dask cluster: %d workers, %d threads, %d GPU slots; %d decode, %d enhance (%d windows, cores of "
+             "%dx%d tiles), %d evaluate batches", cluster["workers"], cluster["threads"], cluster["gpus"],
+             len(decode), len(enhance), len(windows), core_tiles, core_tiles, len(evaluate))
 
     key = artifact_key(header.pass_id, "progress")
     progress_id = create_progress_artifact(0.0, key=key, description=f"Pass {header.pass_id}: batches done")
@@ -364,14 +374,17 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
 
     def submit(b: Batch):
         if b.stage == "decode":
-            return decode_tiles.submit(str(pass_path), product, state, b.index,
-                                       {t: info.records[t] for t in b.tiles}, codec.path, codec.sha256,
-                                       synthesis=opts.synthesis, crash_tiles=crash)
+            return decode_tiles.with_options(task_run_name=batch_task_name(decode_tiles.name, b.index)).submit(
+                str(pass_path), product, state, b.index, {t: info.records[t] for t in b.tiles}, codec.path,
+                codec.sha256, synthesis=opts.synthesis, crash_tiles=crash, use_gpu=use_gpu)
         if b.stage == "enhance":
-            wins = [(t, _box(windows[t].core), _box(windows[t].read)) for t in b.tiles]
+            wins = [(_box(windows[w].core), _box(windows[w].read)) for w in b.windows]
+            covered = [(t, header.tile_window(t)) for t in b.tiles]
             with gpu_annotation(use_gpu):
-                return enhance_windows.submit(product, state, b.index, wins, enh.path, enh.sha256, seed=opts.seed,
-                                              temperature=opts.temperature, use_gpu=use_gpu, threads=opts.threads)
+                name = batch_task_name(enhance_windows.name, b.index)
+                return enhance_windows.with_options(task_run_name=name).submit(
+                    product, state, b.index, wins, covered, enh.path, enh.sha256, seed=opts.seed,
+                    temperature=opts.temperature, use_gpu=use_gpu, threads=opts.threads)
         tiles = []
         for t in b.tiles:
             o = decode_outcome(t)
@@ -382,9 +395,10 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
                           "decode_ms": o["decode_ms"], "decode_device": "cpu",
                           "enhance_ms": e["enhance_ms"] if e else math.nan, "enhance_device": edev})
         with gpu_annotation(use_gpu):
-            return evaluate_tiles.submit(product, opts.reference, state, b.index, header.bands.model_dump(), tiles,
-                                         pass_id=header.pass_id, product_version=version, products=arrays,
-                                         use_gpu=use_gpu, threads=opts.threads)
+            return evaluate_tiles.with_options(task_run_name=batch_task_name(evaluate_tiles.name, b.index)).submit(
+                product, opts.reference, state, b.index, header.bands.model_dump(), tiles,
+                pass_id=header.pass_id, product_version=version, products=arrays, use_gpu=use_gpu,
+                threads=opts.threads)
 
     sched.submit = submit
     try:
@@ -417,9 +431,9 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
     ok = [o for o in outcomes.values() if o["status"] == "ok"]
     nbytes = sum(o["bytes"] for o in ok)
     pixels = sum((w[1] - w[0]) * (w[3] - w[2]) for w in (header.tile_window(o["tile"]) for o in ok))
-    devices = {"decode": "cpu",
-               "enhance": ",".join(sorted({r.get("device", "") for k, r in sched.results.items()
-                                           if k.startswith("enhance")} - {""}))}
+    devices = {stage: ",".join(sorted({r.get("device", "") for k, r in sched.results.items()
+                                       if k.startswith(stage)} - {""})) or ("cpu" if stage == "decode" else "")
+               for stage in ("decode", "enhance")}  # decode: where g_s ran (entropy decoding is always CPU)
     notes = list(info.notes)
     s = header.scene
     summary = {
@@ -433,7 +447,7 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
         "bytes": nbytes, "bpp": nbytes * 8 / pixels if pixels else 0.0,
         "codec": {"name": codec.name, "sha256": codec.sha256, **codec.info},
         "enhancer": ({"name": enh.name, "sha256": enh.sha256, "seed": opts.seed, "temperature": opts.temperature,
-                      "halo": opts.halo, "core": header.tiling.tile_size, **enh.info} if enh else None),
+                      "halo": opts.halo, "core": header.tiling.tile_size * core_tiles, **enh.info} if enh else None),
         "reference": opts.reference, "perceptual": perceptual,
         "devices": devices,
         "cluster": {k: v for k, v in cluster.items()},
@@ -449,7 +463,12 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
         "exit_code": EXIT_TILES_LOST if lost else EXIT_OK,
     }
 
-    # ---- write: metrics, history, report, then the complete flag (last)
+    # ---- write: overviews, metrics, history, report, lost tiles (GeoJSON), STAC item, the complete flag (last)
+    summary["overviews"] = [lv["path"] for lv in build_pyramid(product, arrays)[1:]]  # Dask tasks, level by level
+    grid = Grid.from_header(header)
+    tiles_df = add_tile_bounds(tiles_df, tile_bounds(grid))
+    summary["lost_geojson"] = str(lost_path(paths.product)) if lost else None
+    summary["stac_item"] = str(item_path(paths.product))
     write_parquet(tiles_df, paths.metrics, schema=TILE_SCHEMA,
                   metadata={"pass_id": header.pass_id, "product": str(paths.product), "product_version": version,
                             **({"perceptual": perceptual} if perceptual else {})})
@@ -457,6 +476,12 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
     summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
     report = render_report(summary, passes_df, perceptual)
     write_text_atomic(paths.report, report)
+    if lost:
+        write_json_atomic(lost_path(paths.product), lost_tiles_geojson(grid, lost, pass_id=header.pass_id,
+                                                                       pass_uid=header.pass_uid))
+    else:
+        lost_path(paths.product).unlink(missing_ok=True)
+    write_item(paths.product, summary=summary, catalog_root=paths.history.parent)
     finalize(paths.product, {
         "gsp_summary": summary,
         "gsp_tiles": {str(t): {"status": o["status"], "bytes": o["bytes"],
@@ -474,6 +499,7 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
     if lost:
         log.warning("Pass %s: %d of %d tiles lost (masked as nodata); ask for retransmission of tiles %s",
                     header.pass_id, len(lost), info.n_tiles, [d["tile"] for d in lost])
+    emit_pass_events(summary, passes_df)  # gsp.pass.tiles-lost (when tiles were lost), gsp.product.complete
     log.info("Pass %s done in %.1f s: product %s, metrics %s, report %s", header.pass_id,
              summary["timings"]["total_s"], paths.product, paths.metrics, paths.report)
     return summary
@@ -536,12 +562,33 @@ def run_process_pass(pass_path: str | Path, out_dir: str | Path, options: Proces
                      dask_address: str | None = None, n_workers: int = 2) -> dict:
     """Run :func:`process_pass` on a new LocalCluster (``n_workers`` processes) or on ``dask_address``.
 
-    Starts Prefect's ephemeral API when ``PREFECT_API_URL`` is not set (see flows/runtime.py). GSPErrors
-    (bad pass, wrong checkpoint, missing enhancer...) propagate with their message.
+    Start-up is overlapped: Prefect's ephemeral API (when ``PREFECT_API_URL`` is not set, see
+    flows/runtime.py) starts in the background while the pass and models are checked, the LocalCluster
+    starts and its workers load the models. GSPErrors (bad pass, wrong checkpoint, missing enhancer...)
+    propagate with their message.
     """
     opts = options or ProcessOptions()
-    preflight(pass_path, opts)
-    with prefect_api():
-        runner = make_task_runner(dask_address, n_workers)
-        return process_pass.with_options(task_runner=runner)(str(pass_path), str(out_dir), opts)
+    start_api_early()
+    header = preflight(pass_path, opts)
+    codec, enhancer = _warm_models(header, opts)
+    with cluster_address(dask_address, n_workers) as address, warm_workers(address, codec, enhancer) as warming:
+        with prefect_api():
+            warming.wait()
+            runner = make_task_runner(address)
+            return process_pass.with_options(task_runner=runner)(str(pass_path), str(out_dir), opts)
 
+
+def _warm_models(header, opts: ProcessOptions) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """``(path, sha256)`` of the codec and enhancer a run will load (for the workers' warm-up); None where the
+    registry gives no sha256 and the file is not there (the flow reports that clearly)."""
+    from groundstation.fileio import sha256_file
+
+    def pair(path, sha):
+        if sha:
+            return str(path), sha
+        return (str(path), sha256_file(path)) if Path(path).is_file() else None
+
+    _, cpath, csha, _ = resolve_model(opts.codec or header.codec.name, "codec")
+    codec = pair(cpath, csha or header.codec.sha256)
+    enhancer = pair(*_enhancer_checkpoint(opts)[1:]) if opts.enhance else None
+    return codec, enhancer

@@ -15,6 +15,8 @@ import re
 
 import pandas as pd
 
+from groundstation.product import gdal_view_path
+
 __all__ = ["artifact_key", "render_report", "table_rows"]
 
 
@@ -111,6 +113,15 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
         f"- product: `{s['product']}` (version `{s['version']}`)",
         f"- metrics table: `{s['metrics']}`",
         f"- report: `{s['report']}`",
+    ]
+    if s.get("lost_geojson"):
+        lines.append(f"- lost tiles (GeoJSON, EPSG:4326, with the reason): `{s['lost_geojson']}`")
+    if s.get("stac_item"):
+        lines.append(f"- STAC item: `{s['stac_item']}` (in the station catalogue `catalog.json` of the products "
+                     "folder)")
+    lines += [
+        f"- GIS (GDAL, QGIS): open `{gdal_view_path(s['product'], 'enhanced' if s.get('enhancer') else 'decoded')}` "
+        f"(RGB, mask = valid); a COG: `gsp export {s['product']} --cog OUT.tif`",
         f"- pass container: `{s['pass']}`",
         "",
     ]

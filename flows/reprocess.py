@@ -16,12 +16,16 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from groundstation.config import load_station
 from groundstation.container import PassReader
 from groundstation.errors import ConfigError, GSPError, PassFormatError
 from groundstation.product import status
 
+from .access import ArchiveDir, PathNotAllowed, ProductsDir, roots_in_force
 from .cluster import dask_address as cluster_address
 from .cluster import make_task_runner
+from .names import reprocess_run_name
+from .options import station_options
 from .runtime import prefect_api
 from .process_pass import (ProcessOptions, process_pass, product_paths, product_version, resolve_models,
                            with_operating_point)
@@ -46,15 +50,29 @@ def parse_when(text: str | None, *, end: bool = False) -> dt.datetime | None:
 
 def select_passes(archive: str | Path, glob: str = "**/*", since: str | None = None,
                   until: str | None = None) -> tuple[list[tuple[Path, object]], list[str]]:
-    """(``[(path, header)]`` of pass containers in the window, sorted by acquisition time; notes on skipped files)."""
+    """(``[(path, header)]`` of pass containers in the window, sorted by acquisition time; notes on skipped files).
+
+    When the station's roots are in force (a run from a deployment), every matched file must resolve under the
+    inbox or archive root (a symlink out of the archive, a ``..`` in the glob): otherwise nothing is read and the
+    selection is refused with the offending files named."""
     archive = Path(archive)
     if not archive.is_dir():
         raise ConfigError(f"--archive {archive}: no such folder")
     t0, t1 = parse_when(since), parse_when(until, end=True)
-    out, notes = [], []
+    roots = roots_in_force()
+    candidates, refused = [], []
     for path in sorted(archive.glob(glob)):
         if not path.is_file() or path.name.startswith(".") or path.name.endswith((".part", ".tmp")):
             continue
+        try:
+            candidates.append(path if roots is None else roots.check("archive file", path, "pass"))
+        except PathNotAllowed as exc:
+            refused.append(str(exc))
+    if refused:
+        raise PathNotAllowed(f"{len(refused)} files selected by glob {glob!r} lie outside the station's roots; "
+                             f"nothing was read: " + "; ".join(refused[:5]) + (" ..." if len(refused) > 5 else ""))
+    out, notes = [], []
+    for path in candidates:
         try:
             header = PassReader(path).header
         except PassFormatError as exc:
@@ -80,12 +98,22 @@ def reprocess_one(pass_path: str, products: str, options: ProcessOptions, addres
             "tiles_lost": summary["tiles_lost"], "exit_code": summary["exit_code"]}
 
 
-@flow(name="reprocess-archive", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True)
-def reprocess_archive(archive: str, products: str, options: ProcessOptions, since: str | None = None,
-                      until: str | None = None, glob: str = "**/*", dask_address: str | None = None) -> list[dict]:
+@flow(name="reprocess-archive", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True,
+      flow_run_name=reprocess_run_name)
+def reprocess_archive(archive: ArchiveDir | None = None, products: ProductsDir | None = None,
+                      options: ProcessOptions | None = None, since: str | None = None, until: str | None = None,
+                      glob: str = "**/*", dask_address: str | None = None) -> list[dict]:
     """New versioned products for the selected passes; complete ones are skipped. Concurrency is the task
-    runner's (``run_reprocess`` sets it)."""
+    runner's (``run_reprocess`` sets it).
+
+    ``archive`` / ``products`` default to the station's archive and products roots, ``options`` to the model
+    defaults with the station's pixel synthesis. From a deployment every path must lie under the station's
+    roots (``flows.access``)."""
     log = get_run_logger()
+    roots = load_station().roots
+    archive = archive or roots.archive
+    products = products or roots.products
+    options = options or station_options()
     passes, notes = select_passes(archive, glob, since, until)
     for n in notes:
         log.info("Archive: skipping %s", n)

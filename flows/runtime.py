@@ -17,9 +17,36 @@ from typing import Iterator
 from groundstation.config import STATION_ENV, load_station, station_path
 from groundstation.errors import OrchestrationError
 
-__all__ = ["local_prefect_server", "prefect_api"]
+__all__ = ["local_prefect_server", "prefect_api", "start_api_early"]
 
 log = logging.getLogger(__name__)
+
+
+#: An ephemeral API started ahead of time by :func:`start_api_early` (a Future of its start), or nothing.
+_EARLY: dict[str, object] = {}
+
+
+def start_api_early() -> None:
+    """Start Prefect's ephemeral API in the background now, when no PREFECT_API_URL is set, so that it comes up
+    while the caller checks the pass and models and starts the Dask cluster; :func:`prefect_api` then waits for
+    it (with the same time limit and error). Does nothing when a server is configured or a start is under way."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value() or "start" in _EARLY:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    timeout = load_station().orchestration.api_startup_timeout_s
+    server = SubprocessASGIServer()
+    if server.running:
+        return
+    log.info("starting Prefect's ephemeral API in the background (set PREFECT_API_URL to use a server)")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="gsp-prefect-api")
+    _EARLY["start"] = pool.submit(server.start, timeout=timeout)
+    _EARLY["t0"] = time.monotonic()
+    pool.shutdown(wait=False)
 
 
 @contextlib.contextmanager
@@ -45,8 +72,11 @@ def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None
     if not server.running:
         log.info("starting Prefect's ephemeral API (waiting up to %.0f s; set PREFECT_API_URL to use a server)",
                  startup_timeout_s)
-    t0 = time.monotonic()
+    t0 = _EARLY.pop("t0", time.monotonic())
     try:
+        early = _EARLY.pop("start", None)
+        if early is not None:  # started by start_api_early: wait for it (its own limit is the same setting)
+            early.result()
         server.start(timeout=startup_timeout_s)
     except RuntimeError as exc:
         if server.server_process is not None:  # Prefect leaves the half-started server running
@@ -74,11 +104,15 @@ def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None
 
 
 @contextlib.contextmanager
-def local_prefect_server(port: int | None = None, timeout_s: float | None = None) -> Iterator[str]:
-    """Run ``prefect server start`` on 127.0.0.1 (with its services: the scheduler that an interval schedule
-    needs, which the ephemeral API does not run) for the duration of the context; yield its API URL.
+def local_prefect_server(port: int | None = None, timeout_s: float | None = None,
+                         host: str = "127.0.0.1") -> Iterator[str]:
+    """Run ``prefect server start`` (with its services: the scheduler that an interval schedule needs, which
+    the ephemeral API does not run) for the duration of the context; yield its API URL.
 
-    The server runs in its own process group and is stopped with it. Its database is the default one under
+    It listens on ``host``: 127.0.0.1 (this machine only) unless told otherwise; for a station network give
+    the address to listen on and set ``PREFECT_SERVER_API_AUTH_STRING`` in its environment (README, "Auth"),
+    which the server inherits from this process like every other ``PREFECT_SERVER_*`` setting. The server
+    runs in its own process group and is stopped with it. Its database is the default one under
     PREFECT_HOME, so runs and artifacts stay visible after a restart.
     """
     import signal
@@ -90,20 +124,21 @@ def local_prefect_server(port: int | None = None, timeout_s: float | None = None
 
     from prefect.settings import PREFECT_HOME
 
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # where this process reaches it
     if port is None:
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((local, 0))
             port = sock.getsockname()[1]
     if timeout_s is None:  # a real server starts its services too: give it more than the ephemeral API
         timeout_s = max(180.0, load_station().orchestration.api_startup_timeout_s)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     exe = Path(sys.executable).with_name("prefect")
-    cmd = [str(exe) if exe.exists() else "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [str(exe) if exe.exists() else "prefect", "server", "start", "--host", host, "--port", str(port)]
     log_path = Path(PREFECT_HOME.value()) / f"gsp-prefect-server-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
+    url = f"http://{local}:{port}/api"
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -123,8 +158,10 @@ def local_prefect_server(port: int | None = None, timeout_s: float | None = None
                     f"Raise orchestration.api_startup_timeout_s in the station file ({station_path()}), or start "
                     "a server yourself and set PREFECT_API_URL")
             time.sleep(0.5)
-        log.warning("Prefect server (UI and API) at http://127.0.0.1:%d for as long as this command runs (log %s)",
-                    port, log_path)
+        log.warning("Prefect server (UI and API) at http://%s:%d for as long as this command runs (log %s)%s",
+                    local, port, log_path,
+                    "" if host == "127.0.0.1" or os.environ.get("PREFECT_SERVER_API_AUTH_STRING") else
+                    f"; it listens on {host} WITHOUT authentication: set PREFECT_SERVER_API_AUTH_STRING")
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -149,6 +149,7 @@ class LoadedCodec:
     tables: str  # "filled" (from the checkpoint) or "computed" (update() ran on load)
     path: str = ""
     float64: dict = field(default_factory=dict, repr=False)  # float64 CPU copies of parts, made on first use
+    copies: dict = field(default_factory=dict, repr=False)  # parts placed on another device (g_s on a GPU)
 
 
 def load_codec(
@@ -302,6 +303,9 @@ class TileCodec:
     entropy: str = "float32"
     synthesis: str = "float32"
     witness_kind: str = WITNESS_KIND  # the pass header's ``witness`` (what the records' CRCs cover)
+    #: where float32 synthesis (g_s) runs when decoding, e.g. ``cuda``: the entropy path stays where ``device``
+    #: says (the CPU: the witness and the float64 mode are CPU guarantees) and only the pixels move
+    synthesis_device: str | None = None
     _placed: tuple | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -326,6 +330,17 @@ class TileCodec:
 
             self.codec.float64[name] = copy.deepcopy(getattr(self.codec.model, name)).to("cpu", torch.float64).eval()
         return self.codec.float64[name]
+
+    def _synthesis(self, model: torch.nn.Module) -> torch.nn.Module:
+        """g_s on :attr:`synthesis_device` (a copy made once per loaded codec), else the model's own."""
+        dev = self.synthesis_device
+        if not dev or torch.device(dev) == next(model.g_s.parameters()).device:
+            return model.g_s
+        if dev not in self.codec.copies:
+            import copy
+
+            self.codec.copies[dev] = copy.deepcopy(self.codec.model.g_s).to(dev).eval()
+        return self.codec.copies[dev]
 
     def _entropy_path(self, model: torch.nn.Module) -> tuple[torch.nn.Module, contextlib.AbstractContextManager]:
         """(the latent codec that decides the symbols' distributions, the default-dtype context it runs in)."""
@@ -377,8 +392,9 @@ class TileCodec:
                 if self.synthesis == "float64":
                     x_hat = self._float64("g_s")(y_hat.to("cpu", torch.float64))
                 else:
-                    dev = next(model.g_s.parameters()).device
-                    x_hat = model.g_s(y_hat.to(dev, torch.float32))
+                    g_s = model.g_s if strict else self._synthesis(model)
+                    dev = next(g_s.parameters()).device
+                    x_hat = g_s(y_hat.to(dev, torch.float32, non_blocking=True))
                 x_hat = x_hat.clamp_(0, 1)[0, :, :height, :width]
                 img = x_hat.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         finally:

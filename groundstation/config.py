@@ -60,11 +60,55 @@ class OrchestrationDefaults(_Strict):
         "(Prefect's own default of 20 s is too short on a busy machine)")
 
 
+#: The station's folders, by what they hold (``roots`` in the station file).
+ROOT_NAMES = ("inbox", "archive", "products", "runs", "weights")
+
+
+class RootsConfig(_Strict):
+    """The folders a run started from a deployment (the Prefect UI, a schedule, ``prefect deployment run``, an
+    automation) may read and write: every path parameter must resolve, symlinks followed, under one of them
+    (:mod:`groundstation.roots`). A folder left out is ``home/<name>``; relative paths are relative to
+    ``home``, and a relative ``home`` to the station file's folder."""
+
+    home: str = Field("~/gsp-station", description="the station folder; the default of every root below")
+    inbox: str | None = Field(None, description="passes arrive here (watch-inbox; process-pass reads here)")
+    archive: str | None = Field(None, description="archived passes and source scenes (reprocess-archive)")
+    products: str | None = Field(None, description="products are written only under here")
+    runs: str | None = Field(None, description="training and evaluation runs (checkpoints may be read here)")
+    weights: str | None = Field(None, description="checkpoint files named by path instead of by registry name")
+    enforce: Literal["deployments", "always"] = Field(
+        "deployments", description="deployments: only runs started from a deployment are held to the roots (a "
+        "local operator's commands take any path the shell user may use); always: every run")
+
+    @field_validator("home", "inbox", "archive", "products", "runs", "weights")
+    @classmethod
+    def _not_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("an empty path; leave the key out for the default")
+        return v
+
+    def anchored(self, base: str | Path) -> "RootsConfig":
+        """The same roots as absolute paths (``~`` expanded; relative ``home`` taken from ``base``)."""
+        home = Path(self.home).expanduser()
+        home = home if home.is_absolute() else Path(base) / home
+        paths = {}
+        for name in ROOT_NAMES:
+            value = getattr(self, name)
+            p = home / name if value is None else Path(value).expanduser()
+            paths[name] = str(p if p.is_absolute() else home / p)
+        return self.model_copy(update={"home": str(home), **paths})
+
+    def paths(self) -> dict[str, Path]:
+        """{root name: folder} (call on :meth:`anchored` roots, as :func:`load_station` returns them)."""
+        return {name: Path(getattr(self, name) or Path(self.home) / name) for name in ROOT_NAMES}
+
+
 class StationConfig(_Strict):
     station: str = "demo-station"
     encode: EncodeDefaults = EncodeDefaults()
     decode: DecodeDefaults = DecodeDefaults()
     orchestration: OrchestrationDefaults = OrchestrationDefaults()
+    roots: RootsConfig = RootsConfig()
 
 
 #: Environment variable naming the station file (``gsp --station FILE`` sets it, so the flow's worker
@@ -81,6 +125,7 @@ def load_station(path: str | Path | None = None) -> StationConfig:
     """Load and validate a station file (default: :func:`station_path`)."""
     path = station_path() if path is None else path
     try:
-        return StationConfig.model_validate(load_yaml(path))
+        config = StationConfig.model_validate(load_yaml(path))
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid station configuration: {exc}") from exc
+    return config.model_copy(update={"roots": config.roots.anchored(Path(path).resolve().parent)})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from groundstation.errors import GSPError
 
-from . import cli_enhancer, cli_flows
+from . import cli_enhancer, cli_flows, cli_products
 
 log = logging.getLogger("gsp")
 
@@ -25,6 +25,23 @@ def _bands(text: str) -> list[int]:
         return [int(b) for b in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give band numbers like 4,3,2")
+
+
+class _Paragraphs(argparse.HelpFormatter):
+    """Wraps the description and epilog paragraph by paragraph (blank lines kept; lines starting with two spaces
+    kept as they are, for examples)."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        out = []
+        for para in text.split("\n\n"):
+            if para.startswith("  ") or "\n  " in para:
+                out.append("\n".join(indent + line for line in para.splitlines()))
+            else:
+                out.append(textwrap.fill(" ".join(para.split()), width, initial_indent=indent,
+                                         subsequent_indent=indent, break_on_hyphens=False))
+        return "\n\n".join(out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,9 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
         "configs/models.yaml rate_points) and every image under IMAGE_DIR: real ELIC compress/decompress, "
         "enhancement, then bpp, PSNR, MS-SSIM and the perceptual distance of decoded and enhanced against the "
         "original. Writes OUT/evaluation.csv, OUT/evaluation.md, OUT/rd.png, OUT/rate_perception.png and "
-        "OUT/per_image.csv (a rerun resumes from it).",
-        epilog="example: gsp evaluate ../shared/data/rsscn7/val -o runs/eval-val --workers 2 "
-        "--reference configs/reference_points.csv")
+        "OUT/per_image.csv (a rerun resumes from it).\n\n"
+        "With --sweep, also the perception-distortion sweep: per rate point and image, the same decode is enhanced "
+        "at every temperature of --temperatures (the operating knob; the registry's temperature is always "
+        "included) and altered by two trivial controls swept in strength, Gaussian noise (--noise) and an unsharp "
+        "mask (--unsharp); each variant's PSNR and perceptual distance (and ST-LPIPS VGG, --sweep-vgg) go to "
+        "OUT/perception_distortion.csv (one row per image and variant; a rerun computes only missing rows). "
+        "OUT/perception_distortion.md gives, at the registry's operating point, the change in PSNR and perceptual "
+        "distance (paired 95% intervals) and each control interpolated to the same PSNR cost; "
+        "OUT/perception_distortion.png draws perceptual distance against PSNR per rate point: the enhancer's curve "
+        "over temperature, the controls' curves, the decoded point and the registry's point.",
+        formatter_class=_Paragraphs,
+        epilog="examples:\n  gsp evaluate ../shared/data/rsscn7/val -o runs/eval-val --workers 2 "
+        "--reference configs/reference_points.csv\n"
+        "  gsp evaluate runs/data/valrep -o runs/eval-valrep --rate-points l0032 --sweep --temperatures 0,0.5,1")
     ev.add_argument("images", metavar="IMAGE_DIR", help="folder of images (searched recursively)")
     ev.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="output folder")
     ev.add_argument("--rate-points", metavar="NAME,...",
@@ -104,6 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "the registry's (to choose one on a validation set)")
     ev.add_argument("--workers", type=int, default=1, help="worker processes, 1 torch thread each (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the enhancer's latent field")
+    sw = ev.add_argument_group("perception-distortion sweep (--sweep)")
+    sw.add_argument("--sweep", action="store_true",
+                    help="also sweep the enhancer's temperature and the two controls and write "
+                    "OUT/perception_distortion.{csv,md,png} (and _summary.csv)")
+    sw.add_argument("--temperatures", metavar="T,...",
+                    help="enhancer temperatures to sweep, >= 0 (default 0,0.25,0.5,0.75,1); each rate point's "
+                    "registry temperature is always added and marked as the operating point")
+    sw.add_argument("--noise", metavar="STD,...",
+                    help="Gaussian-noise control: noise stds in DN (8-bit levels), > 0, or none "
+                    "(default 2,3,4,6)")
+    sw.add_argument("--unsharp", metavar="PERCENT,...",
+                    help="unsharp-mask control (PIL, threshold 0): amounts in whole percent, > 0, or none "
+                    "(default 50,100,150,250)")
+    sw.add_argument("--unsharp-radius", type=float, metavar="PX", help="radius of the unsharp mask (default 1)")
+    sw.add_argument("--sweep-vgg", choices=["none", "enhanced", "all"],
+                    help="which variants also get ST-LPIPS VGG beside the evaluation's metric: none, enhanced "
+                    "(decoded and enhanced; the default) or all (the controls too; VGG is the costly part)")
 
     t = sub.add_parser("train-codec", help="rate-distortion training of a reduced Chandelier ELIC",
                        description="Train (or resume, from OUT/last.pt) an ELIC on image folders; writes OUT/loss.csv "
@@ -311,10 +356,37 @@ def cmd_train_codec(args) -> int:
     return 0
 
 
+def _sweep_spec(args):
+    """The sweep's settings from the evaluate arguments (None without --sweep); ConfigError for bad values."""
+    from groundstation.errors import ConfigError
+    from gsp.perception_distortion import SweepSpec, parse_values
+
+    given = [o for o, v in (("--temperatures", args.temperatures), ("--noise", args.noise),
+                            ("--unsharp", args.unsharp), ("--unsharp-radius", args.unsharp_radius),
+                            ("--sweep-vgg", args.sweep_vgg)) if v is not None]
+    if not args.sweep:
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to the perception-distortion sweep: add --sweep")
+        return None
+    kw = {}
+    if args.temperatures is not None:
+        kw["temperatures"] = parse_values(args.temperatures, "--temperatures")
+    if args.noise is not None:
+        kw["noise"] = parse_values(args.noise, "--noise", positive=True, allow_none=True)
+    if args.unsharp is not None:
+        kw["unsharp"] = parse_values(args.unsharp, "--unsharp", positive=True, integer=True, allow_none=True)
+    if args.unsharp_radius is not None:
+        kw["unsharp_radius"] = args.unsharp_radius
+    if args.sweep_vgg is not None:
+        kw["vgg"] = args.sweep_vgg
+    return SweepSpec(**kw)
+
+
 def cmd_evaluate(args) -> int:
     from gsp.evaluation import evaluate_folder, resolve_rate_points
 
     names = [n.strip() for n in args.rate_points.split(",") if n.strip()] if args.rate_points else None
+    spec = _sweep_spec(args)  # bad sweep options fail before any work
     points = resolve_rate_points(names, temperature=args.temperature)
     res = evaluate_folder(args.images, args.out, points, limit=args.limit, workers=args.workers, seed=args.seed,
                           reference=args.reference, progress=_progress())
@@ -323,7 +395,27 @@ def cmd_evaluate(args) -> int:
         print(f"  {row['rate_point']}: {res.summary.perceptual_metric.iloc[0]} {row['d_perceptual']:+.4f} "
               f"({row['perceptual_change_pct']:+.1f}%, better on {row['perceptual_helped']}/{row['images']} "
               f"images), PSNR {row['d_psnr_db']:+.2f} dB")
-    print("\n".join(f"{k}: {v}" for k, v in res.files.items()))
+    files = dict(res.files)
+    if spec is not None:
+        from gsp.perception_distortion import sweep_folder
+
+        # the sweep marks each rate point's registry temperature, also when --temperature replaced it above
+        chosen = resolve_rate_points(names) if args.temperature is not None else points
+        sw = sweep_folder(args.images, args.out, chosen, spec, limit=args.limit, workers=args.workers,
+                          seed=args.seed, progress=_progress())
+        print(f"sweep: {sw.computed} rows computed, {sw.skipped} already done")
+        for r in sw.chosen.to_dict("records"):
+            print(f"  {r['rate_point']} at the registry's T={r['temperature']:g}: PSNR {r['d_psnr_db']:+.2f} dB, "
+                  f"{r['perceptual_metric']} {r['d_perceptual_pct']:+.1f}%")
+        for r in sw.controls.to_dict("records"):
+            if r["beyond_sweep"]:
+                print(f"    {r['control_name']}: the sweep does not reach that PSNR cost "
+                      f"(at most {r['max_cost_db']:.2f} dB)")
+            else:
+                print(f"    {r['control_name']} at the same PSNR cost (strength {r['strength']:.2f}): "
+                      f"{r.get('control_d_perceptual_pct', float('nan')):+.1f}%")
+        files.update(sw.files)
+    print("\n".join(f"{k}: {v}" for k, v in files.items()))
     return 0
 
 
@@ -349,8 +441,8 @@ _CORE_COMMANDS = {
 }
 
 #: Every command of ``gsp``, by name: the core ones above, then each group's (one explicit list).
-COMMAND_GROUPS = (cli_enhancer, cli_flows)
-COMMANDS = {**_CORE_COMMANDS, **cli_enhancer.COMMANDS, **cli_flows.COMMANDS}
+COMMAND_GROUPS = (cli_enhancer, cli_flows, cli_products)
+COMMANDS = {**_CORE_COMMANDS, **cli_enhancer.COMMANDS, **cli_flows.COMMANDS, **cli_products.COMMANDS}
 
 if __name__ == "__main__":
     sys.exit(main())

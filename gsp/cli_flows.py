@@ -31,6 +31,9 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
                    "operating point for the enhancer's rate point, 0 for an enhancer that is no rate point's)")
     g.add_argument("--halo", type=int, help="context pixels around each enhancement window, even (default 32)")
     g.add_argument("--tiles-per-batch", type=int, help="codec tiles per Prefect task (default 8)")
+    g.add_argument("--core-tiles", type=int, metavar="K",
+                   help="enhancement windows of KxK codec tiles plus the halo (default: chosen per pass and "
+                   "cluster, up to 1024 px; bigger cores read less halo)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="auto (default): GPU workers when the Dask cluster offers a GPU resource, else CPU")
     g.add_argument("--synthesis", choices=["float32", "float64"],
@@ -60,20 +63,30 @@ def register(sub) -> None:
                    help="print product and metrics paths, tile counts and timings as JSON")
 
     s = sub.add_parser(
-        "serve", help="watch an inbox: process every complete new pass exactly once",
-        description="Serve a Prefect deployment that sweeps INBOX every --interval seconds: complete passes "
-        "(not .part, trailer present, unchanged for --settle seconds) are claimed, processed into --products "
-        "and moved to INBOX/done (or INBOX/failed). Set PREFECT_API_URL to use a Prefect server and its UI; "
-        "without it an ephemeral API lives as long as this command. See flows/README.md.")
-    s.add_argument("--inbox", required=True, metavar="DIR")
-    s.add_argument("--products", required=True, metavar="DIR")
+        "serve", help="serve the station's jobs as Prefect deployments (inbox watcher, process, reprocess)",
+        description="Serve the deployments process-pass, reprocess-archive and watch-inbox (named after the "
+        "station) from this process, so operators start, watch and rerun them from the Prefect UI. watch-inbox "
+        "sweeps INBOX every --interval seconds: complete passes (not .part, trailer present, unchanged for "
+        "--settle seconds) are claimed, processed into --products and moved to INBOX/done (or INBOX/failed). "
+        "Runs from a deployment only take paths under the station's roots (station file, roots). Set "
+        "PREFECT_API_URL to use a Prefect server and its UI; without it a local `prefect server start` on --host "
+        "lives as long as this command. See README, 'The station from the Prefect UI'.")
+    s.add_argument("--inbox", metavar="DIR", help="the inbox to watch (default: the station's inbox root)")
+    s.add_argument("--products", metavar="DIR", help="products folder (default: the station's products root)")
+    s.add_argument("--archive", metavar="DIR",
+                   help="default archive of the reprocess-archive deployment (default: the station's archive root)")
     s.add_argument("--interval", type=float, default=60.0, metavar="S", help="seconds between sweeps (default 60)")
     s.add_argument("--once", action="store_true", help="run one sweep now, without serving, and exit")
     s.add_argument("--settle", type=float, default=2.0, metavar="S",
                    help="a pass must be unchanged this long before it is touched (default 2)")
     s.add_argument("--stale-after", type=float, default=3600.0, metavar="S",
                    help="process a pass without end-of-pass trailer once unchanged this long (default 3600)")
-    s.add_argument("--name", default="inbox-watcher", help="deployment name (default inbox-watcher)")
+    s.add_argument("--name", help="name of the deployments (default: the station's name)")
+    s.add_argument("--limit", type=int, default=2, metavar="N",
+                   help="runs of all deployments at a time (default 2; sweeps: one at a time)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address the local Prefect server listens on when PREFECT_API_URL is not set "
+                   "(default 127.0.0.1; elsewhere set PREFECT_SERVER_API_AUTH_STRING, README 'Auth')")
     _model_options(s)
     s.add_argument("--json", action="store_true", help="with --once: print the sweep's results as JSON")
 
@@ -98,7 +111,7 @@ def _options(args):
     return ProcessOptions.build(
         reference=args.reference, codec=args.codec, enhancer=args.enhancer,
         enhance=not getattr(args, "no_enhance", False), seed=args.seed, temperature=args.temperature,
-        halo=args.halo, tiles_per_batch=args.tiles_per_batch, device=args.device,
+        halo=args.halo, tiles_per_batch=args.tiles_per_batch, core_tiles=args.core_tiles, device=args.device,
         synthesis=getattr(args, "synthesis", None) or load_station().decode.synthesis)
 
 
@@ -109,10 +122,13 @@ def _workers(args) -> int:
 
 
 def cmd_process(args) -> int:
+    from flows.access import checked
     from flows.process_pass import run_process_pass
 
     opts = _options(args)
-    res = run_process_pass(args.pass_file, args.out, opts, dask_address=args.dask_address, n_workers=_workers(args))
+    # a no-op unless the station file says roots.enforce: always (README, "Who may do what")
+    pass_file, out = checked("PASS", args.pass_file, "pass"), checked("--out", args.out, "products")
+    res = run_process_pass(pass_file, out, opts, dask_address=args.dask_address, n_workers=_workers(args))
     if args.json:
         keys = ("status", "pass_id", "product", "metrics", "report", "version", "tiles_total", "tiles_ok",
                 "tiles_lost", "lost", "bytes", "bpp", "timings", "batches", "devices", "flow_run_id", "exit_code")
@@ -128,11 +144,14 @@ def cmd_process(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from flows.inbox import run_sweep, serve_inbox
+    from flows.deployments import serve_station
+    from flows.inbox import run_sweep
 
     opts = _options(args)
     if args.interval <= 0:
         raise ConfigError(f"--interval {args.interval}: must be > 0 seconds")
+    if args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: must be >= 1")
     kw = dict(dask_address=args.dask_address, settle_s=args.settle, stale_after_s=args.stale_after)
     if args.once:
         results = run_sweep(args.inbox, args.products, opts, **kw)
@@ -140,7 +159,8 @@ def cmd_serve(args) -> int:
         if any(r["status"] != "done" for r in results):
             return 2
         return 3 if any(r.get("tiles_lost") for r in results) else 0
-    serve_inbox(args.inbox, args.products, opts, interval=args.interval, name=args.name, **kw)
+    serve_station(inbox=args.inbox, products=args.products, archive=args.archive, options=opts,
+                  interval=args.interval, name=args.name, limit=args.limit, host=args.host, **kw)
     return 0
 
 

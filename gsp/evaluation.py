@@ -17,6 +17,10 @@ OUT receives
 * ``rd.png`` (bpp vs PSNR and MS-SSIM) and ``rate_perception.png`` (bpp vs perceptual distance);
 * ``examples.png``: centre crops of one image per rate point, original | decoded | enhanced.
 
+With ``--sweep`` (:mod:`gsp.perception_distortion`) the same decodes are also swept along the operating knob
+(the enhancer's temperature) and two trivial controls (Gaussian noise, unsharp mask) in strength:
+``perception_distortion.csv`` / ``.md`` / ``.png``.
+
 Means are over images (each image weighs the same), as in the codec literature; PSNR is per image, then
 averaged. Reference points come from a CSV (``label, bpp, psnr_db`` and optionally ``ms_ssim``,
 ``perceptual_metric``, ``perceptual``, ``note``): they are drawn on the perceptual plot only where their metric
@@ -30,7 +34,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,21 +137,28 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _codec_and_enhancer(point: ResolvedPoint, path: str, seed: int):
-    """(original, decoded, enhanced, bytes, enhance seconds) of one image at one rate point."""
-    from enhancer.inference import enhance_array
-
+def _original_and_decoded(point: ResolvedPoint, path: str):
+    """(original, decoded, bytes) of one image at one rate point: real ELIC compress and decompress."""
     from groundstation.images import load_rgb
 
-    tc, model, *_ = _models(point)
+    tc, *_ = _models(point)
     try:
         image = load_rgb(path).copy()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read as an RGB image ({exc})") from exc
     decoded, enc, _ = tc.roundtrip(image, what=path)  # a persistent desync is a DesyncError (exit 2)
+    return image, decoded, enc.nbytes
+
+
+def _codec_and_enhancer(point: ResolvedPoint, path: str, seed: int):
+    """(original, decoded, enhanced, bytes, enhance seconds) of one image at one rate point."""
+    from enhancer.inference import enhance_array
+
+    _, model, *_ = _models(point)
+    image, decoded, nbytes = _original_and_decoded(point, path)
     t0 = time.perf_counter()
     enhanced = enhance_array(model, decoded, seed=seed, temperature=point.temperature)
-    return image, decoded, enhanced, enc.nbytes, time.perf_counter() - t0
+    return image, decoded, enhanced, nbytes, time.perf_counter() - t0
 
 
 def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0) -> list[dict]:
@@ -234,16 +245,18 @@ def _image_names(image_dir: str | Path, limit: int | None) -> list[tuple[str, Pa
     return items
 
 
-def _run_jobs(jobs: list[tuple], workers: int) -> Iterator[list[dict]]:
+def _run_jobs(jobs: list[tuple], workers: int, fn: Callable[[tuple], list[dict]] = _job) -> Iterator[list[dict]]:
+    """``fn(job)`` for every job, in order; in ``workers`` spawned processes (1 torch thread each) when > 1.
+    ``fn`` must be a module-level function (it is pickled to the workers)."""
     if workers <= 1:
         for job in jobs:
-            yield _job(job)
+            yield fn(job)
         return
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_init_worker) as pool:
-        yield from pool.map(_job, jobs)
+        yield from pool.map(fn, jobs)
 
 
 def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPoint], *,

@@ -22,7 +22,7 @@ from groundstation.decode import TileOutcome, decode_threads, decode_tile
 from groundstation.product import open_arrays, write_block
 
 from .state import retry_unless_operator_error, write_marker
-from .workers import get_codec, set_threads, worker_name
+from .workers import get_codec, pick_device, set_threads, worker_name
 
 __all__ = ["decode_tiles"]
 
@@ -31,13 +31,14 @@ __all__ = ["decode_tiles"]
       retry_condition_fn=retry_unless_operator_error)
 def decode_tiles(pass_path: str, product: str, state_dir: str, batch: int, records: dict[int, tuple[int, int]],
                  codec_path: str, codec_sha256: str, threads: int | None = None, synthesis: str = "float32",
-                 crash_tiles: tuple[int, ...] = ()) -> dict:
+                 crash_tiles: tuple[int, ...] = (), use_gpu: bool = False) -> dict:
     """Decode the tiles in ``records`` (tile -> record offset/length) and write their chunks.
 
     ``threads``: torch threads for decoding (None: the encoder's count from the header, the bit-exact
     condition). The entropy path follows the header; ``synthesis`` is the run's (one mode per product).
     ``crash_tiles`` is a test hook: the worker process kills itself (SIGSEGV) on these tiles, as a
-    broken entropy table could. Returns ``{"outcomes": [TileOutcome as dict], "worker", "device", "seconds"}``.
+    broken entropy table could. ``use_gpu``: run float32 synthesis on this worker's GPU when it sees one (the
+    entropy path and the witness stay on the CPU; no GPU slot is claimed: g_s is small). Returns ``{"outcomes": [TileOutcome as dict], "worker", "device", "seconds"}``.
     """
     log = get_run_logger()
     t0 = time.perf_counter()
@@ -47,8 +48,10 @@ def decode_tiles(pass_path: str, product: str, state_dir: str, batch: int, recor
     if note:
         log.warning("%s", note)
     set_threads(threads)
+    synth_dev = pick_device(use_gpu) if synthesis == "float32" else "cpu"
     tc = TileCodec(get_codec(codec_path, codec_sha256), device="cpu", threads=threads,
-                   entropy=header.codec.entropy, synthesis=synthesis, witness_kind=header.witness or WITNESS_KIND)
+                   entropy=header.codec.entropy, synthesis=synthesis, witness_kind=header.witness or WITNESS_KIND,
+                   synthesis_device=synth_dev)
     group = open_arrays(product)
     outcomes: list[TileOutcome] = []
     for tile in sorted(int(k) for k in records):
@@ -67,7 +70,7 @@ def decode_tiles(pass_path: str, product: str, state_dir: str, batch: int, recor
         else:
             log.warning("tile %d lost: %s (%s)", tile, outcome.status, outcome.detail)
         outcomes.append(outcome)
-    result = {"outcomes": [asdict(o) for o in outcomes], "worker": worker_name(), "device": "cpu",
+    result = {"outcomes": [asdict(o) for o in outcomes], "worker": worker_name(), "device": synth_dev,
               "seconds": round(time.perf_counter() - t0, 3)}
     write_marker(state_dir, "decode", batch, sorted(int(k) for k in records), result)
     ok = sum(o.status == "ok" for o in outcomes)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["cached", "get_codec", "get_enhancer", "get_perceptual", "pick_device", "set_threads",
+__all__ = ["cached", "get_codec", "get_enhancer", "get_perceptual", "pick_device", "set_threads", "warm_up",
            "worker_name"]
 
 _CACHE: dict[tuple, Any] = {}
@@ -74,3 +74,26 @@ def get_perceptual(device: str):
     from groundstation.metrics import PerceptualMetric
 
     return cached(("perceptual", device), lambda: PerceptualMetric.auto(device))
+
+
+def warm_up(codec: tuple[str, str] | None = None, enhancer: tuple[str, str] | None = None,
+            device: str = "cpu") -> dict:
+    """Import the task modules and load a run's models (``(path, sha256)`` pairs) into this worker's caches.
+
+    Run once per worker as the cluster comes up (flows.cluster.warm_workers), so that loading overlaps the
+    start of Prefect's API instead of delaying each worker's first batch. Returns what it did, with seconds.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    import tasks.decode  # noqa: F401  (Prefect, zarr, CompressAI: what the first batch would import)
+    import tasks.enhance  # noqa: F401
+
+    done = []
+    if codec is not None:
+        get_codec(*codec)
+        done.append("codec")
+    if enhancer is not None:
+        get_enhancer(*enhancer, device)
+        done.append("enhancer")
+    return {"worker": worker_name(), "loaded": done, "seconds": round(time.perf_counter() - t0, 2)}

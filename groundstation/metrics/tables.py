@@ -25,6 +25,8 @@ from groundstation.metrics.pixel import bpp, ms_ssim, mse, pair_hwc, psnr_from_m
 
 
 PRODUCTS = ("decoded", "enhanced")
+#: Footprint columns of the tile table, in its order.
+TILE_BOUNDS_COLUMNS = ("crs_xmin", "crs_ymin", "crs_xmax", "crs_ymax", "lon_min", "lat_min", "lon_max", "lat_max")
 
 
 @dataclass(kw_only=True)
@@ -57,6 +59,16 @@ class TileMetrics:
     device: str = ""
     status: str = "ok"
     note: str = ""
+    # where the tile lies (:func:`add_tile_bounds`, from groundstation.footprints.tile_bounds): bounds in the
+    # product's CRS (pixel coordinates for a pixel-grid product) and in EPSG:4326 degrees (NaN for a pixel grid)
+    crs_xmin: float = math.nan
+    crs_ymin: float = math.nan
+    crs_xmax: float = math.nan
+    crs_ymax: float = math.nan
+    lon_min: float = math.nan
+    lat_min: float = math.nan
+    lon_max: float = math.nan
+    lat_max: float = math.nan
 
     def __post_init__(self) -> None:
         if self.product not in PRODUCTS:
@@ -117,6 +129,7 @@ _TILE_TYPES = {
     "mse": pa.float64(), "psnr_db": pa.float64(), "ms_ssim": pa.float64(), "lpips_alex": pa.float64(),
     "stlpips_alex": pa.float64(), "decode_ms": pa.float64(), "enhance_ms": pa.float64(), "device": pa.string(),
     "status": pa.string(), "note": pa.string(),
+    **{name: pa.float64() for name in TILE_BOUNDS_COLUMNS},
 }  # fmt: skip
 TILE_SCHEMA = pa.schema([(f.name, _TILE_TYPES[f.name]) for f in dataclasses.fields(TileMetrics)])
 
@@ -160,6 +173,16 @@ def _table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     if extra:
         raise ValueError(f"table has unknown columns {extra}")
     return pa.Table.from_pandas(df[list(schema.names)], schema=schema, preserve_index=False)
+
+
+def add_tile_bounds(tiles: pd.DataFrame, bounds: dict[int, dict[str, float]]) -> pd.DataFrame:
+    """``tiles`` with the footprint columns (:data:`TILE_BOUNDS_COLUMNS`) filled from ``bounds`` (tile index ->
+    column -> value, as :func:`groundstation.footprints.tile_bounds` returns); tiles not in ``bounds`` keep NaN."""
+    out = tiles.copy()
+    idx = out["tile_index"].to_numpy()
+    for col in TILE_BOUNDS_COLUMNS:
+        out[col] = np.array([bounds.get(int(t), {}).get(col, math.nan) for t in idx], np.float64)
+    return out
 
 
 def tiles_frame(rows: Iterable[TileMetrics]) -> pd.DataFrame:

@@ -35,7 +35,7 @@ PIXELS = HERE / "expected_pixels.npz"
 PIXEL_TOLERANCE = {"max_abs_dn": 2, "max_fraction_differing": 0.001, "max_mean_abs_dn": 0.01}
 
 
-def decode_symbols(codec=None) -> tuple[dict[int, int], np.ndarray]:
+def decode_symbols(codec=None, synthesis_device: str | None = None) -> tuple[dict[int, int], np.ndarray]:
     """Decode every record of the golden pass with ``codec`` (default: the registry's, sha256 checked) and
     return (witness of the decoded symbols per tile, decoded mosaic (3, H, W) uint8). No retry, no masking:
     this is the raw decoder, so a desync shows as a wrong symbol CRC."""
@@ -48,7 +48,8 @@ def decode_symbols(codec=None) -> tuple[dict[int, int], np.ndarray]:
     if codec is None:
         _, ckpt, _, _ = resolve_model(header.codec.name, "codec")
         codec = load_codec(ckpt, header.codec.sha256)
-    tc = TileCodec(codec, threads=1, entropy=header.codec.entropy, witness_kind=header.witness)
+    tc = TileCodec(codec, threads=1, entropy=header.codec.entropy, witness_kind=header.witness,
+                   synthesis_device=synthesis_device)
     mosaic = np.zeros((3, header.scene.height, header.scene.width), np.uint8)
     witnesses = {}
     for rec in reader:

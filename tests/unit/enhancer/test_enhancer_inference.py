@@ -182,6 +182,7 @@ def test_enhance_mosaic_checks_its_inputs(demo_model):
         enhance_mosaic(demo_model, bad_source, lambda *a: None, (20, 20), core=16, halo=4)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
     model = surrogate_enhancer(EnhancerConfig.demo(), seed=0)

@@ -1,0 +1,102 @@
+"""When the station's roots are in force, and the typed path parameters that enforce them.
+
+**The rule** (one place: :meth:`groundstation.roots.StationRoots.check`): a path parameter must resolve, symlinks
+followed, under a root of its kind, or it is a :class:`~groundstation.roots.PathNotAllowed`.
+
+**When** (:func:`roots_in_force`): for every run that a deployment started (the UI's Run button, a schedule,
+``prefect deployment run``, an automation, and the subflows of such a run), and for every run when the station
+file says ``roots.enforce: always``. A command a local operator types (``gsp process``, ``gsp reprocess``,
+``gsp serve --once``) takes any path: whoever has the shell can read and write those files anyway, so a check
+there protects nothing, and operators keep processing passes wherever they lie. The people who start runs from
+the UI are the ones who have no shell; their parameters are the untrusted input.
+
+**Where**: in the parameters' types. Flow parameters are validated before the run starts (Prefect's
+``validate_parameters``), so a refused path fails the run with its message before the flow's body reads or
+writes anything; the paths a flow discovers itself (files matched in an archive, passes in an inbox) are checked
+with :func:`checked` before they are opened.
+
+A run of a deployment is recognised by ``PREFECT__FLOW_RUN_ID``, which Prefect's runners (``gsp serve``) and
+workers (``prefect deploy`` onto a work pool) set in the process they start for it, or by the deployment the
+current flow run names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, ValidationInfo
+
+from groundstation.config import load_station, station_path
+from groundstation.roots import KINDS, PathNotAllowed, StationRoots
+
+__all__ = ["ArchiveDir", "InboxDir", "PassFile", "PathNotAllowed", "ProductsDir", "SceneFile", "checked",
+           "checked_model", "from_deployment", "roots_in_force"]
+
+#: Set by Prefect's runners and workers in the process that executes a deployment's flow run.
+FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
+
+
+def from_deployment() -> bool:
+    """True when this process executes a run that a deployment started (or a subflow of one)."""
+    if os.environ.get(FLOW_RUN_ENV):
+        return True
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return bool(ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id)
+
+
+def roots_in_force() -> StationRoots | None:
+    """The station's roots when paths are restricted now (see the module docstring), else None."""
+    station = load_station()
+    if station.roots.enforce == "always" or from_deployment():
+        return StationRoots.from_config(station.roots, source=f"the station file {station_path()}")
+    return None
+
+
+def checked(param: str, value: str | os.PathLike, kind: str) -> str:
+    """``value`` as the run must use it: resolved and checked when the roots are in force, unchanged otherwise."""
+    roots = roots_in_force()
+    return os.fspath(value) if roots is None else str(roots.check(param, value, kind))
+
+
+#: Suffixes that make a model option a checkpoint file rather than a registry name (as registry.resolve_model).
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".ckpt")
+
+
+def checked_model(param: str, value: str | None) -> str | None:
+    """A ``codec`` / ``enhancer`` option: registry names pass (the registry is the station's own file); a
+    checkpoint given as a file must lie under the weights or runs root when the roots are in force."""
+    if value is None:
+        return None
+    p = Path(value)
+    is_file = p.suffix in CHECKPOINT_SUFFIXES or os.sep in value or p.is_absolute()
+    if not is_file:
+        try:  # noqa: SIM105 - a name resolve_model would take as an existing file, relative to the cwd
+            is_file = p.exists()
+        except OSError:
+            is_file = True
+    return checked(param, value, "checkpoint") if is_file else value
+
+
+def _under(kind: str) -> AfterValidator:
+    assert kind in KINDS
+
+    def validate(value: str, info: ValidationInfo) -> str:
+        return checked(info.field_name or kind, value, kind)
+
+    return AfterValidator(validate)
+
+
+#: A pass container to read (process-pass ``pass_path``): under the inbox or the archive.
+PassFile = Annotated[str, _under("pass")]
+#: Where products are written: under the products root.
+ProductsDir = Annotated[str, _under("products")]
+#: The folder watch-inbox sweeps: under the inbox root.
+InboxDir = Annotated[str, _under("inbox")]
+#: The folder reprocess-archive selects passes from: under the archive root.
+ArchiveDir = Annotated[str, _under("archive")]
+#: A reference scene (``options.reference``): under the archive or the inbox.
+SceneFile = Annotated[str, _under("scene")]

@@ -1,0 +1,99 @@
+"""Prefect events a station emits, for automations to react to (README, "Events and automations").
+
+``gsp.pass.tiles-lost``
+    a pass's product was written but tiles were lost. Resource ``gsp.pass.<pass_id>``; payload: ``pass_id``,
+    ``pass_uid``, ``pass`` (the container), ``product``, ``version``, ``tiles_total``, ``tiles_lost`` and
+    ``retransmission``: ``[{"tile": 3, "reason": "crc_mismatch", "detail": "..."}]`` (every lost tile with
+    the reason the report gives).
+``gsp.product.complete``
+    a product was completed (also one with lost tiles). Resource ``gsp.product.<pass_id>.<version>``, related
+    to the pass; payload: ``paths`` (``product``, ``metrics`` table, ``report``, ``pass``), ``version``, tile counts,
+    ``bpp``, ``timings`` and ``metrics``: per product (``decoded`` / ``enhanced``) the pass's summary row
+    (``bpp``, ``psnr_db``, ``ms_ssim``, the perceptual distance... with a reference scene; NaN as null).
+
+Resources carry ``gsp.station`` (the station's name), so one server can tell stations apart. Prefect adds the
+flow run, flow and deployment as related resources itself. Emitting never fails a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+__all__ = ["PASS_TILES_LOST", "PRODUCT_COMPLETE", "emit_pass_events"]
+
+log = logging.getLogger(__name__)
+
+PASS_TILES_LOST = "gsp.pass.tiles-lost"
+PRODUCT_COMPLETE = "gsp.product.complete"
+#: Reason details are cut to this many characters (an event must stay small).
+DETAIL_CHARS = 200
+
+
+def _clean(value):
+    """JSON-safe numbers: NaN/inf -> None, numpy scalars -> Python."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _metrics(passes_df) -> dict:
+    """{product: {column: value}} from the pass summary frame (numeric columns only)."""
+    if passes_df is None or not len(passes_df):
+        return {}
+    out = {}
+    for _, row in passes_df.iterrows():
+        out[str(row["product"])] = {k: _clean(v) for k, v in row.items()
+                                    if k not in ("pass_id", "product", "product_version", "evaluated_at", "status")
+                                    and isinstance(_clean(v), (int, float, type(None)))}
+    return out
+
+
+def pass_events(summary: dict, passes_df=None, station: str | None = None) -> list[tuple[str, dict, list, dict]]:
+    """The events a finished process-pass run emits, as (event, resource, related, payload)."""
+    if station is None:
+        from groundstation.config import load_station
+
+        station = load_station().station
+    pass_id, version = summary["pass_id"], summary["version"]
+    pass_resource = {"prefect.resource.id": f"gsp.pass.{pass_id}", "prefect.resource.name": pass_id,
+                     "gsp.pass.uid": str(summary.get("pass_uid", "")), "gsp.station": station}
+    product_resource = {"prefect.resource.id": f"gsp.product.{pass_id}.{version}",
+                        "prefect.resource.name": f"{pass_id} @ {version}", "gsp.station": station}
+    events = []
+    if summary.get("lost"):
+        events.append((PASS_TILES_LOST, pass_resource, [{**product_resource, "prefect.resource.role": "product"}], {
+            "pass_id": pass_id, "pass_uid": summary.get("pass_uid"), "pass": summary.get("pass"),
+            "product": summary["product"], "version": version, "tiles_total": summary["tiles_total"],
+            "tiles_lost": summary["tiles_lost"],
+            "retransmission": [{"tile": int(d["tile"]), "reason": d["reason"],
+                                "detail": str(d.get("detail", ""))[:DETAIL_CHARS]} for d in summary["lost"]],
+        }))
+    events.append((PRODUCT_COMPLETE, product_resource, [{**pass_resource, "prefect.resource.role": "pass"}], {
+        "pass_id": pass_id, "version": version,
+        "paths": {"product": summary["product"], "metrics": summary["metrics"], "report": summary["report"],
+                  "pass": summary.get("pass")},
+        "tiles_total": summary["tiles_total"],
+        "tiles_ok": summary["tiles_ok"], "tiles_lost": summary["tiles_lost"], "bpp": _clean(summary.get("bpp")),
+        "timings": {k: _clean(v) for k, v in (summary.get("timings") or {}).items()},
+        "metrics": _metrics(passes_df),
+    }))
+    return events
+
+
+def emit_pass_events(summary: dict, passes_df=None) -> list:
+    """Emit :func:`pass_events` through Prefect (``prefect.events.emit_event``); returns the emitted events
+    (empty where no events client is configured). A failure is logged, never raised: the product is written."""
+    from prefect.events import emit_event
+
+    emitted = []
+    try:
+        for event, resource, related, payload in pass_events(summary, passes_df):
+            ev = emit_event(event=event, resource=resource, related=related, payload=payload)
+            if ev is not None:
+                emitted.append(ev)
+    except Exception as exc:  # noqa: BLE001 - events are for automations; the run's outcome does not hang on them
+        log.warning("could not emit the events of pass %s: %s", summary.get("pass_id"), exc)
+    return emitted

@@ -1,0 +1,135 @@
+"""Names and tags a person can read in the Prefect UI.
+
+Flow runs are named when they start (Prefect calls these functions with the run's validated parameters in
+context, after the parameters' root checks, before the flow's body):
+
+* ``process-pass``: ``<pass_id> @ <product version>``, e.g. ``pass-0417 @ demo-elic-l0032-05285ac1__demo-inn-l0032-v3-8c1f...-s0-t0p5-h32``
+  (the version names codec, enhancer, seed, temperature and halo: :func:`flows.process_pass.product_version`);
+* ``reprocess-archive``: ``reprocess <archive> [<since>..<until>] -> <enhancer>``;
+* ``watch-inbox``: ``sweep <inbox>``.
+
+The same functions add tags to the run: ``station:<name>``, ``codec:<name>`` and ``enhancer:<name>`` (or
+``enhancer:none`` for a decoded-only product), so runs can be filtered by station and model. Task runs are
+named after their stage and batch in the flow (``decode-tiles-b0003``: :func:`batch_task_name`).
+
+Naming never fails a run: when the pass cannot be read here (the flow itself then reports why), the run is
+named after the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+__all__ = ["batch_task_name", "inbox_run_name", "pass_label", "pass_run_name", "reprocess_run_name",
+           "station_tags"]
+
+log = logging.getLogger(__name__)
+
+
+def batch_task_name(task_name: str, index: int) -> str:
+    """``decode-tiles-b0003``: the task's name and its batch number (the part after the last ``-`` is the
+    batch, as Prefect's own ``decode-tiles-5c2`` suffix was)."""
+    return f"{task_name}-b{index:04d}"
+
+
+def station_tags(**models: str | None) -> list[str]:
+    """``station:<name>`` and one ``<kind>:<name>`` tag per model given (``none`` for None)."""
+    from groundstation.config import load_station
+
+    tags = [f"station:{load_station().station}"]
+    tags += [f"{kind}:{name if name else 'none'}" for kind, name in models.items()]
+    return tags
+
+
+def _options(params: dict):
+    from .options import ProcessOptions
+
+    opts = params.get("options")
+    if opts is None:
+        return ProcessOptions()
+    return opts if isinstance(opts, ProcessOptions) else ProcessOptions.model_validate(opts)
+
+
+def pass_label(pass_path: str, options) -> tuple[str, list[str]]:
+    """(run name, tags) of a process-pass run: reads the pass header and the registry, hashes an enhancer given
+    as a file; never loads a model (the flow does, and fails there when a checkpoint is wrong)."""
+    from groundstation.container import PassReader
+    from groundstation.fileio import sha256_file
+    from groundstation.registry import load_registry, resolve_model
+
+    from .process_pass import FALLBACK_TEMPERATURE, ModelRef, product_version
+
+    header = PassReader(pass_path).header
+    cname, cpath, _, _ = resolve_model(options.codec or header.codec.name, "codec")
+    codec = ModelRef(cname, str(cpath), header.codec.sha256, {})
+    enh, opts = None, options
+    if options.enhance:
+        ename, epath, esha = resolve_model(options.enhancer, "enhancer")[:3]
+        enh = ModelRef(ename, str(epath), esha or sha256_file(epath), {})
+        if opts.temperature is None:  # as with_operating_point decides it (without its log line)
+            point = load_registry().operating_point(enh.sha256)
+            opts = opts.model_copy(update={"temperature": point[1] if point else FALLBACK_TEMPERATURE})
+    name = f"{header.pass_id} @ {product_version(codec, enh, opts)}"
+    return name, station_tags(codec=codec.name, enhancer=enh.name if enh else None)
+
+
+def _tag_run(tags: list[str]) -> None:
+    """Add ``tags`` to the current flow run (best effort: a name is cosmetic, a run never fails for it)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None or ctx.client is None:
+        return
+    merged = sorted(set(ctx.flow_run.tags or ()) | set(tags))
+    try:
+        ctx.client.update_flow_run(ctx.flow_run.id, tags=merged)
+        ctx.flow_run.tags = merged
+    except Exception as exc:  # noqa: BLE001
+        log.debug("could not tag flow run %s: %s", ctx.flow_run.id, exc)
+
+
+def _params() -> dict:
+    from prefect.runtime import flow_run
+
+    return dict(flow_run.parameters or {})
+
+
+def pass_run_name() -> str:
+    """``flow_run_name`` of process-pass (see the module docstring)."""
+    params = _params()
+    path = str(params.get("pass_path", "pass"))
+    try:
+        name, tags = pass_label(path, _options(params))
+    except Exception as exc:  # noqa: BLE001 - the flow reports the real error
+        log.debug("naming the run after %s: %s", path, exc)
+        return Path(path).name or path
+    _tag_run(tags)
+    return name
+
+
+def reprocess_run_name() -> str:
+    """``flow_run_name`` of reprocess-archive: the archive, the time window and the enhancer."""
+    params = _params()
+    archive = Path(str(params.get("archive") or "archive")).name
+    since, until = params.get("since"), params.get("until")
+    window = f" {since or ''}..{until or ''}" if since or until else ""
+    try:
+        opts = _options(params)
+        enhancer = (Path(opts.enhancer).name if opts.enhancer else "default") if opts.enhance else "decoded-only"
+        _tag_run(station_tags(codec=opts.codec and Path(opts.codec).name or "pass-header",
+                              enhancer=enhancer if opts.enhance else None))
+    except Exception as exc:  # noqa: BLE001
+        log.debug("naming the reprocess run: %s", exc)
+        enhancer = "?"
+    return f"reprocess {archive}{window} -> {enhancer}"
+
+
+def inbox_run_name() -> str:
+    """``flow_run_name`` of watch-inbox: ``sweep <inbox>``."""
+    params = _params()
+    try:
+        _tag_run(station_tags())
+    except Exception as exc:  # noqa: BLE001
+        log.debug("tagging the sweep: %s", exc)
+    return f"sweep {Path(str(params.get('inbox') or 'inbox')).name}"

@@ -1,0 +1,116 @@
+"""What a process-pass run delivers to tools other than xarray: tile footprints in the metrics table, the lost
+tiles as GeoJSON, the STAC Item and station catalogue, GDAL's RGB view with the valid mask, and a COG."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TILES = 6
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, prefect_harness, dask_cluster, flow_pass, tiny_codec, enhancer_ckpts):
+    """``gsp process`` on a copy of the flow pass whose tile 4 record is damaged (exit 3: a tile lost)."""
+    from gsp.cli import main
+    from product_helpers import lose_tiles
+
+    scene, passfile = flow_pass
+    d = tmp_path_factory.mktemp("delivery")
+    damaged = lose_tiles(passfile, [4], d / "damaged.gsp")
+    out = d / "products"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["process", str(damaged), "-o", str(out), "--codec", str(tiny_codec), "--enhancer",
+                     str(enhancer_ckpts[0]), "--temperature", "0", "--dask-address", dask_cluster.scheduler_address,
+                     "--json"])
+    return {"code": code, "res": json.loads(buf.getvalue()), "out": out, "scene": scene}
+
+
+@pytest.mark.slow
+def test_run_delivers_footprints_geojson_stac_and_gdal_view(run):
+    import pystac
+    import rasterio
+    from pystac.extensions.projection import ProjectionExtension
+    from rasterio.enums import ColorInterp
+
+    from groundstation.metrics import TILE_BOUNDS_COLUMNS, read_parquet
+    from groundstation.product import gdal_view, open_product
+    from groundstation.stac import CATALOG_NAME, item_path, lost_path, validate_offline
+
+    res = run["res"]
+    assert run["code"] == 3 and res["tiles_lost"] == 1 and res["lost"][0]["tile"] == 4
+    product = Path(res["product"])
+    summary = open_product(product).attrs["gsp_summary"]  # the flow's summary (the CLI prints a part of it)
+    assert summary["lost_geojson"] == str(lost_path(product)) and summary["stac_item"] == str(item_path(product))
+
+    tiles = read_parquet(res["metrics"])
+    assert tiles[list(TILE_BOUNDS_COLUMNS)].notna().all().all()  # every tile, lost ones too
+    with rasterio.open(run["scene"]) as src:
+        crs, transform, mask = src.crs, src.transform, src.dataset_mask()
+        left, bottom, right, top = src.bounds
+    assert tiles["crs_xmin"].min() == left and tiles["crs_ymax"].max() == top
+
+    lost = json.loads(lost_path(product).read_text())
+    assert lost_path(product) == Path(res["report"]).with_name(f"{res['version']}.lost.geojson")
+    [feat] = lost["features"]
+    assert feat["properties"]["tile"] == 4 and feat["properties"]["reason"] == "crc_mismatch"
+    t4 = tiles[(tiles["tile_index"] == 4) & (tiles["product"] == "decoded")].iloc[0]
+    lons = [p[0] for p in feat["geometry"]["coordinates"][0]]
+    lats = [p[1] for p in feat["geometry"]["coordinates"][0]]
+    assert min(lons) == pytest.approx(t4["lon_min"]) and max(lats) == pytest.approx(t4["lat_max"])
+    assert "lost.geojson" in Path(res["report"]).read_text()
+
+    d = json.loads(item_path(product).read_text())
+    validate_offline(d)
+    validate_offline(json.loads((run["out"] / CATALOG_NAME).read_text()))
+    item = pystac.Item.from_file(str(item_path(product)))
+    assert item.datetime is not None and ProjectionExtension.ext(item).code == f"EPSG:{crs.to_epsg()}"
+    assert ProjectionExtension.ext(item).transform == list(transform)[:6]
+    assert item.properties["gsp:enhancer"]["sha256"] == summary["enhancer"]["sha256"]
+    assert item.properties["gsp:codec"]["sha256"] == summary["codec"]["sha256"]
+    assert item.properties["gsp:lost_tiles"] == [4]
+    assert {"product", "decoded-gdal", "enhanced-gdal", "metrics", "report", "lost-tiles"} == set(item.assets)
+    for asset in item.assets.values():
+        assert Path(asset.get_absolute_href()).exists()
+    cat = pystac.Catalog.from_file(str(run["out"] / CATALOG_NAME))
+    assert [i.id for i in cat.get_items()] == [item.id]
+
+    # the pyramid, built by build-overviews tasks after enhancement: listed in the product, used by GDAL
+    assert summary["overviews"] == ["overviews/1", "overviews/2"]
+    assert [d["path"] for d in open_product(product).attrs["multiscales"][0]["datasets"]] == [".", *summary["overviews"]]
+    with rasterio.open(gdal_view(product, "enhanced")) as v:
+        assert v.crs == crs and v.transform == transform
+        assert v.colorinterp == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+        assert v.overviews(1) == [2, 4]
+        gmask = v.dataset_mask()
+    expected = (mask > 0).copy()
+    expected[128:200, 128:256] = False  # tile 4 (row 1, col 1) is lost
+    np.testing.assert_array_equal(gmask > 0, expected)
+
+
+@pytest.mark.slow
+def test_export_the_run_product_as_cog_and_add_it_to_the_item(run, tmp_path):
+    import pystac
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    from gsp.cli import main
+    from groundstation.product import open_product
+    from groundstation.stac import cog_path, item_path
+
+    product = Path(run["res"]["product"])
+    out = cog_path(product, "enhanced")
+    assert main(["export", str(product), "--cog", str(out), "--blocksize", "128"]) == 0
+    ok, errors, _ = cog_validate(str(out))
+    assert ok, errors
+    with rasterio.open(out) as c:
+        np.testing.assert_array_equal(c.read(), open_product(product).enhanced.values)
+        assert c.overviews(1)
+    item = pystac.Item.from_file(str(item_path(product)))  # refreshed by the export
+    assert Path(item.assets["enhanced-cog"].get_absolute_href()) == out

@@ -1,0 +1,216 @@
+"""The station from the Prefect UI, against a real ``prefect server start`` with Prefect's basic authentication:
+a client without the auth string is refused; ``gsp serve`` (authenticated) serves every job as a deployment;
+``run_deployment`` (what the UI's Run button does) runs process-pass and reprocess-archive to completion with
+readable names and tags, their artifacts and their events; a path outside the station's roots fails the run
+before it starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import make_pass
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+AUTH = "station-operator:correct-horse-battery"
+STARTUP_TIMEOUT_S = 180
+STATION = "it-station"
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    """``prefect server start`` on 127.0.0.1 with PREFECT_SERVER_API_AUTH_STRING (inherited from this process's
+    environment, as an operator would export it) and its own PREFECT_HOME."""
+    from flows.runtime import local_prefect_server
+
+    home = tmp_path_factory.mktemp("auth-server-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(home))
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        mp.setenv("PREFECT_SERVER_API_AUTH_STRING", AUTH)
+        with local_prefect_server(timeout_s=STARTUP_TIMEOUT_S) as url:
+            mp.delenv("PREFECT_SERVER_API_AUTH_STRING")  # only the server has it
+            yield url
+
+
+def _settings(url: str, auth: str | None):
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    updates = {PREFECT_API_URL: url}
+    if auth is not None:
+        updates[PREFECT_API_AUTH_STRING] = auth
+    return temporary_settings(updates=updates, restore_defaults=set() if auth else {PREFECT_API_AUTH_STRING})
+
+
+def test_the_server_refuses_a_client_without_the_auth_string(auth_server):
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    assert httpx.post(f"{auth_server}/flows/filter", json={}).status_code == 401
+    assert httpx.post(f"{auth_server}/flows/filter", json={}, auth=("station-operator", "wrong")).status_code == 401
+    user, password = AUTH.split(":", 1)
+    assert httpx.post(f"{auth_server}/flows/filter", json={}, auth=(user, password)).status_code == 200
+    with _settings(auth_server, None), get_client(sync_client=True) as client:
+        with pytest.raises(PrefectHTTPStatusError) as exc:
+            client.read_flows()
+        assert exc.value.response.status_code == 401
+    with _settings(auth_server, AUTH), get_client(sync_client=True) as client:
+        client.read_flows()  # PREFECT_API_AUTH_STRING on the client: accepted
+
+
+def _truncate(src, dest, cut: int = 40):
+    dest.write_bytes(src.read_bytes()[:-cut])  # the last tile record cut short, no end-of-pass trailer
+
+
+@pytest.fixture
+def served_station(auth_server, tmp_path, tiny_codec, enhancer_ckpts):
+    """A station folder (roots under tmp_path), passes in its archive, checkpoints in its weights, and
+    ``gsp serve`` running against the authenticated server in its own process group."""
+    home = tmp_path / "station"
+    for name in ("inbox", "archive", "products", "runs", "weights"):
+        (home / name).mkdir(parents=True)
+    station = tmp_path / "station.yaml"
+    station.write_text(f"station: {STATION}\nroots:\n  home: {home}\n")
+    shutil.copy(tiny_codec, home / "weights" / "tiny.pt")
+    shutil.copy(enhancer_ckpts[0], home / "weights" / "enh-a.pt")
+    _, damaged_src = make_pass(tmp_path / "src", tiny_codec, "dep-pass-1", seed=5)
+    (home / "archive" / "cut").mkdir()
+    _truncate(damaged_src, home / "archive" / "cut" / "dep-pass-1.gsp")
+    make_pass(home / "archive" / "good", tiny_codec, "dep-pass-2", seed=6)
+    make_pass(tmp_path / "outside", tiny_codec, "outside-pass", seed=7, height=64, width=64)
+
+    env = {**os.environ, "PREFECT_API_URL": auth_server, "PREFECT_API_AUTH_STRING": AUTH,
+           "PREFECT_HOME": str(tmp_path / "serve-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
+    cmd = [sys.executable, "-m", "gsp.cli", "--station", str(station), "serve", "--interval", "3600",
+           "--limit", "3", "--codec", str(home / "weights" / "tiny.pt"),
+           "--enhancer", str(home / "weights" / "enh-a.pt"), "--tiles-per-batch", "3"]
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield home, tmp_path, proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _summary(home, pass_id: str) -> dict:
+    import zarr
+
+    (product,) = (home / "products" / pass_id).glob("*.zarr")
+    return dict(zarr.open_group(str(product), mode="r").attrs)["gsp_summary"]
+
+
+def _wait_for(what, fn, timeout_s: float, log_path=None):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace")[-4000:] if log_path else ""
+            raise AssertionError(f"timed out waiting for {what}\n{tail}")
+        time.sleep(2)
+
+
+@pytest.mark.timeout(1200)
+def test_every_job_runs_from_its_deployment(served_station, auth_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter,
+                                                FlowRunFilterId, FlowRunFilterParentFlowRunId)
+    from prefect.deployments import run_deployment
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from groundstation.product import status
+
+    home, tmp_path, proc = served_station
+    log_path = tmp_path / "serve.log"
+    names = [f"{job}/{STATION}" for job in ("process-pass", "reprocess-archive", "watch-inbox")]
+    with _settings(auth_server, AUTH), get_client(sync_client=True) as client:
+        def deployments():
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-4000:]
+            found = []
+            for name in names:
+                try:
+                    found.append(client.read_deployment_by_name(name))
+                except Exception:  # noqa: BLE001 - not registered yet
+                    return None
+            return found
+
+        deps = _wait_for("the served deployments", deployments, 300, log_path)
+        by_flow = {name.split("/")[0]: d for name, d in zip(names, deps)}
+        assert by_flow["process-pass"].parameters["out_dir"] == str(home / "products")
+        assert by_flow["watch-inbox"].schedules and "station:it-station" in by_flow["watch-inbox"].tags
+
+        # what the UI's Run button does; all three at once (gsp serve runs up to --limit 3)
+        pass_run = run_deployment(names[0], parameters={"pass_path": str(home / "archive" / "cut" /
+                                                                            "dep-pass-1.gsp")}, timeout=0)
+        archive_run = run_deployment(names[1], parameters={"glob": "good/*.gsp"}, timeout=0)
+        refused_run = run_deployment(names[0], parameters={"pass_path": str(tmp_path / "outside" /
+                                                                              "outside-pass.gsp")}, timeout=0)
+        runs = {}
+        for key, run in (("pass", pass_run), ("archive", archive_run), ("refused", refused_run)):
+            runs[key] = _wait_for(f"{key} run", lambda: (r := client.read_flow_run(run.id)).state.is_final() and r,
+                                  900, log_path)
+
+        # process-pass: completed with its lost tiles listed, named after the pass and the version, tagged
+        run = runs["pass"]
+        assert run.state.is_completed(), run.state.message
+        result = _summary(home, "dep-pass-1")  # the run's return value, as the product stores it
+        assert result["tiles_lost"] >= 1 and status(result["product"]) == "complete"
+        assert result["flow_run_id"] == str(run.id)
+        assert result["product"].startswith(str(home / "products"))
+        assert run.name == f"dep-pass-1 @ {result['version']}"
+        assert {"gsp", "station:it-station", "codec:tiny.pt", "enhancer:enh-a.pt"} <= set(run.tags)
+        tasks = _wait_for("task runs", lambda: [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[run.id]))) if t.state and t.state.is_completed()], 60)
+        task_names = {t.name for t in tasks}
+        assert "decode-tiles-b0000" in task_names and "enhance-windows-b0000" in task_names
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[run.id])))
+        assert sorted(a.type for a in arts) == ["markdown", "progress", "table"]
+
+        # reprocess-archive: completed, named after the archive, one process-pass subflow named after its pass
+        run = runs["archive"]
+        assert run.state.is_completed(), run.state.message
+        assert run.name == "reprocess archive -> enh-a.pt"
+        assert _summary(home, "dep-pass-2")["tiles_lost"] == 0
+        subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))
+        assert [s.name.split(" @ ")[0] for s in subflows] == ["dep-pass-2"]
+
+        # a pass outside the roots: the run failed before it started, nothing was written
+        run = runs["refused"]
+        assert run.state.is_failed() and "outside the station's roots" in (run.state.message or ""), run.state
+        assert not [p for p in (home / "products").rglob("*") if "outside" in p.name]
+        assert not client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+
+        # the events, through the API
+        def events():
+            page = client.read_events(filter=EventFilter(event=EventNameFilter(
+                name=["gsp.pass.tiles-lost", "gsp.product.complete"])), limit=50)
+            got = {(e.event, e.payload["pass_id"]): e for e in page.events}
+            return got if len(got) >= 3 else None
+
+        got = _wait_for("the events", events, 90)
+        lost = got[("gsp.pass.tiles-lost", "dep-pass-1")]
+        assert lost.resource.id == "gsp.pass.dep-pass-1"
+        assert [r["tile"] for r in lost.payload["retransmission"]] == [d["tile"] for d in result["lost"]]
+        done = got[("gsp.product.complete", "dep-pass-1")]
+        assert done.payload["paths"]["product"] == result["product"]
+        assert set(done.payload["metrics"]) == {"decoded", "enhanced"}
+        assert ("gsp.product.complete", "dep-pass-2") in got
+        assert ("gsp.pass.tiles-lost", "dep-pass-2") not in got

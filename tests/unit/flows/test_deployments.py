@@ -1,0 +1,77 @@
+"""The station's deployments: what `gsp serve` serves and what prefect.yaml declares name the same flows, with
+typed parameters and defaults from the station file and the registry."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from groundstation.roots import PathNotAllowed
+from helpers import REPO
+
+
+def test_prefect_yaml_declares_every_job_with_an_importable_entrypoint():
+    from prefect.flows import load_flow_from_entrypoint
+
+    from flows.deployments import JOBS
+    from groundstation.config import load_station
+
+    raw = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    try:  # the model `prefect deploy` validates the file with
+        from prefect.cli.deploy._models import PrefectYamlModel
+    except ImportError:  # pragma: no cover - a private module of Prefect
+        PrefectYamlModel = None
+    if PrefectYamlModel is not None:
+        model = PrefectYamlModel.model_validate(raw)
+        assert len(model.deployments) == len(raw["deployments"])
+    deployments = raw["deployments"]
+    assert sorted(d["entrypoint"] for d in deployments) == sorted(JOBS.values())
+    station = load_station().station
+    for d in deployments:
+        path, _, name = d["entrypoint"].partition(":")
+        assert (REPO / path).is_file(), path
+        flow = load_flow_from_entrypoint(str(REPO / path) + ":" + name)
+        assert JOBS[flow.name] == d["entrypoint"]
+        assert d["name"] == station and f"station:{station}" in d["tags"]
+        assert d["work_pool"]["name"] == "gsp-station"
+    inbox = next(d for d in deployments if d["entrypoint"].startswith("flows/inbox.py"))
+    assert inbox["schedules"][0]["interval"] == 60 and inbox["concurrency_limit"] == 1
+
+
+@pytest.fixture
+def station(tmp_path, monkeypatch):
+    home = tmp_path / "st"
+    (tmp_path / "station.yaml").write_text(f"station: north-pole\ndecode:\n  synthesis: float64\n"
+                                           f"roots:\n  home: {home}\n")
+    monkeypatch.setenv("GSP_STATION", str(tmp_path / "station.yaml"))
+    return home
+
+
+def test_served_deployments_take_their_defaults_from_the_station_and_the_registry(station, tmp_path):
+    from flows.deployments import station_deployments
+    from groundstation.registry import load_registry
+
+    deps = {d.flow_name: d for d in station_deployments(interval=30)}
+    assert sorted(deps) == ["process-pass", "reprocess-archive", "watch-inbox"]
+    products = str(station / "products")
+    for d in deps.values():
+        assert d.name == "north-pole" and "station:north-pole" in d.tags
+        opts = d.parameters["options"]
+        assert opts["synthesis"] == "float64" and opts["temperature"] is None  # None: the operating point
+        assert opts["enhancer"] == load_registry().default_enhancer
+    assert deps["process-pass"].parameters["out_dir"] == products
+    assert deps["process-pass"].entrypoint == "flows.deployments.process_pass_job"
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.deployments import process_pass_job
+
+    schema = parameter_schema(process_pass_job)  # the UI's run form
+    assert schema.required == ["pass_path"] and "ProcessOptions" in schema.definitions
+    assert schema.definitions["ProcessOptions"]["additionalProperties"] is False  # a typo is refused
+    assert deps["reprocess-archive"].parameters["archive"] == str(station / "archive")
+    inbox = deps["watch-inbox"]
+    assert inbox.parameters["inbox"] == str(station / "inbox") and inbox.parameters["products"] == products
+    assert inbox.schedules[0].schedule.interval.total_seconds() == 30
+    assert inbox.concurrency_limit == 1
+    with pytest.raises(PathNotAllowed, match="--products"):
+        station_deployments(products=tmp_path / "elsewhere")

@@ -1,0 +1,71 @@
+"""Names a person can read (runs after pass and product version, tasks after stage and batch) and the events
+automations react to."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from helpers import make_pass
+
+
+def test_task_runs_are_named_after_stage_and_batch():
+    from flows.names import batch_task_name
+
+    assert batch_task_name("decode-tiles", 3) == "decode-tiles-b0003"
+    assert batch_task_name("decode-tiles", 3).rsplit("-", 1)[0] == "decode-tiles"  # the stage, as before
+
+
+def test_the_run_name_is_the_pass_and_the_version_the_flow_writes(tmp_path, tiny_codec, enhancer_ckpts):
+    from flows.names import pass_label
+    from flows.process_pass import ProcessOptions, product_version, resolve_models, with_operating_point
+    from groundstation.container import PassReader
+
+    _, p = make_pass(tmp_path, tiny_codec, "name-pass-7", height=64, width=64)
+    header = PassReader(p).header
+    for opts in (ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), seed=3),
+                 ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[1]), temperature=0.25),
+                 ProcessOptions(codec=str(tiny_codec), enhance=False)):
+        codec, enh = resolve_models(header, opts)
+        version = product_version(codec, enh, with_operating_point(opts, enh))
+        name, tags = pass_label(str(p), opts)
+        assert name == f"name-pass-7 @ {version}"
+        assert tags == ["station:demo-station", "codec:tiny.pt",
+                        f"enhancer:{enh.name}" if enh else "enhancer:none"]
+
+
+def _summary(lost):
+    return {"pass_id": "p-1", "pass_uid": "abc", "pass": "/in/p-1.gsp", "version": "v", "product": "/o/p-1/v.zarr",
+            "metrics": "/o/p-1/v.metrics.parquet", "report": "/o/p-1/v.report.md", "tiles_total": 6,
+            "tiles_ok": 6 - len(lost), "tiles_lost": len(lost), "lost": lost, "bpp": 0.25,
+            "timings": {"total_s": 3.5, "decode_ms_sum": float("nan")}}
+
+
+def test_events_carry_the_retransmission_list_and_the_products_paths_and_metrics():
+    from prefect.events import Event
+
+    from flows.events import PASS_TILES_LOST, PRODUCT_COMPLETE, pass_events
+
+    passes = pd.DataFrame([{"pass_id": "p-1", "product": "decoded", "product_version": "v", "status": "partial",
+                            "bpp": 0.25, "psnr_db": 27.5, "ms_ssim": math.nan, "n_tiles": 6},
+                           {"pass_id": "p-1", "product": "enhanced", "product_version": "v", "status": "partial",
+                            "bpp": 0.25, "psnr_db": 27.0, "ms_ssim": 0.9, "n_tiles": 6}])
+    lost = [{"tile": 3, "reason": "crc_mismatch", "detail": "x" * 500}, {"tile": 5, "reason": "missing",
+                                                                        "detail": ""}]
+    events = pass_events(_summary(lost), passes, station="st-1")
+    assert [e[0] for e in events] == [PASS_TILES_LOST, PRODUCT_COMPLETE]
+    _, resource, related, payload = events[0]
+    assert resource["prefect.resource.id"] == "gsp.pass.p-1" and resource["gsp.station"] == "st-1"
+    assert [(r["tile"], r["reason"]) for r in payload["retransmission"]] == [(3, "crc_mismatch"), (5, "missing")]
+    assert len(payload["retransmission"][0]["detail"]) == 200 and related[0]["prefect.resource.role"] == "product"
+    _, resource, _, payload = events[1]
+    assert resource["prefect.resource.id"] == "gsp.product.p-1.v"
+    assert payload["paths"]["report"] == "/o/p-1/v.report.md" and payload["paths"]["metrics"].endswith(".parquet")
+    assert payload["metrics"]["enhanced"]["psnr_db"] == 27.0 and payload["metrics"]["decoded"]["ms_ssim"] is None
+    assert payload["timings"]["decode_ms_sum"] is None
+    for name, resource, related, payload in events:
+        json.dumps(payload, allow_nan=False)
+        Event(event=name, resource=resource, related=related, payload=payload)  # what emit_event builds
+    assert [e[0] for e in pass_events(_summary([]), None, station="st-1")] == [PRODUCT_COMPLETE]
