@@ -571,11 +571,12 @@ def run_process_pass(pass_path: str | Path, out_dir: str | Path, options: Proces
     start_api_early()
     header = preflight(pass_path, opts)
     codec, enhancer = _warm_models(header, opts)
-    with cluster_address(dask_address, n_workers) as address, warm_workers(address, codec, enhancer) as warming:
-        with prefect_api():
-            warming.wait()
-            runner = make_task_runner(address)
-            return process_pass.with_options(task_runner=runner)(str(pass_path), str(out_dir), opts)
+    # the API first: a failed start must not tear down a cluster whose workers are still loading models
+    with prefect_api(), cluster_address(dask_address, n_workers) as address, \
+            warm_workers(address, codec, enhancer) as warming:
+        warming.wait()
+        runner = make_task_runner(address)
+        return process_pass.with_options(task_runner=runner)(str(pass_path), str(out_dir), opts)
 
 
 def _warm_models(header, opts: ProcessOptions) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
