@@ -9,7 +9,7 @@ import logging
 from typing import Any, Iterator
 
 __all__ = ["LOCAL_THREADS", "LOCAL_WORKERS", "cluster_info", "dask_address", "gpu_annotation",
-           "local_cluster_kwargs", "make_task_runner", "warm_workers"]
+           "local_cluster_kwargs", "make_task_runner", "prepare_workers", "warm_workers"]
 
 LOCAL_WORKERS = 2
 LOCAL_THREADS = 1
@@ -62,12 +62,28 @@ def make_task_runner(address: str | None = None, n_workers: int = LOCAL_WORKERS,
 @contextlib.contextmanager
 def dask_address(address: str | None = None, n_workers: int = LOCAL_WORKERS,
                  threads_per_worker: int = LOCAL_THREADS) -> Iterator[str]:
-    """Yield ``address``, or the address of a LocalCluster that lives as long as the context."""
+    """Yield ``address``, or the address of a LocalCluster that lives as long as the context; either way its
+    workers import the task modules first (:func:`prepare_workers`)."""
     if address:
+        prepare_workers(address)
         yield address
         return
     with local_cluster(**local_cluster_kwargs(n_workers, threads_per_worker)) as cluster:
+        prepare_workers(cluster.scheduler_address)
         yield cluster.scheduler_address
+
+
+def prepare_workers(address: str) -> None:
+    """Register :class:`tasks.workers.TaskModules` on the cluster at ``address``: every worker, present or
+    joining later, imports the task modules on its event-loop thread before it runs a task (two threads
+    importing them at once can deadlock Python's import locks and kill the worker). Idempotent: a served
+    cluster keeps the one registration."""
+    from distributed import Client
+
+    from tasks.workers import TaskModules
+
+    with Client(address, set_as_default=False) as client:
+        client.register_plugin(TaskModules())
 
 
 class _Warming:

@@ -121,7 +121,7 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
             log.info("Inbox: claimed %s", path.name)
     results: list[dict] = []
     address_ctx = None
-    address = dask_address
+    address = None
     try:
         for path in sorted(p for p in processing.iterdir() if p.is_file()):
             try:
@@ -133,8 +133,8 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
                     continue
                 if _refuse_outside_roots(path, inbox):
                     continue
-                if address is None:
-                    address_ctx = cluster_address(None)
+                if address is None:  # the given scheduler, or a LocalCluster: either way prepared once
+                    address_ctx = cluster_address(dask_address)
                     address = address_ctx.__enter__()
                 results.append(_process_one(path, inbox, products, options, address))
             finally:

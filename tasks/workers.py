@@ -14,9 +14,18 @@ import threading
 from typing import Any, Callable
 
 import torch
+from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ["cached", "get_codec", "get_enhancer", "get_perceptual", "pick_device", "set_threads", "warm_up",
-           "worker_name"]
+__all__ = ["TASK_MODULES", "TaskModules", "cached", "get_codec", "get_enhancer", "get_perceptual",
+           "import_task_modules", "missing_task_modules", "pick_device", "set_threads", "warm_up", "worker_name"]
+
+#: What a batch task's unpickling and run import. Imported once per worker, on its event-loop thread, before
+#: the worker runs anything (:class:`TaskModules`): Python's per-module import locks report a *deadlock* when
+#: two threads import modules that import each other (the event loop unpickling a task that imports
+#: ``tasks.plan`` -> ``enhancer`` while a task thread's first ``import prefect`` runs its plugin hooks), and the
+#: loser sees ``cannot import name ...`` and kills the worker. Seen in CI as a dead worker and a lost batch.
+TASK_MODULES = ("prefect", "prefect.task_engine", "prefect_dask", "tasks.state", "tasks.plan", "tasks.decode",
+                "tasks.enhance", "tasks.evaluate", "tasks.overviews")
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -76,6 +85,35 @@ def get_perceptual(device: str):
     return cached(("perceptual", device), lambda: PerceptualMetric.auto(device))
 
 
+def import_task_modules() -> list[str]:
+    """Import :data:`TASK_MODULES` (a no-op once done); returns the names imported."""
+    import importlib
+
+    for name in TASK_MODULES:
+        importlib.import_module(name)
+    return list(TASK_MODULES)
+
+
+def missing_task_modules() -> list[str]:
+    """The :data:`TASK_MODULES` this process has not imported (empty on a prepared worker)."""
+    import sys
+
+    return [name for name in TASK_MODULES if name not in sys.modules]
+
+
+class TaskModules(WorkerPlugin):
+    """A Dask worker plugin that imports the task modules when it is registered, and on every worker that
+    joins later (a restarted one too), on the worker's event-loop thread: the thread that unpickles tasks, so
+    no task thread can be importing the same modules at that moment. ``flows.cluster`` registers it on every
+    cluster a run uses (a LocalCluster or a scheduler's address)."""
+
+    name = "gsp-task-modules"
+    idempotent = True
+
+    def setup(self, worker) -> None:  # noqa: ARG002 - the plugin API passes the worker
+        import_task_modules()
+
+
 def warm_up(codec: tuple[str, str] | None = None, enhancer: tuple[str, str] | None = None,
             device: str = "cpu") -> dict:
     """Import the task modules and load a run's models (``(path, sha256)`` pairs) into this worker's caches.
@@ -86,8 +124,7 @@ def warm_up(codec: tuple[str, str] | None = None, enhancer: tuple[str, str] | No
     import time
 
     t0 = time.perf_counter()
-    import tasks.decode  # noqa: F401  (Prefect, zarr, CompressAI: what the first batch would import)
-    import tasks.enhance  # noqa: F401
+    import_task_modules()  # already done by TaskModules on a prepared cluster: then free
 
     done = []
     if codec is not None:

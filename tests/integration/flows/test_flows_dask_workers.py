@@ -80,3 +80,34 @@ def test_a_pass_runs_on_dask_workers_started_as_separate_processes(tmp_path, pre
     summary = ds.attrs["gsp_summary"]
     assert summary["cluster"]["scheduler"] == address and summary["cluster"]["workers"] == 2
     assert ds.enhanced.values.any()
+    # the run prepared the workers: task modules imported on their event-loop thread before any task
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        assert _prepared(client) == [True, True]
+
+
+def _prepared(client) -> list[bool]:
+    """Per worker: has it imported every task module? (the check runs there, from an importable module)"""
+    from tasks.workers import missing_task_modules
+
+    return [not missing for missing in client.run(missing_task_modules).values()]
+
+
+def test_a_prepared_cluster_imports_the_task_modules_on_every_worker_even_one_that_joins_later():
+    """Two threads importing the task modules at once can deadlock Python's import locks and kill a worker
+    (CI saw it): prepare_workers makes each worker import them on its event-loop thread first, and a worker
+    that joins later (a restarted one) does the same before it runs anything."""
+    from distributed import Client, LocalCluster
+
+    from flows.cluster import prepare_workers
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster.scheduler_address, set_as_default=False) as client:
+        assert _prepared(client) == [False]  # a fresh worker has not imported them
+        prepare_workers(cluster.scheduler_address)
+        prepare_workers(cluster.scheduler_address)  # idempotent: a served cluster is prepared per run
+        assert _prepared(client) == [True]
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=120)
+        assert _prepared(client) == [True, True]
