@@ -68,9 +68,27 @@ def dask_address(address: str | None = None, n_workers: int = LOCAL_WORKERS,
         prepare_workers(address)
         yield address
         return
-    with local_cluster(**local_cluster_kwargs(n_workers, threads_per_worker)) as cluster:
+    cluster = local_cluster(**local_cluster_kwargs(n_workers, threads_per_worker))
+    try:
         prepare_workers(cluster.scheduler_address)
         yield cluster.scheduler_address
+    finally:
+        with _quiet_shutdown():
+            cluster.close()
+
+
+@contextlib.contextmanager
+def _quiet_shutdown() -> Iterator[None]:
+    """While a finished run's LocalCluster closes: a worker process still flushing (Prefect's log and event
+    threads) when the nanny's 4 s run out is killed with a WARNING that means nothing to an operator (every
+    batch is done and recorded); it is kept off the console (errors still show)."""
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
+    nanny.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        nanny.setLevel(level)
 
 
 def prepare_workers(address: str) -> None:

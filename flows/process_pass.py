@@ -8,7 +8,11 @@ Steps (the flow is the only place that knows their order)::
     decode-tiles      x N  in Dask workers: ELIC -> ``decoded`` + ``valid`` chunks          (CPU)
     enhance-windows   x M  in Dask workers: INN-RSIC inverse -> ``enhanced`` cores          (GPU slot if any)
     evaluate-tiles    x K  in Dask workers: PSNR / MS-SSIM / perceptual vs the reference    (GPU slot if any)
-    write                  metrics Parquet, station history, markdown report; product marked complete last
+    build-overviews   x L  in Dask workers: the product's overview pyramid, level by level
+    export-cog             in a Dask worker, with ``cog``: the product's COG (kept when a resumed run finds a
+                           valid one of this version)
+    write                  metrics Parquet, station history, markdown report, STAC Item; product marked
+                           complete last
     publish                Prefect artifacts: progress (updated while running), tiles table, report
 
 Outputs, next to earlier versions of the same pass::
@@ -16,6 +20,8 @@ Outputs, next to earlier versions of the same pass::
     OUT_DIR/<pass_id>/<version>.zarr              the product (gsp_status 'complete' once finished)
     OUT_DIR/<pass_id>/<version>.metrics.parquet   one row per (tile, product), groundstation.metrics schema
     OUT_DIR/<pass_id>/<version>.report.md         the report
+    OUT_DIR/<pass_id>/<version>.enhanced.tif      with ``cog``: a Cloud-Optimized GeoTIFF (``.decoded.tif`` for
+                                                  a decoded-only product), in the STAC Item
     OUT_DIR/<pass_id>/<version>.state/            done markers while a run is unfinished (removed at the end)
     OUT_DIR/<pass_id>/<version>.lock              flock held while a run works on this product
     OUT_DIR/history.parquet                       one row per (pass, product, version), appended per run
@@ -52,7 +58,8 @@ from groundstation.registry import resolve_model
 from groundstation.fileio import write_json_atomic
 from groundstation.footprints import Grid, lost_tiles_geojson, tile_bounds
 from groundstation.metrics import add_tile_bounds
-from groundstation.stac import item_path, lost_path, write_item
+from groundstation.stac import cog_path, item_path, lost_path, write_item
+from tasks.export import cog_array, write_cog
 from tasks.overviews import build_pyramid
 from tasks.decode import decode_tiles
 from tasks.enhance import enhance_windows
@@ -254,6 +261,10 @@ def process_pass(pass_path: str, out_dir: str, options: ProcessOptions | None = 
     done = _existing(paths, header)
     if done is not None:
         log.info("Pass %s: product %s is already complete; nothing to do", header.pass_id, paths.product)
+        cog = cog_path(paths.product, "enhanced" if enh else "decoded")
+        if opts.cog and not cog.is_file():  # a complete product is left as it is: say how to add the COG
+            log.warning("Pass %s: the complete product has no COG; write one with `gsp export %s --cog %s`",
+                        header.pass_id, paths.product, cog)
         return {**done, "status": "already-complete"}
     log.info("Pass %s (acquired %s): %d of %d tiles have an intact record%s; writing %s",
              header.pass_id, header.acquisition_time, len(info.records), info.n_tiles,
@@ -463,8 +474,14 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
         "exit_code": EXIT_TILES_LOST if lost else EXIT_OK,
     }
 
-    # ---- write: overviews, metrics, history, report, lost tiles (GeoJSON), STAC item, the complete flag (last)
+    # ---- write: overviews, COG, metrics, history, report, lost tiles (GeoJSON), STAC item, the complete flag (last)
     summary["overviews"] = [lv["path"] for lv in build_pyramid(product, arrays)[1:]]  # Dask tasks, level by level
+    summary["cog"] = None
+    if opts.cog:  # before the STAC Item, which lists the COG it finds beside the product
+        cog = write_cog.submit(product, cog_array(arrays), version, header.pass_uid, reuse=resuming).result()
+        summary["cog"] = cog["path"]
+        log.info("COG of %s %s: %s", cog["array"], "kept (a valid one of this version was there)"
+                 if cog["action"] == "kept" else "written", cog["path"])
     grid = Grid.from_header(header)
     tiles_df = add_tile_bounds(tiles_df, tile_bounds(grid))
     summary["lost_geojson"] = str(lost_path(paths.product)) if lost else None
@@ -500,8 +517,9 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
         log.warning("Pass %s: %d of %d tiles lost (masked as nodata); ask for retransmission of tiles %s",
                     header.pass_id, len(lost), info.n_tiles, [d["tile"] for d in lost])
     emit_pass_events(summary, passes_df)  # gsp.pass.tiles-lost (when tiles were lost), gsp.product.complete
-    log.info("Pass %s done in %.1f s: product %s, metrics %s, report %s", header.pass_id,
-             summary["timings"]["total_s"], paths.product, paths.metrics, paths.report)
+    log.info("Pass %s done in %.1f s: product %s, metrics %s, report %s%s", header.pass_id,
+             summary["timings"]["total_s"], paths.product, paths.metrics, paths.report,
+             f", COG {summary['cog']}" if summary["cog"] else "")
     return summary
 
 

@@ -119,9 +119,12 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
     if s.get("stac_item"):
         lines.append(f"- STAC item: `{s['stac_item']}` (in the station catalogue `catalog.json` of the products "
                      "folder)")
+    if s.get("cog"):
+        lines.append(f"- Cloud-Optimized GeoTIFF (RGB, mask = valid, overviews; in the STAC item): `{s['cog']}`")
     lines += [
         f"- GIS (GDAL, QGIS): open `{gdal_view_path(s['product'], 'enhanced' if s.get('enhancer') else 'decoded')}` "
-        f"(RGB, mask = valid); a COG: `gsp export {s['product']} --cog OUT.tif`",
+        f"(RGB, mask = valid)" + ("" if s.get("cog") else f"; a COG: `gsp export {s['product']} --cog OUT.tif` "
+                                   "(or run with --cog)"),
         f"- pass container: `{s['pass']}`",
         "",
     ]

@@ -52,16 +52,19 @@ class CogResult:
         return asdict(self)
 
 
-def product_grid(product: str | Path) -> dict:
+def product_grid(product: str | Path, *, require_complete: bool = True) -> dict:
     """Scene grid of a complete product: width, height, tile (chunk) size, CRS WKT ('' for a pixel grid),
-    affine transform, from the pass header the product records. A clear ProductError when it is not usable."""
+    affine transform, from the pass header the product records. A clear ProductError when it is not usable.
+
+    ``require_complete=False``: for the flow, which exports its product after every batch is written but
+    before it marks the product complete (the STAC Item, written next, lists the COG)."""
     import zarr
 
     product = Path(product)
     if zarr_format(product) is None:
         raise ProductError(f"{product}: no product there (no Zarr store); give the path of a <version>.zarr folder")
     st = status(product)
-    if st != "complete":
+    if st != "complete" and (require_complete or st is None):
         raise ProductError(f"{product}: the product is {st or 'not marked'} (gsp_status), not complete; run the "
                            "same `gsp process` again to finish it, then export")
     attrs = dict(zarr.open_group(str(product), mode="r").attrs)
@@ -83,10 +86,13 @@ def _windows(height: int, width: int, tile: int):
 
 
 def export_cog(product: str | Path, out: str | Path, *, array: str = "enhanced", overviews: bool = True,
-               blocksize: int = BLOCK) -> CogResult:
+               blocksize: int = BLOCK, tags: dict[str, str] | None = None,
+               require_complete: bool = True) -> CogResult:
     """Write mosaic ``array`` of a complete ``product`` as a Cloud-Optimized GeoTIFF at ``out`` (atomically).
 
     ``overviews``: halve (average, mask-aware) until the image fits one ``blocksize`` tile (GDAL's AUTO).
+    ``tags``: GDAL metadata items of the file (the flow records the product version and pass uid, see
+    :func:`cog_matches`). ``require_complete=False``: see :func:`product_grid`.
     """
     import rasterio
     import rasterio.shutil
@@ -94,7 +100,7 @@ def export_cog(product: str | Path, out: str | Path, *, array: str = "enhanced",
     from affine import Affine
     from rasterio.enums import ColorInterp
 
-    grid = product_grid(product)
+    grid = product_grid(product, require_complete=require_complete)
     have = arrays(product)
     if array not in have:
         raise ProductError(f"{product} has no array {array!r} (it has {', '.join(have) or 'none'}); "
@@ -119,6 +125,8 @@ def export_cog(product: str | Path, out: str | Path, *, array: str = "enhanced",
             with rasterio.open(staging, "w", **profile) as dst:
                 dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
                 dst.descriptions = tuple(BANDS)
+                if tags:
+                    dst.update_tags(**{k: str(v) for k, v in tags.items()})
                 for r0, r1, c0, c1 in _windows(h, w, tile):
                     win = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
                     valid = np.asarray(valid_arr[r0:r1, c0:c1])
@@ -138,6 +146,31 @@ def export_cog(product: str | Path, out: str | Path, *, array: str = "enhanced",
     log.info("%s: %s of %s written as a COG (%dx%d, overviews %s)", out, array, product, w, h, levels or "none")
     return CogResult(path=str(out), array=array, width=w, height=h, crs=grid["crs_wkt"] or None,
                      overviews=list(levels), bytes=out.stat().st_size, valid_fraction=n_valid / (w * h))
+
+
+def cog_matches(path: str | Path, *, width: int, height: int, tags: dict[str, str]) -> bool:
+    """True when ``path`` is a COG that rio-cogeo's validator accepts, of ``width`` x ``height`` pixels, with an
+    internal mask and the GDAL metadata ``tags`` (what :func:`export_cog` wrote with them); False otherwise,
+    never an error (an unreadable or torn file is simply not a match)."""
+    import rasterio
+    from rasterio.enums import MaskFlags
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        from rio_cogeo.cogeo import cog_validate
+
+        ok, _errors, _warnings = cog_validate(str(path), quiet=True)
+        if not ok:
+            return False
+        with rasterio.open(path) as ds:
+            have = ds.tags()
+            return ((ds.width, ds.height, ds.count) == (width, height, 3)
+                    and ds.mask_flag_enums[0] == [MaskFlags.per_dataset]
+                    and all(have.get(k) == str(v) for k, v in tags.items()))
+    except Exception:  # noqa: BLE001 - anything unreadable is "no usable COG here": it is written again
+        return False
 
 
 def _check_cog(path: Path) -> None:

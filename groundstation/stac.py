@@ -6,7 +6,7 @@ Layout in a products folder (``gsp process -o PRODUCTS``)::
     PRODUCTS/<pass_id>/<version>.item.json         the Item of that product version
     PRODUCTS/<pass_id>/<version>.zarr              asset ``product``
     PRODUCTS/<pass_id>/<version>.<array>.vrt       asset ``<array>-gdal``: GDAL's view (RGB, mask = valid)
-    PRODUCTS/<pass_id>/<version>.<array>.tif       asset ``<array>-cog`` (a COG, where one was exported)
+    PRODUCTS/<pass_id>/<version>.<array>.tif       asset ``<array>-cog`` (a COG: a run with ``cog``, ``gsp export``)
     PRODUCTS/<pass_id>/<version>.metrics.parquet   asset ``metrics``
     PRODUCTS/<pass_id>/<version>.report.md         asset ``report``
     PRODUCTS/<pass_id>/<version>.lost.geojson      asset ``lost-tiles`` (only when tiles were lost)

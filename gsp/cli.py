@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="unsharp-mask control (PIL, threshold 0): amounts in whole percent, > 0, or none "
                     "(default 50,100,150,250)")
     sw.add_argument("--unsharp-radius", type=float, metavar="PX", help="radius of the unsharp mask (default 1)")
+    sw.add_argument("--rule-max-cost", type=float, metavar="DB",
+                    help="the operating-point rule: among the swept temperatures costing at most DB of PSNR, the "
+                    "lowest perceptual distance (default 0.6); the choice per rate point goes to "
+                    "operating_points.json and the report, beside the registry's temperature")
     sw.add_argument("--sweep-vgg", choices=["none", "enhanced", "all"],
                     help="which variants also get ST-LPIPS VGG beside the evaluation's metric: none, enhanced "
                     "(decoded and enhanced; the default) or all (the controls too; VGG is the costly part)")
@@ -363,7 +367,8 @@ def _sweep_spec(args):
 
     given = [o for o, v in (("--temperatures", args.temperatures), ("--noise", args.noise),
                             ("--unsharp", args.unsharp), ("--unsharp-radius", args.unsharp_radius),
-                            ("--sweep-vgg", args.sweep_vgg)) if v is not None]
+                            ("--sweep-vgg", args.sweep_vgg), ("--rule-max-cost", args.rule_max_cost))
+             if v is not None]
     if not args.sweep:
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to the perception-distortion sweep: add --sweep")
@@ -379,6 +384,8 @@ def _sweep_spec(args):
         kw["unsharp_radius"] = args.unsharp_radius
     if args.sweep_vgg is not None:
         kw["vgg"] = args.sweep_vgg
+    if args.rule_max_cost is not None:
+        kw["rule_max_cost_db"] = args.rule_max_cost
     return SweepSpec(**kw)
 
 
@@ -414,6 +421,10 @@ def cmd_evaluate(args) -> int:
             else:
                 print(f"    {r['control_name']} at the same PSNR cost (strength {r['strength']:.2f}): "
                       f"{r.get('control_d_perceptual_pct', float('nan')):+.1f}%")
+        for r in sw.rule.to_dict("records"):
+            verdict = "as the registry records" if r["agrees"] else f"the registry says T={r['registry_temperature']:g}"
+            print(f"  rule (cost <= {r['max_cost_db']:g} dB, lowest perceptual): {r['rate_point']} T="
+                  f"{r['temperature']:g}{'' if r['qualified'] else ' (none qualified: the cheapest)'}, {verdict}")
         files.update(sw.files)
     print("\n".join(f"{k}: {v}" for k, v in files.items()))
     return 0

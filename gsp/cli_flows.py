@@ -47,6 +47,13 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
                    "of --workers processes)")
 
 
+def _cog_option(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument("--cog", action="store_true",
+                   help=f"also write a Cloud-Optimized GeoTIFF of each new product beside it, {where}<pass_id>/"
+                   "<version>.enhanced.tif (.decoded.tif for a decoded-only product): RGB, 'valid' as its internal "
+                   "mask (lost tiles masked), overviews, validated; listed in the product's STAC Item and report")
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "process", help="process a pass on Dask under Prefect: product, metrics, report",
@@ -58,14 +65,17 @@ def register(sub) -> None:
     p.add_argument("pass_file", metavar="PASS")
     p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="products folder")
     _model_options(p)
+    _cog_option(p, "OUT_DIR/")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     p.add_argument("--json", action="store_true",
                    help="print product and metrics paths, tile counts and timings as JSON")
 
     s = sub.add_parser(
-        "serve", help="serve the station's jobs as Prefect deployments (inbox watcher, process, reprocess)",
-        description="Serve the deployments process-pass, reprocess-archive and watch-inbox (named after the "
-        "station) from this process, so operators start, watch and rerun them from the Prefect UI. watch-inbox "
+        "serve", help="serve the station's jobs as Prefect deployments (inbox watcher, process, reprocess, "
+        "training, evaluation)",
+        description="Serve the deployments process-pass, reprocess-archive, watch-inbox, train-codec, "
+        "train-enhancer and evaluate (named after the station) from this process, so operators start, watch and "
+        "rerun them from the Prefect UI. watch-inbox "
         "sweeps INBOX every --interval seconds: complete passes (not .part, trailer present, unchanged for "
         "--settle seconds) are claimed, processed into --products and moved to INBOX/done (or INBOX/failed). "
         "Runs from a deployment only take paths under the station's roots (station file, roots). Set "
@@ -102,6 +112,7 @@ def register(sub) -> None:
     r.add_argument("--glob", default="**/*", metavar="PATTERN", help="files under --archive (default **/*)")
     r.add_argument("--concurrency", type=int, default=2, metavar="N", help="passes processed at once (default 2)")
     _model_options(r, enhancer_required=True)
+    _cog_option(r, "in the --products folder: ")
     r.add_argument("--json", action="store_true", help="print one row per pass as JSON")
 
 
@@ -112,7 +123,8 @@ def _options(args):
         reference=args.reference, codec=args.codec, enhancer=args.enhancer,
         enhance=not getattr(args, "no_enhance", False), seed=args.seed, temperature=args.temperature,
         halo=args.halo, tiles_per_batch=args.tiles_per_batch, core_tiles=args.core_tiles, device=args.device,
-        synthesis=getattr(args, "synthesis", None) or load_station().decode.synthesis)
+        synthesis=getattr(args, "synthesis", None) or load_station().decode.synthesis,
+        cog=getattr(args, "cog", False) or None)
 
 
 def _workers(args) -> int:
@@ -130,7 +142,7 @@ def cmd_process(args) -> int:
     pass_file, out = checked("PASS", args.pass_file, "pass"), checked("--out", args.out, "products")
     res = run_process_pass(pass_file, out, opts, dask_address=args.dask_address, n_workers=_workers(args))
     if args.json:
-        keys = ("status", "pass_id", "product", "metrics", "report", "version", "tiles_total", "tiles_ok",
+        keys = ("status", "pass_id", "product", "metrics", "report", "cog", "version", "tiles_total", "tiles_ok",
                 "tiles_lost", "lost", "bytes", "bpp", "timings", "batches", "devices", "flow_run_id", "exit_code")
         print(json.dumps({k: res.get(k) for k in keys}, indent=2))
     else:
@@ -138,6 +150,8 @@ def cmd_process(args) -> int:
         print(f"{res['product']}{state}: {res['tiles_ok']}/{res['tiles_total']} tiles, {res['bpp']:.4f} bpp, "
               f"{res['timings']['total_s']} s")
         print(f"metrics: {res['metrics']}\nreport:  {res['report']}")
+        if res.get("cog"):
+            print(f"cog:     {res['cog']}")
         for d in res["lost"]:
             print(f"  tile {d['tile']}: {d['reason']}: {d['detail']}  -> ask for retransmission")
     return res["exit_code"]
@@ -159,8 +173,11 @@ def cmd_serve(args) -> int:
         if any(r["status"] != "done" for r in results):
             return 2
         return 3 if any(r.get("tiles_lost") for r in results) else 0
+    from gsp.jobs import job_deployments
+
     serve_station(inbox=args.inbox, products=args.products, archive=args.archive, options=opts,
-                  interval=args.interval, name=args.name, limit=args.limit, host=args.host, **kw)
+                  interval=args.interval, name=args.name, limit=args.limit, host=args.host,
+                  extra_deployments=job_deployments(name=args.name), **kw)
     return 0
 
 

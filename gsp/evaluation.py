@@ -184,18 +184,26 @@ def _job(args: tuple[ResolvedPoint, str, str, int]) -> list[dict]:
 
 # --------------------------------------------------------------------------------------- bookkeeping
 
+
+def read_resumable_csv(path: Path, columns, writer: str, dtype: dict | None = None) -> pd.DataFrame:
+    """The rows a resumable command (``writer``) wrote to ``path`` earlier (empty when there is none yet);
+    ConfigError, saying what to do, for a file it cannot read or that another command wrote."""
+    if not path.is_file():
+        return pd.DataFrame(columns=list(columns))
+    try:
+        df = pd.read_csv(path, dtype=dtype)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc}); move it away to start afresh") from exc
+    missing = set(columns) - set(df.columns)
+    if missing:
+        raise ConfigError(f"{path}: not written by {writer} (no {', '.join(sorted(missing))}); choose another -o")
+    return df
+
 def _read_done(path: Path, points: list[ResolvedPoint]) -> pd.DataFrame:
     """Rows already computed with the same model files (sha256) and temperature; others are dropped."""
-    if not path.is_file():
-        return pd.DataFrame(columns=PER_IMAGE_COLUMNS)
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: unreadable ({exc}); move it away to start the evaluation afresh") from exc
-    missing = set(PER_IMAGE_COLUMNS) - set(df.columns)
-    if missing:
-        raise ConfigError(f"{path}: not written by gsp evaluate (no {', '.join(sorted(missing))}); "
-                          "choose another -o")
+    df = read_resumable_csv(path, PER_IMAGE_COLUMNS, "gsp evaluate")
+    if df.empty:
+        return df
     keep = np.zeros(len(df), dtype=bool)
     for p in points:
         same = (df.rate_point == p.name) & (df.temperature == p.temperature)
@@ -261,8 +269,12 @@ def _run_jobs(jobs: list[tuple], workers: int, fn: Callable[[tuple], list[dict]]
 
 def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPoint], *,
                     limit: int | None = None, workers: int = 1, seed: int = 0,
-                    reference: str | Path | None = None, progress: bool = False) -> EvaluationResult:
-    """Evaluate every rate point on the images of ``image_dir``; write the tables and plots into ``out``."""
+                    reference: str | Path | None = None, progress: bool = False,
+                    on_progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
+    """Evaluate every rate point on the images of ``image_dir``; write the tables and plots into ``out``.
+
+    ``on_progress(done, total)`` is called before the first image and after each (``total``: the image
+    evaluations this call computes, those already in ``per_image.csv`` left out)."""
     from tqdm import tqdm
 
     if workers < 1:
@@ -280,13 +292,17 @@ def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[Resolve
     if skipped:
         log.info("resuming: %d of %d image evaluations already in %s", skipped, len(points) * len(items), csv_path)
     bar = tqdm(total=len(jobs), desc="evaluate", unit="img", disable=not progress)
+    if on_progress is not None:
+        on_progress(0, len(jobs))
     try:
         with open(csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS)
-            for rows in _run_jobs(jobs, workers):
+            for done_jobs, rows in enumerate(_run_jobs(jobs, workers), 1):
                 writer.writerows(rows)
                 f.flush()
                 os.fsync(f.fileno())
+                if on_progress is not None:
+                    on_progress(done_jobs, len(jobs))
                 bar.update(1)
                 bar.set_postfix(point=rows[0]["rate_point"], bpp=f"{rows[0]['bpp']:.3f}")
     finally:

@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ import pandas as pd
 from groundstation.errors import ConfigError
 from groundstation.fileio import atomic_path, save_figure_atomic, write_text_atomic
 
-from gsp.evaluation import ResolvedPoint, _image_names, _models, _original_and_decoded, _run_jobs
+from gsp.evaluation import ResolvedPoint, _image_names, _models, _original_and_decoded, _run_jobs, read_resumable_csv
 
 __all__ = [
     "DEFAULT_NOISE",
@@ -137,6 +138,13 @@ def parse_values(text: str, option: str, *, positive: bool = False, integer: boo
     return tuple(sorted(set(values)))
 
 
+#: The operating-point rule fixed before the reported numbers were looked at (benchmarks/results/evaluation-v3/
+#: RULE.md): per rate point, among the temperatures whose mean PSNR cost is at most this many dB (0.2 dB of
+#: margin below the goal's 0.8 dB), the one with the lowest mean perceptual distance; if none qualifies, the
+#: temperature with the smallest cost. Run it on the selection subset; the registry records its choice.
+RULE_MAX_COST_DB = 0.6
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     """What the sweep covers: the enhancer's temperatures, the noise stds (DN), the unsharp amounts (percent) at
@@ -148,6 +156,7 @@ class SweepSpec:
     unsharp: tuple[float, ...] = DEFAULT_UNSHARP
     unsharp_radius: float = DEFAULT_UNSHARP_RADIUS
     vgg: str = "enhanced"
+    rule_max_cost_db: float = RULE_MAX_COST_DB
 
     def __post_init__(self) -> None:
         if not self.temperatures:
@@ -160,6 +169,8 @@ class SweepSpec:
             raise ConfigError(f"--unsharp {self.unsharp}: give whole percent amounts > 0")
         if not (math.isfinite(self.unsharp_radius) and self.unsharp_radius > 0):
             raise ConfigError(f"--unsharp-radius {self.unsharp_radius}: give a radius > 0 (pixels)")
+        if not (math.isfinite(self.rule_max_cost_db) and self.rule_max_cost_db > 0):
+            raise ConfigError(f"--rule-max-cost {self.rule_max_cost_db}: give a PSNR cost > 0 (dB)")
         if self.vgg not in VGG_MODES:
             raise ConfigError(f"--sweep-vgg {self.vgg}: choose one of {', '.join(VGG_MODES)}")
 
@@ -326,16 +337,10 @@ def _sweep_job(args: tuple) -> list[dict]:
 def _read_done(path: Path, points: list[ResolvedPoint], *, metric: str, seed: int,
                vgg_families: Sequence[str]) -> pd.DataFrame:
     """Rows already computed that still hold for these models, seed, backend and VGG choice; others are dropped."""
-    if not path.is_file():
-        return pd.DataFrame(columns=SWEEP_COLUMNS)
-    try:
-        df = pd.read_csv(path, dtype={"codec_sha256": str, "enhancer_sha256": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: unreadable ({exc}); move it away to start the sweep afresh") from exc
-    missing = set(SWEEP_COLUMNS) - set(df.columns)
-    if missing:
-        raise ConfigError(f"{path}: not written by gsp evaluate --sweep (no {', '.join(sorted(missing))}); "
-                          "choose another -o")
+    df = read_resumable_csv(path, SWEEP_COLUMNS, "gsp evaluate --sweep",
+                            dtype={"codec_sha256": str, "enhancer_sha256": str})
+    if df.empty:
+        return df
     df["enhancer_sha256"] = df["enhancer_sha256"].fillna("")
     stale = np.zeros(len(df), dtype=bool)
     for p in points:
@@ -366,13 +371,16 @@ class SweepResult:
     chosen: pd.DataFrame
     controls: pd.DataFrame
     files: dict[str, str]
+    rule: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def sweep_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPoint], spec: SweepSpec | None = None,
                  *, limit: int | None = None, workers: int = 1, seed: int = 0,
-                 progress: bool = False) -> SweepResult:
+                 progress: bool = False, on_progress: Callable[[int, int], None] | None = None) -> SweepResult:
     """Sweep every rate point's enhancer temperature and the controls on the images of ``image_dir`` (the same
     images as :func:`gsp.evaluation.evaluate_folder` with the same ``limit``); write the files into ``out``.
+    ``on_progress(done, total)``: rows computed so far of those this call computes (before the first, after
+    each image).
 
     Each point's ``temperature`` is its chosen operating point (the registry's): always swept, and marked."""
     from tqdm import tqdm
@@ -403,6 +411,9 @@ def sweep_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPo
     if total - computed:
         log.info("resuming: %d of %d sweep rows already in %s", total - computed, total, csv_path)
     bar = tqdm(total=computed, desc="sweep", unit="variant", disable=not progress)
+    done_rows = 0
+    if on_progress is not None:
+        on_progress(0, computed)
     try:
         with open(csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=SWEEP_COLUMNS)
@@ -411,6 +422,9 @@ def sweep_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPo
                 f.flush()
                 os.fsync(f.fileno())
                 bar.update(len(rows))
+                done_rows += len(rows)
+                if on_progress is not None:
+                    on_progress(done_rows, computed)
                 bar.set_postfix(point=rows[0]["rate_point"], image=rows[0]["image"][-20:])
     finally:
         bar.close()
@@ -424,17 +438,23 @@ def sweep_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPo
     summary = summarize_sweep(rows, points)
     chosen = chosen_effects(rows, points)
     controls = pd.DataFrame([c for p in points for c in controls_at_cost(rows[rows.rate_point == p.name], p)])
+    rule = rule_choice(summary, points, spec.rule_max_cost_db) if not summary.empty else pd.DataFrame()
     files = {"sweep_csv": str(csv_path), "sweep_summary": str(out / "perception_distortion_summary.csv"),
+             "operating_points": str(out / "operating_points.json"),
              "sweep_markdown": str(out / "perception_distortion.md"),
              "sweep_png": str(out / "perception_distortion.png")}
     with atomic_path(files["sweep_summary"]) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")
     write_text_atomic(files["sweep_markdown"], sweep_markdown(summary, chosen, controls, points, spec,
                                                               image_dir=str(image_dir), images=len(items),
-                                                              metric=metric, seed=seed))
+                                                              metric=metric, seed=seed, rule=rule))
+    write_text_atomic(files["operating_points"], json.dumps(
+        {"rule": f"lowest mean {metric} among temperatures costing <= {spec.rule_max_cost_db:g} dB PSNR "
+                 "(else the cheapest)", "image_dir": str(image_dir), "images": len(items),
+         "rate_points": rule.to_dict("records")}, indent=2) + "\n")
     plot_perception_distortion(summary, controls, points, metric, files["sweep_png"])
     return SweepResult(out=str(out), images=len(items), computed=computed, skipped=total - computed,
-                       summary=summary, chosen=chosen, controls=controls, files=files)
+                       summary=summary, chosen=chosen, controls=controls, files=files, rule=rule)
 
 
 # ---------------------------------------------------------------------------------------- the maths
@@ -535,6 +555,26 @@ def chosen_effects(rows: pd.DataFrame, points: list[ResolvedPoint]) -> pd.DataFr
     return ch.reset_index(drop=True)
 
 
+def rule_choice(summary: pd.DataFrame, points: list[ResolvedPoint],
+                max_cost_db: float = RULE_MAX_COST_DB) -> pd.DataFrame:
+    """The operating point the rule (:data:`RULE_MAX_COST_DB`) picks per rate point from a sweep's summary, beside
+    the registry's temperature: ``agrees`` says whether the registry records the rule's choice."""
+    out = []
+    for p in points:
+        enh = summary[(summary.rate_point == p.name) & (summary.family == "enhanced")]
+        enh = enh[(enh.images > 0) & enh.d_psnr_db.notna()]
+        if enh.empty:
+            continue
+        cost = -enh.d_psnr_db
+        ok = enh[cost <= max_cost_db]
+        pick = ok.loc[ok.perceptual.idxmin()] if not ok.empty else enh.loc[cost.idxmin()]
+        out.append({"rate_point": p.name, "temperature": float(pick.strength), "qualified": not ok.empty,
+                    "cost_db": float(-pick.d_psnr_db), "d_perceptual_pct": float(pick.d_perceptual_pct),
+                    "max_cost_db": float(max_cost_db), "registry_temperature": float(p.temperature),
+                    "agrees": math.isclose(float(pick.strength), float(p.temperature))})
+    return pd.DataFrame(out)
+
+
 def controls_at_cost(rows: pd.DataFrame, point: ResolvedPoint) -> list[dict]:
     """Each control family of one rate point interpolated to the chosen point's mean PSNR cost, compared image by
     image with the enhancer there (on the images that have every variant needed)."""
@@ -602,7 +642,7 @@ def _helped(v, n) -> str:
 
 def sweep_markdown(summary: pd.DataFrame, chosen: pd.DataFrame, controls: pd.DataFrame,
                    points: list[ResolvedPoint], spec: SweepSpec, *, image_dir: str, images: int, metric: str,
-                   seed: int) -> str:
+                   seed: int, rule: pd.DataFrame | None = None) -> str:
     vgg = spec.vgg != "none"
     lines = [f"# Perception-distortion sweep on `{image_dir}` ({images} images)", "",
              f"Perceptual distance `{metric}` (lower is better){' and ST-LPIPS VGG (`stlpips_vgg`)' if vgg else ''}; "
@@ -668,6 +708,19 @@ def sweep_markdown(summary: pd.DataFrame, chosen: pd.DataFrame, controls: pd.Dat
                           r.get("enh_minus_control_stlpips_vgg_ci95", math.nan), 4),
                       _helped(r.get("enhancer_better_stlpips_vgg"), n)]
         lines.append("| " + " | ".join(cells) + " |")
+
+    if rule is not None and not rule.empty:
+        lines += ["", "## The operating-point rule on these images", "",
+                  f"Among the swept temperatures whose mean PSNR cost is at most {spec.rule_max_cost_db:g} dB, the "
+                  f"one with the lowest mean {metric}; if none qualifies, the cheapest. Apply it on the selection "
+                  "subset only, and record its choice in configs/models.yaml; on the reported part this table is "
+                  "for information (choosing there would flatter the result).", "",
+                  "| rate point | rule's T | qualified | Δ PSNR dB | " + f"Δ {metric} % | registry T | agrees |",
+                  "|" + "---|" * 7]
+        for r in rule.to_dict("records"):
+            lines.append(f"| {r['rate_point']} | {r['temperature']:g} | {'yes' if r['qualified'] else 'no'} | "
+                         f"{-r['cost_db']:+.2f} | {_f(r['d_perceptual_pct'], 1, True)} | "
+                         f"{r['registry_temperature']:g} | {'yes' if r['agrees'] else '**no**'} |")
 
     lines += ["", "## Every variant of the sweep", "",
               "| rate point | variant | images | PSNR dB | Δ PSNR dB (95%) | " + f"{metric} | Δ {metric} % | "

@@ -68,3 +68,16 @@ def tiny_codec_checkpoint(path: Path, seed: int = 0, arch: CodecArch = TINY_ARCH
     model.update(force=True)
     torch.save(model.state_dict(), path)
     return path
+
+
+def write_pngs(folder: Path, specs) -> Path:
+    """Smooth RGB PNGs ``folder/<name>.png`` for ``(name, (height, width), seed)`` specs (names may hold a
+    sub-folder); returns ``folder``."""
+    from PIL import Image
+
+    for name, (h, w), seed in specs:
+        target = Path(folder) / f"{name}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rgb = (smooth_image(h, w, seed=seed).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        Image.fromarray(rgb).save(target)
+    return Path(folder)

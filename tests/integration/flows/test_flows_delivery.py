@@ -1,5 +1,6 @@
 """What a process-pass run delivers to tools other than xarray: tile footprints in the metrics table, the lost
-tiles as GeoJSON, the STAC Item and station catalogue, GDAL's RGB view with the valid mask, and a COG."""
+tiles as GeoJSON, the STAC Item and station catalogue, GDAL's RGB view with the valid mask, and a COG (written by
+the run with --cog, and by ``gsp export``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ TILES = 6
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, prefect_harness, dask_cluster, flow_pass, tiny_codec, enhancer_ckpts):
-    """``gsp process`` on a copy of the flow pass whose tile 4 record is damaged (exit 3: a tile lost)."""
+    """``gsp process --cog`` on a copy of the flow pass whose tile 4 record is damaged (exit 3: a tile lost)."""
     from gsp.cli import main
     from product_helpers import lose_tiles
 
@@ -28,7 +29,7 @@ def run(tmp_path_factory, prefect_harness, dask_cluster, flow_pass, tiny_codec, 
     with contextlib.redirect_stdout(buf):
         code = main(["process", str(damaged), "-o", str(out), "--codec", str(tiny_codec), "--enhancer",
                      str(enhancer_ckpts[0]), "--temperature", "0", "--dask-address", dask_cluster.scheduler_address,
-                     "--json"])
+                     "--cog", "--json"])
     return {"code": code, "res": json.loads(buf.getvalue()), "out": out, "scene": scene}
 
 
@@ -75,7 +76,8 @@ def test_run_delivers_footprints_geojson_stac_and_gdal_view(run):
     assert item.properties["gsp:enhancer"]["sha256"] == summary["enhancer"]["sha256"]
     assert item.properties["gsp:codec"]["sha256"] == summary["codec"]["sha256"]
     assert item.properties["gsp:lost_tiles"] == [4]
-    assert {"product", "decoded-gdal", "enhanced-gdal", "metrics", "report", "lost-tiles"} == set(item.assets)
+    assert {"product", "decoded-gdal", "enhanced-gdal", "enhanced-cog", "metrics", "report",
+            "lost-tiles"} == set(item.assets)
     for asset in item.assets.values():
         assert Path(asset.get_absolute_href()).exists()
     cat = pystac.Catalog.from_file(str(run["out"] / CATALOG_NAME))
@@ -95,6 +97,47 @@ def test_run_delivers_footprints_geojson_stac_and_gdal_view(run):
 
 
 @pytest.mark.slow
+def test_run_with_cog_writes_a_valid_masked_cog_listed_in_the_item_and_report(run):
+    """--cog: <version>.enhanced.tif beside the product, accepted by rio-cogeo's validator, with the product's
+    exact CRS and transform, RGB, overviews and ``valid`` (the lost tile masked) as its internal mask; the run's
+    STAC Item lists it, the summary and report name it, and it reads like any file the user writes."""
+    import pystac
+    import rasterio
+    from rasterio.enums import ColorInterp, MaskFlags
+    from rio_cogeo.cogeo import cog_validate
+
+    from groundstation.product import open_product
+    from groundstation.stac import cog_path, item_path
+    from helpers import unusual_modes
+
+    res = run["res"]
+    product = Path(res["product"])
+    out = cog_path(product, "enhanced")
+    assert res["cog"] == str(out) and out.name == f"{res['version']}.enhanced.tif"
+    ds = open_product(product)
+    assert ds.attrs["gsp_summary"]["cog"] == str(out)
+    ok, errors, _ = cog_validate(str(out))
+    assert ok, errors
+    with rasterio.open(run["scene"]) as src, rasterio.open(out) as c:
+        assert c.crs == src.crs and c.transform == src.transform
+        assert (c.width, c.height) == (src.width, src.height)
+        assert c.colorinterp == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+        assert c.nodata is None and c.mask_flag_enums[0] == [MaskFlags.per_dataset]
+        assert c.block_shapes[0] == (512, 512) and c.overviews(1) == []  # 300x200 px fit one tile: AUTO adds none
+        assert c.tags()["GSP_VERSION"] == res["version"]
+        valid = ds.valid.values
+        assert not valid[128:200, 128:256].any()  # tile 4 (lost) is masked
+        np.testing.assert_array_equal(c.dataset_mask(), valid * 255)
+        np.testing.assert_array_equal(c.read(), ds.enhanced.values)
+    item = pystac.Item.from_file(str(item_path(product)))
+    asset = item.assets["enhanced-cog"]
+    assert Path(asset.get_absolute_href()) == out and asset.media_type == pystac.MediaType.COG
+    assert str(out) in Path(res["report"]).read_text()
+    assert unusual_modes(run["out"]) == []
+    assert not [p.name for p in product.parent.iterdir() if p.name.startswith(".")]  # no staging file left
+
+
+@pytest.mark.slow
 def test_export_the_run_product_as_cog_and_add_it_to_the_item(run, tmp_path):
     import pystac
     import rasterio
@@ -105,12 +148,13 @@ def test_export_the_run_product_as_cog_and_add_it_to_the_item(run, tmp_path):
     from groundstation.stac import cog_path, item_path
 
     product = Path(run["res"]["product"])
-    out = cog_path(product, "enhanced")
-    assert main(["export", str(product), "--cog", str(out), "--blocksize", "128"]) == 0
+    out = cog_path(product, "decoded")  # the run wrote the enhanced one (--cog); the decoded mosaic as well
+    assert main(["export", str(product), "--cog", str(out), "--array", "decoded", "--blocksize", "128"]) == 0
     ok, errors, _ = cog_validate(str(out))
     assert ok, errors
     with rasterio.open(out) as c:
-        np.testing.assert_array_equal(c.read(), open_product(product).enhanced.values)
+        np.testing.assert_array_equal(c.read(), open_product(product).decoded.values)
         assert c.overviews(1)
     item = pystac.Item.from_file(str(item_path(product)))  # refreshed by the export
-    assert Path(item.assets["enhanced-cog"].get_absolute_href()) == out
+    assert Path(item.assets["decoded-cog"].get_absolute_href()) == out
+    assert Path(item.assets["enhanced-cog"].get_absolute_href()) == cog_path(product, "enhanced")

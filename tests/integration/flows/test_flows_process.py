@@ -29,6 +29,21 @@ def test_options_validate_before_the_run():
         ProcessOptions.build(temperature=-1)
 
 
+def test_cog_is_an_option_of_process_and_reprocess_and_of_the_ui_form():
+    from flows.process_pass import ProcessOptions, product_version, ModelRef
+    from gsp.cli import build_parser
+    from gsp.cli_flows import _options
+
+    parse = build_parser().parse_args
+    assert _options(parse(["process", "p.gsp", "-o", "out", "--cog"])).cog is True
+    assert _options(parse(["process", "p.gsp", "-o", "out"])).cog is False
+    assert _options(parse(["reprocess", "--archive", "a", "--products", "b", "--enhancer", "e", "--cog"])).cog
+    field = ProcessOptions.model_json_schema()["properties"]["cog"]
+    assert field["default"] is False and ".enhanced.tif" in field["description"]  # the deployment form says where
+    codec = ModelRef("c", "c.pt", "a" * 64, {})
+    assert product_version(codec, None, ProcessOptions(cog=True)) == product_version(codec, None, ProcessOptions())
+
+
 def test_without_a_temperature_the_registrys_operating_point_is_used():
     """The rate point's temperature (chosen on validation images) when none is given; an explicit one wins;
     an enhancer that is no rate point's gets the deterministic mean."""

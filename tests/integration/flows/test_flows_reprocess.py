@@ -1,4 +1,5 @@
-"""reprocess-archive: another enhancer gives a second product beside the first; a rerun skips what is done."""
+"""reprocess-archive: another enhancer gives a second product beside the first (with --cog, its COG too); a rerun
+skips what is done."""
 
 from __future__ import annotations
 
@@ -33,8 +34,13 @@ def test_dates_and_selection(tmp_path, tiny_codec):
 @pytest.mark.slow
 def test_new_enhancer_makes_a_new_product_and_a_rerun_skips(tmp_path, prefect_harness, dask_cluster, tiny_codec,
                                                            enhancer_ckpts):
+    import numpy as np
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
     from gsp.cli import main
     from groundstation.product import open_product, status
+    from groundstation.stac import cog_path, item_path, version_of
 
     archive, products = tmp_path / "archive", tmp_path / "products"
     make_pass(archive / "day1", tiny_codec, "arch-1", seed=3, acquired="2024-05-01T10:00:00+00:00")
@@ -53,7 +59,7 @@ def test_new_enhancer_makes_a_new_product_and_a_rerun_skips(tmp_path, prefect_ha
     assert code == 0 and [(r["pass_id"], r["status"]) for r in rows] == [("arch-1", "done")]
     first = rows[0]["product"]
 
-    code, rows = reprocess(enh_b)  # the new enhancer over the whole archive, two passes at a time
+    code, rows = reprocess(enh_b, "--cog")  # the new enhancer over the whole archive, two at a time, with COGs
     assert code == 0 and sorted((r["pass_id"], r["status"]) for r in rows) == [("arch-1", "done"), ("arch-2", "done")]
     second = next(r["product"] for r in rows if r["pass_id"] == "arch-1")
     assert second != first and status(first) == status(second) == "complete"
@@ -61,6 +67,18 @@ def test_new_enhancer_makes_a_new_product_and_a_rerun_skips(tmp_path, prefect_ha
         [first.rsplit("/", 1)[1], second.rsplit("/", 1)[1]])  # side by side
     a, b = open_product(first), open_product(second)
     assert (a.decoded.values == b.decoded.values).all() and not (a.enhanced.values == b.enhanced.values).all()
+    # --cog: one COG per new version (each pass's), none for the first version (made without --cog)
+    assert sorted(p.name for p in products.rglob("*.tif")) == sorted(
+        cog_path(r["product"], "enhanced").name for r in rows)
+    assert not cog_path(first, "enhanced").exists()
+    for r in rows:
+        cog = cog_path(r["product"], "enhanced")
+        assert cog_validate(str(cog))[0]
+        with rasterio.open(cog) as c:
+            assert c.tags()["GSP_VERSION"] == version_of(r["product"])
+            np.testing.assert_array_equal(c.dataset_mask(), open_product(r["product"]).valid.values * 255)
+        item = json.loads(item_path(r["product"]).read_text())
+        assert item["assets"]["enhanced-cog"]["href"] == f"./{cog.name}"
 
     code, rows = reprocess(enh_b)  # nothing left to do
     assert code == 0 and [r["status"] for r in rows] == ["skipped", "skipped"]

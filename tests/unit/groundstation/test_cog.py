@@ -98,3 +98,34 @@ def test_cli_errors_are_clear_without_traceback(made, tmp_path, capsys, case):
 
     assert re.search(match, err), err
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_the_flows_export_task_writes_beside_an_unfinished_product_and_a_resume_keeps_a_valid_cog(made, tmp_path):
+    """``export-cog`` (tasks/export.py) runs before the product is marked complete; the COG carries the
+    version and pass uid, and a resumed run keeps a valid COG with those tags instead of writing it again."""
+    import shutil
+
+    import zarr
+
+    from groundstation.stac import cog_path
+    from tasks.export import write_cog
+
+    product = tmp_path / "v1.zarr"
+    shutil.copytree(made["product"], product)
+    zarr.open_group(str(product), mode="r+").attrs["gsp_status"] = "incomplete"
+    first = write_cog.fn(str(product), "decoded", "v1", "uid-1", reuse=True)  # nothing there yet: written
+    out = cog_path(product, "decoded")
+    assert first["action"] == "written" and first["path"] == str(out) and out.name == "v1.decoded.tif"
+    assert cog_validate(str(out))[0]
+    with rasterio.open(out) as c:
+        assert c.tags()["GSP_VERSION"] == "v1" and c.tags()["GSP_PASS_UID"] == "uid-1"
+        np.testing.assert_array_equal(c.dataset_mask(), open_product(product).valid.values * 255)
+    stamp = out.stat().st_mtime_ns
+    assert write_cog.fn(str(product), "decoded", "v1", "uid-1", reuse=True)["action"] == "kept"
+    assert out.stat().st_mtime_ns == stamp
+    assert write_cog.fn(str(product), "decoded", "v1", "uid-2", reuse=True)["action"] == "written"  # another pass
+    out.write_bytes(b"torn")  # not a COG: written again
+    assert write_cog.fn(str(product), "decoded", "v1", "uid-2", reuse=True)["action"] == "written"
+    assert write_cog.fn(str(product), "decoded", "v1", "uid-2", reuse=False)["action"] == "written"  # a new run
+    assert cog_validate(str(out))[0]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging leftovers

@@ -21,18 +21,14 @@ from gsp.evaluation import (
 from groundstation.fileio import sha256_file
 from groundstation.registry import Registry
 
-from synth import smooth_image
+from synth import write_pngs
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """Three small RGB images, sizes not multiples of 64 (the codec pads); one large enough for MS-SSIM."""
     d = tmp_path_factory.mktemp("images")
-    (d / "sub").mkdir()
-    for name, (h, w), seed in (("a", (96, 80), 0), ("b", (70, 120), 1), ("sub/c", (176, 168), 2)):
-        rgb = (smooth_image(h, w, seed=seed).transpose(1, 2, 0) * 255).round().astype(np.uint8)
-        Image.fromarray(rgb).save(d / f"{name}.png")
-    return d
+    return write_pngs(d, (("a", (96, 80), 0), ("b", (70, 120), 1), ("sub/c", (176, 168), 2)))
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,12 @@ from gsp.perception_distortion import (
     interpolate_at,
     matched_strength,
     parse_values,
+    rule_choice,
     sweep_folder,
     unsharp_mask,
 )
 
-from synth import smooth_image
+from synth import smooth_image, write_pngs
 
 SPEC = SweepSpec(temperatures=(0.0, 0.5), noise=(2.0, 6.0), unsharp=(100.0, 250.0), vgg="enhanced")
 
@@ -40,11 +41,7 @@ SPEC = SweepSpec(temperatures=(0.0, 0.5), noise=(2.0, 6.0), unsharp=(100.0, 250.
 def images(tmp_path_factory) -> Path:
     """Three small RGB images (sizes not multiples of 64: the codec pads), one in a sub-folder."""
     d = tmp_path_factory.mktemp("sweep-images")
-    (d / "sub").mkdir()
-    for name, (h, w), seed in (("a", (48, 64), 0), ("b", (40, 56), 1), ("sub/c", (64, 48), 2)):
-        rgb = (smooth_image(h, w, seed=seed).transpose(1, 2, 0) * 255).round().astype(np.uint8)
-        Image.fromarray(rgb).save(d / f"{name}.png")
-    return d
+    return write_pngs(d, (("a", (48, 64), 0), ("b", (40, 56), 1), ("sub/c", (64, 48), 2)))
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +133,42 @@ def test_chosen_point_is_the_registrys(swept, registry):
     md = (out / "perception_distortion.md").read_text()
     assert "| lo | T=0.3 | 3 |" in md and "enhanced:T=0.3 (registry)" in md
     assert "## The controls at the enhancer's PSNR cost" in md and "Gaussian noise" in md
+
+
+def test_the_rule_is_applied_and_compared_with_the_registry(swept):
+    res, out = swept
+    rule = res.rule.set_index("rate_point")
+    assert set(rule.index) == {"lo", "hi"}
+    for rp, r in rule.iterrows():  # the rule's own definition, checked on the summary it read
+        enh = res.summary[(res.summary.rate_point == rp) & (res.summary.family == "enhanced")]
+        ok = enh[-enh.d_psnr_db <= 0.6]
+        want = ok.loc[ok.perceptual.idxmin()] if len(ok) else enh.loc[(-enh.d_psnr_db).idxmin()]
+        assert r.temperature == want.strength and r.qualified == bool(len(ok))
+        assert r.agrees == (r.temperature == r.registry_temperature)
+    import json
+
+    saved = json.loads((out / "operating_points.json").read_text())
+    assert [p["rate_point"] for p in saved["rate_points"]] == list(res.rule.rate_point)
+    assert "## The operating-point rule on these images" in (out / "perception_distortion.md").read_text()
+
+
+def _summary(rows):
+    return pd.DataFrame([{"rate_point": "p", "family": "enhanced", "images": 10, "strength": t, "d_psnr_db": d,
+                          "perceptual": q, "d_perceptual_pct": -q} for t, d, q in rows])
+
+
+def _point(t):
+    return ResolvedPoint("p", "c", "c.pt", None, "e", "e.pt", None, t, None)
+
+
+def test_rule_picks_the_lowest_distance_within_the_cost_else_the_cheapest():
+    s = _summary([(0, -0.1, 0.30), (0.5, -0.55, 0.20), (1.0, -0.9, 0.10)])
+    r = rule_choice(s, [_point(0.5)]).iloc[0]
+    assert (r.temperature, r.qualified, r.agrees) == (0.5, True, True)  # T=1 is better but costs 0.9 dB
+    r = rule_choice(s, [_point(1.0)], max_cost_db=1.0).iloc[0]
+    assert (r.temperature, r.agrees) == (1.0, True)
+    r = rule_choice(_summary([(0.5, -0.7, 0.2), (1.0, -0.9, 0.1)]), [_point(1.0)]).iloc[0]
+    assert (r.temperature, r.qualified, r.agrees) == (0.5, False, False)  # none within 0.6 dB: the cheapest
 
 
 def test_plot_is_a_valid_image(swept):
@@ -302,6 +335,8 @@ def test_parse_values_and_spec_errors():
     (["--sweep", "--noise", "0"], "--noise 0: 0 is out of range"),
     (["--sweep", "--unsharp", "12.5"], "not a whole number"),
     (["--sweep", "--unsharp-radius", "0"], "--unsharp-radius 0.0: give a radius > 0"),
+    (["--rule-max-cost", "0.5"], "--rule-max-cost only apply to the perception-distortion sweep: add --sweep"),
+    (["--sweep", "--rule-max-cost", "-1"], "--rule-max-cost -1.0: give a PSNR cost > 0"),
 ])
 def test_cli_rejects_bad_sweep_options_without_a_traceback(tmp_path, capsys, argv, message):
     from gsp.cli import main
