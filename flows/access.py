@@ -31,8 +31,8 @@ from pydantic import AfterValidator, ValidationInfo
 from groundstation.config import load_station, station_path
 from groundstation.roots import KINDS, PathNotAllowed, StationRoots
 
-__all__ = ["ArchiveDir", "InboxDir", "PassFile", "PathNotAllowed", "ProductsDir", "SceneFile", "checked",
-           "checked_model", "from_deployment", "roots_in_force"]
+__all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "PassFile", "PathNotAllowed", "ProductsDir",
+           "RunFolder", "SceneFile", "checked", "checked_model", "from_deployment", "roots_in_force"]
 
 #: Set by Prefect's runners and workers in the process that executes a deployment's flow run.
 FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
@@ -100,3 +100,9 @@ InboxDir = Annotated[str, _under("inbox")]
 ArchiveDir = Annotated[str, _under("archive")]
 #: A reference scene (``options.reference``): under the archive or the inbox.
 SceneFile = Annotated[str, _under("scene")]
+#: A checkpoint file read or written by path (a training's start weights, an export): under weights or runs.
+CheckpointFile = Annotated[str, _under("checkpoint")]
+#: A training or evaluation run's folder (its checkpoints, logs and tables): under the runs root.
+RunFolder = Annotated[str, _under("run")]
+#: Training images or pairs, evaluation images, a reference-points table: under the archive or the runs root.
+DatasetPath = Annotated[str, _under("dataset")]

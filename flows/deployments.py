@@ -19,8 +19,10 @@ refused before it starts when a path lies outside the station's roots. Defaults 
 (roots, pixel synthesis) and the model registry (its default enhancer; the temperature stays unset, which means
 the operating point the registry records for the enhancer's rate point).
 
-Training and evaluation are not flows yet (issue 15, item 3): they stay commands (``gsp train-*``,
-``gsp evaluate``) and have no deployment here.
+Training and evaluation (train-codec, train-enhancer, evaluate) are flows of the application layer
+(:mod:`gsp.jobs`), which this layer must not import: ``gsp serve`` builds their deployments there and passes them
+to :func:`serve_station` (``extra_deployments``), and ``prefect.yaml`` declares them with entrypoints under
+``gsp/``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import flow
@@ -120,8 +123,10 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def serve_station(*, limit: int = 2, host: str = "127.0.0.1", **kwargs) -> None:
-    """Serve :func:`station_deployments` from this process until interrupted (``gsp serve``).
+def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments: Sequence = (), **kwargs) -> None:
+    """Serve :func:`station_deployments`, and the caller's ``extra_deployments`` (``RunnerDeployment``s: ``gsp
+    serve`` passes training and evaluation, :func:`gsp.jobs.job_deployments`), from this process until
+    interrupted (``gsp serve``).
 
     With ``PREFECT_API_URL`` set the deployments, runs, logs, artifacts and events are on that server (its UI);
     without it a local ``prefect server start`` on ``host`` (127.0.0.1 unless told otherwise; a free port, UI
@@ -142,7 +147,8 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", **kwargs) -> None:
             raise GSPError(f"{flag} {given}: no such folder")
         if given is None:
             Path(root).mkdir(parents=True, exist_ok=True)  # the station's own folders: created on first start
-    deployments = station_deployments(**kwargs)  # folders outside the roots fail here, before anything starts
+    # folders outside the roots fail here, before anything starts
+    deployments = [*station_deployments(**kwargs), *extra_deployments]
     with contextlib.ExitStack() as stack:
         url = PREFECT_API_URL.value()
         if not url:  # the ephemeral API runs no scheduler: an interval schedule needs a real server

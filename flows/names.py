@@ -6,7 +6,9 @@ context, after the parameters' root checks, before the flow's body):
 * ``process-pass``: ``<pass_id> @ <product version>``, e.g. ``pass-0417 @ demo-elic-l0032-05285ac1__demo-inn-l0032-v3-8c1f...-s0-t0p5-h32``
   (the version names codec, enhancer, seed, temperature and halo: :func:`flows.process_pass.product_version`);
 * ``reprocess-archive``: ``reprocess <archive> [<since>..<until>] -> <enhancer>``;
-* ``watch-inbox``: ``sweep <inbox>``.
+* ``watch-inbox``: ``sweep <inbox>``;
+* ``train-codec``, ``train-enhancer``, ``evaluate`` (the application's jobs, :mod:`gsp.jobs`):
+  ``<data> -> <run folder>``, e.g. ``pairs-l0032 -> v4-l0032`` (:func:`job_run_name`).
 
 The same functions add tags to the run: ``station:<name>``, ``codec:<name>`` and ``enhancer:<name>`` (or
 ``enhancer:none`` for a decoded-only product), so runs can be filtered by station and model. Task runs are
@@ -21,8 +23,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["batch_task_name", "inbox_run_name", "pass_label", "pass_run_name", "reprocess_run_name",
-           "station_tags"]
+__all__ = ["batch_task_name", "inbox_run_name", "job_run_name", "pass_label", "pass_run_name",
+           "reprocess_run_name", "station_tags"]
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +135,25 @@ def inbox_run_name() -> str:
     except Exception as exc:  # noqa: BLE001
         log.debug("tagging the sweep: %s", exc)
     return f"sweep {Path(str(params.get('inbox') or 'inbox')).name}"
+
+
+#: Parameters that name what a training or evaluation run reads, in order of preference.
+JOB_INPUTS = ("pairs", "images", "data")
+
+
+def job_run_name() -> str:
+    """``flow_run_name`` of train-codec, train-enhancer and evaluate: ``<input folder> -> <run folder>`` (the
+    run folder is the flow's own default when ``out`` is not given), tagged with the station."""
+    from prefect.runtime import flow_run
+
+    params = _params()
+    source = next((params[k] for k in JOB_INPUTS if params.get(k)), None)
+    if isinstance(source, (list, tuple)):
+        source = ",".join(Path(str(s)).name for s in source) if source else None
+    out = params.get("out")
+    try:
+        _tag_run(station_tags())
+    except Exception as exc:  # noqa: BLE001
+        log.debug("tagging the job: %s", exc)
+    src = Path(str(source)).name if source and "," not in str(source) else (source or "?")
+    return f"{src} -> {Path(str(out)).name if out else f'(runs)/{flow_run.flow_name}'}"

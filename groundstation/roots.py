@@ -16,7 +16,12 @@ kind           roots                         parameters
 ``inbox``      inbox                         watch-inbox ``inbox``
 ``archive``    archive                       reprocess-archive ``archive``
 ``scene``      archive, inbox                ``options.reference``
-``checkpoint`` weights, runs                 ``options.codec`` / ``options.enhancer`` given as a file
+``checkpoint`` weights, runs                 ``options.codec`` / ``options.enhancer`` given as a file; a
+                                             training's start weights and ``export`` (gsp.jobs)
+``run``        runs                          a training or evaluation run's folder (``out`` of train-codec,
+                                             train-enhancer, evaluate)
+``dataset``    archive, runs                 training images and pairs, evaluation images, reference
+                                             points (``data``, ``pairs``, ``images``, ``reference``)
 =============  ============================  ==========================================================
 
 Registry names are not paths: the registry is the station's own file.
@@ -41,6 +46,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "archive": ("archive",),
     "scene": ("archive", "inbox"),
     "checkpoint": ("weights", "runs"),
+    "run": ("runs",),
+    "dataset": ("archive", "runs"),
 }
 
 

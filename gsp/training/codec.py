@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -48,14 +49,20 @@ def _split_params(model: torch.nn.Module) -> tuple[list, list]:
 CHECKPOINT_FORMAT = "gsp-codec-train/1"
 CSV_COLUMNS = ["step", "loss", "bpp", "mse", "psnr_db", "aux_loss", "lr", "elapsed_s"]
 
+#: ``on_step(step, total_steps, row)``: called after every step (``row``: that step's ``loss.csv`` values by
+#: column) and once before the first new step with ``row`` None (``step`` is where the run starts or resumes).
+StepCallback = Callable[[int, int, "dict | None"], None]
 
-def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> Path:
-    """Train (or resume) into ``cfg.out``; returns the path of the last training checkpoint."""
+
+def train_codec(cfg: CodecTrainConfig, progress: bool = True, on_step: StepCallback | None = None) -> Path:
+    """Train (or resume) into ``cfg.out``; returns the path of the last training checkpoint.
+
+    ``on_step`` (:data:`StepCallback`) follows the run (e.g. a Prefect progress artifact)."""
     with torch_threads(cfg.threads):
-        return _train(cfg, progress)
+        return _train(cfg, progress, on_step)
 
 
-def _train(cfg: CodecTrainConfig, progress: bool) -> Path:
+def _train(cfg: CodecTrainConfig, progress: bool, on_step: StepCallback | None = None) -> Path:
     run = RunDir(cfg.out, CHECKPOINT_FORMAT, asdict(cfg), resumable=RESUMABLE | {"lr_drop_at", "init_from"})
     out = run.out
     torch.manual_seed(cfg.seed)
@@ -93,6 +100,8 @@ def _train(cfg: CodecTrainConfig, progress: bool) -> Path:
     losses = LossLog(out / "loss.csv", CSV_COLUMNS, step)
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train-codec", unit="step")
+    if on_step is not None:
+        on_step(step, cfg.steps, None)
     try:
         while step < cfg.steps:
             for x in loader:
@@ -113,9 +122,9 @@ def _train(cfg: CodecTrainConfig, progress: bool) -> Path:
                 aux_opt.step()
                 step += 1
                 psnr = -10 * math.log10(max(res["mse"].item(), 1e-10))
-                losses.write([step, f"{res['loss'].item():.5f}", f"{res['bpp'].item():.5f}",
-                                 f"{res['mse'].item():.7f}", f"{psnr:.3f}", f"{aux.item():.3f}", lr,
-                                 f"{time.time() - t0:.1f}"])
+                row = [step, f"{res['loss'].item():.5f}", f"{res['bpp'].item():.5f}", f"{res['mse'].item():.7f}",
+                       f"{psnr:.3f}", f"{aux.item():.3f}", lr, f"{time.time() - t0:.1f}"]
+                losses.write(row)
                 bar.update(1)
                 bar.set_postfix(loss=f"{res['loss'].item():.3f}", bpp=f"{res['bpp'].item():.3f}", psnr=f"{psnr:.2f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -124,6 +133,8 @@ def _train(cfg: CodecTrainConfig, progress: bool) -> Path:
                               "aux_optimizer": aux_opt.state_dict(), "step": step,
                               "torch_rng": torch.get_rng_state()})
                     losses.plot(out / "loss.png", title=f"ELIC N={cfg.N} M={cfg.M} lambda={cfg.lmbda}")
+                if on_step is not None:  # after the checkpoint: a callback that stops the run loses nothing
+                    on_step(step, cfg.steps, dict(zip(CSV_COLUMNS, row)))
     finally:
         bar.close()
         losses.close()

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -327,14 +328,21 @@ def _psnr(x_hat: Tensor, x: Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+#: ``on_step(step, total_steps, row)``: called after every step (``row``: that step's ``loss.csv`` values by
+#: column) and once before the first new step with ``row`` None (``step`` is where the run starts or resumes).
+StepCallback = Callable[[int, int, "dict | None"], None]
+
+
 def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: PairSet | None = None,
-                   perceptual: PerceptualBackbone | None | Literal["build"] = "build") -> TrainResult:
+                   perceptual: PerceptualBackbone | None | Literal["build"] = "build",
+                   on_step: StepCallback | None = None) -> TrainResult:
     """Train (or resume from ``OUT/last.pt``) up to ``cfg.steps``; returns where it stopped.
 
     Writes ``OUT/config.json`` (options, the perceptual backbone that ran, the pairs' codec), ``OUT/loss.csv``
     (one row per step), ``OUT/loss.png`` and ``OUT/last.pt`` every ``checkpoint_every`` steps and at the end.
     ``pairs`` / ``perceptual`` may be passed in already built (tests; a backbone reused across runs); by default
-    they are built from ``cfg`` (no backbone when ``w_per`` is 0).
+    they are built from ``cfg`` (no backbone when ``w_per`` is 0). ``on_step`` (:data:`StepCallback`) follows
+    the run (e.g. a Prefect progress artifact).
     """
     from tqdm import tqdm
 
@@ -398,6 +406,8 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
     last: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress, desc="train-enhancer",
                unit="step")
+    if on_step is not None:
+        on_step(step, cfg.steps, None)
     try:
         with torch_threads(cfg.threads):
             while step < cfg.steps:
@@ -422,14 +432,16 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
                 elapsed = elapsed0 + time.perf_counter() - t0
                 last = {k: float(res[k].item()) for k in ("total", "l_dec", "l_case", "l_en", "l_per")}
                 last["psnr_en_db"] = _psnr(res["x_hat"], x)
-                losses.write([step] + [f"{last[k]:.6g}" for k in CSV_COLUMNS[1:7]] + [f"{lr:.3g}",
-                                                                                        f"{elapsed:.2f}"])
+                row = [step] + [f"{last[k]:.6g}" for k in CSV_COLUMNS[1:7]] + [f"{lr:.3g}", f"{elapsed:.2f}"]
+                losses.write(row)
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['total']:.4g}", psnr_en=f"{last['psnr_en_db']:.2f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     run.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                               "seed": cfg.seed, "elapsed_s": elapsed, "perceptual": json.dumps(backbone)})
                     losses.plot(out / "loss.png", title=title)
+                if on_step is not None:  # after the checkpoint: a callback that stops the run loses nothing
+                    on_step(step, cfg.steps, dict(zip(CSV_COLUMNS, row)))
     finally:
         bar.close()
         losses.close()

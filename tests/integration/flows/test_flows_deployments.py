@@ -1,5 +1,6 @@
 """The station from the Prefect UI, against a real ``prefect server start`` with Prefect's basic authentication:
-a client without the auth string is refused; ``gsp serve`` (authenticated) serves every job as a deployment;
+a client without the auth string is refused; ``gsp serve`` (authenticated) serves every job as a deployment
+(training and evaluation included);
 ``run_deployment`` (what the UI's Run button does) runs process-pass and reprocess-archive to completion with
 readable names and tags, their artifacts and their events; a path outside the station's roots fails the run
 before it starts."""
@@ -152,6 +153,11 @@ def test_every_job_runs_from_its_deployment(served_station, auth_server):
 
         deps = _wait_for("the served deployments", deployments, 300, log_path)
         by_flow = {name.split("/")[0]: d for name, d in zip(names, deps)}
+        # training and evaluation (gsp.jobs), served beside them; run in test_flows_jobs.py, not here
+        for job in ("train-codec", "train-enhancer", "evaluate"):
+            dep = client.read_deployment_by_name(f"{job}/{STATION}")
+            assert dep.parameters["out"] == str(home / "runs" / job) and "station:it-station" in dep.tags
+            assert dep.entrypoint == f"gsp.jobs.{job.replace('-', '_')}_job"
         assert by_flow["process-pass"].parameters["out_dir"] == str(home / "products")
         assert by_flow["watch-inbox"].schedules and "station:it-station" in by_flow["watch-inbox"].tags
 

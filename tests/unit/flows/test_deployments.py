@@ -13,8 +13,11 @@ from helpers import REPO
 def test_prefect_yaml_declares_every_job_with_an_importable_entrypoint():
     from prefect.flows import load_flow_from_entrypoint
 
-    from flows.deployments import JOBS
+    from flows.deployments import JOBS as PASS_JOBS
     from groundstation.config import load_station
+    from gsp.jobs import JOBS as APP_JOBS
+
+    JOBS = {**PASS_JOBS, **APP_JOBS}  # the passes' flows, and training and evaluation (the application's)
 
     raw = yaml.safe_load((REPO / "prefect.yaml").read_text())
     try:  # the model `prefect deploy` validates the file with
@@ -75,3 +78,57 @@ def test_served_deployments_take_their_defaults_from_the_station_and_the_registr
     assert inbox.concurrency_limit == 1
     with pytest.raises(PathNotAllowed, match="--products"):
         station_deployments(products=tmp_path / "elsewhere")
+
+
+def test_training_and_evaluation_deployments_take_their_defaults_from_the_station_and_the_registry(station):
+    from prefect.utilities.callables import parameter_schema
+
+    from groundstation.registry import load_registry
+    from gsp.jobs import JOBS, evaluate_job, job_deployments, train_codec_job, train_enhancer_job
+
+    deps = {d.flow_name: d for d in job_deployments()}
+    assert sorted(deps) == sorted(JOBS) == ["evaluate", "train-codec", "train-enhancer"]
+    reg = load_registry()
+    for flow_name, d in deps.items():
+        assert d.name == "north-pole" and "station:north-pole" in d.tags
+        assert d.parameters["out"] == str(station / "runs" / flow_name)
+        assert d.entrypoint == JOBS[flow_name].replace("/", ".").replace(".py:", ".")
+    codec = reg.models[reg.default_codec]
+    opts = deps["train-codec"].parameters["options"]
+    assert (opts["N"], opts["M"], opts["groups"], opts["lmbda"]) == (codec.arch["N"], codec.arch["M"],
+                                                                      codec.arch["groups"], codec.lmbda)
+    arch = reg.models[reg.default_enhancer].arch
+    assert deps["train-enhancer"].parameters["options"]["arch"] == \
+        f"{arch['blocks']},{arch['coupling_growth']},{arch['cgm_growth']}"
+    assert deps["train-enhancer"].parameters["options"]["steps"] is None  # None: the preset's
+    assert deps["evaluate"].parameters["rate_points"] == list(reg.rate_points)
+    assert job_deployments(name="other")[0].name == "other"
+
+    # the UI's run forms: the input folder is required, typos in the options refused
+    assert parameter_schema(train_codec_job).required == ["data"]
+    assert parameter_schema(train_enhancer_job).required == ["pairs"]
+    schema = parameter_schema(evaluate_job)
+    assert schema.required == ["images"] and schema.definitions["SweepOptions"]["additionalProperties"] is False
+    assert parameter_schema(train_codec_job).definitions["CodecTrainOptions"]["additionalProperties"] is False
+
+
+def test_serve_station_serves_the_callers_deployments_too(station, monkeypatch):
+    import signal
+
+    import prefect
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deployments import serve_station
+    from gsp.jobs import job_deployments
+
+    served = {}
+    monkeypatch.setattr(prefect, "serve", lambda *deps, **kw: served.update(deps=deps, kw=kw))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # set: no local server is started
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+            serve_station(extra_deployments=job_deployments(), limit=1)
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    assert sorted(d.flow_name for d in served["deps"]) == ["evaluate", "process-pass", "reprocess-archive",
+                                                           "train-codec", "train-enhancer", "watch-inbox"]
