@@ -13,6 +13,11 @@ header parses and it ends with the end-of-pass trailer. A pass without a trailer
 not changed for ``stale_after_s`` seconds (a downlink cut short for good), then processed with its missing
 tiles reported for retransmission.
 
+**Supplements.** A pass whose header marks it as a supplement (resent tiles), or whose pass uid already has a
+complete product here with lost tiles that it carries intact records of, is applied to that product
+(:mod:`flows.supplement`, the product's own options) instead of being processed as a new pass; refused ones
+(unknown pass, duplicate, another codec) go to ``failed/`` with the reason, like other bad passes.
+
 **Exactly once.** A watcher claims a ready pass by renaming it into ``processing/`` (a second watcher's rename
 finds no file and moves on), then processes a pass in ``processing/`` only while holding its lock in
 ``.locks/`` and only if the pass is still there; moving it to ``done/`` happens under the same lock. A watcher
@@ -43,6 +48,7 @@ from .names import inbox_run_name
 from .options import station_options
 from .runtime import prefect_api
 from .process_pass import ProcessOptions, process_pass
+from .supplement import apply_supplement, is_supplement
 
 __all__ = ["find_ready", "run_sweep", "sweep_inbox", "watch_inbox"]
 
@@ -164,6 +170,8 @@ def _refuse_outside_roots(path: Path, inbox: Path) -> bool:
 def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOptions | None, address: str) -> dict:
     log = get_run_logger()
     runner = make_task_runner(address)
+    if is_supplement(path, products):
+        return _apply_supplement(path, inbox, products, runner)
     try:
         summary = process_pass.with_options(task_runner=runner)(str(path), str(products), options)
     except GSPError as exc:
@@ -181,6 +189,33 @@ def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOption
     return {"pass": path.name, "status": "done", "product": summary["product"], "report": summary["report"],
             "tiles_lost": summary["tiles_lost"], "exit_code": summary["exit_code"],
             "already_complete": summary["status"] == "already-complete", "moved_to": str(dest)}
+
+
+def _apply_supplement(path: Path, inbox: Path, products: Path, runner) -> dict:
+    """Resent tiles of a pass that has a product here: complete that product (flows/supplement.py) with the
+    product's own options; refused (unknown pass, duplicate, other codec...) -> ``failed/`` with the reason."""
+    log = get_run_logger()
+    try:
+        done = apply_supplement.with_options(task_runner=runner)(str(path), str(products))
+    except GSPError as exc:
+        dest = _move(path, inbox / FAILED)
+        write_text_atomic(dest.with_name(dest.name + ".error.txt"), f"{type(exc).__name__}: {exc}\n")
+        log.error("Inbox: supplement %s refused (%s); moved to %s", path.name, exc, dest.parent)
+        return {"pass": path.name, "status": "failed", "supplement": True, "error": str(exc),
+                "moved_to": str(dest)}
+    except Exception as exc:  # noqa: BLE001 - left in processing/: the next sweep applies it again
+        log.error("Inbox: applying supplement %s stopped (%s: %s); it stays in processing/ and the next sweep "
+                  "applies it again", path.name, type(exc).__name__, exc)
+        return {"pass": path.name, "status": "interrupted", "supplement": True,
+                "error": f"{type(exc).__name__}: {exc}"}
+    dest = _move(path, inbox / DONE)
+    for s in done:
+        log.info("Inbox: supplement %s -> %s (%d of %d tiles now); moved to %s", path.name, s["product"],
+                 s["tiles_ok"], s["tiles_total"], dest.parent)
+    return {"pass": path.name, "status": "done", "supplement": True, "product": done[0]["product"],
+            "products": [s["product"] for s in done], "report": done[0]["report"],
+            "tiles_lost": max(s["tiles_lost"] for s in done), "exit_code": max(s["exit_code"] for s in done),
+            "already_complete": False, "moved_to": str(dest)}
 
 
 @flow(name="watch-inbox", validate_parameters=True, flow_run_name=inbox_run_name)

@@ -78,7 +78,7 @@ from .events import emit_pass_events
 from .report import artifact_key, render_report, table_rows
 
 __all__ = ["EXIT_OK", "EXIT_TILES_LOST", "ModelRef", "ProcessOptions", "ProductPaths", "RunInterrupted",
-           "process_pass", "product_paths", "product_version", "resolve_models", "run_process_pass"]
+           "deliver", "process_pass", "product_paths", "product_version", "resolve_models", "run_process_pass"]
 
 EXIT_OK = 0
 EXIT_TILES_LOST = 3
@@ -161,11 +161,21 @@ def preflight(pass_path: str | Path, opts: ProcessOptions):
     from groundstation.container import PassReader
 
     header = PassReader(pass_path).header
+    refuse_supplement(header, pass_path)
     resolve_model(opts.codec or header.codec.name, "codec")
     if opts.enhance:
         _enhancer_checkpoint(opts)
     _check_reference(opts.reference, header)
     return header
+
+
+def refuse_supplement(header, pass_path) -> None:
+    """A supplement (resent tiles of a pass) is applied to the pass's product, never processed as a pass."""
+    if header.supplement is not None:
+        raise ProductError(
+            f"{Path(pass_path).name} is a supplement (tiles {', '.join(map(str, header.supplement.tiles))} of "
+            f"pass {header.pass_id} resent), not a pass: apply it to the pass's product with `gsp supplement "
+            f"{pass_path} --products DIR` or drop it into the inbox")
 
 
 def _slug(text: str) -> str:
@@ -253,6 +263,7 @@ def process_pass(pass_path: str, out_dir: str, options: ProcessOptions | None = 
     t_start = time.perf_counter()
     info: PassInfo = validate_pass(str(pass_path))
     header = info.header
+    refuse_supplement(header, pass_path)
     codec, enh = resolve_models(header, opts)
     opts = with_operating_point(opts, enh)
     _check_reference(opts.reference, header)
@@ -474,14 +485,27 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
         "exit_code": EXIT_TILES_LOST if lost else EXIT_OK,
     }
 
+    return deliver(paths, header, version, arrays, summary, tiles_df, passes_df, perceptual, outcomes, lost,
+                   cog=opts.cog, reuse_cog=resuming, t_start=t_start, progress_id=progress_id)
+
+
+def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], summary: dict, tiles_df,
+            passes_df, perceptual: str | None, outcomes: dict[int, dict], lost: list[dict], *, cog: bool,
+            reuse_cog: bool, t_start: float, progress_id=None, extra_attrs: dict | None = None) -> dict:
+    """Everything a run writes once the product's pixels are there, in this order: overviews, COG (``cog``),
+    metrics Parquet, station history, report, lost tiles (GeoJSON), STAC Item, then the complete flag (last,
+    with ``extra_attrs``), and the Prefect artifacts and events. Shared by ``process-pass`` and
+    ``apply-supplement`` (flows/supplement.py). Returns ``summary`` (completed with the paths written)."""
+    log = get_run_logger()
+    product = str(paths.product)
     # ---- write: overviews, COG, metrics, history, report, lost tiles (GeoJSON), STAC item, the complete flag (last)
     summary["overviews"] = [lv["path"] for lv in build_pyramid(product, arrays)[1:]]  # Dask tasks, level by level
     summary["cog"] = None
-    if opts.cog:  # before the STAC Item, which lists the COG it finds beside the product
-        cog = write_cog.submit(product, cog_array(arrays), version, header.pass_uid, reuse=resuming).result()
-        summary["cog"] = cog["path"]
-        log.info("COG of %s %s: %s", cog["array"], "kept (a valid one of this version was there)"
-                 if cog["action"] == "kept" else "written", cog["path"])
+    if cog:  # before the STAC Item, which lists the COG it finds beside the product
+        made = write_cog.submit(product, cog_array(arrays), version, header.pass_uid, reuse=reuse_cog).result()
+        summary["cog"] = made["path"]
+        log.info("COG of %s %s: %s", made["array"], "kept (a valid one of this version was there)"
+                 if made["action"] == "kept" else "written", made["path"])
     grid = Grid.from_header(header)
     tiles_df = add_tile_bounds(tiles_df, tile_bounds(grid))
     summary["lost_geojson"] = str(lost_path(paths.product)) if lost else None
@@ -500,6 +524,7 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
         lost_path(paths.product).unlink(missing_ok=True)
     write_item(paths.product, summary=summary, catalog_root=paths.history.parent)
     finalize(paths.product, {
+        **(extra_attrs or {}),
         "gsp_summary": summary,
         "gsp_tiles": {str(t): {"status": o["status"], "bytes": o["bytes"],
                                "decode_ms": None if math.isnan(o["decode_ms"]) else round(o["decode_ms"], 1)}
@@ -508,14 +533,15 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
     shutil.rmtree(paths.state, ignore_errors=True)
 
     # ---- publish
-    update_progress_artifact(progress_id, 100.0)
+    if progress_id is not None:
+        update_progress_artifact(progress_id, 100.0)
     create_table_artifact(table_rows(tiles_df), key=artifact_key(header.pass_id, "tiles"),
                           description=f"Pass {header.pass_id}, product {version}: metrics per tile and product")
     create_markdown_artifact(report, key=artifact_key(header.pass_id, "report"),
                              description=f"Pass {header.pass_id}: report")
     if lost:
         log.warning("Pass %s: %d of %d tiles lost (masked as nodata); ask for retransmission of tiles %s",
-                    header.pass_id, len(lost), info.n_tiles, [d["tile"] for d in lost])
+                    header.pass_id, len(lost), header.tiling.n_tiles, [d["tile"] for d in lost])
     emit_pass_events(summary, passes_df)  # gsp.pass.tiles-lost (when tiles were lost), gsp.product.complete
     log.info("Pass %s done in %.1f s: product %s, metrics %s, report %s%s", header.pass_id,
              summary["timings"]["total_s"], paths.product, paths.metrics, paths.report,

@@ -78,6 +78,10 @@ def select_passes(archive: str | Path, glob: str = "**/*", since: str | None = N
         except PassFormatError as exc:
             notes.append(f"{path.name}: not a pass container ({str(exc)[:120]})")
             continue
+        if header.supplement is not None:  # resent tiles, already applied to the pass's product (watch-inbox)
+            notes.append(f"{path.name}: a supplement of pass {header.pass_id} (tiles "
+                         f"{', '.join(map(str, header.supplement.tiles))}), not a pass")
+            continue
         when = parse_when(header.acquisition_time)
         if (t0 and when < t0) or (t1 and when >= t1):
             continue

@@ -242,6 +242,22 @@ class EncoderInfo(_Strict):
     device: _Text
 
 
+class SupplementInfo(_Strict):
+    """Marks a *supplement* container: the satellite resending some tiles of a pass it already downlinked. Its
+    header is the full pass's (same ``pass_uid``, grid, codec, band rule) plus this field; it holds only the
+    records of ``tiles``. Optional: a header without it is a full pass (every pass written before it existed)."""
+
+    tiles: list[int] = Field(min_length=1, max_length=1_000_000)  # the resent tiles, sorted, unique
+    sent: _IsoTime  # when the supplement was written
+
+    @field_validator("tiles")
+    @classmethod
+    def _sorted_unique(cls, v: list[int]) -> list[int]:
+        if any(t < 0 for t in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"tiles {v[:20]} must be distinct tile indices >= 0 in increasing order")
+        return v
+
+
 class PassHeader(_Strict):
     format_version: int = Field(ge=0, le=65535)
     pass_id: str = Field(min_length=1, max_length=200, pattern=_NO_CONTROL)
@@ -254,10 +270,15 @@ class PassHeader(_Strict):
     bands: BandInfo
     encoder: EncoderInfo
     witness: Literal["crc32-int32-decoded-z-and-y-symbols", "crc32-int32-decoded-y-symbols"] | None = WITNESS_KIND
+    #: set on a supplement (resent tiles of this pass), absent on a full pass; never written when None, so a
+    #: full pass's header is byte for byte what it was before the field existed
+    supplement: SupplementInfo | None = None
 
     @model_validator(mode="after")
     def _grid_covers_scene(self) -> "PassHeader":
         t, s = self.tiling, self.scene
+        if self.supplement is not None and self.supplement.tiles[-1] >= t.n_tiles:
+            raise ValueError(f"supplement.tiles: tile {self.supplement.tiles[-1]} outside 0..{t.n_tiles - 1}")
         if t.tiles_x != math.ceil(s.width / t.tile_size) or t.tiles_y != math.ceil(s.height / t.tile_size):
             raise ValueError(
                 f"tiling: tile grid {t.tiles_x}x{t.tiles_y} of {t.tile_size}px does not cover a {s.width}x{s.height} scene"
@@ -425,7 +446,8 @@ class PassWriter:
 
 
 def pack_header(header: PassHeader) -> bytes:
-    blob = header.model_dump_json().encode()
+    # ``supplement`` only when set: a full pass keeps the header older readers (extra keys forbidden) accept
+    blob = header.model_dump_json(exclude={"supplement"} if header.supplement is None else None).encode()
     if len(blob) > MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(blob)} bytes exceeds {MAX_HEADER_BYTES}")
     return _HEAD.pack(MAGIC, header.format_version, len(blob)) + blob + _U32.pack(zlib.crc32(blob))
@@ -546,12 +568,15 @@ class PassReader:
     def report(self) -> dict:
         """The header and the integrity of every record, as plain data (``gsp inspect --json``)."""
         scan, h = self.scan(), self.header
+        lost = scan.lost_tiles()
+        if h.supplement is not None:  # a supplement carries only the resent tiles: the others are not lost
+            lost = {i: p for i, p in lost.items() if i in set(h.supplement.tiles)}
         return {
             "pass": str(self.path),
             "header": h.model_dump(),
             "tiles_total": h.tiling.n_tiles,
             "tiles_intact": len(scan.records),
-            "tiles_lost": [{"tile": i, "reason": p.reason, "detail": p.detail} for i, p in scan.lost_tiles().items()],
+            "tiles_lost": [{"tile": i, "reason": p.reason, "detail": p.detail} for i, p in lost.items()],
             "other_problems": [{"reason": p.reason, "detail": p.detail, "offset": p.offset}
                                for p in scan.problems if p.tile_index is None],
             "trailer": scan.trailer,

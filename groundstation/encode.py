@@ -15,9 +15,9 @@ from tqdm import tqdm
 
 from . import __version__
 from .codec import ARCHITECTURE, CODEC_ALIGN, TileCodec, load_codec
-from .container import (PIXEL_GRID, CodecInfo, EncoderInfo, FORMAT_VERSION, PassHeader, PassWriter, SceneInfo, TileRecord,
-                        TilingInfo, pack_mask)
-from .errors import ConfigError
+from .container import (PIXEL_GRID, CodecInfo, EncoderInfo, FORMAT_VERSION, PassHeader, PassReader, PassWriter, SceneInfo,
+                        SupplementInfo, TileRecord, TilingInfo, pack_mask)
+from .errors import CheckpointError, ConfigError, SceneError
 from .registry import resolve_model
 from .scene import open_scene
 
@@ -48,8 +48,19 @@ def encode_scene(
     progress: bool = False,
     require_crs: bool = False,
     entropy: str = "float64",
+    tiles: list[int] | None = None,
+    supplement_of: str | Path | None = None,
 ) -> EncodeResult:
-    """Encode a scene into a pass container. Memory: one tile at a time (windowed reads)."""
+    """Encode a scene into a pass container. Memory: one tile at a time (windowed reads).
+
+    ``tiles`` with ``supplement_of`` (the full pass as first sent): a *supplement*, the retransmission of those
+    tiles only (:func:`encode_supplement`)."""
+    if tiles is not None or supplement_of is not None:
+        if tiles is None or supplement_of is None:
+            raise ConfigError("--tiles and --supplement-of go together: a supplement resends TILES of the pass "
+                              "PASS (whose header gives the pass uid, grid, codec and band rule)")
+        return encode_supplement(scene_path, out, supplement_of, tiles, codec=codec, device=device,
+                                 progress=progress)
     if tile_size % CODEC_ALIGN or not 64 <= tile_size <= 4096:
         raise ConfigError(f"--tile-size {tile_size}: must be a multiple of {CODEC_ALIGN} between 64 and 4096")
     name, ckpt, sha, entry = resolve_model(codec, "codec")
@@ -89,3 +100,73 @@ def encode_scene(
     bpp = total * 8 / (header.scene.width * header.scene.height)
     log.info("wrote %s: %d tiles, %d bytes of ELIC strings, %.4f bpp", out, header.tiling.n_tiles, total, bpp)
     return EncodeResult(path=out, pass_id=header.pass_id, tiles=header.tiling.n_tiles, bytes=total, bpp=bpp, header=header)
+
+
+def parse_tiles(text: str) -> list[int]:
+    """``"3,7"`` / ``"3-5,9"`` -> sorted distinct tile indices (ConfigError naming what is wrong)."""
+    out: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                out.update(range(lo, hi + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise ConfigError(f"--tiles {text!r}: give tile indices like 3,7 or 3-5,9") from None
+    if any(t < 0 for t in out):
+        raise ConfigError(f"--tiles {text!r}: tile indices start at 0")
+    return sorted(out)
+
+
+def encode_supplement(scene_path: str | Path, out: str | Path, original: str | Path, tiles: list[int], *,
+                      codec: str | None = None, device: str = "cpu", progress: bool = False) -> EncodeResult:
+    """The satellite resending ``tiles`` of the pass ``original``: a container with the original's header (same
+    pass uid, grid, codec, band rule, encoder threads and entropy mode, so each record is the one the full pass
+    carried) plus ``supplement`` naming the tiles, holding only their records.
+
+    Errors (ConfigError / SceneError / CheckpointError, nothing written): a tile outside the pass's grid, a
+    scene of another size than the pass's, a codec whose sha256 is not the pass's.
+    """
+    head = PassReader(original).header
+    n = head.tiling.n_tiles
+    tiles = sorted(set(int(t) for t in tiles))
+    if not tiles:
+        raise ConfigError("--tiles: name at least one tile to resend")
+    bad = [t for t in tiles if not 0 <= t < n]
+    if bad:
+        raise ConfigError(f"--tiles {','.join(map(str, bad))}: outside 0..{n - 1} (pass {head.pass_id} has "
+                          f"{head.tiling.tiles_x}x{head.tiling.tiles_y} = {n} tiles)")
+    name, ckpt, sha, _ = resolve_model(codec or head.codec.name, "codec")
+    if sha and sha != head.codec.sha256:
+        raise CheckpointError(f"codec {name!r} has sha256 {sha[:16]}..., pass {head.pass_id} was encoded with "
+                              f"{head.codec.sha256[:16]}... ({head.codec.name}); give --codec with that checkpoint")
+    loaded = load_codec(ckpt, head.codec.sha256)  # a CheckpointError when the file is another codec
+    tc = TileCodec(loaded, device=device, threads=head.encoder.threads or 1, entropy=head.codec.entropy)
+    header = head.model_copy(update={"supplement": SupplementInfo(
+        tiles=tiles, sent=datetime.now(timezone.utc).isoformat(timespec="seconds"))})
+    PassHeader.model_validate(header.model_dump())  # the copy is checked as a reader will check it
+    out = Path(out)
+    total = pixels = 0
+    with open_scene(scene_path, None) as opened:
+        ds = opened.ds
+        if (ds.width, ds.height) != (head.scene.width, head.scene.height):
+            raise SceneError(f"{scene_path} is {ds.width}x{ds.height}, pass {head.pass_id} is "
+                             f"{head.scene.width}x{head.scene.height}: give the scene the pass was encoded from")
+        scene = type(opened)(path=opened.path, ds=ds, bands=head.bands)  # the pass's band rule, as first sent
+        log.info("encoding a supplement of pass %s (uid %s): tiles %s", head.pass_id, head.pass_uid, tiles)
+        with PassWriter(out, header) as writer:
+            for index in tqdm(tiles, disable=not progress, desc="encode", unit="tile"):
+                r0, r1, c0, c1 = header.tile_window(index)
+                rgb, valid = scene.read_rgb(r0, r1, c0, c1)
+                enc = tc.encode(rgb)
+                writer.write(TileRecord(tile_index=index, strings=enc.strings, z_hw=enc.z_hw, y_hw=enc.y_hw,
+                                        witness=enc.witness, mask=pack_mask(valid)))
+                total += enc.nbytes
+                pixels += (r1 - r0) * (c1 - c0)
+    bpp = total * 8 / pixels
+    log.info("wrote %s: supplement of %d tiles, %d bytes of ELIC strings", out, len(tiles), total)
+    return EncodeResult(path=out, pass_id=header.pass_id, tiles=len(tiles), bytes=total, bpp=bpp, header=header)

@@ -105,6 +105,9 @@ def _provenance(attrs: dict, summary: dict | None) -> dict:
             "gsp:lost_tiles": [d["tile"] for d in s.get("lost", [])],
             "gsp:bpp": s.get("bpp"), "gsp:software": s.get("software"), "gsp:flow_run_id": s.get("flow_run_id"),
         })
+        if s.get("supplements"):  # tiles that came later, resent by the satellite (flows/supplement.py)
+            props["gsp:supplements"] = [{k: e.get(k) for k in ("name", "sent", "applied", "tiles_ok")}
+                                        for e in s["supplements"]]
     elif "gsp_decode" in attrs:  # a `gsp decode` product
         d = attrs["gsp_decode"]
         props.update({

@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--require-crs", action="store_true", default=None,
                    help="refuse a scene without a CRS (default: station encode.require_crs, off: such scenes, "
                    "e.g. drone JPEGs, become pixel-grid products without georeferencing)")
+    e.add_argument("--tiles", metavar="LIST",
+                   help="write a supplement (the retransmission of lost tiles): only these tiles, e.g. 3,7 or 3-5, "
+                   "with --supplement-of")
+    e.add_argument("--supplement-of", metavar="PASS",
+                   help="the pass whose tiles --tiles resends: its header (pass uid, grid, codec, band rule) is "
+                   "the supplement's; the scene must be the one that pass was encoded from")
 
     i = sub.add_parser("inspect", help="print a pass container's header and the integrity of every tile record")
     i.add_argument("pass_file", metavar="PASS")
@@ -274,8 +280,23 @@ def _station(args):
 
 
 def cmd_encode(args) -> int:
-    from groundstation.encode import encode_scene
+    from groundstation.encode import encode_scene, encode_supplement, parse_tiles
+    from groundstation.errors import ConfigError
 
+    if args.tiles is not None or args.supplement_of is not None:
+        if args.tiles is None or args.supplement_of is None:
+            raise ConfigError("--tiles and --supplement-of go together: a supplement resends --tiles of the pass "
+                              "--supplement-of PASS")
+        fixed = [f"--{k.replace('_', '-')}" for k in ("tile_size", "pass_id", "acquired", "bands", "threads",
+                                                      "entropy") if getattr(args, k) is not None]
+        if fixed:
+            raise ConfigError(f"{', '.join(fixed)}: a supplement takes these from the pass it supplements "
+                              f"({args.supplement_of}); leave them out")
+        res = encode_supplement(args.scene, args.out, args.supplement_of, parse_tiles(args.tiles), codec=args.codec,
+                                progress=_progress())
+        print(f"{res.path}: supplement of pass {res.pass_id} (uid {res.header.pass_uid}), tiles "
+              f"{','.join(map(str, res.header.supplement.tiles))}, {res.bytes} bytes")
+        return 0
     st = _station(args).encode
     res = encode_scene(args.scene, args.out, codec=args.codec, tile_size=args.tile_size or st.tile_size,
                        pass_id=args.pass_id, acquired=args.acquired, bands=args.bands,
@@ -292,6 +313,8 @@ def cmd_inspect(args) -> int:
     reader = PassReader(args.pass_file)
     scan, h = reader.scan(), reader.header
     lost = scan.lost_tiles()
+    if h.supplement is not None:  # a supplement holds only the resent tiles: the others are not lost
+        lost = {i: p for i, p in lost.items() if i in set(h.supplement.tiles)}
     report = reader.report()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -307,6 +330,8 @@ def cmd_inspect(args) -> int:
         print(f"codec {h.codec.name} ({h.codec.architecture} {h.codec.arch}) sha256 {h.codec.sha256[:16]}... lambda {h.codec.lmbda}")
         print(f"encoder {h.encoder.software} {h.encoder.version}, torch {h.encoder.torch}, compressai {h.encoder.compressai}, "
               f"{h.encoder.threads} thread(s) on {h.encoder.device}; witness {h.witness}")
+        if h.supplement is not None:
+            print(f"supplement (sent {h.supplement.sent}): resends tiles {', '.join(map(str, h.supplement.tiles))}")
         print(f"records: {len(scan.records)} intact of {h.tiling.n_tiles}; trailer {'present' if scan.trailer else 'MISSING'}")
         for i, p in lost.items():
             print(f"  tile {i}: {p.reason}: {p.detail}")
@@ -440,7 +465,7 @@ def cmd_demo(args) -> int:
 
 
 #: Commands that run Prefect flows on Dask.
-_ORCHESTRATED = {"demo", "process", "serve", "reprocess"}
+_ORCHESTRATED = {"demo", "process", "serve", "reprocess", "supplement"}
 
 _CORE_COMMANDS = {
     "demo": cmd_demo,

@@ -1,4 +1,4 @@
-"""``gsp process``, ``gsp serve`` and ``gsp reprocess``: the Prefect + Dask commands (loaded by gsp.cli).
+"""``gsp process``, ``gsp serve``, ``gsp reprocess`` and ``gsp supplement``: the Prefect + Dask commands (loaded by gsp.cli).
 
 Thin: each command builds validated :class:`flows.process_pass.ProcessOptions` and calls a flow entry point.
 Prefect, Dask and torch are imported only when one of these commands runs.
@@ -99,6 +99,22 @@ def register(sub) -> None:
                    "(default 127.0.0.1; elsewhere set PREFECT_SERVER_API_AUTH_STRING, README 'Auth')")
     _model_options(s)
     s.add_argument("--json", action="store_true", help="with --once: print the sweep's results as JSON")
+
+    u = sub.add_parser(
+        "supplement", help="apply a supplement (resent tiles of a pass) to the pass's product(s)",
+        description="Complete the product(s) of the pass SUPPLEMENT resends tiles of (same pass uid, under "
+        "--products): decode the resent tiles, recompute only the enhancement windows that read them, then update "
+        "metrics, report, STAC Item, overviews and COG; the product keeps its version and records the supplement. "
+        "Refused, with nothing changed: a supplement of an unknown pass, a duplicate (its tiles are intact "
+        "already), one with another codec. The inbox watcher does this by itself for a supplement dropped into "
+        "the inbox. Write one with `gsp encode SCENE -o OUT --supplement-of PASS --tiles 3,7`.",
+        epilog="Exit status: 0 the product is complete; 3 tiles are still lost; 2 refused or bad input.")
+    u.add_argument("supplement", metavar="SUPPLEMENT")
+    u.add_argument("--products", required=True, metavar="DIR", help="products folder holding the pass's product")
+    u.add_argument("--dask-address", metavar="ADDR", help="scheduler of an existing Dask cluster (default: a "
+                   "LocalCluster of --workers processes)")
+    u.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    u.add_argument("--json", action="store_true", help="print the updated summaries as JSON")
 
     r = sub.add_parser(
         "reprocess", help="new product versions for archived passes (another enhancer...), skipping done ones",
@@ -206,4 +222,25 @@ def cmd_reprocess(args) -> int:
     return 3 if any(r.get("tiles_lost") for r in rows) else 0
 
 
-COMMANDS = {"process": cmd_process, "serve": cmd_serve, "reprocess": cmd_reprocess}
+def cmd_supplement(args) -> int:
+    from flows.access import checked
+    from flows.supplement import run_apply_supplement
+
+    sup, products = checked("SUPPLEMENT", args.supplement, "pass"), checked("--products", args.products, "products")
+    done = run_apply_supplement(sup, products, dask_address=args.dask_address, n_workers=_workers(args))
+    if args.json:
+        keys = ("status", "pass_id", "product", "report", "version", "tiles_total", "tiles_ok", "tiles_lost", "lost",
+                "supplements", "exit_code")
+        print(json.dumps([{k: s.get(k) for k in keys} for s in done], indent=2))
+    else:
+        for s in done:
+            e = s["supplements"][-1]
+            print(f"{s['product']}: tiles {', '.join(map(str, e['tiles_ok'])) or 'none'} added, "
+                  f"{len(e['windows_recomputed'])} of {e['windows_total']} enhancement windows recomputed; "
+                  f"{s['tiles_ok']}/{s['tiles_total']} tiles")
+            for d in s["lost"]:
+                print(f"  tile {d['tile']}: {d['reason']}: {d['detail']}  -> still lost")
+    return max(s["exit_code"] for s in done)
+
+
+COMMANDS = {"process": cmd_process, "serve": cmd_serve, "reprocess": cmd_reprocess, "supplement": cmd_supplement}
