@@ -448,11 +448,7 @@ def _run(pass_path, info: PassInfo, codec: ModelRef, enh: ModelRef | None, opts:
     tiles_df = tiles_frame(rows)
     passes_df = summarize_passes(tiles_df)
 
-    lost = [{"tile": t, "reason": o["status"], "detail": o.get("detail", "")}
-            for t, o in sorted(outcomes.items()) if o["status"] != "ok"]
-    ok = [o for o in outcomes.values() if o["status"] == "ok"]
-    nbytes = sum(o["bytes"] for o in ok)
-    pixels = sum((w[1] - w[0]) * (w[3] - w[2]) for w in (header.tile_window(o["tile"]) for o in ok))
+    lost, ok, nbytes, pixels = outcome_totals(header, outcomes)
     devices = {stage: ",".join(sorted({r.get("device", "") for k, r in sched.results.items()
                                        if k.startswith(stage)} - {""})) or ("cpu" if stage == "decode" else "")
                for stage in ("decode", "enhance")}  # decode: where g_s ran (entropy decoding is always CPU)
@@ -567,6 +563,17 @@ def _mask_tiles(product: str, header, tiles, arrays: tuple[str, ...]) -> None:
 def _box(b) -> tuple[int, int, int, int]:
     return (b.y0, b.y1, b.x0, b.x1)
 
+
+
+def outcome_totals(header, outcomes: dict[int, dict]) -> tuple[list[dict], list[dict], int, int]:
+    """From the decode outcomes per tile: the lost tiles (for the report and retransmission), the outcomes of
+    the tiles that decoded, and their bytes and pixels (for bpp)."""
+    lost = [{"tile": t, "reason": o["status"], "detail": o.get("detail", "")}
+            for t, o in sorted(outcomes.items()) if o["status"] != "ok"]
+    ok = [o for o in outcomes.values() if o["status"] == "ok"]
+    nbytes = sum(o["bytes"] for o in ok)
+    pixels = sum((w[1] - w[0]) * (w[3] - w[2]) for w in (header.tile_window(o["tile"]) for o in ok))
+    return lost, ok, nbytes, pixels
 
 
 def _metrics_rows(header, version, arrays, outcomes, enhance_result, evaluate, sched) -> tuple[list, str | None]:

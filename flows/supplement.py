@@ -56,8 +56,8 @@ from .cluster import cluster_info, gpu_annotation, make_task_runner
 from .cluster import dask_address as cluster_address
 from .names import batch_task_name
 from .options import ProcessOptions
-from .process_pass import (EXIT_OK, EXIT_TILES_LOST, ProductPaths, deliver, product_paths, product_version,
-                           resolve_models)
+from .process_pass import (EXIT_OK, EXIT_TILES_LOST, ProductPaths, deliver, outcome_totals, product_paths,
+                           product_version, resolve_models)
 from .runtime import prefect_api
 
 __all__ = ["PENDING_ATTR", "SupplementTarget", "apply_supplement", "is_supplement", "plan_supplement",
@@ -379,11 +379,7 @@ def _apply_one(supplement_path: str, info: PassInfo, target: SupplementTarget, p
     passes_df = summarize_passes(tiles_df)
 
     # ---- the summary, with what came later recorded
-    lost = [{"tile": t, "reason": o["status"], "detail": o.get("detail", "")}
-            for t, o in sorted(outcomes.items()) if o["status"] != "ok"]
-    ok = [o for o in outcomes.values() if o["status"] == "ok"]
-    nbytes = sum(o["bytes"] for o in ok)
-    pixels = sum((w[1] - w[0]) * (w[3] - w[2]) for w in (header.tile_window(o["tile"]) for o in ok))
+    lost, ok, nbytes, pixels = outcome_totals(header, outcomes)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     entry = {
         "file": str(supplement_path), "name": Path(supplement_path).name,

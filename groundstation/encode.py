@@ -86,17 +86,10 @@ def encode_scene(
             encoder=EncoderInfo(software="groundstation", version=__version__, torch=torch.__version__,
                                 compressai=compressai.__version__, threads=threads, device=device),
         )
-        total = 0
         log.info("encoding %s (%dx%d, %s) into %d tiles of %dpx with codec %s", scene_path, ds.width, ds.height,
                  scene.bands.rule, header.tiling.n_tiles, tile_size, name)
         with PassWriter(out, header) as writer:
-            for index in tqdm(range(header.tiling.n_tiles), disable=not progress, desc="encode", unit="tile"):
-                r0, r1, c0, c1 = header.tile_window(index)
-                rgb, valid = scene.read_rgb(r0, r1, c0, c1)
-                enc = tc.encode(rgb)
-                writer.write(TileRecord(tile_index=index, strings=enc.strings, z_hw=enc.z_hw, y_hw=enc.y_hw,
-                                        witness=enc.witness, mask=pack_mask(valid)))
-                total += enc.nbytes
+            total, _ = _write_tiles(writer, header, scene, tc, range(header.tiling.n_tiles), progress)
     bpp = total * 8 / (header.scene.width * header.scene.height)
     log.info("wrote %s: %d tiles, %d bytes of ELIC strings, %.4f bpp", out, header.tiling.n_tiles, total, bpp)
     return EncodeResult(path=out, pass_id=header.pass_id, tiles=header.tiling.n_tiles, bytes=total, bpp=bpp, header=header)
@@ -150,7 +143,6 @@ def encode_supplement(scene_path: str | Path, out: str | Path, original: str | P
         tiles=tiles, sent=datetime.now(timezone.utc).isoformat(timespec="seconds"))})
     PassHeader.model_validate(header.model_dump())  # the copy is checked as a reader will check it
     out = Path(out)
-    total = pixels = 0
     with open_scene(scene_path, None) as opened:
         ds = opened.ds
         if (ds.width, ds.height) != (head.scene.width, head.scene.height):
@@ -159,14 +151,22 @@ def encode_supplement(scene_path: str | Path, out: str | Path, original: str | P
         scene = type(opened)(path=opened.path, ds=ds, bands=head.bands)  # the pass's band rule, as first sent
         log.info("encoding a supplement of pass %s (uid %s): tiles %s", head.pass_id, head.pass_uid, tiles)
         with PassWriter(out, header) as writer:
-            for index in tqdm(tiles, disable=not progress, desc="encode", unit="tile"):
-                r0, r1, c0, c1 = header.tile_window(index)
-                rgb, valid = scene.read_rgb(r0, r1, c0, c1)
-                enc = tc.encode(rgb)
-                writer.write(TileRecord(tile_index=index, strings=enc.strings, z_hw=enc.z_hw, y_hw=enc.y_hw,
-                                        witness=enc.witness, mask=pack_mask(valid)))
-                total += enc.nbytes
-                pixels += (r1 - r0) * (c1 - c0)
+            total, pixels = _write_tiles(writer, header, scene, tc, tiles, progress)
     bpp = total * 8 / pixels
     log.info("wrote %s: supplement of %d tiles, %d bytes of ELIC strings", out, len(tiles), total)
     return EncodeResult(path=out, pass_id=header.pass_id, tiles=len(tiles), bytes=total, bpp=bpp, header=header)
+
+
+def _write_tiles(writer, header, scene, tc, indices, progress: bool) -> tuple[int, int]:
+    """Read, encode and write the tiles ``indices`` of ``scene`` (windowed: one tile in memory at a time);
+    returns the compressed bytes and the pixels they cover."""
+    total = pixels = 0
+    for index in tqdm(indices, disable=not progress, desc="encode", unit="tile"):
+        r0, r1, c0, c1 = header.tile_window(index)
+        rgb, valid = scene.read_rgb(r0, r1, c0, c1)
+        enc = tc.encode(rgb)
+        writer.write(TileRecord(tile_index=index, strings=enc.strings, z_hw=enc.z_hw, y_hw=enc.y_hw,
+                                witness=enc.witness, mask=pack_mask(valid)))
+        total += enc.nbytes
+        pixels += (r1 - r0) * (c1 - c0)
+    return total, pixels
