@@ -14,7 +14,7 @@ from pathlib import Path
 
 from groundstation.errors import ConfigError
 
-__all__ = ["COMMANDS", "register"]
+__all__ = ["COMMANDS", "export_product", "register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,26 +41,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
 
 
-def cmd_export(args) -> int:
+def export_product(product: str | Path, *, cog: str | Path | None = None, array: str | None = None,
+                   overviews: bool = True, blocksize: int = 512, stac: bool = False,
+                   catalog: str | Path | None = None) -> dict:
+    """What ``gsp export`` and the ``export-product`` flow do: the COG of ``array`` (default: enhanced, or
+    decoded for a decoded-only product) at ``cog`` and/or the product's STAC Item (``stac``); an existing Item
+    is kept true (the new COG added). Returns what was written."""
     from groundstation.cog import export_cog
     from groundstation.product import arrays
     from groundstation.stac import item_path, write_item
 
-    if not args.cog and not args.stac:
+    if not cog and not stac:
         raise ConfigError("gsp export: nothing to do; give --cog OUT.tif and/or --stac")
-    if args.blocksize < 64 or args.blocksize % 16:
-        raise ConfigError(f"--blocksize {args.blocksize}: must be a multiple of 16, at least 64")
-    product = Path(args.product)
+    if blocksize < 64 or blocksize % 16:
+        raise ConfigError(f"--blocksize {blocksize}: must be a multiple of 16, at least 64")
+    product = Path(product)
     result: dict = {"product": str(product)}
-    if args.cog:
-        array = args.array or ("enhanced" if "enhanced" in arrays(product) else "decoded")
-        cog = export_cog(product, args.cog, array=array, overviews=args.overviews, blocksize=args.blocksize)
-        result["cog"] = cog.as_dict()
-        if not args.stac and item_path(product).is_file():  # keep the Item's asset list true
-            result["stac_item"] = str(write_item(product, cogs={array: Path(args.cog)}, catalog_root=args.catalog))
-    if args.stac:
-        cogs = {result["cog"]["array"]: Path(args.cog)} if args.cog else None
-        result["stac_item"] = str(write_item(product, cogs=cogs, catalog_root=args.catalog))
+    if cog:
+        array = array or ("enhanced" if "enhanced" in arrays(product) else "decoded")
+        result["cog"] = export_cog(product, cog, array=array, overviews=overviews, blocksize=blocksize).as_dict()
+        if not stac and item_path(product).is_file():  # keep the Item's asset list true
+            result["stac_item"] = str(write_item(product, cogs={array: Path(cog)}, catalog_root=catalog))
+    if stac:
+        cogs = {result["cog"]["array"]: Path(cog)} if cog else None
+        result["stac_item"] = str(write_item(product, cogs=cogs, catalog_root=catalog))
+    return result
+
+
+def cmd_export(args) -> int:
+    result = export_product(args.product, cog=args.cog, array=args.array, overviews=args.overviews,
+                            blocksize=args.blocksize, stac=args.stac, catalog=args.catalog)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

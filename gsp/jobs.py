@@ -53,7 +53,7 @@ from typing import Annotated, Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows.access import CheckpointFile, DatasetPath, RunFolder, checked
+from flows.access import CheckpointFile, DatasetPath, ProductsDir, RunFolder, checked
 from flows.names import job_run_name
 from groundstation.config import load_station
 from groundstation.errors import ConfigError, GSPError
@@ -62,7 +62,7 @@ from .cli_enhancer import _TRAIN_DEFAULTS
 from .training.config import CodecTrainConfig
 
 __all__ = ["CodecTrainOptions", "EnhancerTrainOptions", "JOBS", "LOSS_TABLE_ROWS", "SweepOptions",
-           "evaluate_job", "job_deployments", "train_codec_job", "train_enhancer_job"]
+           "evaluate_job", "export_job", "job_deployments", "train_codec_job", "train_enhancer_job"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ JOBS = {
     "train-codec": "gsp/jobs.py:train_codec_job",
     "train-enhancer": "gsp/jobs.py:train_enhancer_job",
     "evaluate": "gsp/jobs.py:evaluate_job",
+    "export-product": "gsp/jobs.py:export_job",
 }
 
 #: The loss table artifact holds at most this many rows (evenly spaced over the steps, the last one included);
@@ -458,6 +459,44 @@ def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points:
     return result
 
 
+def _export_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    product = Path(str(flow_run.parameters.get("product", "?")))
+    return f"export {product.parent.name}/{product.name}"
+
+
+@flow(name="export-product", validate_parameters=True, flow_run_name=_export_run_name,
+      description="Export a complete product: its Cloud-Optimized GeoTIFF beside it (<version>.<array>.tif) "
+      "and/or its STAC Item in the station catalogue (gsp export).")
+def export_job(product: ProductsDir, cog: bool = True, array: Literal["enhanced", "decoded"] | None = None,
+               overviews: bool = True, stac: bool = True) -> dict:
+    """``gsp export PRODUCT --cog <beside it> --stac`` as a flow (a product made before ``--cog`` existed, or
+    whose COG or Item an operator wants rewritten); the result is a markdown artifact."""
+    from groundstation.product import arrays
+    from groundstation.stac import cog_path
+
+    from flows.report import artifact_key
+
+    from .cli_products import export_product
+
+    chosen = array or ("enhanced" if "enhanced" in arrays(product) else "decoded")
+    result = export_product(product, cog=cog_path(product, chosen) if cog else None, array=chosen,
+                            overviews=overviews, stac=stac)
+    lines = [f"# Export of `{product}`", ""]
+    if "cog" in result:
+        c = result["cog"]
+        lines.append(f"- COG `{c['path']}`: {c['array']}, {c['width']}x{c['height']} px, overviews "
+                     f"{c['overviews'] or 'none'}, {c['bytes']} bytes, {100 * c['valid_fraction']:.1f} % valid")
+    if "stac_item" in result:
+        lines.append(f"- STAC Item `{result['stac_item']}`")
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact("\n".join(lines) + "\n", key=artifact_key(f"export-{Path(product).stem}", "report"),
+                             description=f"export of {product}")
+    return result
+
+
 # -------------------------------------------------------------------------------------------- deployments
 
 def job_deployments(*, name: str | None = None) -> list:
@@ -492,4 +531,7 @@ def job_deployments(*, name: str | None = None) -> list:
             parameters={"out": str(runs / "evaluate"), "rate_points": points},
             description=f"Evaluate the registry's rate points on an image folder into a run folder under {runs}",
             **common),
+        export_job.to_deployment(
+            description="Export a complete product (under the products root): its COG beside it and its STAC "
+            "Item in the station catalogue", **{**common, "tags": ["gsp", f"station:{station.station}", "export"]}),
     ]

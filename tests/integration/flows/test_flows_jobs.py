@@ -184,3 +184,28 @@ def test_evaluate_flow_publishes_the_table_and_resumes(prefect_harness, station,
                                                       "gsp-evaluate-eval-a-sweep-progress"]
     assert "0 image evaluations computed, 2 already there" in arts["markdown"][0][1]
     assert Path(again["files"]["sweep_csv"]).is_file()
+
+
+def test_export_flow_writes_the_cog_beside_the_product_and_its_stac_item(prefect_harness, station, tiny_codec):
+    """export-product (the UI's way to `gsp export`): the COG beside the product, valid (rio-cogeo), listed in
+    the Item it writes; a product outside the products root is refused before anything is written."""
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    from groundstation.stac import cog_path, item_path
+    from gsp.jobs import export_job
+    from product_helpers import decoded_product
+
+    made = decoded_product(station / "products" / "p1", tiny_codec, lose=(1,))
+    res = export_job(product=str(made["product"]))
+    cog = cog_path(made["product"], "decoded")
+    assert res["cog"]["path"] == str(cog) and cog_validate(str(cog))[0]
+    with rasterio.open(cog) as ds, rasterio.open(made["scene"]) as src:
+        assert ds.crs == src.crs and ds.transform == src.transform
+    item = json.loads(item_path(made["product"]).read_text())
+    assert any(a["href"].endswith(cog.name) for a in item["assets"].values())
+
+    outside = decoded_product(station.parent / "elsewhere", tiny_codec, name="q")
+    state = export_job(product=str(outside["product"]), return_state=True)
+    assert state.is_failed() and "products" in str(state.message)
+    assert not cog_path(outside["product"], "decoded").exists()

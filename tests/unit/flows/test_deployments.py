@@ -87,11 +87,12 @@ def test_training_and_evaluation_deployments_take_their_defaults_from_the_statio
     from gsp.jobs import JOBS, evaluate_job, job_deployments, train_codec_job, train_enhancer_job
 
     deps = {d.flow_name: d for d in job_deployments()}
-    assert sorted(deps) == sorted(JOBS) == ["evaluate", "train-codec", "train-enhancer"]
+    assert sorted(deps) == sorted(JOBS) == ["evaluate", "export-product", "train-codec", "train-enhancer"]
     reg = load_registry()
     for flow_name, d in deps.items():
         assert d.name == "north-pole" and "station:north-pole" in d.tags
-        assert d.parameters["out"] == str(station / "runs" / flow_name)
+        if flow_name != "export-product":  # the product to export is the one parameter without a default
+            assert d.parameters["out"] == str(station / "runs" / flow_name)
         assert d.entrypoint == JOBS[flow_name].replace("/", ".").replace(".py:", ".")
     codec = reg.models[reg.default_codec]
     opts = deps["train-codec"].parameters["options"]
@@ -130,5 +131,5 @@ def test_serve_station_serves_the_callers_deployments_too(station, monkeypatch):
             serve_station(extra_deployments=job_deployments(), limit=1)
     finally:
         signal.signal(signal.SIGTERM, sigterm)
-    assert sorted(d.flow_name for d in served["deps"]) == ["evaluate", "process-pass", "reprocess-archive",
+    assert sorted(d.flow_name for d in served["deps"]) == ["evaluate", "export-product", "process-pass", "reprocess-archive",
                                                            "train-codec", "train-enhancer", "watch-inbox"]
