@@ -40,7 +40,7 @@ from groundstation.errors import GSPError
 from groundstation.roots import StationRoots
 
 from .access import PassFile, ProductsDir
-from .names import pass_run_name
+from .names import pass_run_name, supplement_run_name
 from .options import ProcessOptions, station_options
 from .process_pass import process_pass
 
@@ -51,6 +51,7 @@ JOBS = {
     "process-pass": "flows/deployments.py:process_pass_job",
     "reprocess-archive": "flows/reprocess.py:reprocess_archive",
     "watch-inbox": "flows/inbox.py:watch_inbox",
+    "apply-supplement": "flows/deployments.py:apply_supplement_job",
 }
 
 
@@ -64,6 +65,18 @@ def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
     products root) checked before the run starts, and the station's options when none are given."""
     out = out_dir or load_station().roots.products
     return process_pass.fn(pass_path, out, options or station_options())
+
+
+@flow(name="apply-supplement", task_runner=process_pass.task_runner, validate_parameters=True,
+      flow_run_name=supplement_run_name,
+      description="Apply a retransmitted supplement (resent tiles of a pass) to its product(s): decode those "
+      "tiles, re-enhance the windows they touch, deliver, mark complete.")
+def apply_supplement_job(supplement_path: PassFile, products: ProductsDir | None = None) -> list[dict]:
+    """``apply-supplement`` as a deployment runs it (the watcher applies supplements by itself; this is for a
+    supplement an operator points at): paths checked against the station's roots before the run starts."""
+    from .supplement import apply_supplement
+
+    return apply_supplement.fn(supplement_path, products or load_station().roots.products)
 
 
 def _default_options(options: ProcessOptions | None) -> ProcessOptions:
@@ -116,6 +129,10 @@ def station_deployments(*, name: str | None = None, inbox: str | Path | None = N
             parameters={"inbox": folders["inbox"], "products": folders["products"], "options": opts,
                         "dask_address": dask_address, "settle_s": settle_s, "stale_after_s": stale_after_s},
             description=f"Process complete passes arriving in {folders['inbox']}", **common),
+        apply_supplement_job.to_deployment(
+            parameters={"products": folders["products"]},
+            description=f"Apply a supplement (resent tiles, a file under {folders['inbox']} or "
+            f"{folders['archive']}) to its product in {folders['products']}", **common),
     ]
 
 

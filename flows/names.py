@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["batch_task_name", "inbox_run_name", "job_run_name", "pass_label", "pass_run_name",
+__all__ = ["batch_task_name", "inbox_run_name", "job_run_name", "pass_label", "pass_run_name", "supplement_run_name",
            "reprocess_run_name", "station_tags"]
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,23 @@ def pass_run_name() -> str:
         return Path(path).name or path
     _tag_run(tags)
     return name
+
+
+def supplement_run_name() -> str:
+    """``flow_run_name`` of apply-supplement: ``<pass_id> + tiles 3,7`` (the supplement's header, read by the one
+    pass parser), tagged with the station."""
+    params = _params()
+    path = str(params.get("supplement_path", "supplement"))
+    try:
+        from groundstation.container import PassReader
+
+        header = PassReader(path).header
+        tiles = header.supplement.tiles if header.supplement else []
+        _tag_run(station_tags())
+        return f"{header.pass_id} + tiles {','.join(str(t) for t in tiles) or '?'}"
+    except Exception as exc:  # noqa: BLE001 - the flow reports the real error
+        log.debug("naming the supplement run after %s: %s", path, exc)
+        return Path(path).name or path
 
 
 def reprocess_run_name() -> str:

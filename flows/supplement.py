@@ -54,7 +54,7 @@ from tasks.state import ExclusiveLock, LockHeld
 
 from .cluster import cluster_info, gpu_annotation, make_task_runner
 from .cluster import dask_address as cluster_address
-from .names import batch_task_name
+from .names import batch_task_name, supplement_run_name
 from .options import ProcessOptions
 from .process_pass import (EXIT_OK, EXIT_TILES_LOST, ProductPaths, deliver, outcome_totals, product_paths,
                            product_version, resolve_models)
@@ -210,7 +210,8 @@ def _box(b) -> tuple[int, int, int, int]:
     return (b.y0, b.y1, b.x0, b.x1)
 
 
-@flow(name="apply-supplement", task_runner=make_task_runner(), validate_parameters=True)
+@flow(name="apply-supplement", task_runner=make_task_runner(), validate_parameters=True,
+      flow_run_name=supplement_run_name)
 def apply_supplement(supplement_path: str, products: str) -> list[dict]:
     """Complete the product(s) of the supplement's pass with its tiles (see the module docstring); returns one
     summary per product completed. GSPErrors (unknown pass, duplicate, different codec...) change nothing."""

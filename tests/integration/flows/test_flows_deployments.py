@@ -158,6 +158,8 @@ def test_every_job_runs_from_its_deployment(served_station, auth_server):
             dep = client.read_deployment_by_name(f"{job}/{STATION}")
             assert dep.parameters["out"] == str(home / "runs" / job) and "station:it-station" in dep.tags
             assert dep.entrypoint == f"gsp.jobs.{job.replace('-', '_')}_job"
+        assert client.read_deployment_by_name(f"apply-supplement/{STATION}").parameters == {
+            "products": str(home / "products")}
         assert by_flow["process-pass"].parameters["out_dir"] == str(home / "products")
         assert by_flow["watch-inbox"].schedules and "station:it-station" in by_flow["watch-inbox"].tags
 

@@ -72,7 +72,7 @@ def test_model_options_as_files_must_lie_under_weights_or_runs(station, tmp_path
 
 def test_every_deployment_flow_refuses_outside_paths_before_the_run(station, tmp_path):
     """What Prefect calls before a run starts (validate_parameters): a refused path fails the run there."""
-    from flows.deployments import process_pass_job
+    from flows.deployments import apply_supplement_job, process_pass_job
     from flows.inbox import watch_inbox
     from flows.reprocess import reprocess_archive
 
@@ -89,6 +89,8 @@ def test_every_deployment_flow_refuses_outside_paths_before_the_run(station, tmp
         (reprocess_archive, {"archive": str(station / "archive"), "products": "/tmp"}, "products"),
         (watch_inbox, {"inbox": outside, "products": str(station / "products")}, "inbox"),
         (watch_inbox, {"inbox": str(station / "inbox"), "products": f"{outside}/p"}, "products"),
+        (apply_supplement_job, {"supplement_path": f"{outside}/s.gsp"}, "supplement_path"),
+        (apply_supplement_job, {"supplement_path": str(station / "inbox" / "s.gsp"), "products": outside}, "products"),
     ]
     for flow, params, name in cases:
         with pytest.raises(PathNotAllowed, match=name):

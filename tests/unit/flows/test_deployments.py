@@ -55,10 +55,13 @@ def test_served_deployments_take_their_defaults_from_the_station_and_the_registr
     from groundstation.registry import load_registry
 
     deps = {d.flow_name: d for d in station_deployments(interval=30)}
-    assert sorted(deps) == ["process-pass", "reprocess-archive", "watch-inbox"]
+    assert sorted(deps) == ["apply-supplement", "process-pass", "reprocess-archive", "watch-inbox"]
     products = str(station / "products")
+    assert deps["apply-supplement"].parameters == {"products": products}
     for d in deps.values():
         assert d.name == "north-pole" and "station:north-pole" in d.tags
+        if d.flow_name == "apply-supplement":
+            continue
         opts = d.parameters["options"]
         assert opts["synthesis"] == "float64" and opts["temperature"] is None  # None: the operating point
         assert opts["enhancer"] == load_registry().default_enhancer
@@ -131,5 +134,5 @@ def test_serve_station_serves_the_callers_deployments_too(station, monkeypatch):
             serve_station(extra_deployments=job_deployments(), limit=1)
     finally:
         signal.signal(signal.SIGTERM, sigterm)
-    assert sorted(d.flow_name for d in served["deps"]) == ["evaluate", "export-product", "process-pass", "reprocess-archive",
+    assert sorted(d.flow_name for d in served["deps"]) == ["apply-supplement", "evaluate", "export-product", "process-pass", "reprocess-archive",
                                                            "train-codec", "train-enhancer", "watch-inbox"]
