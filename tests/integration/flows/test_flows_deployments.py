@@ -139,7 +139,9 @@ def test_every_job_runs_from_its_deployment(served_station, auth_server):
 
     home, tmp_path, proc = served_station
     log_path = tmp_path / "serve.log"
-    names = [f"{job}/{STATION}" for job in ("process-pass", "reprocess-archive", "watch-inbox")]
+    # every served deployment, waited for together (serve registers them one by one)
+    names = [f"{job}/{STATION}" for job in ("process-pass", "reprocess-archive", "watch-inbox", "apply-supplement",
+                                            "train-codec", "train-enhancer", "evaluate", "export-product")]
     with _settings(auth_server, AUTH), get_client(sync_client=True) as client:
         def deployments():
             assert proc.poll() is None, log_path.read_text(errors="replace")[-4000:]
