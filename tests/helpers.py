@@ -53,3 +53,25 @@ def unusual_modes(root: str | Path) -> list[str]:
             if mode != file_mode:
                 bad.append(f"{p.relative_to(root)}: {oct(mode)} (expected {oct(file_mode)})")
     return bad
+
+
+def two_point_registry(tiny_codec: Path, other_codec: Path, identity: Path, surrogate: Path, *,
+                       temperature: float = 1.0):
+    """A registry of two rate points on test models: ``hi`` (tiny codec, identity enhancer, T=0) and ``lo``
+    (the other codec, ``surrogate``, T=``temperature``)."""
+    from groundstation.fileio import sha256_file
+    from groundstation.registry import Registry
+
+    def entry(kind, path, **extra):
+        arch = {"blocks": 1} if kind == "enhancer" else {}
+        return {"kind": kind, "path": str(path), "sha256": sha256_file(path), "architecture": kind, "arch": arch,
+                **extra}
+
+    return Registry.model_validate({
+        "default_codec": "c-hi",
+        "models": {"c-hi": entry("codec", tiny_codec, lmbda=0.01), "c-lo": entry("codec", other_codec, lmbda=0.001),
+                   "e-id": entry("enhancer", identity, codec="c-hi"),
+                   "e-sur": entry("enhancer", surrogate, codec="c-lo")},
+        "rate_points": {"hi": {"codec": "c-hi", "enhancer": "e-id", "temperature": 0.0},
+                        "lo": {"codec": "c-lo", "enhancer": "e-sur", "temperature": temperature}},
+    })

@@ -18,9 +18,9 @@ from gsp.evaluation import (
     read_reference_points,
     resolve_rate_points,
 )
-from groundstation.fileio import sha256_file
 from groundstation.registry import Registry
 
+from helpers import two_point_registry
 from synth import write_pngs
 
 
@@ -41,26 +41,9 @@ def identity_enhancer(tmp_path_factory) -> Path:
     return path
 
 
-def _registry(tiny_codec: Path, other_codec: Path, identity: Path, surrogate: Path, *,
-              temperature: float = 1.0) -> Registry:
-    def entry(kind, path, **extra):
-        arch = {"blocks": 1} if kind == "enhancer" else {}
-        return {"kind": kind, "path": str(path), "sha256": sha256_file(path), "architecture": kind, "arch": arch,
-                **extra}
-
-    return Registry.model_validate({
-        "default_codec": "c-hi",
-        "models": {"c-hi": entry("codec", tiny_codec, lmbda=0.01), "c-lo": entry("codec", other_codec, lmbda=0.001),
-                   "e-id": entry("enhancer", identity, codec="c-hi"),
-                   "e-sur": entry("enhancer", surrogate, codec="c-lo")},
-        "rate_points": {"hi": {"codec": "c-hi", "enhancer": "e-id", "temperature": 0.0},
-                        "lo": {"codec": "c-lo", "enhancer": "e-sur", "temperature": temperature}},
-    })
-
-
 @pytest.fixture(scope="module")
 def registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts) -> Registry:
-    return _registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0])
+    return two_point_registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0])
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +121,7 @@ def test_rerun_resumes_and_recomputes_only_what_changed(evaluated, images, regis
                                   before.sort_values(["rate_point", "image", "product"])
                                   .reset_index(drop=True).drop(columns="enhance_s"))
     # another temperature for one rate point: only that point's rows are recomputed
-    changed = _registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0], temperature=0.5)
+    changed = two_point_registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0], temperature=0.5)
     again = evaluate_folder(images, out, resolve_rate_points(None, changed))
     assert again.computed == 3 and again.skipped == 3
 
@@ -176,7 +159,7 @@ def test_bad_inputs_get_clear_errors(tmp_path, images, registry):
 
 def test_registry_refuses_a_rate_point_whose_enhancer_belongs_to_another_codec(tiny_codec, other_codec,
                                                                               identity_enhancer, enhancer_ckpts):
-    reg = _registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0]).model_dump()
+    reg = two_point_registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0]).model_dump()
     reg["rate_points"]["hi"]["enhancer"] = "e-sur"  # trained behind c-lo
     with pytest.raises(ValueError, match="trained behind 'c-lo'"):
         Registry.model_validate(reg)

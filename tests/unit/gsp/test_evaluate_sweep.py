@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from groundstation.errors import ConfigError
-from groundstation.fileio import sha256_file
 from groundstation.registry import Registry
 from gsp.evaluation import PER_IMAGE_CSV, ResolvedPoint, evaluate_folder, resolve_rate_points
 from gsp.perception_distortion import (
@@ -32,6 +31,7 @@ from gsp.perception_distortion import (
     unsharp_mask,
 )
 
+from helpers import two_point_registry
 from synth import smooth_image, write_pngs
 
 SPEC = SweepSpec(temperatures=(0.0, 0.5), noise=(2.0, 6.0), unsharp=(100.0, 250.0), vgg="enhanced")
@@ -54,19 +54,7 @@ def registry(tmp_path_factory, tiny_codec, other_codec, enhancer_ckpts) -> Regis
     identity = tmp_path_factory.mktemp("sweep-identity") / "identity.pt"
     save_enhancer(INNRSIC(EnhancerConfig(blocks=1, coupling_growth=4, cgm_growth=4)).init_identity(), identity)
 
-    def entry(kind, path, **extra):
-        arch = {"blocks": 1} if kind == "enhancer" else {}
-        return {"kind": kind, "path": str(path), "sha256": sha256_file(path), "architecture": kind, "arch": arch,
-                **extra}
-
-    return Registry.model_validate({
-        "default_codec": "c-hi",
-        "models": {"c-hi": entry("codec", tiny_codec, lmbda=0.01), "c-lo": entry("codec", other_codec, lmbda=0.001),
-                   "e-id": entry("enhancer", identity, codec="c-hi"),
-                   "e-sur": entry("enhancer", enhancer_ckpts[0], codec="c-lo")},
-        "rate_points": {"hi": {"codec": "c-hi", "enhancer": "e-id", "temperature": 0.0},
-                        "lo": {"codec": "c-lo", "enhancer": "e-sur", "temperature": 0.3}},
-    })
+    return two_point_registry(tiny_codec, other_codec, identity, enhancer_ckpts[0], temperature=0.3)
 
 
 @pytest.fixture(scope="module")
