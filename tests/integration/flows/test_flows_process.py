@@ -30,7 +30,8 @@ def test_options_validate_before_the_run():
 
 
 def test_cog_is_an_option_of_process_and_reprocess_and_of_the_ui_form():
-    from flows.process_pass import ProcessOptions, product_version, ModelRef
+    from flows.identity import ModelRef, product_version
+    from flows.options import ProcessOptions
     from gsp.cli import build_parser
     from gsp.cli_flows import _options
 
@@ -47,7 +48,8 @@ def test_cog_is_an_option_of_process_and_reprocess_and_of_the_ui_form():
 def test_without_a_temperature_the_registrys_operating_point_is_used():
     """The rate point's temperature (chosen on validation images) when none is given; an explicit one wins;
     an enhancer that is no rate point's gets the deterministic mean."""
-    from flows.process_pass import FALLBACK_TEMPERATURE, ModelRef, ProcessOptions, with_operating_point
+    from flows.identity import FALLBACK_TEMPERATURE, ModelRef, with_operating_point
+    from flows.options import ProcessOptions
     from groundstation.registry import load_registry
 
     reg = load_registry()
@@ -61,7 +63,8 @@ def test_without_a_temperature_the_registrys_operating_point_is_used():
 
 
 def test_product_version_names_models_and_parameters():
-    from flows.process_pass import ModelRef, ProcessOptions, product_paths, product_version
+    from flows.identity import ModelRef, product_paths, product_version
+    from flows.options import ProcessOptions
 
     codec = ModelRef("elic-0032", "c.pt", "a" * 64, {})
     e1 = ModelRef("inn-demo", "e.pt", "b" * 64, {})
@@ -222,7 +225,8 @@ def test_default_task_runner_is_a_local_cluster_of_two_single_thread_processes()
 
 
 def test_missing_enhancer_fails_clearly(flow_pass, tiny_codec, tmp_path, monkeypatch):
-    from flows.process_pass import ProcessOptions, resolve_models
+    from flows.identity import resolve_run
+    from flows.options import ProcessOptions
     from groundstation import registry
     from groundstation.container import PassReader
 
@@ -232,8 +236,9 @@ def test_missing_enhancer_fails_clearly(flow_pass, tiny_codec, tmp_path, monkeyp
     monkeypatch.setattr(registry, "load_registry", lambda *a: registry.Registry.model_validate(registry.load_yaml(reg)))
     header = PassReader(flow_pass[1]).header
     with pytest.raises(ConfigError, match="--enhancer NAME .* or --no-enhance"):
-        resolve_models(header, ProcessOptions(codec=str(tiny_codec)))
-    codec, enh = resolve_models(header, ProcessOptions(codec=str(tiny_codec), enhance=False))
+        resolve_run(header, ProcessOptions(codec=str(tiny_codec)))
+    plan = resolve_run(header, ProcessOptions(codec=str(tiny_codec), enhance=False))
+    codec, enh = plan.codec, plan.enhancer
     assert enh is None and codec.sha256 == header.codec.sha256
 
 
@@ -358,7 +363,8 @@ def test_second_run_with_the_same_models_changes_nothing(e2e, tiny_codec, enhanc
 @pytest.mark.slow
 def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path, monkeypatch, dask_cluster, tiny_codec,
                                                                   enhancer_ckpts):
-    from flows.process_pass import STOP_AFTER_ENV, ProcessOptions, RunInterrupted, run_process_pass
+    from flows.process_pass import ProcessOptions, run_process_pass
+    from flows.scheduler import STOP_AFTER_ENV, RunInterrupted
     from groundstation.product import open_product, status
     from tasks.state import read_markers
 
@@ -384,7 +390,7 @@ def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path,
         seen.update({p.name: p.stat().st_mtime_ns for p in Path(state_dir).glob(f"{stage}-*.json")})
         return out
 
-    monkeypatch.setattr("flows.process_pass.read_markers", spy)
+    monkeypatch.setattr("flows.stages.read_markers", spy)
     res = run_process_pass(e2e["pass"], tmp_path, opts, dask_address=dask_cluster.scheduler_address)
     assert res["status"] == "complete" and res["tiles_ok"] == TILES
     assert res["batches"]["skipped"] == len(done) and res["batches"]["run"] == 2 * TILES - len(done)
@@ -400,14 +406,22 @@ def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path,
 @pytest.mark.slow
 def test_a_worker_crash_costs_its_batch_not_the_flow(tmp_path, monkeypatch, prefect_harness, dask_cluster, flow_pass,
                                                      tiny_codec, enhancer_ckpts):
-    from flows.process_pass import CRASH_TILES_ENV, EXIT_TILES_LOST, ProcessOptions, run_process_pass
+    from distributed import Client
+
+    from flows.process_pass import ProcessOptions, run_process_pass
+    from groundstation.errors import EXIT_TILES_LOST
     from groundstation.metrics import read_parquet
     from groundstation.product import open_product
+    from helpers import CrashOnTiles
 
-    monkeypatch.setenv(CRASH_TILES_ENV, "5")  # the worker decoding tile 5 dies with SIGSEGV
-    res = run_process_pass(flow_pass[1], tmp_path, ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]),
-                                                                  tiles_per_batch=2),
-                           dask_address=dask_cluster.scheduler_address)
+    with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
+        client.register_plugin(CrashOnTiles([5]))  # the worker decoding tile 5 dies with SIGSEGV
+        try:
+            res = run_process_pass(flow_pass[1], tmp_path, ProcessOptions(
+                codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=2),
+                dask_address=dask_cluster.scheduler_address)
+        finally:
+            client.unregister_worker_plugin(CrashOnTiles.name)
     assert res["status"] == "complete" and res["exit_code"] == EXIT_TILES_LOST
     assert [(d["tile"], d["reason"]) for d in res["lost"]] == [(4, "decode_error"), (5, "decode_error")]
     assert "KilledWorker" in res["lost"][0]["detail"]
