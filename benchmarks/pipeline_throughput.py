@@ -23,6 +23,7 @@ Passes are encoded once into ``--work`` (reused on the next run). Results: bench
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -46,7 +47,7 @@ from _results import RESULTS, write_result  # noqa: E402
 FRAMES = REPO.parent / "shared" / "data" / "scenes" / "drone_frames"
 TILE = 256
 #: tiles -> (width, height) of the scene cut from the frames (all real pixels; 576 is a 2x2 mosaic of frames)
-SIZES = {36: (1536, 1536), 144: (3072, 3000), 192: (4000, 3000), 576: (6144, 6144)}
+SIZES = {4: (512, 512), 12: (1024, 768), 36: (1536, 1536), 144: (3072, 3000), 192: (4000, 3000), 576: (6144, 6144)}
 GSP = Path(sys.executable).with_name("gsp")
 
 
@@ -107,7 +108,8 @@ def models(pass_path: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ naive loop
 def naive_loop(pass_path: Path, out: Path, m: dict, seed: int = 0) -> dict:
-    """The reference scripts' loop: per tile, decode, enhance that tile, write it."""
+    """The reference scripts' loop: per tile, decode, enhance that tile, write it. ``first_tile_s``: seconds
+    from its start (models loaded in it) to the first tile decoded."""
     import rasterio
     import torch
 
@@ -127,6 +129,7 @@ def naive_loop(pass_path: Path, out: Path, m: dict, seed: int = 0) -> dict:
     profile = dict(driver="GTiff", width=s.width, height=s.height, count=3, dtype="uint8", tiled=True,
                    blockxsize=TILE, blockysize=TILE)
     dec_s = enh_s = 0.0
+    first = None
     with rasterio.open(out, "w", **profile) as ds:
         for tile in sorted(scan.records):
             rec = reader.read(tile)
@@ -134,13 +137,14 @@ def naive_loop(pass_path: Path, out: Path, m: dict, seed: int = 0) -> dict:
             a = time.perf_counter()
             rgb, _ = codec.decode(rec.strings, rec.z_hw, rec.y_hw, r1 - r0, c1 - c0)
             b = time.perf_counter()
+            first = b - t0 if first is None else first
             enh = enhance_array(model, rgb, seed=seed, temperature=m["temperature"], origin=(r0, c0), fast=False)
             c = time.perf_counter()
             ds.write(enh.transpose(2, 0, 1), window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
             dec_s += b - a
             enh_s += c - b
     return {"seconds": time.perf_counter() - t0, "tiles": len(scan.records), "decode_s": dec_s,
-            "enhance_s": enh_s, "threads": torch.get_num_threads()}
+            "enhance_s": enh_s, "threads": torch.get_num_threads(), "first_tile_s": first}
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -221,27 +225,36 @@ def one_shot(pass_path: Path, out: Path, m: dict, env: dict) -> dict:
 
 def served(passes: list[tuple[int, Path]], work: Path, m: dict) -> list[dict]:
     """API and cluster up first; each pass one process-pass run in this process (after a warm-up)."""
-    from flows.cluster import dask_address
     from flows.process_pass import ProcessOptions, run_process_pass
-    from flows.runtime import local_prefect_server
 
     rows = []
     opts = ProcessOptions(temperature=m["temperature"])
+    with station() as addr:
+        _say("served: warm-up pass (models loaded into the workers)")
+        run_process_pass(passes[0][1], work / "served-warmup", opts, dask_address=addr)
+        for tiles, p in passes:
+            _say(f"served: {tiles} tiles")
+            t0 = time.perf_counter()
+            with WorkerRSS(os.getpid()) as rss:
+                summary = run_process_pass(p, work / f"served-{tiles}-{time.time_ns()}", opts, dask_address=addr)
+            rows.append({"tiles_planned": tiles, **_pipeline_row(summary, time.perf_counter() - t0, threads=2),
+                         "worker_peak_rss_mb": rss.max_mb})
+    return rows
+
+
+@contextlib.contextmanager
+def station():
+    """A station as ``gsp serve`` runs it: a local Prefect server (this process's API) and a LocalCluster, both
+    started once and kept for the context; yields the cluster's address."""
+    from flows.cluster import dask_address
+    from flows.runtime import local_prefect_server
+
     with local_prefect_server() as url, dask_address() as addr:
         os.environ["PREFECT_API_URL"] = url
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            _say("served: warm-up pass (models loaded into the workers)")
-            run_process_pass(passes[0][1], work / "served-warmup", opts, dask_address=addr)
-            for tiles, p in passes:
-                _say(f"served: {tiles} tiles")
-                t0 = time.perf_counter()
-                with WorkerRSS(os.getpid()) as rss:
-                    summary = run_process_pass(p, work / f"served-{tiles}-{time.time_ns()}", opts, dask_address=addr)
-                rows.append({"tiles_planned": tiles, **_pipeline_row(summary, time.perf_counter() - t0, threads=2),
-                             "worker_peak_rss_mb": rss.max_mb})
-    return rows
+            yield addr
 
 
 # ------------------------------------------------------------------------------------------------ main

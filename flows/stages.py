@@ -177,11 +177,14 @@ class TileStages:
                 shown[0] = counts
                 on_tiles(*counts)
 
-        def more() -> list[Batch] | None:
+        def noted() -> None:
             if "first_decoded" not in timeline and any(k.startswith("decode") and k not in already
                                                        for k in self.sched.results):
                 timeline["first_decoded"] = time.time()
             tell()
+
+        def more() -> list[Batch] | None:
+            noted()
             if ended[0] and not queued and not waiting and evaluate:
                 return None
             out: list[Batch] = [b for b in decode if b.key in already and not counted]  # counted once, not rerun
@@ -223,7 +226,16 @@ class TileStages:
                 out += real
             return out
 
-        self.sched.run([], already, more=more)
+        progress = self.sched.on_progress
+
+        # after every batch too, not only while ``more`` gives batches: a complete file gives them all at once
+        def finished(done: int, total: int) -> None:
+            noted()
+            if progress is not None:
+                progress(done, total)
+
+        self.sched.run([], already, more=more, on_progress=finished)
+        self.sched.on_progress = progress
         tell()
         self._finish(decode + enhance_plan + [b for b in evaluate if b.index >= 0])
         return {"skipped": len(already), "first_decoded": timeline.get("first_decoded"),
