@@ -157,7 +157,7 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
     import prefect
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from .runtime import local_prefect_server
+    from .runtime import announce_server, local_prefect_server
 
     station = load_station()
     inbox, products = kwargs.get("inbox"), kwargs.get("products")
@@ -174,6 +174,7 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
             url = stack.enter_context(local_prefect_server(host=host))
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
         os.environ["PREFECT_API_URL"] = url  # the runs prefect.serve starts are subprocesses
+        stack.enter_context(announce_server(url))  # gsp process uses this server while it runs
         # a SIGTERM (systemd, `timeout`, a container stop) unwinds this stack too, so the server started above stops
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         name = kwargs.get("name") or station.station
