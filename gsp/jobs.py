@@ -58,7 +58,7 @@ from flows.names import job_run_name
 from groundstation.config import load_station
 from groundstation.errors import ConfigError, GSPError
 
-from .cli_enhancer import _TRAIN_DEFAULTS
+from .cli.training import _TRAIN_DEFAULTS
 from .training.config import CodecTrainConfig
 
 __all__ = ["CodecTrainOptions", "EnhancerTrainOptions", "JOBS", "LOSS_TABLE_ROWS", "SweepOptions",
@@ -478,7 +478,7 @@ def export_job(product: ProductsDir, cog: bool = True, array: Literal["enhanced"
 
     from flows.report import artifact_key
 
-    from .cli_products import export_product
+    from .export import export_product
 
     chosen = array or ("enhanced" if "enhanced" in arrays(product) else "decoded")
     result = export_product(product, cog=cog_path(product, chosen) if cog else None, array=chosen,

@@ -32,7 +32,7 @@ def test_options_validate_before_the_run():
 def test_cog_is_an_option_of_process_and_reprocess_and_of_the_ui_form():
     from flows.process_pass import ProcessOptions, product_version, ModelRef
     from gsp.cli import build_parser
-    from gsp.cli_flows import _options
+    from gsp.cli.station import _options
 
     parse = build_parser().parse_args
     assert _options(parse(["process", "p.gsp", "-o", "out", "--cog"])).cog is True

@@ -1,40 +1,51 @@
-"""``gsp`` commands for the INN-RSIC enhancer and model files (loaded by :mod:`gsp.cli`).
+"""``gsp make-pairs``, ``gsp train-codec`` and ``gsp train-enhancer``: training (:mod:`gsp.training`).
 
 * ``gsp make-pairs IMAGE_DIR... -o OUT --codec C``: ELIC training pairs (:func:`gsp.training.pairs.make_pairs`);
-* ``gsp train-enhancer PAIRS -o RUN``: train or resume (:func:`gsp.training.enhancer.train_enhancer`), ``--export``;
-* ``gsp enhance IMAGE_OR_GEOTIFF --enhancer E -o OUT``: enhance one file window by window (:func:`enhancer.files.enhance_file`);
-* ``gsp models check FILE`` / ``gsp models list``: what a checkpoint is (:func:`gsp.models.inspect_checkpoint`), the registry.
+* ``gsp train-codec DATA... -o RUN``: train or resume an ELIC (:func:`gsp.training.codec.train_codec`), ``--export``;
+* ``gsp train-enhancer PAIRS -o RUN``: train or resume (:func:`gsp.training.enhancer.train_enhancer`), ``--export``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 from pathlib import Path
 
 from groundstation.errors import ConfigError
-from groundstation.fileio import write_json_atomic
+
+from ._common import progress
 
 __all__ = ["COMMANDS", "register"]
 
-log = logging.getLogger("gsp")
-
-def _progress() -> bool:
-    return sys.stderr.isatty()
-
-
-def _set_threads(n: int | None) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
-
-
-# ------------------------------------------------------------------------------------------------ parsers
 
 def register(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train-codec", help="rate-distortion training of a reduced Chandelier ELIC",
+                       description="Train (or resume, from OUT/last.pt) an ELIC on image folders; writes OUT/loss.csv "
+                       "and OUT/loss.png. With --export, fill the entropy tables and write an inference checkpoint.")
+    t.add_argument("data", nargs="*", help="image folders (searched recursively)")
+    t.add_argument("-o", "--out", required=True, help="run directory (resumes if it holds last.pt)")
+    from gsp.training.config import CodecTrainConfig as d  # the defaults live in one place: the dataclass
+
+    t.add_argument("--N", type=int, help=f"main channels (default {d.N}; 192 = the paper's size)")
+    t.add_argument("--M", type=int, help=f"latent channels (default {d.M}; 320 = the paper's size)")
+    t.add_argument("--lmbda", type=float,
+                   help=f"rate-distortion lambda, loss = lambda*255^2*MSE + bpp (default {d.lmbda})")
+    t.add_argument("--steps", type=int, help=f"total steps (default {d.steps})")
+    t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    t.add_argument("--crop", type=int, help=f"square crop size (default {d.crop})")
+    t.add_argument("--lr", type=float, help=f"default {d.lr}")
+    t.add_argument("--lr-drop-at", type=int, help=f"step from which lr is divided by 10 (default {d.lr_drop_at})")
+    t.add_argument("--checkpoint-every", type=int, help=f"default {d.checkpoint_every}")
+    t.add_argument("--seed", type=int, help=f"default {d.seed}")
+    t.add_argument("--threads", type=int, help="torch threads (default: torch's choice, all cores)")
+    t.add_argument("--init-from", metavar="CKPT",
+                   help="start a new run from the weights of another run's last.pt (e.g. another lambda's); "
+                        "the optimiser starts fresh. Ignored when OUT already holds last.pt (resume)")
+    t.add_argument("--export", metavar="FILE", help="after training, write the inference checkpoint here")
+    t.add_argument("--evaluate", metavar="DIR", help="after export, report bpp/PSNR on this image folder")
+    t.add_argument("--no-train", action="store_true", help="only export/evaluate the existing OUT/last.pt")
+
+
     mp = sub.add_parser("make-pairs", help="ELIC-compress images into (ground truth, decoded) training pairs",
                         description="Compress and decompress every image under IMAGE_DIR (recursively) with the "
                         "real ELIC, whole image padded to 64; write OUT/gt/NAME.png, OUT/decoded/NAME.png, "
@@ -99,38 +110,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--export", metavar="FILE", help="after training, write the plain state_dict (authors' format)")
     t.add_argument("--no-train", action="store_true", help="only export the existing OUT/last.pt")
 
-    e = sub.add_parser("enhance", help="enhance one decoded image or GeoTIFF with INN-RSIC",
-                       description="Enhance a 3-band uint8 PNG/JPEG or GeoTIFF window by window (core + halo); a "
-                       "GeoTIFF keeps its profile (CRS, transform, tiling, nodata) and is never read whole.")
-    e.add_argument("image", metavar="IMAGE_OR_GEOTIFF")
-    e.add_argument("-o", "--out", required=True, help="output file (PNG/TIFF; a GeoTIFF input gives a GeoTIFF)")
-    e.add_argument("--enhancer", help="registry name or checkpoint file (default: the registry's default enhancer)")
-    e.add_argument("--temperature", type=float, default=1.0, help="scale of the latent z (0: deterministic mean)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the latent field z")
-    e.add_argument("--core", type=int, default=256, help="window core size, even")
-    e.add_argument("--halo", type=int, default=32, help="context pixels around each core, even")
-    e.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+def cmd_train_codec(args) -> int:
+    from groundstation.codec import load_codec
+    from groundstation.fileio import write_json_atomic
+    from groundstation.images import list_images
+    from gsp.training.codec import evaluate_codec, export_codec, train_codec
+    from gsp.training.config import CodecTrainConfig
 
-    m = sub.add_parser("models", help="check model checkpoint files; list the registry")
-    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    c = msub.add_parser("check", help="what a checkpoint file is; load it strictly",
-                        description="Detect codec (ELIC: CompressAI or INN-RSIC authors' names) or enhancer, the file "
-                        "format, load it strictly and print its architecture, size, entropy tables and sha256.")
-    c.add_argument("file", metavar="FILE")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
-    ls = msub.add_parser("list", help="print the model registry (configs/models.yaml)")
-    ls.add_argument("--registry", help="registry YAML (default: configs/models.yaml)")
-    ls.add_argument("--json", action="store_true")
+    out = Path(args.out)
+    if not args.no_train:
+        if not args.data:
+            print("gsp train-codec: error: give at least one image folder", file=sys.stderr)
+            return 2
+        given = {k: getattr(args, k) for k in ("N", "M", "lmbda", "steps", "batch_size", "crop", "lr", "lr_drop_at",
+                                               "checkpoint_every", "seed", "threads", "init_from")}
+        cfg = CodecTrainConfig(data=args.data, out=str(out), **{k: v for k, v in given.items() if v is not None})
+        train_codec(cfg, progress=progress())
+    if args.export:
+        digest = export_codec(out / "last.pt", args.export)
+        print(f"exported {args.export} (sha256 {digest})")
+        if args.evaluate:
+            res = evaluate_codec(load_codec(args.export), list_images(args.evaluate))
+            write_json_atomic(out / "evaluation.json", res)
+            print(f"{args.evaluate}: {res['images']} images, {res['bpp']:.4f} bpp, {res['psnr_db']:.2f} dB PSNR")
+    return 0
 
-
-# ---------------------------------------------------------------------------------------------- commands
 
 def cmd_make_pairs(args) -> int:
     from gsp.training.pairs import make_pairs
 
-    res = make_pairs(args.images, args.out, args.codec, limit=args.limit, progress=_progress(),
+    res = make_pairs(args.images, args.out, args.codec, limit=args.limit, progress=progress(),
                      threads=args.threads)
     print(f"{res.out}: {res.count} pairs ({res.made} new, {res.skipped} already there), mean {res.mean_bpp:.4f} bpp, "
           f"{res.mean_psnr_db:.2f} dB PSNR; codec {res.codec} (sha256 {res.codec_sha256[:16]}...)")
@@ -164,8 +173,9 @@ def apply_recipe(args) -> None:
 
 
 def cmd_train_enhancer(args) -> int:
-    from gsp.training.pairs import read_pairs
+    from groundstation.fileio import write_json_atomic
     from gsp.training.enhancer import export_enhancer, train_enhancer, training_config
+    from gsp.training.pairs import read_pairs
 
     apply_recipe(args)
     out = Path(args.out)
@@ -180,7 +190,7 @@ def cmd_train_enhancer(args) -> int:
             per_block=args.per_block, transpose=args.transpose, perceptual=args.perceptual, seed=args.seed,
             checkpoint_every=args.checkpoint_every, threads=args.threads, device=args.device, init=args.init,
             latent_gain=args.latent_gain)
-        res = train_enhancer(cfg, progress=_progress())
+        res = train_enhancer(cfg, progress=progress())
         per = f"{res.perceptual['backbone']} {res.perceptual['layer']}" if res.perceptual else "off"
         last = ", ".join(f"{k} {v:.4g}" for k, v in res.last.items()) or "no new steps"
         print(f"{res.checkpoint}: step {res.step}/{cfg.steps}; {last}; L_per backbone: {per}")
@@ -193,85 +203,4 @@ def cmd_train_enhancer(args) -> int:
     return 0
 
 
-def cmd_enhance(args) -> int:
-    from enhancer.checkpoint import load_enhancer
-    from enhancer.files import check_enhance_args, enhance_file
-
-    check_enhance_args(args.core, args.halo, args.temperature, names=("--core", "--halo", "--temperature"))
-    from groundstation.registry import resolve_model
-
-    _set_threads(args.threads)
-    name, path, expected, _ = resolve_model(args.enhancer, "enhancer")
-    model, config, digest = load_enhancer(path, expected, device=args.device)
-    res = enhance_file(args.image, args.out, model, seed=args.seed, temperature=args.temperature, core=args.core,
-                       halo=args.halo, batch_size=args.batch_size, device=args.device, progress=_progress(),
-                       provenance={"enhancer": name, "enhancer_sha256": digest})
-    print(f"{res['out']}: {res['width']}x{res['height']} enhanced with {name} (sha256 {digest[:16]}...), seed "
-          f"{args.seed}, temperature {args.temperature}, {res['windows']} windows in {res['seconds']:.1f} s"
-          + (", CRS and transform kept" if res["georeferenced"] else ""))
-    return 0
-
-
-def cmd_models(args) -> int:
-    if args.models_command == "check":
-        from .models import inspect_checkpoint
-
-        info = inspect_checkpoint(args.file)
-        if args.json:
-            print(json.dumps(info, indent=2))
-        else:
-            _print_check(info)
-        return 0
-    return _list_models(args)
-
-
-COMMANDS = {
-    "make-pairs": cmd_make_pairs,
-    "train-enhancer": cmd_train_enhancer,
-    "enhance": cmd_enhance,
-    "models": cmd_models,
-}
-
-
-# ------------------------------------------------------------------------------------------------- models
-
-def _print_check(info: dict) -> None:
-    arch = ", ".join(f"{k}={v}" for k, v in info["arch"].items())
-    print(f"{info['file']}: {info['kind']} ({info['format']}), loads strictly")
-    print(f"  container   {info['container']}" + (f"; other entries: {', '.join(info['wrapper_entries'])}"
-                                                   if info["wrapper_entries"] else ""))
-    print(f"  names       {'module. prefix (stripped)' if info['module_prefix'] else 'no module. prefix'}; "
-          f"{info['entries']} entries; dtypes {', '.join(info['dtypes'])}")
-    print(f"  arch        {info['architecture']}: {arch}")
-    if info["kind"] == "enhancer":
-        print(f"  size        {info['parameters']:,} trainable parameters, {info['stored_values']:,} stored values")
-    else:
-        print(f"  size        {info['parameters']:,} parameters, {info['buffers']:,} buffer values")
-        print(f"  tables      {info['entropy_tables']}")
-    print(f"  sha256      {info['sha256']}")
-    print(f"  registry    {', '.join(info['registry']) or 'not registered'}")
-
-
-def _list_models(args) -> int:
-    from groundstation.registry import DEFAULT_REGISTRY, load_registry
-
-    reg = load_registry(args.registry or DEFAULT_REGISTRY)
-    rows = []
-    for name, e in reg.models.items():
-        path = e.resolved_path()
-        rows.append({"name": name, "kind": e.kind, "architecture": e.architecture, "arch": e.arch,
-                     "lmbda": e.lmbda, "codec": e.codec, "sha256": e.sha256, "path": e.path,
-                     "present": path.is_file(),
-                     "default": name in (reg.default_codec, reg.default_enhancer)})
-    if args.json:
-        print(json.dumps({"default_codec": reg.default_codec, "default_enhancer": reg.default_enhancer,
-                          "models": rows}, indent=2))
-        return 0
-    print(f"default codec: {reg.default_codec}; default enhancer: {reg.default_enhancer or 'none'}")
-    for r in rows:
-        arch = ", ".join(f"{k}={v}" for k, v in r["arch"].items())
-        extra = f" lambda {r['lmbda']}" if r["lmbda"] is not None else ""
-        extra += f" behind {r['codec']}" if r["codec"] else ""
-        print(f"{'*' if r['default'] else ' '} {r['name']:<24} {r['kind']:<8} {r['architecture']} ({arch}){extra}; "
-              f"sha256 {r['sha256'][:12]}... {r['path']}{'' if r['present'] else '  [MISSING]'}")
-    return 0
+COMMANDS = {"make-pairs": cmd_make_pairs, "train-codec": cmd_train_codec, "train-enhancer": cmd_train_enhancer}
