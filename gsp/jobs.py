@@ -200,7 +200,7 @@ class SweepOptions(BaseModel):
     vgg: Literal["none", "enhanced", "all"] | None = None
 
     def spec(self):
-        from .perception_distortion import SweepSpec
+        from .evaluation import SweepSpec
 
         given = self.model_dump(exclude_none=True)
         return SweepSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
@@ -439,7 +439,7 @@ def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points:
     result = {"out": str(run), "images": res.images, "computed": res.computed, "skipped": res.skipped,
            "rate_points": [p.name for p in points], "files": dict(res.files), "flow_run_id": _flow_run_id()}
     if spec is not None:
-        from .perception_distortion import sweep_folder
+        from .evaluation import sweep_folder
 
         chosen = resolve_rate_points(rate_points) if temperature is not None else points
         sweep_progress = _Progress(_key("evaluate", run, "sweep-progress"), f"evaluate {run}: sweep rows done")

@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _sweep_spec(args):
     """The sweep's settings from the evaluate arguments (None without --sweep); ConfigError for bad values."""
     from groundstation.errors import ConfigError
-    from gsp.perception_distortion import SweepSpec, parse_values
+    from gsp.evaluation import SweepSpec, parse_values
 
     given = [o for o, v in (("--temperatures", args.temperatures), ("--noise", args.noise),
                             ("--unsharp", args.unsharp), ("--unsharp-radius", args.unsharp_radius),
@@ -110,7 +110,7 @@ def cmd_evaluate(args) -> int:
               f"images), PSNR {row['d_psnr_db']:+.2f} dB")
     files = dict(res.files)
     if spec is not None:
-        from gsp.perception_distortion import sweep_folder
+        from gsp.evaluation import sweep_folder
 
         # the sweep marks each rate point's registry temperature, also when --temperature replaced it above
         chosen = resolve_rate_points(names) if args.temperature is not None else points
