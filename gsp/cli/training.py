@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "and OUT/loss.png. With --export, fill the entropy tables and write an inference checkpoint.")
     t.add_argument("data", nargs="*", help="image folders (searched recursively)")
     t.add_argument("-o", "--out", required=True, help="run directory (resumes if it holds last.pt)")
-    from gsp.training.config import CodecTrainConfig as d  # the defaults live in one place: the dataclass
+    from gsp.training.options import CodecTrainOptions  # the defaults live in one place: the options model
+
+    d = argparse.Namespace(**{name: f.default for name, f in CodecTrainOptions.model_fields.items()})
 
     t.add_argument("--N", type=int, help=f"main channels (default {d.N}; 192 = the paper's size)")
     t.add_argument("--M", type=int, help=f"latent channels (default {d.M}; 320 = the paper's size)")
@@ -115,16 +117,14 @@ def cmd_train_codec(args) -> int:
     from groundstation.fileio import write_json_atomic
     from groundstation.images import list_images
     from gsp.training.codec import evaluate_codec, export_codec, train_codec
-    from gsp.training.config import CodecTrainConfig
+    from gsp.training.options import CodecTrainOptions
 
     out = Path(args.out)
     if not args.no_train:
         if not args.data:
             print("gsp train-codec: error: give at least one image folder", file=sys.stderr)
             return 2
-        given = {k: getattr(args, k) for k in ("N", "M", "lmbda", "steps", "batch_size", "crop", "lr", "lr_drop_at",
-                                               "checkpoint_every", "seed", "threads", "init_from")}
-        cfg = CodecTrainConfig(data=args.data, out=str(out), **{k: v for k, v in given.items() if v is not None})
+        cfg = _options(CodecTrainOptions, args, "train-codec").config(args.data, str(out))
         train_codec(cfg, progress=progress())
     if args.export:
         digest = export_codec(out / "last.pt", args.export)
@@ -146,50 +146,56 @@ def cmd_make_pairs(args) -> int:
     return 0
 
 
-#: train-enhancer's defaults for options a recipe may also set (None on the command line = not given).
-_TRAIN_DEFAULTS = {"preset": "reference-code", "config": "reference", "perceptual": "auto", "seed": 0,
-                   "checkpoint_every": 1000, "device": "cpu"}
+#: ``gsp train-enhancer``'s option (argparse dest) for each field of :class:`EnhancerTrainOptions` named otherwise.
+_ENHANCER_DESTS = {"arch": "config"}
 
 
 def apply_recipe(args) -> None:
-    """Fill the options the command line left unset from ``--recipe`` (then from :data:`_TRAIN_DEFAULTS`)."""
-    if args.recipe:
-        from groundstation.registry import load_yaml
+    """Fill the options the command line left unset from ``--recipe`` (:func:`gsp.training.options.load_recipe`),
+    then from :class:`~gsp.training.options.EnhancerTrainOptions`' defaults."""
+    from gsp.training.options import EnhancerTrainOptions, load_recipe
 
-        recipe = load_yaml(args.recipe)
-        if not isinstance(recipe, dict):
-            raise ConfigError(f"{args.recipe}: a recipe is a mapping of train-enhancer options")
-        for key, value in recipe.items():
-            dest = str(key).replace("-", "_")
-            if not hasattr(args, dest) or dest in ("recipe", "func"):
-                raise ConfigError(f"{args.recipe}: {key!r} is not an option of gsp train-enhancer")
+    if args.recipe:
+        for dest, value in load_recipe(args.recipe).items():
             if getattr(args, dest) in (None, False):
                 setattr(args, dest, value)
-    for dest, value in _TRAIN_DEFAULTS.items():
+    defaults = EnhancerTrainOptions()
+    for name in EnhancerTrainOptions.model_fields:
+        dest = _ENHANCER_DESTS.get(name, name)
         if getattr(args, dest) is None:
-            setattr(args, dest, value)
+            setattr(args, dest, getattr(defaults, name))
     if not args.out or (not args.pairs and not args.no_train):
         raise ConfigError("give the pairs folder and -o OUT (or a --recipe that names `pairs` and `out`)")
 
 
+def _options(model, args, command: str, dests: dict[str, str] | None = None):
+    """``model`` (a training options model) from the options given on the command line; a ConfigError that
+    names the option for a bad value."""
+    from pydantic import ValidationError
+
+    from gsp.training.options import options_error
+
+    dests = dests or {}
+    given = {name: getattr(args, dests.get(name, name)) for name in model.model_fields
+             if hasattr(args, dests.get(name, name))}
+    try:
+        return model(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise options_error(exc, command) from None
+
+
 def cmd_train_enhancer(args) -> int:
     from groundstation.fileio import write_json_atomic
-    from gsp.training.enhancer import export_enhancer, train_enhancer, training_config
+    from gsp.training.enhancer import export_enhancer, train_enhancer
+    from gsp.training.options import EnhancerTrainOptions
     from gsp.training.pairs import read_pairs
 
     apply_recipe(args)
     out = Path(args.out)
     if not args.no_train:
+        options = _options(EnhancerTrainOptions, args, "train-enhancer", _ENHANCER_DESTS)
         records, _ = read_pairs(args.pairs)
-        cfg = training_config(
-            args.pairs, str(out), preset=args.preset, n_pairs=len(records), arch=args.config, steps=args.steps,
-            batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_step=args.lr_step, clip=args.clip,
-            weight_decay=args.weight_decay, w_dec=args.w_dec, w_case=args.w_case, w_en=args.w_en,
-            w_per=args.w_per, reduction=args.reduction, case_reduction=args.case_reduction,
-            case_form=args.case_form, qm_noise_p=args.qm_noise_p, qm_noise=args.qm_noise,
-            per_block=args.per_block, transpose=args.transpose, perceptual=args.perceptual, seed=args.seed,
-            checkpoint_every=args.checkpoint_every, threads=args.threads, device=args.device, init=args.init,
-            latent_gain=args.latent_gain)
+        cfg = options.config(args.pairs, str(out), len(records))
         res = train_enhancer(cfg, progress=progress())
         per = f"{res.perceptual['backbone']} {res.perceptual['layer']}" if res.perceptual else "off"
         last = ", ".join(f"{k} {v:.4g}" for k, v in res.last.items()) or "no new steps"
