@@ -44,7 +44,7 @@ def options_error(exc: ValidationError, command: str) -> ConfigError:
 class CodecTrainOptions(BaseModel):
     """The options of ``gsp train-codec`` (same names, same defaults, see its --help)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     N: int = Field(96, ge=1, description="main channels (192 = the paper's size)")
     M: int = Field(192, ge=1, description="latent channels (320 = the paper's size)")
@@ -104,7 +104,7 @@ class EnhancerTrainOptions(BaseModel):
     """The options of ``gsp train-enhancer`` and of an enhancer recipe; those left unset (null) take the preset's
     value (:func:`gsp.training.enhancer.training_config`)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
     preset: Literal["reference-code", "paper"] = "reference-code"
     arch: str = Field("reference", validation_alias=AliasChoices("arch", "config"),
