@@ -16,6 +16,7 @@ from tasks.plan import (MAX_CORE_PX, chunked, choose_core_tiles, enhancement_win
 from helpers import REPO
 
 GOLDEN = REPO / "tests" / "golden" / "golden.gsp"
+TILES = 6  # the 300x200 scene of 128-px tiles below
 
 #: (width, height, tile): odd sizes, one-tile scenes, edge tiles of 1 px, more columns than rows and the reverse.
 SHAPES = [(1, 1, 64), (65, 64, 64), (300, 190, 64), (257, 513, 256), (1000, 37, 128), (640, 640, 64)]
@@ -97,3 +98,42 @@ def test_bad_sizes_are_refused():
         chunked([1, 2], 0)
     with pytest.raises(ValueError, match="core_tiles"):
         enhancement_windows(header(300, 190, 64), 32, 0)
+
+
+def test_enhance_batches_wait_for_the_decode_batches_their_halo_touches():
+    from enhancer.tiling import Box
+
+    hd = header(300, 200, 128)  # 2 rows x 3 cols of 128-px tiles
+    decode = plan_decode(list(range(TILES)), 2)  # tiles (0,1) (2,3) (4,5); grid 2 rows x 3 cols
+    enhance = plan_enhance(hd, 32, 1, decode)
+    windows = enhancement_windows(hd, 32)
+    assert [w.core for w in windows] == [Box(*hd.tile_window(i)) for i in range(TILES)]
+    assert tiles_in_box(hd, windows[0].read) == [0, 1, 3, 4]
+    assert enhance[0].deps == {"decode-00000", "decode-00001", "decode-00002"}  # tiles 0, 1 | 3 | 4
+    assert all(len(b.tiles) == 1 for b in enhance)
+    no_halo = plan_enhance(hd, 0, 1, decode)
+    assert [b.deps for b in no_halo] == [{"decode-00000"}, {"decode-00000"}, {"decode-00001"}, {"decode-00001"},
+                                         {"decode-00002"}, {"decode-00002"}]
+
+
+def test_enhancement_cores_of_several_tiles_cover_whole_chunks_and_cut_the_halo():
+    h = header(1536, 1536, 256)  # 6x6 tiles
+    assert choose_core_tiles(h, 32, workers=2) == 3  # 4 windows of 3x3 tiles: balanced on 2 workers
+    big = header(16384, 16384, 256)
+    assert choose_core_tiles(big, 32, workers=2) == 4  # capped at 1024 px
+    for k in (1, 2, 3, 4):
+        wins = enhancement_windows(h, 32, k)
+        covered = np.zeros((1536, 1536), int)
+        for w in wins:
+            assert w.core.y0 % 256 == 0 and w.core.x0 % 256 == 0  # cores start on chunk boundaries
+            assert w.core.y1 % 256 == 0 or w.core.y1 == 1536
+            covered[w.core.y0:w.core.y1, w.core.x0:w.core.x1] += 1
+        assert (covered == 1).all()  # one writer per pixel, so per chunk
+    reads = lambda k: sum(w.read.height * w.read.width for w in enhancement_windows(big, 32, k)) / 16384 ** 2
+    assert reads(1) > 1.5 and reads(4) < 1.14  # the halo's cost: 1.56x -> 1.13x the pixels
+    decode = plan_decode(list(range(36)), 8)
+    enhance = plan_enhance(h, 32, 8, decode, core_tiles=3)
+    assert [len(b.windows) for b in enhance] == [1, 1, 1, 1]
+    assert sorted(t for b in enhance for t in b.tiles) == list(range(36))
+    assert enhance[0].tiles == (0, 1, 2, 6, 7, 8, 12, 13, 14)
+    assert enhance[0].deps == {"decode-00000", "decode-00001", "decode-00002"}  # tiles 0..15 + halo row 3: 18..21
