@@ -1,4 +1,4 @@
-"""``gsp process``, ``gsp serve``, ``gsp reprocess`` and ``gsp supplement``: the Prefect + Dask commands (loaded by gsp.cli).
+"""``gsp process``, ``gsp serve``, ``gsp reprocess`` and ``gsp supplement``: the Prefect + Dask commands.
 
 Thin: each command builds validated :class:`flows.process_pass.ProcessOptions` and calls a flow entry point.
 Prefect, Dask and torch are imported only when one of these commands runs.
@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 
-from groundstation.config import load_station
 from groundstation.errors import ConfigError
+
+from ._common import station
 
 __all__ = ["COMMANDS", "register"]
 
@@ -142,7 +143,7 @@ def _options(args):
         reference=args.reference, codec=args.codec, enhancer=args.enhancer,
         enhance=not getattr(args, "no_enhance", False), seed=args.seed, temperature=args.temperature,
         halo=args.halo, tiles_per_batch=args.tiles_per_batch, core_tiles=args.core_tiles, device=args.device,
-        synthesis=getattr(args, "synthesis", None) or load_station().decode.synthesis,
+        synthesis=getattr(args, "synthesis", None) or station().decode.synthesis,
         cog=getattr(args, "cog", False) or None)
 
 
