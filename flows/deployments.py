@@ -7,11 +7,13 @@ process-pass/NAME  ``flows/deployments.py:process_pass_job`` one pass -> a produ
 reprocess-archive/ ``flows/reprocess.py:reprocess_archive``  new product versions for an archive
 NAME
 watch-inbox/NAME   ``flows/inbox.py:watch_inbox``            every ``interval`` s: new passes in the inbox
+apply-supplement/  ``flows/deployments.py:apply_supplement_  resent tiles of a pass into its product
+NAME               job``
 ================== ========================================= ================================================
 
 ``NAME`` is the station's name (``station`` in the station file), so several stations can share one server.
 ``gsp serve`` serves all of them from one process (:func:`serve_station`); ``prefect.yaml`` at the repository
-root declares the same three for ``prefect deploy`` onto a process work pool.
+root declares the same four for ``prefect deploy`` onto a process work pool.
 
 Parameters are typed (pydantic: :class:`flows.options.ProcessOptions` and the root-checked path types of
 :mod:`flows.access`), so the UI's run form validates what an operator types, and a run from a deployment is
@@ -19,10 +21,10 @@ refused before it starts when a path lies outside the station's roots. Defaults 
 (roots, pixel synthesis) and the model registry (its default enhancer; the temperature stays unset, which means
 the operating point the registry records for the enhancer's rate point).
 
-Training and evaluation (train-codec, train-enhancer, evaluate) are flows of the application layer
-(:mod:`gsp.jobs`), which this layer must not import: ``gsp serve`` builds their deployments there and passes them
-to :func:`serve_station` (``extra_deployments``), and ``prefect.yaml`` declares them with entrypoints under
-``gsp/``.
+Training, evaluation and export (train-codec, train-enhancer, evaluate, export-product) are flows of the
+application layer (:mod:`gsp.jobs`), which this layer must not import: ``gsp serve`` builds their deployments there
+and passes them to :func:`serve_station` (``extra_deployments``), and ``prefect.yaml`` declares them with
+entrypoints under ``gsp/``.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def station_deployments(*, name: str | None = None, inbox: str | Path | None = N
                         dask_address: str | None = None, settle_s: float = 2.0,
                         stale_after_s: float | None = 3600.0) -> list:
     """The station's deployments (``RunnerDeployment``: process-pass, reprocess-archive, watch-inbox with an
-    interval schedule and at most one sweep at a time). Folders default to the station's roots; folders given
+    interval schedule and at most one sweep at a time, apply-supplement). Folders default to the station's roots; folders given
     must lie under them (the runs these deployments start are held to the roots), or a PathNotAllowed says so."""
     from prefect.types.entrypoint import EntrypointType
 
