@@ -36,7 +36,7 @@ def evaluate_tiles(product: str, reference: str, state_dir: str, batch: int, ban
     """Metrics rows for ``tiles`` (dicts with ``tile``, ``window`` (r0, r1, c0, c1), ``bytes``, ``decode_ms``,
     ``enhance_ms``, ``decode_device``, ``enhance_device``), one per tile and product.
 
-    Returns ``{"rows": [TileMetrics as dict], "perceptual": description, "worker", "seconds"}`` (retried twice:
+    Returns ``{"rows": [TileMetrics as dict], "perceptual": the metrics' descriptions, "worker", "seconds"}`` (retried twice:
     the reference scene may sit on a network share).
     """
     import rasterio
@@ -69,7 +69,7 @@ def evaluate_tiles(product: str, reference: str, state_dir: str, batch: int, ban
                 if n_invalid:
                     row.note = "; ".join(x for x in (row.note, f"{n_invalid} nodata pixels copied from the reference (no error counted there)") if x)
                 rows.append(asdict(row))
-    result = {"rows": rows, "perceptual": perceptual.description, "metric_device": device_label(device),
+    result = {"rows": rows, "perceptual": "; ".join(f"{m.name}: {m.description}" for m in perceptual), "metric_device": device_label(device),
               "worker": worker_name(), "seconds": round(time.perf_counter() - t0, 3)}
     write_marker(state_dir, "evaluate", batch, [t["tile"] for t in tiles], result)
     log.info("evaluated %d tiles (batch %d) against the reference", len(tiles), batch)
