@@ -3,7 +3,9 @@
 ``gsp evaluate IMAGE_DIR -o OUT [--rate-points NAME,...]`` runs :func:`evaluate_folder`. For every rate point
 (a codec, the enhancer trained behind it and its temperature; ``configs/models.yaml`` ``rate_points``) and
 every image: real ELIC compress and decompress (whole image, padded to 64, 1 thread), the enhancer's inverse at
-the rate point's temperature, then PSNR, MS-SSIM and the perceptual distance of both against the original.
+the rate point's temperature, then PSNR, MS-SSIM and the perceptual distances of both against the original:
+LPIPS-Alex, the paper's metric and the primary one (column ``perceptual``, named in ``perceptual_metric``), and
+beside it LPIPS-VGG and ST-LPIPS-Alex (columns ``lpips_vgg``, ``stlpips_alex``).
 The enhancer adds no bits, so decoded and enhanced share the bpp.
 
 OUT receives
@@ -60,7 +62,9 @@ log = logging.getLogger(__name__)
 PER_IMAGE_CSV = "per_image.csv"
 PER_IMAGE_COLUMNS = ["rate_point", "image", "product", "height", "width", "bytes", "bpp", "psnr_db", "ms_ssim",
                      "perceptual", "perceptual_metric", "enhance_s", "temperature", "codec_sha256",
-                     "enhancer_sha256"]
+                     "enhancer_sha256", "lpips_vgg", "stlpips_alex"]
+#: The perceptual metrics computed beside the primary one, each in its own column.
+SECONDARY_PERCEPTUAL = ("lpips_vgg", "stlpips_alex")
 REFERENCE_REQUIRED = ("label", "bpp", "psnr_db")
 
 
@@ -114,7 +118,7 @@ _CACHE: dict[str, object] = {}
 
 
 def _models(point: ResolvedPoint):
-    """(TileCodec, enhancer, codec sha, enhancer sha, perceptual metric), loaded once per process."""
+    """(TileCodec, enhancer, codec sha, enhancer sha, primary perceptual metric), loaded once per process."""
     from enhancer.checkpoint import load_enhancer
 
     from groundstation.codec import TileCodec, load_codec
@@ -129,6 +133,19 @@ def _models(point: ResolvedPoint):
     if "perceptual" not in _CACHE:
         _CACHE["perceptual"] = PerceptualMetric.auto()
     return (*_CACHE[key], _CACHE["perceptual"])  # type: ignore[misc]
+
+
+_SECONDARY: dict[str, object] = {}
+
+
+def _secondary_metrics() -> list:
+    """The metrics of :data:`SECONDARY_PERCEPTUAL`, loaded once per process."""
+    from groundstation.metrics import PerceptualMetric
+
+    for name in SECONDARY_PERCEPTUAL:
+        if name not in _SECONDARY:
+            _SECONDARY[name] = PerceptualMetric.auto(backend=name)
+    return [_SECONDARY[name] for name in SECONDARY_PERCEPTUAL]
 
 
 def _init_worker() -> None:
@@ -174,7 +191,8 @@ def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0) ->
     rows = []
     for product, img, secs in (("decoded", decoded, math.nan), ("enhanced", enhanced, enhance_s)):
         rows.append({**base, "product": product, "psnr_db": psnr_db(image, img), "ms_ssim": ms_ssim(image, img).value,
-                     "perceptual": perceptual.distance(image, img), "enhance_s": secs})
+                     "perceptual": perceptual.distance(image, img), "enhance_s": secs,
+                     **{m.name: m.distance(image, img) for m in _secondary_metrics()}})
     return rows
 
 
@@ -200,10 +218,15 @@ def read_resumable_csv(path: Path, columns, writer: str, dtype: dict | None = No
     return df
 
 def _read_done(path: Path, points: list[ResolvedPoint]) -> pd.DataFrame:
-    """Rows already computed with the same model files (sha256) and temperature; others are dropped."""
-    df = read_resumable_csv(path, PER_IMAGE_COLUMNS, "gsp evaluate")
-    if df.empty:
-        return df
+    """Rows already computed with the same model files (sha256), temperature and perceptual metrics; others
+    are dropped."""
+    from groundstation.metrics import PRIMARY
+
+    df = read_resumable_csv(path, [c for c in PER_IMAGE_COLUMNS if c not in SECONDARY_PERCEPTUAL], "gsp evaluate")
+    if df.empty or any(c not in df for c in SECONDARY_PERCEPTUAL):
+        if len(df):  # written before those columns existed: recompute all
+            log.warning("%s: rows without %s; recomputing them", path, ", ".join(SECONDARY_PERCEPTUAL))
+        return df.iloc[:0].reindex(columns=PER_IMAGE_COLUMNS)
     keep = np.zeros(len(df), dtype=bool)
     for p in points:
         same = (df.rate_point == p.name) & (df.temperature == p.temperature)
@@ -212,9 +235,10 @@ def _read_done(path: Path, points: list[ResolvedPoint]) -> pd.DataFrame:
         if p.enhancer_sha256:
             same &= df.enhancer_sha256 == p.enhancer_sha256
         keep |= same.to_numpy()
+    keep &= (df.perceptual_metric == PRIMARY).to_numpy()  # rows of another primary metric are recomputed
     stale = (~keep) & df.rate_point.isin([p.name for p in points]).to_numpy()
     if stale.any():
-        log.warning("%s: %d rows were computed with other model files or temperatures; recomputing them",
+        log.warning("%s: %d rows were computed with other model files, temperatures or metrics; recomputing them",
                     path, int(stale.sum()))
     df = df[keep]
     complete = df.groupby(["rate_point", "image"]).product.transform("nunique") == 2  # both products present
@@ -358,6 +382,7 @@ def summarize(per_image: pd.DataFrame, points: list[ResolvedPoint]) -> pd.DataFr
         rows.append({"rate_point": point, "lmbda": lmbda.get(point), "product": product, "images": len(g),
                      "bpp": g.bpp.mean(), "psnr_db": g.psnr_db.mean(), "ms_ssim": g.ms_ssim.mean(),
                      "perceptual": g.perceptual.mean(), "perceptual_metric": g.perceptual_metric.iloc[0],
+                     **{c: g[c].mean() for c in SECONDARY_PERCEPTUAL},
                      "temperature": g.temperature.iloc[0] if product == "enhanced" else math.nan,
                      "enhance_s_per_mp": g.enhance_s.sum() / mp if product == "enhanced" and mp else math.nan})
     df = pd.DataFrame(rows)
@@ -374,7 +399,8 @@ def paired_effects(per_image: pd.DataFrame) -> pd.DataFrame:
     for point, g in per_image.groupby("rate_point", sort=False):
         if set(g["product"]) != {"decoded", "enhanced"}:
             continue
-        wide = {m: g.pivot(index="image", columns="product", values=m) for m in ("psnr_db", "ms_ssim", "perceptual")}
+        wide = {m: g.pivot(index="image", columns="product", values=m)
+                for m in ("psnr_db", "ms_ssim", "perceptual", *SECONDARY_PERCEPTUAL)}
         row = {"rate_point": point, "images": len(wide["psnr_db"])}
         for metric in ("psnr_db", "ms_ssim", "perceptual"):
             d = (wide[metric]["enhanced"] - wide[metric]["decoded"]).dropna()
@@ -384,6 +410,9 @@ def paired_effects(per_image: pd.DataFrame) -> pd.DataFrame:
         dec, enh = wide["perceptual"]["decoded"], wide["perceptual"]["enhanced"]
         row["perceptual_change_pct"] = 100 * (enh.mean() - dec.mean()) / dec.mean() if dec.mean() else math.nan
         row["perceptual_helped"] = int((enh < dec).sum())
+        for m in SECONDARY_PERCEPTUAL:
+            dec, enh = wide[m]["decoded"], wide[m]["enhanced"]
+            row[f"{m}_change_pct"] = 100 * (enh.mean() - dec.mean()) / dec.mean() if dec.mean() else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -433,7 +462,8 @@ def _md_table(df: pd.DataFrame, columns: list[tuple[str, str, int]]) -> list[str
 def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[ResolvedPoint], *, image_dir: str,
                     images: int, metric: str, reference: pd.DataFrame | None, files: dict[str, str]) -> str:
     lines = [f"# Evaluation on `{image_dir}` ({images} images)", "",
-             f"Perceptual distance: `{metric}` (lower is better). Means over images; bpp from the real ELIC "
+             f"Perceptual distance: `{metric}` (the primary; lower is better), with "
+             f"{', '.join(f'`{c}`' for c in SECONDARY_PERCEPTUAL)} beside it (not on its scale). Means over images; bpp from the real ELIC "
              "bitstreams (the enhancer adds no bits). Enhancer time: seconds per megapixel, 1 CPU thread per "
              "worker process.", "", "## Rate points", ""]
     for p in points:
@@ -442,7 +472,8 @@ def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[R
     lines += ["", "## Table", ""]
     lines += _md_table(summary, [("rate_point", "rate point", 0), ("product", "product", 0), ("images", "images", 0),
                                  ("bpp", "bpp", 4), ("psnr_db", "PSNR dB", 2), ("ms_ssim", "MS-SSIM", 4),
-                                 ("perceptual", metric, 4), ("enhance_s_per_mp", "enhancer s/MP", 2)])
+                                 ("perceptual", metric, 4), *((c, c, 4) for c in SECONDARY_PERCEPTUAL),
+                                 ("enhance_s_per_mp", "enhancer s/MP", 2)])
     lines += ["", "## Enhanced minus decoded (paired over images, 95% interval)", ""]
     if not effects.empty:
         eff = effects.copy()
@@ -452,7 +483,8 @@ def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[R
         eff["helped"] = [f"{h}/{n}" for h, n in zip(eff.perceptual_helped, eff.images)]
         lines += _md_table(eff, [("rate_point", "rate point", 0), ("perceptual_txt", f"Δ {metric}", 0),
                                  ("perceptual_change_pct", f"Δ {metric} %", 1), ("helped", "images helped", 0),
-                                 ("psnr_db_txt", "Δ PSNR dB", 0), ("ms_ssim_txt", "Δ MS-SSIM", 0)])
+                                 ("psnr_db_txt", "Δ PSNR dB", 0), ("ms_ssim_txt", "Δ MS-SSIM", 0),
+                                 *((f"{c}_change_pct", f"Δ {c} %", 1) for c in SECONDARY_PERCEPTUAL)])
     if reference is not None and len(reference):
         lines += ["", "## Reference points", ""]
         lines += _md_table(reference, [("label", "label", 0), ("bpp", "bpp", 4), ("psnr_db", "PSNR dB", 2),
