@@ -268,13 +268,13 @@ def train_enhancer_job(pairs: DatasetPath, out: RunFolder | None = None, options
     """``gsp train-enhancer PAIRS -o OUT [options] [--export FILE]`` as a flow: resumes from ``OUT/last.pt``."""
     from groundstation.fileio import write_json_atomic
 
-    from .training.enhancer import export_enhancer, train_enhancer
+    from .training.enhancer import config_from_options, export_enhancer, train_enhancer
     from .training.pairs import read_pairs
 
     run = _out(out, "train-enhancer")
     options = options or EnhancerTrainOptions.from_registry()
     records, _ = read_pairs(pairs)
-    cfg = options.config(pairs, str(run), len(records))
+    cfg = config_from_options(options, pairs, str(run), len(records))
     progress = _Progress(_key("train-enhancer", run, "progress"),
                          f"train-enhancer {run}: steps done of {cfg.steps}")
     start: list[int] = []

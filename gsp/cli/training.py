@@ -187,7 +187,7 @@ def _options(model, args, command: str, dests: dict[str, str] | None = None):
 
 def cmd_train_enhancer(args) -> int:
     from groundstation.fileio import write_json_atomic
-    from gsp.training.enhancer import export_enhancer, train_enhancer
+    from gsp.training.enhancer import config_from_options, export_enhancer, train_enhancer
     from gsp.training.options import EnhancerTrainOptions
     from gsp.training.pairs import read_pairs
 
@@ -196,7 +196,7 @@ def cmd_train_enhancer(args) -> int:
     if not args.no_train:
         options = _options(EnhancerTrainOptions, args, "train-enhancer", _ENHANCER_DESTS)
         records, _ = read_pairs(args.pairs)
-        cfg = options.config(args.pairs, str(out), len(records))
+        cfg = config_from_options(options, args.pairs, str(out), len(records))
         res = train_enhancer(cfg, progress=progress())
         per = f"{res.perceptual['backbone']} {res.perceptual['layer']}" if res.perceptual else "off"
         last = ", ".join(f"{k} {v:.4g}" for k, v in res.last.items()) or "no new steps"

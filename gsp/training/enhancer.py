@@ -284,6 +284,13 @@ class EnhancerTrainConfig:
     RESUMABLE = ("pairs", "out", "steps", "checkpoint_every", "threads", "device")
 
 
+def config_from_options(options, pairs: str, out: str, n_pairs: int) -> "EnhancerTrainConfig":
+    """The run's full configuration from :class:`gsp.training.options.EnhancerTrainOptions`: the preset,
+    overridden by every option given."""
+    opts = options.model_dump(exclude={"preset", "arch"})
+    return training_config(pairs, out, preset=options.preset, n_pairs=n_pairs, arch=options.arch, **opts)
+
+
 def training_config(pairs: str, out: str, *, preset: str = "reference-code", n_pairs: int | None = None,
                     **options) -> EnhancerTrainConfig:
     """A config from a preset, overridden by every option that is not None.
