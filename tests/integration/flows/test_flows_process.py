@@ -33,7 +33,7 @@ def test_cog_is_an_option_of_process_and_reprocess_and_of_the_ui_form():
     from flows.identity import ModelRef, product_version
     from flows.options import ProcessOptions
     from gsp.cli import build_parser
-    from gsp.cli_flows import _options
+    from gsp.cli.station import _options
 
     parse = build_parser().parse_args
     assert _options(parse(["process", "p.gsp", "-o", "out", "--cog"])).cog is True
@@ -79,62 +79,6 @@ def test_product_version_names_models_and_parameters():
     assert product_version(codec, None, base).endswith("__decoded-only")
     p = product_paths("/out", "pass 7/b", v)
     assert p.product == Path(f"/out/pass-7-b/{v}.zarr") and p.metrics.name == f"{v}.metrics.parquet"
-
-
-def test_enhance_batches_wait_for_the_decode_batches_their_halo_touches(flow_pass):
-    from groundstation.container import PassReader
-    from tasks.plan import enhancement_windows, plan_decode, plan_enhance, tiles_in_box
-
-    header = PassReader(flow_pass[1]).header
-    decode = plan_decode(list(range(TILES)), 2)  # tiles (0,1) (2,3) (4,5); grid 2 rows x 3 cols
-    enhance = plan_enhance(header, 32, 1, decode)
-    windows = enhancement_windows(header, 32)
-    assert [w.core for w in windows] == [_box(header.tile_window(i)) for i in range(TILES)]
-    assert tiles_in_box(header, windows[0].read) == [0, 1, 3, 4]
-    assert enhance[0].deps == {"decode-00000", "decode-00001", "decode-00002"}  # tiles 0, 1 | 3 | 4
-    assert all(len(b.tiles) == 1 for b in enhance)
-    no_halo = plan_enhance(header, 0, 1, decode)
-    assert [b.deps for b in no_halo] == [{"decode-00000"}, {"decode-00000"}, {"decode-00001"}, {"decode-00001"},
-                                         {"decode-00002"}, {"decode-00002"}]
-
-
-def _header(width: int, height: int, tile: int = 256):
-    from types import SimpleNamespace
-
-    nx, ny = -(-width // tile), -(-height // tile)
-    return SimpleNamespace(scene=SimpleNamespace(width=width, height=height),
-                           tiling=SimpleNamespace(tile_size=tile, tiles_x=nx, n_tiles=nx * ny))
-
-
-def test_enhancement_cores_of_several_tiles_cover_whole_chunks_and_cut_the_halo():
-    from tasks.plan import choose_core_tiles, enhancement_windows, plan_decode, plan_enhance
-
-    h = _header(1536, 1536)  # 6x6 tiles
-    assert choose_core_tiles(h, 32, workers=2) == 3  # 4 windows of 3x3 tiles: balanced on 2 workers
-    big = _header(16384, 16384)
-    assert choose_core_tiles(big, 32, workers=2) == 4  # capped at 1024 px
-    for k in (1, 2, 3, 4):
-        wins = enhancement_windows(h, 32, k)
-        covered = np.zeros((1536, 1536), int)
-        for w in wins:
-            assert w.core.y0 % 256 == 0 and w.core.x0 % 256 == 0  # cores start on chunk boundaries
-            assert w.core.y1 % 256 == 0 or w.core.y1 == 1536
-            covered[w.core.y0:w.core.y1, w.core.x0:w.core.x1] += 1
-        assert (covered == 1).all()  # one writer per pixel, so per chunk
-    reads = lambda k: sum(w.read.height * w.read.width for w in enhancement_windows(big, 32, k)) / 16384 ** 2
-    assert reads(1) > 1.5 and reads(4) < 1.14  # the halo's cost: 1.56x -> 1.13x the pixels
-    decode = plan_decode(list(range(36)), 8)
-    enhance = plan_enhance(h, 32, 8, decode, core_tiles=3)
-    assert [len(b.windows) for b in enhance] == [1, 1, 1, 1]
-    assert sorted(t for b in enhance for t in b.tiles) == list(range(36))
-    assert enhance[0].tiles == (0, 1, 2, 6, 7, 8, 12, 13, 14)
-    assert enhance[0].deps == {"decode-00000", "decode-00001", "decode-00002"}  # tiles 0..15 + halo row 3: 18..21
-
-
-def _box(w):
-    from enhancer.tiling import Box
-
-    return Box(w[0], w[1], w[2], w[3])
 
 
 class _Fut:
