@@ -75,6 +75,7 @@ def complete_then_process(src: Path, work: Path, opts, addr: str) -> dict:
 
 def streaming(src: Path, work: Path, opts, addr: str, duration_s: float, tag: str) -> dict:
     """(b): the run on ``NAME.part`` while the simulator writes it over ``duration_s`` (in a thread)."""
+    from flows.inbox import find_arriving
     from flows.process_pass import run_process_pass
     from groundstation.downlink import simulate_downlink
 
@@ -90,8 +91,8 @@ def streaming(src: Path, work: Path, opts, addr: str, duration_s: float, tag: st
 
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
-    while not (part.exists() and part.stat().st_size > 4096) and writer.is_alive():
-        time.sleep(0.01)  # the header has landed: a watcher claims the pass now
+    while not find_arriving(inbox) and writer.is_alive():  # as the inbox watcher sees it: a header that parses
+        time.sleep(0.01)
     summary = run_process_pass(part if part.exists() else inbox / src.name, work / f"products-{tag}", opts,
                                dask_address=addr)
     writer.join()
