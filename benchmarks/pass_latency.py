@@ -17,9 +17,9 @@ into an inbox. Measured in one run, on one station started once (a local Prefect
   complete; its latency is its run time, models loaded in it.
 
 Latency = product complete - last byte (the run summary's ``timeliness``); the first tile decoded is given
-from the last byte (negative: during the downlink) and, for (b), from the first byte. The sustained rate is the pass's tiles over (a)'s processing time and the downlink rate that
-carries that many tiles a second. Goals: (b) at the matched rate <= 15 % of (a) and of (c); (b) at the fast
-rate no worse than (a).
+from the last byte (negative: during the downlink) and, for (b), from the first byte. The sustained rate is
+the pass's tiles over (a)'s processing time and the downlink rate that carries that many tiles a second.
+Goals: (b) at the matched rate <= 15 % of (a) and of (c); (b) at the fast rate no worse than (a).
 
     nice -n 5 .venv/bin/python benchmarks/pass_latency.py               # the 192-tile pass
     .venv/bin/python benchmarks/pass_latency.py --tiles 12 --out /tmp/x.json   # a quick look
@@ -100,7 +100,7 @@ def streaming(src: Path, work: Path, opts, addr: str, duration_s: float, tag: st
         raise out["error"]
     dl = out["result"]
     return {**_row(summary, dl.first_byte, dl.last_byte, downlink_s=dl.seconds),
-            "rate_mbit_s": round(dl.bytes * 8 / dl.seconds / 1e6, 3) if dl.seconds else None}
+            "rate_mbit_s": float(f"{dl.bytes * 8 / dl.seconds / 1e6:.4g}") if dl.seconds else None}
 
 
 def same_product(a: str, b: str) -> bool:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     size = src.stat().st_size
     tiles = a["tiles_ok"] + a["tiles_lost"]
     tiles_s = tiles / a["latency_s"]
-    sustained = {"tiles_per_s": round(tiles_s, 3), "mbit_s": round(tiles_s * size / tiles * 8 / 1e6, 3),
+    sustained = {"tiles_per_s": round(tiles_s, 3), "mbit_s": float(f"{tiles_s * size / tiles * 8 / 1e6:.4g}"),
                  "pass_bytes": size, "tiles": tiles}
     goals = {"matched_vs_a": b["matched"]["latency_s"] / a["latency_s"],
              "matched_vs_c": b["matched"]["latency_s"] / c["latency_s"],
@@ -194,18 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for tag in ("matched", "fast"):
         r = b[tag]
-        print(f"| {tag}: {r['rate_mbit_s']} Mbit/s, {r['downlink_s']:.1f} s | {a['latency_s']:.1f} s | "
+        print(f"| {tag}: {r['rate_mbit_s']:.3g} Mbit/s, {r['downlink_s']:.1f} s | {a['latency_s']:.1f} s | "
               f"{r['latency_s']:.1f} s | {c['latency_s']:.1f} s | {r['latency_s'] / a['latency_s']:.0%} | "
               f"{r['latency_s'] / c['latency_s']:.0%} | {a['first_tile_after_last_byte_s']:+.1f} s / "
               f"{r['first_tile_after_last_byte_s']:+.1f} s / {c['first_tile_after_last_byte_s']:+.1f} s |")
     print(f"\n(a) is the best case of the watcher that waits for complete passes: it also waits up to one sweep "
           f"interval. (a) and (c) start at the last byte: their latency is the same at both rates.")
-    print(f"sustained: {sustained['tiles_per_s']} tiles/s (from (a)), a downlink of {sustained['mbit_s']} Mbit/s")
+    print(f"sustained: {sustained['tiles_per_s']} tiles/s (from (a)), a downlink of {sustained['mbit_s']:.3g} Mbit/s")
     print(f"streamed products identical to (a)'s (decoded, enhanced, valid): {identical}")
     for k, v in met.items():
         print(f"goal {k}: {'met' if v else 'NOT met'}")
-    write_result(args.out, {"partial": False, "command": "benchmarks/pass_latency.py " + " ".join(argv if argv is not None
-                                                                                 else sys.argv[1:]),
+    command = "benchmarks/pass_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_result(args.out, {"partial": False, "command": command,
                             "models": m, "tiles": tiles, "complete_then_process": a, "streaming": b,
                             "reference_loop": c, "sustained": sustained, "ratios": goals, "goals_met": met,
                             "identical_products": identical})
