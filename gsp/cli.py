@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from groundstation.container import ENTROPY_MODES
 from groundstation.errors import GSPError
 
 from . import cli_enhancer, cli_flows, cli_products
@@ -68,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--acquired", help="acquisition time, ISO 8601 (default: now, UTC)")
     e.add_argument("--bands", type=_bands, help="1 or 3 one-based source bands, e.g. 4,3,2 (default: see README)")
     e.add_argument("--threads", type=int, help="torch threads for encoding (default: station config, 1; recorded in the header)")
-    e.add_argument("--entropy", choices=["float32", "float64"],
+    e.add_argument("--entropy", choices=list(ENTROPY_MODES),
                    help="numeric mode of the entropy path, recorded in the pass (default: station encode.entropy, "
-                   "float64: the pass decodes on every x86 CPU; float32: CompressAI as it is)")
+                   "float64: the pass decodes on every x86 CPU; int: exact integer prior, every CPU and GPU, "
+                   "needs the codec's integer prior; float32: CompressAI as it is)")
     e.add_argument("--require-crs", action="store_true", default=None,
                    help="refuse a scene without a CRS (default: station encode.require_crs, off: such scenes, "
                    "e.g. drone JPEGs, become pixel-grid products without georeferencing)")
