@@ -44,7 +44,9 @@ from .errors import CheckpointError
 MEAN_BITS = 4
 #: Grid of the hyperprior input (symbols + bottleneck medians): multiples of 2^-Z_BITS.
 Z_BITS = 4
-#: Clip of the integer latent / hyperprior inputs (in grid units): |value| <= INPUT_MAX.
+#: Largest clip of the integer latent / hyperprior inputs (in grid units): |value| <= INPUT_MAX. Each channel
+#: has its own clip (``y_clip``, ``z_clip``: twice the largest value seen in calibration, as 2^k - 1, at most
+#: this), so the bounds, and the number of chunks a sum needs, follow the data.
 INPUT_MAX = (1 << 12) - 1
 #: Clip of a mean, in grid units (|mean| <= 2^15 / 2^MEAN_BITS = 2048).
 MEAN_MAX = 1 << 15
@@ -200,7 +202,14 @@ class IntPrior:
     cp: dict[int, IntNet]  # k = 0..G-1
     pa: dict[int, IntNet]  # k = 0..G-1
     z_offset: torch.Tensor  # (C_z,) int64: the bottleneck medians on the 2^-Z_BITS grid
+    z_clip: torch.Tensor  # (C_z,) int64: |hyperprior input| clip per channel
+    y_clip: torch.Tensor  # (M,) int64: |latent input of the context networks| clip per channel
     sha256: str = ""
+
+    def y_clip_of(self, k: int) -> torch.Tensor:
+        """The clips of group k's channels."""
+        start = sum(self.groups[:k])
+        return self.y_clip[start:start + self.groups[k]]
 
     def nets(self) -> Iterator[tuple[str, IntNet]]:
         yield "h_s", self.h_s
@@ -215,11 +224,11 @@ class IntPrior:
         """Each layer's per-input-channel |x| bound, from the clips of what feeds it."""
         g = self.groups
         lin = (1 << (LINEAR_BITS - 1)) - 1
-        self.h_s.layers[0].in_max = _in_max((self.h_s.layers[0].weight.shape[1], INPUT_MAX))
+        self.h_s.layers[0].in_max = self.z_clip
         for k, net in self.cc.items():
-            net.layers[0].in_max = _in_max((g[0], INPUT_MAX), *([(g[k - 1], INPUT_MAX)] if k > 1 else []))
+            net.layers[0].in_max = torch.cat([self.y_clip_of(0), *([self.y_clip_of(k - 1)] if k > 1 else [])])
         for k, net in self.cp.items():
-            net.layers[0].in_max = _in_max((g[k], INPUT_MAX))
+            net.layers[0].in_max = self.y_clip_of(k)
         for k, net in self.pa.items():
             net.layers[0].in_max = _in_max((2 * g[k], lin), *([(2 * g[k], lin)] if k > 0 else []),
                                            (2 * self.M, lin))
@@ -271,6 +280,8 @@ class IntPrior:
             "groups": torch.tensor(list(self.groups)),
             "codec_sha256": torch.tensor(list(bytes.fromhex(self.codec_sha256)), dtype=torch.uint8),
             "z_offset": self.z_offset,
+            "z_clip": self.z_clip,
+            "y_clip": self.y_clip,
         }
         kinds = {"relu": 0, "linear": 1, "params": 2}
         for name, net in self.nets():
@@ -338,13 +349,18 @@ class IntPrior:
             prior = cls(groups=groups, M=M, codec_sha256=codec_sha, h_s=net("h_s"),
                         cc={k: net(f"cc.{k}") for k in range(1, len(groups))},
                         cp={k: net(f"cp.{k}") for k in range(len(groups))},
-                        pa={k: net(f"pa.{k}") for k in range(len(groups))}, z_offset=sd["z_offset"])
+                        pa={k: net(f"pa.{k}") for k in range(len(groups))}, z_offset=sd["z_offset"],
+                        z_clip=sd["z_clip"], y_clip=sd["y_clip"])
         except KeyError as exc:
             raise CheckpointError(f"{source}: not an integer prior ({exc.args[0]!r} missing)") from None
         if prior.z_offset.dtype != torch.int64 or prior.z_offset.ndim != 1 or \
                 prior.z_offset.numel() != prior.h_s.layers[0].weight.shape[1] or \
                 int(prior.z_offset.abs().max()) > INPUT_MAX:
             raise CheckpointError(f"{source}: z_offset must be int64, one per hyperprior channel, |v| <= {INPUT_MAX}")
+        for name, clip, n in (("z_clip", prior.z_clip, prior.z_offset.numel()), ("y_clip", prior.y_clip, M)):
+            if clip.dtype != torch.int64 or tuple(clip.shape) != (n,) or int(clip.min()) < 0 or \
+                    int(clip.max()) > INPUT_MAX:
+                raise CheckpointError(f"{source}: {name} must be int64, {n} values in 0..{INPUT_MAX}")
         _check_shapes(prior, source)
         prior.check_bounds()
         return prior
@@ -428,8 +444,9 @@ def exact_kernels() -> Iterator[None]:
         torch.set_float32_matmul_precision(before[2])
 
 
-def _clip_in(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(-INPUT_MAX, INPUT_MAX)
+def _clip_in(x: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+    c = clip.to(x.device)[None, :, None, None]
+    return torch.minimum(torch.maximum(x, -c), c)
 
 
 class _Tables:
@@ -487,7 +504,7 @@ class IntEntropyCoder:
             side = h
         else:
             ctx_in = y_int[0] if k == 1 else torch.cat([y_int[0], y_int[k - 1]], dim=1)
-            side = torch.cat([pr.cc[k](_clip_in(ctx_in)), h], dim=1)
+            side = torch.cat([pr.cc[k](_clip_in(ctx_in, pr.cc[k].layers[0].in_max)), h], dim=1)
         side_ = ck.unembed(side)
         y_ = ck.unembed(y_k) if y_k is not None else None
         full = torch.zeros((n, self.groups[k], hh, ww), dtype=torch.int64, device=h.device)
@@ -496,7 +513,7 @@ class IntEntropyCoder:
             if i == 0:
                 ctx = side_.new_zeros((n, 2 * self.groups[k], hh, ww // 2))
             else:
-                ctx = ck.unembed(pr.cp[k](_clip_in(full)))[1]
+                ctx = ck.unembed(pr.cp[k](_clip_in(full, pr.cp[k].layers[0].in_max)))[1]
             means, idx = pr.pa[k].params(torch.cat([ctx, side_[i]], dim=1))
             idx_cpu = idx.cpu()
             if y_ is not None:  # encoder: any integer symbol is valid; the nearest one to y - mean
@@ -541,7 +558,7 @@ class IntEntropyCoder:
     def _code(self, y, strings, z_sym, z_string, witness):
         with exact_kernels():
             off = self.prior.z_offset.to(z_sym.device)[None, :, None, None]
-            h = self.prior.h_s(_clip_in(z_sym.to(torch.int64) * (1 << Z_BITS) + off))
+            h = self.prior.h_s(_clip_in(z_sym.to(torch.int64) * (1 << Z_BITS) + off, self.prior.z_clip))
             y_groups = torch.split(y, self.groups, dim=1) if y is not None else [None] * len(self.groups)
             y_int, out = [], []
             for k in range(len(self.groups)):
@@ -605,6 +622,12 @@ def _quantise_layer(module: torch.nn.Module, s_in: torch.Tensor, out: str, s_out
     return IntLayer(weight=w_int, bias=bias, mult=mult, shift=shift, lo=lo, hi=hi, out=out, up=up, pad=pad)
 
 
+def _clip_for(top: torch.Tensor) -> torch.Tensor:
+    """Per-channel clip: twice the largest value seen, rounded up to 2^k - 1, at most INPUT_MAX."""
+    k = torch.ceil(torch.log2(2 * top.double().clamp(min=1) + 1))
+    return (torch.pow(2.0, k) - 1).clamp(max=INPUT_MAX).to(torch.int64)
+
+
 def calibrate(model: torch.nn.Module, latents: list[torch.Tensor]) -> dict[int, tuple[float, float]]:
     """Largest output and largest |output| of every prior convolution, over the float model's own coding of
     ``latents`` (g_a outputs of calibration images): {id(module): (max, max |.|)}."""
@@ -654,6 +677,12 @@ def quantise(model: torch.nn.Module, latents: list[torch.Tensor], codec_sha256: 
     eb = lc["hyper"].entropy_bottleneck
     medians = eb._get_medians().detach().double().reshape(-1)
     z_offset = torch.round(medians * (1 << Z_BITS)).to(torch.int64)
+    with torch.inference_mode():
+        y_top = torch.stack([y.abs().amax(dim=(0, 2, 3)) for y in latents]).amax(0).double()
+        z_top = torch.stack([(torch.round(lc["hyper"].h_a(y).double() - medians[None, :, None, None]).abs()
+                              .amax(dim=(0, 2, 3))) for y in latents]).amax(0)
+    y_clip = _clip_for((y_top + 1) * (1 << MEAN_BITS))
+    z_clip = _clip_for(z_top * (1 << Z_BITS) + z_offset.abs())
     h_s, s_h = chain(lc["hyper"].h_s, torch.full((len(medians),), 2.0 ** -Z_BITS, dtype=torch.float64),
                      ["relu", "relu", "linear"])
     y_scale = 2.0 ** -MEAN_BITS
@@ -674,6 +703,6 @@ def quantise(model: torch.nn.Module, latents: list[torch.Tensor], codec_sha256: 
         table = ck.latent_codec["y"].gaussian_conditional.scale_table.detach()
         pa[k], _ = chain(ck.entropy_parameters, torch.cat(parts).double(), ["relu", "relu", "params"], table)
     prior = IntPrior(groups=tuple(groups), M=M, codec_sha256=codec_sha256, h_s=h_s, cc=cc, cp=cp, pa=pa,
-                     z_offset=z_offset)
+                     z_offset=z_offset, z_clip=z_clip, y_clip=y_clip)
     prior.check_bounds()
     return prior

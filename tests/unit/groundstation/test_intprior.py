@@ -102,6 +102,7 @@ def test_requantisation_that_could_overflow_int64_is_refused(int_codec, tmp_path
     (lambda sd: sd.__setitem__("groups", torch.tensor([8, 8])), "do not sum to M"),
     (lambda sd: sd.__setitem__("pa.1.2.thresholds", sd["pa.1.2.thresholds"].flip(1)), "sorted"),
     (lambda sd: sd.__setitem__("z_offset", sd["z_offset"][:3]), "z_offset"),
+    (lambda sd: sd.__setitem__("y_clip", sd["y_clip"] + 99999), "y_clip must be int64"),
 ])
 def test_a_damaged_sidecar_is_a_clear_error(int_codec, tmp_path, change, message):
     sd = torch.load(_sidecar(int_codec))
