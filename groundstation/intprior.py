@@ -250,8 +250,11 @@ class IntPrior:
                 if layer.in_max is None or layer.in_max.numel() != w.shape[1]:
                     raise CheckpointError(f"integer prior {name}.{i}: {w.shape[1]} input channels where "
                                           f"{0 if layer.in_max is None else layer.in_max.numel()} are fed")
-                bound = int((w.sum(dim=(2, 3)) * layer.in_max[None, :]).sum(dim=1).max())
-                if bound >= EXACT[torch.float64]:
+                # a float64 estimate first (relative error < 2^-40 here): beyond it the int64 sums could wrap
+                estimate = float((w.double().sum(dim=(2, 3)) * layer.in_max.double()[None, :]).sum(dim=1).max())
+                bound = int((w.sum(dim=(2, 3)) * layer.in_max[None, :]).sum(dim=1).max()) \
+                    if estimate < 2.0 ** 60 else int(estimate)
+                if bound >= EXACT[torch.float64] or estimate >= EXACT[torch.float64]:
                     raise CheckpointError(
                         f"integer prior {name}.{i}: a partial sum can reach {bound} (log2 {math.log2(bound):.1f}), "
                         "not below 2^53: no float kernel computes it exactly; quantise with fewer weight or "
@@ -318,9 +321,10 @@ class IntPrior:
                 while f"{name}.{i}.weight" in sd:
                     p = f"{name}.{i}."
                     w = sd[p + "weight"]
-                    if w.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64) or w.ndim != 4:
-                        raise CheckpointError(f"{source}: {p}weight must be a 4-d integer tensor, got "
-                                              f"{w.dtype} {tuple(w.shape)}")
+                    if w.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64) or w.ndim != 4 or \
+                            not bool(((w.long() > -(1 << 40)) & (w.long() < (1 << 40))).all()):
+                        raise CheckpointError(f"{source}: {p}weight must be a 4-d integer tensor with |w| < 2^40, "
+                                              f"got {w.dtype} {tuple(w.shape)}")
                     o = w.shape[0]
                     meta = [int(v) for v in sd[p + "meta"].tolist()]
                     if len(meta) != 8 or meta[0] not in kinds or meta[1] not in (1, 2) or \
@@ -336,8 +340,11 @@ class IntPrior:
                         if thresholds.dtype != torch.int64 or tuple(thresholds.shape)[0] != o // 2 or \
                                 thresholds.ndim != 2 or not bool((thresholds[:, 1:] >= thresholds[:, :-1]).all()):
                             raise CheckpointError(f"{source}: {p}thresholds must be int64 (O/2, levels-1), sorted")
-                    if bias.dtype != torch.int64 or tuple(bias.shape) != (o,):
-                        raise CheckpointError(f"{source}: {p}bias must be int64 of one value per output")
+                    if bias.dtype != torch.int64 or tuple(bias.shape) != (o,) or \
+                            not bool((bias.abs() < (1 << 52)).all() & (bias > -(1 << 52)).all()):
+                        raise CheckpointError(f"{source}: {p}bias must be int64 of one value per output, |b| < 2^52")
+                    if not bool((cols["mult"] > 0).all() & (cols["mult"] < (1 << 40)).all()):
+                        raise CheckpointError(f"{source}: {p}mult must be in 1..2^40")
                     layers.append(IntLayer(weight=w, bias=bias, mult=cols["mult"], shift=cols["shift"], lo=meta[6],
                                            hi=meta[7], out=kinds[meta[0]], up=meta[1], pad=tuple(meta[2:6]),
                                            thresholds=thresholds))

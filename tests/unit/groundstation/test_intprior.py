@@ -80,7 +80,7 @@ def test_chunks_split_where_the_sum_would_reach_the_limit():
 
 def test_a_prior_whose_sums_could_leave_the_exact_range_is_refused(int_codec, tmp_path):
     sd = torch.load(_sidecar(int_codec))
-    sd["cc.1.1.weight"] = sd["cc.1.1.weight"].to(torch.int64) * (1 << 40)  # |w| up to 2^47: sums past 2^53
+    sd["cc.1.1.weight"] = sd["cc.1.1.weight"].to(torch.int64) << 32  # |w| up to 2^39: sums past 2^53
     torch.save(sd, tmp_path / "bad.int.pt")
     with pytest.raises(CheckpointError, match=r"cc\.1\.1: a partial sum can reach .* not below 2\^53"):
         load_int_prior(tmp_path / "bad.int.pt")
@@ -88,15 +88,17 @@ def test_a_prior_whose_sums_could_leave_the_exact_range_is_refused(int_codec, tm
 
 def test_requantisation_that_could_overflow_int64_is_refused(int_codec, tmp_path):
     sd = torch.load(_sidecar(int_codec))
-    sd["h_s.0.mult"] = torch.full_like(sd["h_s.0.mult"], 1 << 50)
+    sd["cc.1.1.mult"] = torch.full_like(sd["cc.1.1.mult"], (1 << 40) - 1)  # |acc| x mult past 2^62
     torch.save(sd, tmp_path / "bad.int.pt")
-    with pytest.raises(CheckpointError, match=r"h_s\.0: requantisation could overflow int64"):
+    with pytest.raises(CheckpointError, match=r"cc\.1\.1: requantisation could overflow int64"):
         load_int_prior(tmp_path / "bad.int.pt")
 
 
 @pytest.mark.parametrize("change, message", [
     (lambda sd: sd.pop("pa.2.2.thresholds"), "not an integer prior"),
     (lambda sd: sd.__setitem__("cc.2.0.weight", sd["cc.2.0.weight"].float()), "4-d integer tensor"),
+    (lambda sd: sd.__setitem__("cc.2.0.weight", sd["cc.2.0.weight"].long() << 40), r"\|w\| < 2\^40"),
+    (lambda sd: sd.__setitem__("h_s.1.mult", -sd["h_s.1.mult"]), "mult must be"),
     (lambda sd: sd.__setitem__("pa.0.2.bias", sd["pa.0.2.bias"][:-1]), "bias must be int64"),
     (lambda sd: sd.__setitem__("cp.1.0.meta", torch.tensor([1, 9, 2, 2, 2, 2, -5, 5])), "meta .* out of range"),
     (lambda sd: sd.__setitem__("groups", torch.tensor([8, 8])), "do not sum to M"),
