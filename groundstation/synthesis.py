@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -34,8 +35,9 @@ import torch
 
 from .codec import CODEC_ALIGN, TileCodec, to_uint8_hwc
 
-__all__ = ["DECODE_MODES", "DEFAULT_BLEND", "DEFAULT_CORE_TILES", "HALO_LATENT", "LATENT_STRIDE", "SynthesisWindow",
-           "TileGrid", "boundary_weight", "synthesis_windows", "synthesize_mosaic", "synthesize_window"]
+__all__ = ["DECODE_MODES", "DEFAULT_BLEND", "DEFAULT_CORE_TILES", "HALO_LATENT", "LATENT_STRIDE", "LatentStore",
+           "SynthesisWindow", "TileGrid", "boundary_weight", "create_latent_store", "latent_store_path",
+           "synthesis_windows", "synthesize_mosaic", "synthesize_window"]
 
 #: g_s upsamples the latent by this factor (four stride-2 transposed convolutions).
 LATENT_STRIDE = 16
@@ -228,3 +230,73 @@ def synthesize_mosaic(tc: TileCodec, grid: TileGrid, latents: Mapping[int, torch
         r0, r1, c0, c1 = win.core
         out[:, r0:r1, c0:c1] = synthesize_window(tc, grid, win, latents, halo=halo, blend=blend)
     return out
+
+
+# ------------------------------------------------------------------------------------------- the latent store
+#: Beside ``<name>.zarr``: ``<name>.latents.zarr``, the entropy-decoded latents of the product's tiles. A
+#: synthesis window reads it; a supplement re-synthesises from it the windows its tiles touch.
+LATENT_SUFFIX = ".latents.zarr"
+#: Per-tile state in the store: not yet known, decoded (its latent is stored), lost (never stitched in).
+TILE_UNKNOWN, TILE_DECODED, TILE_LOST = 0, 1, 2
+
+
+def latent_store_path(product: str | Path) -> Path:
+    """``<name>.latents.zarr`` beside the product ``<name>.zarr``."""
+    product = Path(product)
+    return product.with_name(product.name.removesuffix(".zarr") + LATENT_SUFFIX)
+
+
+def create_latent_store(product: str | Path, grid: TileGrid, channels: int, dtype: str) -> Path:
+    """An empty latent store for ``product``: ``y_hat`` (channels, latent rows, latent cols), one chunk per tile
+    (so each tile's decoder is its chunk's only writer), and ``state`` (tiles_y, tiles_x), one chunk per tile."""
+    import zarr
+
+    path = latent_store_path(product)
+    t = grid.tile_size // LATENT_STRIDE
+    group = zarr.open_group(str(path), mode="w-", zarr_format=2)
+    group.create_array("y_hat", shape=(channels, *grid.latent_shape), chunks=(channels, t, t), dtype=dtype,
+                       fill_value=0)
+    group.create_array("state", shape=(grid.tiles_y, grid.tiles_x), chunks=(1, 1), dtype="uint8", fill_value=0)
+    group.attrs.update({"height": grid.height, "width": grid.width, "tile_size": grid.tile_size})
+    return path
+
+
+class LatentStore:
+    """The latent store of a product, opened for reading and writing tiles' latents and states."""
+
+    def __init__(self, product: str | Path) -> None:
+        import zarr
+
+        self.path = latent_store_path(product)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no latent store (the product was decoded tile by tile)")
+        self.group = zarr.open_group(str(self.path), mode="r+")
+        a = self.group.attrs
+        self.grid = TileGrid(int(a["height"]), int(a["width"]), int(a["tile_size"]))
+
+    def put(self, tile: int, y_hat: torch.Tensor | None) -> None:
+        """Store a decoded tile's latent, or (None) mark the tile lost."""
+        r, c = divmod(tile, self.grid.tiles_x)
+        if y_hat is not None:
+            y0, y1, x0, x1 = self.grid.latent_box(tile)
+            self.group["y_hat"][:, y0:y1, x0:x1] = y_hat[0].cpu().numpy()
+        self.group["state"][r, c] = TILE_DECODED if y_hat is not None else TILE_LOST
+
+    def states(self) -> np.ndarray:
+        """(tiles_y * tiles_x,) per-tile state, row-major."""
+        return np.asarray(self.group["state"][:]).ravel()
+
+    def ready(self, window: SynthesisWindow) -> bool:
+        """A window is ready when every tile it reads is decoded or known lost."""
+        states = self.states()
+        return all(states[t] != TILE_UNKNOWN for t in window.read_tiles)
+
+    def latents(self, tiles) -> dict[int, torch.Tensor]:
+        """The stored latents of the decoded ones among ``tiles`` (lost and unknown tiles are left out)."""
+        states = self.states()
+        out = {}
+        for tile in tiles:
+            if states[tile] == TILE_DECODED:
+                y0, y1, x0, x1 = self.grid.latent_box(tile)
+                out[tile] = torch.from_numpy(np.asarray(self.group["y_hat"][:, y0:y1, x0:x1]))[None]
+        return out
