@@ -231,7 +231,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def write_crops(folder: Path, mode: str, ref: np.ndarray, decoded: np.ndarray, enhanced: np.ndarray,
-                box: tuple[int, int, int, int] = (128, 384, 128, 384), scale: int = 2) -> None:
+                box: tuple[int, int, int, int] = (128, 384, 128, 384), scale: int = 1) -> None:
     """A 256 px crop centred on a tile corner (four tiles meet), enlarged ``scale`` x (nearest): source, decoded,
     enhanced side by side."""
     from PIL import Image
@@ -242,7 +242,7 @@ def write_crops(folder: Path, mode: str, ref: np.ndarray, decoded: np.ndarray, e
     gap = np.full((y1 - y0, 4, 3), 255, np.uint8)
     strip = np.concatenate([parts[0], gap, parts[1], gap, parts[2]], axis=1)
     strip = strip.repeat(scale, 0).repeat(scale, 1)
-    Image.fromarray(strip).save(folder / f"seams-{mode}.png")
+    Image.fromarray(strip).save(folder / f"seams-{mode}.png", optimize=True)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ made from the decoded latents changes here:
 
 **The halo** was chosen from g_s's measured effective receptive field (``benchmarks/seams.py``, ``halo_sweep``
 in its result): for a core synthesised from a latent crop grown by h latent pixels, compared with g_s over
-the whole latent, h = 0 (tile-wise) differs by up to 34 DN, h = 2 by at most 1 DN on 0.8 % of pixels, h = 4 by
-at most 1 DN on 0.01 % of pixels. :data:`HALO_LATENT` = 4 (64 px).
+the whole latent, h = 0 (tile-wise) differs by up to 34 DN, h = 2 by at most 1 DN on 0.75 % of pixels, h = 4 by
+at most 1 DN on 0.002 % of pixels, h >= 5 not at all. :data:`HALO_LATENT` = 4 (64 px).
 
 **Lost tiles.** A missing latent is never stitched in. A core tile whose own latent box grown by the halo
 touches a lost tile (its 8 neighbours, since the halo is smaller than a tile) is synthesised *tile-wise* from
@@ -47,7 +47,8 @@ HALO_LATENT = 4
 #: inside the scene (less at its edges); 1x1 would read 2.25x.
 DEFAULT_CORE_TILES = 2
 #: Pixels over which each tile's own synthesis is faded into the mosaic synthesis at its boundaries (0: the
-#: mosaic synthesis everywhere). Chosen from ``benchmarks/seams.py``.
+#: mosaic synthesis everywhere). 0 from ``benchmarks/seams.py`` (docs/seams.md): fading over 16 px halves the
+#: PSNR cost of the mosaic synthesis but runs g_s twice per tile (1.25-1.94x the decode time).
 DEFAULT_BLEND = 0
 #: How a product's pixels are made from the tiles' latents: ``tile`` (g_s per tile, seams at tile boundaries)
 #: or ``mosaic`` (g_s over the stitched latent mosaic in windows: this module).
