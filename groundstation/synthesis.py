@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .codec import CODEC_ALIGN, TileCodec, to_uint8_hwc
+from .footprints import Grid
 
 __all__ = ["DECODE_MODES", "DEFAULT_BLEND", "DEFAULT_CORE_TILES", "HALO_LATENT", "LATENT_STRIDE", "LatentStore",
            "SynthesisWindow", "TileGrid", "boundary_weight", "create_latent_store", "latent_store_path",
@@ -56,41 +57,23 @@ DECODE_MODES = ("tile", "mosaic")
 
 
 @dataclass(frozen=True)
-class TileGrid:
-    """The codec-tile grid of a scene: ``height`` x ``width`` pixels cut into ``tile_size`` tiles, row-major."""
-
-    height: int
-    width: int
-    tile_size: int
+class TileGrid(Grid):
+    """The codec-tile grid of a scene (:class:`groundstation.footprints.Grid`) with its latent mosaic."""
 
     def __post_init__(self) -> None:
-        if self.tile_size < CODEC_ALIGN or self.tile_size % CODEC_ALIGN:
-            raise ValueError(f"tile_size {self.tile_size} must be a positive multiple of {CODEC_ALIGN}")
+        if self.tile < CODEC_ALIGN or self.tile % CODEC_ALIGN:
+            raise ValueError(f"tile size {self.tile} must be a positive multiple of {CODEC_ALIGN}")
         if self.height < 1 or self.width < 1:
             raise ValueError(f"scene size must be positive, got {self.height}x{self.width}")
 
     @classmethod
-    def from_header(cls, header) -> "TileGrid":
-        """The grid of a :class:`groundstation.container.PassHeader`."""
-        return cls(header.scene.height, header.scene.width, header.tiling.tile_size)
+    def of_size(cls, height: int, width: int, tile_size: int) -> "TileGrid":
+        """A grid without georeferencing (all that synthesis needs)."""
+        return cls(width, height, tile_size, "", (1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
 
     @property
-    def tiles_y(self) -> int:
-        return math.ceil(self.height / self.tile_size)
-
-    @property
-    def tiles_x(self) -> int:
-        return math.ceil(self.width / self.tile_size)
-
-    @property
-    def n_tiles(self) -> int:
-        return self.tiles_y * self.tiles_x
-
-    def tile_window(self, index: int) -> tuple[int, int, int, int]:
-        """Pixel box (r0, r1, c0, c1) of a tile, clipped to the scene."""
-        r, c = divmod(index, self.tiles_x)
-        t = self.tile_size
-        return r * t, min(r * t + t, self.height), c * t, min(c * t + t, self.width)
+    def tile_size(self) -> int:
+        return self.tile
 
     def latent_box(self, index: int) -> tuple[int, int, int, int]:
         """Latent box of a tile in the mosaic: its latent is that of the tile padded to a multiple of 64 px."""
@@ -273,7 +256,7 @@ class LatentStore:
             raise FileNotFoundError(f"{self.path}: no latent store (the product was decoded tile by tile)")
         self.group = zarr.open_group(str(self.path), mode="r+")
         a = self.group.attrs
-        self.grid = TileGrid(int(a["height"]), int(a["width"]), int(a["tile_size"]))
+        self.grid = TileGrid.of_size(int(a["height"]), int(a["width"]), int(a["tile_size"]))
 
     def put(self, tile: int, y_hat: torch.Tensor | None) -> None:
         """Store a decoded tile's latent, or (None) mark the tile lost."""

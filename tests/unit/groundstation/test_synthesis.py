@@ -21,7 +21,7 @@ TILE = 64
 @pytest.mark.parametrize("shape,tile,core", [((300, 400), 128, 1), ((300, 400), 128, 2), ((64, 64), 64, 3),
                                              ((1000, 130), 256, 2), ((513, 769), 64, 4)])
 def test_window_cores_partition_the_scene_and_reads_cover_them(shape, tile, core):
-    grid = TileGrid(*shape, tile)
+    grid = TileGrid.of_size(*shape, tile)
     wins = synthesis_windows(grid, core, HALO_LATENT)
     seen = np.zeros(shape, np.int64)
     ly, lx = grid.latent_shape
@@ -39,7 +39,7 @@ def test_window_cores_partition_the_scene_and_reads_cover_them(shape, tile, core
 
 
 def test_boundary_weight_is_one_at_tile_boundaries_only():
-    grid = TileGrid(300, 400, 128)
+    grid = TileGrid.of_size(300, 400, 128)
     w = boundary_weight(grid, 0, 16)  # top-left tile: scene edges above and left are no boundary
     assert w[-1, 5] == 1 and w[5, -1] == 1 and w[0, 0] == 0 and w[50, 50] == 0
     assert w[-9, 50] == pytest.approx(0.5)
@@ -52,7 +52,7 @@ def codec_and_latents():
     tile-wise pixels."""
     _, ckpt, sha, _ = resolve_model("demo-elic-l0008", "codec")
     tc = TileCodec(load_codec(ckpt, sha))
-    grid = TileGrid(170, 180, TILE)
+    grid = TileGrid.of_size(170, 180, TILE)
     scene = (smooth_image(170, 180, seed=3) * 255).round().astype(np.uint8)
     latents, tilewise = {}, np.zeros_like(scene)
     for tile in range(grid.n_tiles):
