@@ -38,7 +38,7 @@ from .footprints import Grid
 
 __all__ = ["DECODE_MODES", "DEFAULT_BLEND", "DEFAULT_CORE_TILES", "HALO_LATENT", "LATENT_STRIDE", "LatentStore",
            "SynthesisWindow", "TileGrid", "boundary_weight", "create_latent_store", "latent_store_path",
-           "synthesis_windows", "synthesize_mosaic", "synthesize_window"]
+           "synthesis_windows", "synthesize_mosaic", "synthesize_window", "windows_reading"]
 
 #: g_s upsamples the latent by this factor (four stride-2 transposed convolutions).
 LATENT_STRIDE = 16
@@ -126,6 +126,13 @@ def synthesis_windows(grid: TileGrid, core_tiles: int = DEFAULT_CORE_TILES,
             out.append(SynthesisWindow(core=(first[0], last[1], first[2], last[3]), core_tiles=tuple(tiles),
                                        read=read, read_tiles=tuple(grid.tiles_in_latent_box(*read))))
     return out
+
+
+def windows_reading(windows: list[SynthesisWindow], tiles) -> list[SynthesisWindow]:
+    """The windows that read any of ``tiles``: what a supplement of those tiles re-synthesises (a resent tile
+    changes its own pixels and, through the halo, its neighbours' near the shared boundaries)."""
+    tiles = set(tiles)
+    return [w for w in windows if tiles.intersection(w.read_tiles)]
 
 
 def _isolated_tiles(grid: TileGrid, window: SynthesisWindow, lost: set[int], halo: int) -> set[int]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SeamStats", "seam_ratio", "seam_stats"]
+__all__ = ["SeamStats", "product_seam_ratios", "seam_ratio", "seam_stats", "seam_stats_blocks"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,39 @@ def _as_chw(image: np.ndarray) -> np.ndarray:
                      f"{img.shape}")
 
 
+def _sums(img: np.ndarray, ok: np.ndarray, tile_size: int, origin: tuple[int, int], axes: tuple[int, ...]
+          ) -> np.ndarray:
+    """[boundary step sum, boundary pairs, interior step sum, interior pairs] over the pairs along ``axes``
+    (1: vertical neighbours, 2: horizontal) of a float (C, H, W) image."""
+    out = np.zeros(4)
+    for axis in axes:
+        step = np.abs(np.diff(img, axis=axis)).mean(axis=0)  # (h-1, w) or (h, w-1)
+        pair_ok = ok[1:, :] & ok[:-1, :] if axis == 1 else ok[:, 1:] & ok[:, :-1]
+        n = step.shape[axis - 1]
+        # the pair (k, k+1) straddles a boundary when the global index of k+1 is a multiple of the tile size
+        across = (np.arange(1, n + 1) + origin[axis - 1]) % tile_size == 0
+        across = across[:, None] if axis == 1 else across[None, :]
+        for k, sel in enumerate((pair_ok & across, pair_ok & ~across)):
+            out[2 * k] += float(step[sel].sum())
+            out[2 * k + 1] += int(sel.sum())
+    return out
+
+
+def _stats(sums: np.ndarray) -> SeamStats:
+    b, nb, i, ni = sums
+    return SeamStats(boundary_step=b / nb if nb else float("nan"), interior_step=i / ni if ni else float("nan"),
+                     boundary_pairs=int(nb), interior_pairs=int(ni))
+
+
+def _prepare(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    img = _as_chw(image).astype(np.float64)
+    h, w = img.shape[1:]
+    ok = np.ones((h, w), bool) if valid is None else np.asarray(valid).astype(bool)
+    if ok.shape != (h, w):
+        raise ValueError(f"seam ratio: valid mask {ok.shape} does not match the image's {(h, w)}")
+    return img, ok
+
+
 def seam_stats(image: np.ndarray, tile_size: int, valid: np.ndarray | None = None, *,
                origin: tuple[int, int] = (0, 0)) -> SeamStats:
     """Boundary and interior neighbour steps of ``image`` on a tile grid of pitch ``tile_size``.
@@ -60,30 +93,46 @@ def seam_stats(image: np.ndarray, tile_size: int, valid: np.ndarray | None = Non
     """
     if tile_size < 2:
         raise ValueError(f"seam ratio: tile_size must be >= 2, got {tile_size}")
-    img = _as_chw(image).astype(np.float64)
-    _, h, w = img.shape
-    ok = np.ones((h, w), bool) if valid is None else np.asarray(valid).astype(bool)
-    if ok.shape != (h, w):
-        raise ValueError(f"seam ratio: valid mask {ok.shape} does not match the image's {(h, w)}")
-    sums = {True: 0.0, False: 0.0}
-    counts = {True: 0, False: 0}
-    for axis in (1, 2):  # rows (vertical neighbours), then columns
-        step = np.abs(np.diff(img, axis=axis)).mean(axis=0)  # (h-1, w) or (h, w-1)
-        pair_ok = ok[1:, :] & ok[:-1, :] if axis == 1 else ok[:, 1:] & ok[:, :-1]
-        n = step.shape[axis - 1]
-        # the pair (k, k+1) straddles a boundary when the global index of k+1 is a multiple of the tile size
-        second = np.arange(1, n + 1) + origin[axis - 1]
-        across = (second % tile_size) == 0
-        across = across[:, None] if axis == 1 else across[None, :]
-        for boundary in (True, False):
-            sel = pair_ok & (across if boundary else ~across)
-            sums[boundary] += float(step[sel].sum())
-            counts[boundary] += int(sel.sum())
-    return SeamStats(
-        boundary_step=sums[True] / counts[True] if counts[True] else float("nan"),
-        interior_step=sums[False] / counts[False] if counts[False] else float("nan"),
-        boundary_pairs=counts[True], interior_pairs=counts[False],
-    )
+    img, ok = _prepare(image, valid)
+    return _stats(_sums(img, ok, tile_size, origin, (1, 2)))
+
+
+def seam_stats_blocks(read, height: int, width: int, tile_size: int, rows: int = 1024) -> SeamStats:
+    """:func:`seam_stats` of a mosaic too big to hold, read in bands of ``rows`` rows (exactly the same pairs).
+
+    ``read(y0, y1)`` returns ``(image rows y0..y1-1, valid rows y0..y1-1)`` of the whole width, e.g. from a
+    product's Zarr arrays.
+    """
+    if tile_size < 2 or rows < 1:
+        raise ValueError(f"seam ratio: tile_size must be >= 2 and rows >= 1, got {tile_size}, {rows}")
+    sums = np.zeros(4)
+    for y0 in range(0, height, rows):
+        y1 = min(y0 + rows, height)
+        image, valid = read(y0, min(y1 + 1, height))  # one row more: the vertical pairs into the next band
+        img, ok = _prepare(image, valid)
+        if img.shape[2] != width:
+            raise ValueError(f"seam ratio: read({y0}, ...) returned width {img.shape[2]}, expected {width}")
+        sums += _sums(img, ok, tile_size, (y0, 0), (1,))
+        sums += _sums(img[:, : y1 - y0], ok[: y1 - y0], tile_size, (y0, 0), (2,))
+    return _stats(sums)
+
+
+def product_seam_ratios(product, arrays: tuple[str, ...] = ("decoded", "enhanced"), rows: int = 1024
+                        ) -> dict[str, float]:
+    """Seam ratio of each mosaic of a product (Zarr path), on its codec-tile grid, over valid pixels."""
+    import zarr
+
+    group = zarr.open_group(str(product), mode="r")
+    tile = int(group.attrs["gsp_pass"]["tiling"]["tile_size"])
+    height, width = group["valid"].shape
+    out = {}
+    for name in arrays:
+        if name in group:
+            def read(y0, y1, _a=group[name]):
+                return np.asarray(_a[:, y0:y1]), np.asarray(group["valid"][y0:y1])
+
+            out[name] = seam_stats_blocks(read, height, width, tile, rows).ratio
+    return out
 
 
 def seam_ratio(image: np.ndarray, tile_size: int, valid: np.ndarray | None = None, *,

@@ -204,3 +204,7 @@ def test_mosaic_decoding_keeps_symbols_and_a_lost_tile_touches_no_neighbour(clea
     assert not np.array_equal(ref, clean["decoded"])  # mosaic decoding changes pixels near tile boundaries
     states = LatentStore(tmp_path / "m.zarr").states()
     assert states[5] == TILE_LOST and (np.delete(states, 5) == TILE_DECODED).all()
+    from groundstation.metrics.seams import product_seam_ratios, seam_ratio
+
+    got = product_seam_ratios(tmp_path / "m.zarr", rows=100)  # bands that do not line up with the tiles
+    assert got == {"decoded": pytest.approx(seam_ratio(dec, TILE, valid))}

@@ -77,3 +77,16 @@ def test_undefined_cases_are_nan_and_bad_input_is_refused():
         seam_ratio(np.zeros((8, 8), np.uint8), 4, np.ones((4, 4), bool))
     with pytest.raises(ValueError, match="tile_size"):
         seam_ratio(np.zeros((8, 8), np.uint8), 1)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 8, 13, 100])
+def test_bands_count_exactly_the_same_pairs(rows):
+    from groundstation.metrics.seams import seam_stats_blocks
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, size=(3, 37, 29), dtype=np.uint8)
+    valid = rng.random((37, 29)) > 0.1
+    whole = seam_stats(img, 8, valid)
+    got = seam_stats_blocks(lambda y0, y1: (img[:, y0:y1], valid[y0:y1]), 37, 29, 8, rows)
+    assert got.boundary_pairs == whole.boundary_pairs and got.interior_pairs == whole.interior_pairs
+    assert got.ratio == pytest.approx(whole.ratio, rel=1e-12)

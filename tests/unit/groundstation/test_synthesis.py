@@ -38,6 +38,18 @@ def test_window_cores_partition_the_scene_and_reads_cover_them(shape, tile, core
     assert sorted(t for w in wins for t in w.core_tiles) == list(range(grid.n_tiles))
 
 
+def test_a_supplement_resynthesises_the_windows_that_read_its_tiles():
+    from groundstation.synthesis import windows_reading
+
+    grid = TileGrid.of_size(1024, 1024, 256)  # 4x4 tiles, 2x2-tile cores: four windows
+    wins = synthesis_windows(grid, 2)
+    assert [w.core_tiles for w in windows_reading(wins, [0])] == [(0, 1, 4, 5)]
+    # tile 5 touches the cores to its right and below through the halo: all four windows re-run
+    assert len(windows_reading(wins, [5])) == 4
+    assert [w.core_tiles[0] for w in windows_reading(wins, [6])] == [0, 2, 8, 10]
+    assert [w.core_tiles[0] for w in windows_reading(wins, [2])] == [0, 2]
+
+
 def test_boundary_weight_is_one_at_tile_boundaries_only():
     grid = TileGrid.of_size(300, 400, 128)
     w = boundary_weight(grid, 0, 16)  # top-left tile: scene edges above and left are no boundary
