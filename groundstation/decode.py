@@ -25,7 +25,7 @@ from .errors import DesyncError
 from .product import create_product, finalize, open_arrays, write_block
 from .registry import resolve_model
 from .synthesis import (DECODE_MODES, DEFAULT_BLEND, DEFAULT_CORE_TILES, HALO_LATENT, LatentStore, TileGrid,
-                        create_latent_store, synthesis_windows, synthesize_window)
+                        create_latent_store, synthesis_windows, synthesize_into)
 
 log = logging.getLogger(__name__)
 
@@ -224,13 +224,8 @@ def decode_pass(
         for index in range(header.tiling.n_tiles):
             if index not in outcomes or outcomes[index].status != "ok":
                 store.put(index, None)
-        for win in synthesis_windows(grid, DEFAULT_CORE_TILES, HALO_LATENT):
-            t0 = time.perf_counter()
-            block = synthesize_window(tc, grid, win, store.latents(win.read_tiles))
-            write_block(group, "decoded", win.core[0], win.core[2], block)
-            ok_core = [t for t in win.core_tiles if t in outcomes and outcomes[t].status == "ok"]
-            for t in ok_core:  # the window's time shared out by its decoded tiles
-                outcomes[t].decode_ms += (time.perf_counter() - t0) * 1e3 / len(ok_core)
+        for tile, ms in synthesize_into(tc, out, synthesis_windows(grid, DEFAULT_CORE_TILES, HALO_LATENT)).items():
+            outcomes[tile].decode_ms += ms
     ok = [o for o in outcomes.values() if o.status == "ok"]
     lost = [{"tile": o.tile, "reason": o.status, "detail": o.detail} for o in sorted(outcomes.values(), key=lambda o: o.tile)
             if o.status != "ok"]

@@ -38,7 +38,8 @@ from .footprints import Grid
 
 __all__ = ["DECODE_MODES", "DEFAULT_BLEND", "DEFAULT_CORE_TILES", "HALO_LATENT", "LATENT_STRIDE", "LatentStore",
            "SynthesisWindow", "TileGrid", "boundary_weight", "create_latent_store", "latent_store_path",
-           "synthesis_windows", "synthesize_mosaic", "synthesize_window", "windows_reading"]
+           "synthesis_windows", "synthesize_into", "synthesize_mosaic", "synthesize_window",
+           "windows_reading"]
 
 #: g_s upsamples the latent by this factor (four stride-2 transposed convolutions).
 LATENT_STRIDE = 16
@@ -291,3 +292,30 @@ class LatentStore:
                 y0, y1, x0, x1 = self.grid.latent_box(tile)
                 out[tile] = torch.from_numpy(np.asarray(self.group["y_hat"][:, y0:y1, x0:x1]))[None]
         return out
+
+
+def synthesize_into(tc: TileCodec, product: str | Path, windows: list[SynthesisWindow], *,
+                    halo: int = HALO_LATENT, blend: int = DEFAULT_BLEND) -> dict[int, float]:
+    """Synthesise ``windows`` from the product's latent store and write their cores into its ``decoded`` array
+    (each core = whole chunks: one writer per chunk). Every window must be ready (:meth:`LatentStore.ready`);
+    returns ms per decoded core tile (each window's time shared out by its decoded tiles)."""
+    import time
+
+    from .product import open_arrays, write_block
+
+    store = LatentStore(product)
+    group = open_arrays(product)
+    states = store.states()
+    ms: dict[int, float] = {}
+    for win in windows:
+        if not store.ready(win):
+            unknown = [t for t in win.read_tiles if states[t] == TILE_UNKNOWN]
+            raise ValueError(f"synthesis window over tiles {list(win.core_tiles)} is not ready: tiles {unknown} are "
+                             "neither decoded nor known lost")
+        t0 = time.perf_counter()
+        block = synthesize_window(tc, store.grid, win, store.latents(win.read_tiles), halo=halo, blend=blend)
+        write_block(group, "decoded", win.core[0], win.core[2], block)
+        done = [t for t in win.core_tiles if states[t] == TILE_DECODED]
+        for t in done:
+            ms[t] = (time.perf_counter() - t0) * 1e3 / len(done)
+    return ms

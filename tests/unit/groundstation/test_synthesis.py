@@ -159,3 +159,28 @@ def test_real_scene_product_is_seamless_and_its_symbols_unchanged(tmp_path):
     source = seam_ratio(rgb, 256, valid)
     assert seam_ratio(tilewise, 256, valid) > 2 * source
     assert seam_ratio(synthesize_mosaic(tc, grid, latents), 256, valid) <= 1.15 * source
+
+
+def test_a_window_is_not_synthesised_before_the_latents_it_reads_are_known(codec_and_latents, tmp_path):
+    from groundstation.synthesis import LatentStore, create_latent_store, synthesize_into
+
+    tc, grid, _, latents, _ = codec_and_latents
+    product = tmp_path / "p.zarr"
+    import zarr
+
+    group = zarr.open_group(str(product), mode="w", zarr_format=2)
+    group.create_array("decoded", shape=(3, grid.height, grid.width), chunks=(3, TILE, TILE), dtype="uint8")
+    create_latent_store(product, grid, latents[0].shape[1], "float32")
+    store = LatentStore(product)
+    first = synthesis_windows(grid, 1)[0]  # tile 0: reads tiles 0, 1, 3, 4
+    for tile in (0, 1, 3):
+        store.put(tile, latents[tile])
+    assert not store.ready(first)
+    with pytest.raises(ValueError, match=r"not ready: tiles \[4\]"):
+        synthesize_into(tc, product, [first])
+    store.put(4, None)  # known lost: the window may run, tile 0 then falls back to its own latent
+    assert store.ready(first)
+    ms = synthesize_into(tc, product, [first])
+    assert set(ms) == {0}
+    got = np.asarray(group["decoded"][:, :TILE, :TILE])
+    assert np.array_equal(got, synthesize_window(tc, grid, first, {t: latents[t] for t in (0, 1, 3)}))
