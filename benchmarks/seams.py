@@ -8,7 +8,8 @@ is entropy-decoded once with its witness checked, and the same latents are turne
 * ``mosaic``: g_s over the stitched latent mosaic in windows (:mod:`groundstation.synthesis`);
 * ``mosaic-blendB``: the same, faded into the tile-wise pixels B px inside each tile boundary.
 
-Each decoded mosaic is enhanced with the rate point's enhancer at its registry temperature (windows of 256 px
+Synthesis is timed in interleaved rounds of all modes (the median; ``--repeats``), the entropy path once
+(it is the same for every mode). Each decoded mosaic is enhanced with the rate point's enhancer at its registry temperature (windows of 256 px
 with a 32 px halo, seed 0, as the flows do). Per product: the seam ratio (source scene's beside it), PSNR and
 the perceptual distance on valid pixels, and decode ms per tile (entropy path + synthesis; timed here, one
 thread). ``halo_sweep`` measures g_s's effective receptive field, which chose :data:`HALO_LATENT`: a core
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-points", nargs="+", default=None, help="registry rate points (default: all)")
     ap.add_argument("--rows", type=int, default=512, help="scene rows used (from the top; 0: all)")
     ap.add_argument("--cols", type=int, default=768, help="scene columns used (from the left; 0: all)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of each synthesis (median)")
     ap.add_argument("--core-tiles", type=int, default=None, help="synthesis core, codec tiles a side")
     ap.add_argument("--work", default="/tmp/gsp-seams-bench")
     ap.add_argument("--crops", default=None, help="write before/after PNG crops of the first scene's l0008 "
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             _, ckpt, sha, _ = resolve_model(point.codec, "codec")
             tc = TileCodec(load_codec(ckpt, sha), threads=1, entropy=header.codec.entropy,
                            witness_kind=header.witness)
-            latents, t_entropy, t_tile = {}, 0.0, 0.0
+            latents, t_entropy = {}, 0.0
             tilewise = np.zeros_like(ref)
             for index in sorted(reader.scan().records):
                 rec = reader.read(index)
@@ -126,15 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                 t1 = time.perf_counter()
                 r0, r1, c0, c1 = grid.tile_window(index)
                 img = to_uint8_hwc(tc.synthesize(latents[index])[0, :, : r1 - r0, : c1 - c0])
-                t_tile += time.perf_counter() - t1
                 t_entropy += t1 - t0
                 tilewise[:, r0:r1, c0:c1] = img.transpose(2, 0, 1)
-            products, synth_s = {"tile": tilewise}, {"tile": t_tile}
+            products = {"tile": tilewise}
             for blend in BLENDS:
-                mode = "mosaic" if not blend else f"mosaic-blend{blend}"
-                t0 = time.perf_counter()
-                products[mode] = synthesize_mosaic(tc, grid, latents, core_tiles=core_tiles, blend=blend)
-                synth_s[mode] = time.perf_counter() - t0
+                products[mode_name(blend)] = synthesize_mosaic(tc, grid, latents, core_tiles=core_tiles, blend=blend)
+            synth_s = time_synthesis(tc, grid, latents, core_tiles, args.repeats)
             n = len(latents)
             if sweep is None:  # g_s's effective receptive field, on the first real latent mosaic
                 stitched = torch.cat([torch.cat([latents[r * grid.tiles_x + c] for c in range(2)], dim=-1)
@@ -161,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                        "decode_ms_per_tile": round((t_entropy + synth_s[mode]) * 1e3 / n, 1),
                        "entropy_ms_per_tile": round(t_entropy * 1e3 / n, 1),
                        "synthesis_ms_per_tile": round(synth_s[mode] * 1e3 / n, 1),
+                       "synthesis_timing": f"median of {args.repeats} interleaved rounds",
                        "enhance_ms_per_tile": round(t_enh * 1e3 / n, 1), "seam_ratio_source": round(src_ratio, 3)}
                 for name, img in (("decoded", decoded), ("enhanced", enhanced)):
                     row[f"seam_ratio_{name}"] = round(seam_ratio(img, 256, valid), 3)
@@ -203,6 +203,35 @@ def crop_scene(path: Path, work: Path, rows: int, cols: int) -> Path:
                 dst.set_band_description(i, ds.descriptions[i - 1] or "")
             dst.colorinterp = ds.colorinterp
         return out
+
+
+def mode_name(blend: int | None) -> str:
+    return "tile" if blend is None else "mosaic" if not blend else f"mosaic-blend{blend}"
+
+
+def time_synthesis(tc, grid, latents, core_tiles: int, repeats: int) -> dict[str, float]:
+    """Seconds of synthesis for all tiles, per decode mode: the median of ``repeats`` rounds, the modes
+    interleaved within each round (so a load change on a shared machine hits them alike)."""
+    import statistics
+
+    from groundstation.codec import to_uint8_hwc
+    from groundstation.synthesis import synthesize_mosaic
+
+    def tilewise():
+        for index, lat in latents.items():
+            r0, r1, c0, c1 = grid.tile_window(index)
+            to_uint8_hwc(tc.synthesize(lat)[0, :, : r1 - r0, : c1 - c0])
+
+    runs: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for blend in (None, *BLENDS):
+            t0 = time.perf_counter()
+            if blend is None:
+                tilewise()
+            else:
+                synthesize_mosaic(tc, grid, latents, core_tiles=core_tiles, blend=blend)
+            runs.setdefault(mode_name(blend), []).append(time.perf_counter() - t0)
+    return {mode: statistics.median(v) for mode, v in runs.items()}
 
 
 def summarise(rows: list[dict]) -> list[dict]:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .codec import CODEC_ALIGN, TileCodec, to_uint8_hwc
+from .errors import ProductError
 from .footprints import Grid
 
 __all__ = ["DECODE_MODES", "DEFAULT_BLEND", "DEFAULT_CORE_TILES", "HALO_LATENT", "LATENT_STRIDE", "LatentStore",
@@ -50,7 +51,7 @@ HALO_LATENT = 4
 DEFAULT_CORE_TILES = 2
 #: Pixels over which each tile's own synthesis is faded into the mosaic synthesis at its boundaries (0: the
 #: mosaic synthesis everywhere). 0 from ``benchmarks/seams.py`` (docs/seams.md): fading over 16 px halves the
-#: PSNR cost of the mosaic synthesis but runs g_s twice per tile (1.25-1.94x the decode time).
+#: PSNR cost of the mosaic synthesis but runs g_s twice per tile (1.38-1.80x the decode time).
 DEFAULT_BLEND = 0
 #: How a product's pixels are made from the tiles' latents: ``tile`` (g_s per tile, seams at tile boundaries)
 #: or ``mosaic`` (g_s over the stitched latent mosaic in windows: this module).
@@ -244,6 +245,9 @@ def create_latent_store(product: str | Path, grid: TileGrid, channels: int, dtyp
     import zarr
 
     path = latent_store_path(product)
+    if path.exists():
+        raise ProductError(f"{path}: a latent store already exists (left by an earlier decode of this product?); "
+                           "remove it or choose another output path")
     t = grid.tile_size // LATENT_STRIDE
     group = zarr.open_group(str(path), mode="w-", zarr_format=2)
     group.create_array("y_hat", shape=(channels, *grid.latent_shape), chunks=(channels, t, t), dtype=dtype,
