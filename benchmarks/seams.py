@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     core_tiles = args.core_tiles or DEFAULT_CORE_TILES
     registry = load_registry()
     rate_points = args.rate_points or list(registry.rate_points)
-    perceptual = PerceptualMetric.auto()
+    perceptuals = [PerceptualMetric.auto(), PerceptualMetric.stlpips_alex()]  # the primary, and ST-LPIPS
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows, sweep = [], None
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name, img in (("decoded", decoded), ("enhanced", enhanced)):
                     row[f"seam_ratio_{name}"] = round(seam_ratio(img, 256, valid), 3)
                     row[f"psnr_db_{name}"] = round(psnr_valid(ref, img, valid), 3)
-                    row[f"{perceptual.name}_{name}"] = round(perceptual.distance(ref, img), 4)
+                    for perceptual in perceptuals:
+                        row[f"{perceptual.name}_{name}"] = round(perceptual.distance(ref, img), 4)
                 rows.append(row)
                 print({k: row[k] for k in ("scene", "rate_point", "decode_mode", "decode_ms_per_tile",
                                            "seam_ratio_source", "seam_ratio_decoded", "seam_ratio_enhanced",
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "benchmarks/seams.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "load": "2 shared CPU cores, one torch thread; other engineers' jobs running (timings side by side)",
         "tile_size": 256, "core_tiles": core_tiles, "halo_latent": HALO_LATENT,
-        "perceptual_metric": perceptual.description, "goals": {"seam_ratio_vs_source": SEAM_GOAL,
+        "perceptual_metrics": {p.name: p.description for p in perceptuals}, "goals": {"seam_ratio_vs_source": SEAM_GOAL,
                                                                "decode_cost_per_tile": COST_GOAL},
         "halo_sweep": sweep, "rows": rows, "summary": summary,
     })

@@ -45,7 +45,7 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
     d = p.add_argument_group("execution")
     d.add_argument("--dask-address", metavar="ADDR",
                    help="scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster "
-                   "of --workers processes)")
+                   "on this machine)")
 
 
 def _cog_option(p: argparse.ArgumentParser, where: str) -> None:
@@ -65,7 +65,7 @@ def register(sub) -> None:
         "and the command returns once the writer renames it (or the pass has not grown for the station's "
         "downlink.stale_after_s). While `gsp serve` runs, its Prefect server is used (no start-up).",
         epilog="Exit status: 0 ok; 3 product written but tiles lost (listed for retransmission); 2 bad input.")
-    p.add_argument("pass_file", metavar="PASS")
+    p.add_argument("pass_file", metavar="PASS", help="pass container file (gsp encode writes one)")
     p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="products folder")
     _model_options(p)
     _cog_option(p, "OUT_DIR/")
@@ -75,9 +75,9 @@ def register(sub) -> None:
 
     s = sub.add_parser(
         "serve", help="serve the station's jobs as Prefect deployments (inbox watcher, process, reprocess, "
-        "training, evaluation)",
-        description="Serve the deployments process-pass, reprocess-archive, watch-inbox, train-codec, "
-        "train-enhancer and evaluate (named after the station) from this process, so operators start, watch and "
+        "supplement, export, training, evaluation)",
+        description="Serve the eight deployments process-pass, reprocess-archive, watch-inbox, apply-supplement, "
+        "export-product, train-codec, train-enhancer and evaluate (named after the station) from this process, so operators start, watch and "
         "rerun them from the Prefect UI. watch-inbox "
         "sweeps INBOX within a second of a file landing (and every --interval seconds as a safety net): a pass "
         "still arriving (NAME.part with its header) is processed while it arrives; complete passes (trailer "
@@ -85,7 +85,8 @@ def register(sub) -> None:
         "INBOX/done (or INBOX/failed). "
         "Runs from a deployment only take paths under the station's roots (station file, roots). Set "
         "PREFECT_API_URL to use a Prefect server and its UI; without it a local `prefect server start` on --host "
-        "lives as long as this command. See README, 'The station from the Prefect UI'.")
+        "lives as long as this command. A server's UI on a port other than 4200 also needs "
+        "PREFECT_SERVER_UI_API_URL; see docs/operations.md.")
     s.add_argument("--inbox", metavar="DIR", help="the inbox to watch (default: the station's inbox root)")
     s.add_argument("--products", metavar="DIR", help="products folder (default: the station's products root)")
     s.add_argument("--archive", metavar="DIR",
@@ -102,7 +103,7 @@ def register(sub) -> None:
                    help="runs of all deployments at a time (default 2; sweeps: one at a time)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address the local Prefect server listens on when PREFECT_API_URL is not set "
-                   "(default 127.0.0.1; elsewhere set PREFECT_SERVER_API_AUTH_STRING, README 'Auth')")
+                   "(default 127.0.0.1; elsewhere set PREFECT_SERVER_API_AUTH_STRING, docs/operations.md 'Auth')")
     _model_options(s)
     s.add_argument("--json", action="store_true", help="with --once: print the sweep's results as JSON")
 
@@ -115,7 +116,7 @@ def register(sub) -> None:
         "already), one with another codec. The inbox watcher does this by itself for a supplement dropped into "
         "the inbox. Write one with `gsp encode SCENE -o OUT --supplement-of PASS --tiles 3,7`.",
         epilog="Exit status: 0 the product is complete; 3 tiles are still lost; 2 refused or bad input.")
-    u.add_argument("supplement", metavar="SUPPLEMENT")
+    u.add_argument("supplement", metavar="SUPPLEMENT", help="supplement file (gsp encode --supplement-of writes one)")
     u.add_argument("--products", required=True, metavar="DIR", help="products folder holding the pass's product")
     u.add_argument("--dask-address", metavar="ADDR", help="scheduler of an existing Dask cluster (default: a "
                    "LocalCluster of --workers processes)")
@@ -198,7 +199,7 @@ def cmd_process(args) -> int:
     from flows.process_pass import run_process_pass
 
     opts = _options(args)
-    # a no-op unless the station file says roots.enforce: always (README, "Who may do what")
+    # a no-op unless the station file says roots.enforce: always (docs/operations.md, "Who may do what")
     pass_file, out = checked("PASS", args.pass_file, "pass"), checked("--out", args.out, "products")
     res = run_process_pass(pass_file, out, opts, dask_address=args.dask_address, n_workers=_workers(args))
     if args.json:

@@ -125,7 +125,7 @@ class EnhancerTrainOptions(BaseModel):
     case_form: Literal["sq", "nll"] | None = None
     qm_noise_p: float | None = Field(None, ge=0, le=1)
     qm_noise: float | None = Field(None, ge=0)
-    perceptual: Literal["auto", "vgg19", "stlpips-vgg", "none"] = "auto"
+    perceptual: Literal["auto", "vgg19", "stlpips-vgg", "lpips-vgg", "none"] = "auto"
     per_block: Literal[4, 5] | None = None
     transpose: bool | None = None
     init: str = Field("reference", description="reference | identity | an enhancer checkpoint (.pt) to fine-tune")
