@@ -51,7 +51,7 @@ HALO_LATENT = 4
 DEFAULT_CORE_TILES = 2
 #: Pixels over which each tile's own synthesis is faded into the mosaic synthesis at its boundaries (0: the
 #: mosaic synthesis everywhere). 0 from ``benchmarks/seams.py`` (docs/seams.md): fading over 16 px halves the
-#: PSNR cost of the mosaic synthesis but runs g_s twice per tile (1.38-1.80x the decode time).
+#: PSNR cost of the mosaic synthesis but runs g_s twice per tile (1.44-1.71x the decode time).
 DEFAULT_BLEND = 0
 #: How a product's pixels are made from the tiles' latents: ``tile`` (g_s per tile, seams at tile boundaries)
 #: or ``mosaic`` (g_s over the stitched latent mosaic in windows: this module).
