@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from groundstation.container import ENTROPY_MODES
+
 from ._common import bands, progress, station
 
 __all__ = ["COMMANDS", "register"]
@@ -27,9 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--acquired", help="acquisition time, ISO 8601 (default: now, UTC)")
     e.add_argument("--bands", type=bands, help="1 or 3 one-based source bands, e.g. 4,3,2 (default: docs/pass-format.md)")
     e.add_argument("--threads", type=int, help="torch threads for encoding (default: station config, 1; recorded in the header)")
-    e.add_argument("--entropy", choices=["float32", "float64"],
+    e.add_argument("--entropy", choices=list(ENTROPY_MODES),
                    help="numeric mode of the entropy path, recorded in the pass (default: station encode.entropy, "
-                   "float64: the pass decodes on every x86 CPU; float32: CompressAI as it is)")
+                   "float64: the pass decodes on every x86 CPU; int: exact integer prior, every CPU and GPU, "
+                   "needs the codec's integer prior; float32: CompressAI as it is)")
     e.add_argument("--require-crs", action="store_true", default=None,
                    help="refuse a scene without a CRS (default: station encode.require_crs, off: such scenes, "
                    "e.g. drone JPEGs, become pixel-grid products without georeferencing)")
@@ -56,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--synthesis", choices=["float32", "float64"],
                    help="pixel synthesis (default: station decode.synthesis, float32); float64: pixels "
                    "bit-identical on every x86 CPU at about 3x the decode time")
+    d.add_argument("--decode-mode", choices=["tile", "mosaic"], default="tile",
+                   help="tile: g_s per codec tile (seams at tile boundaries); mosaic: g_s over the stitched latent "
+                   "mosaic in windows, no seams (latents kept beside the product in NAME.latents.zarr); see "
+                   "docs/seams.md")
     d.add_argument("--json", action="store_true", help="print a machine-readable summary")
 
     dm = sub.add_parser("demo", help="run the whole job on the embedded demo pass (Blue Marble scene)",
@@ -135,7 +142,7 @@ def cmd_decode(args) -> int:
     st = station().decode
     summary = decode_pass(args.pass_file, args.out, codec=args.codec, threads=args.threads or st.threads,
                           device=args.device or st.device, synthesis=args.synthesis or st.synthesis,
-                          progress=progress() and not args.json)
+                          decode_mode=args.decode_mode, progress=progress() and not args.json)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
