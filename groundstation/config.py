@@ -28,7 +28,7 @@ class EncodeDefaults(_Strict):
     threads: int = Field(1, ge=1, le=256, description="torch threads on the encoder (recorded in the header)")
     entropy: Literal[ENTROPY_MODES] = Field(
         DEFAULT_ENTROPY, description="numeric mode of the entropy-parameter path, recorded in each pass: float64 "
-        "decodes on every x86 CPU (README, 'Decoding on any CPU'); int is exact on every CPU and GPU by "
+        "decodes on every x86 CPU; int is exact on every CPU and GPU by "
         "construction (docs/determinism.md; needs the codec's integer prior); float32 is CompressAI as it is")
     require_crs: bool = Field(False, description="refuse scenes without a CRS instead of processing them as "
                               "pixel grids")
@@ -60,6 +60,18 @@ class OrchestrationDefaults(_Strict):
         120.0, gt=0, le=3600,
         description="seconds to wait for Prefect's ephemeral API to start when PREFECT_API_URL is not set "
         "(Prefect's own default of 20 s is too short on a busy machine)")
+
+
+class DownlinkDefaults(_Strict):
+    """How passes are taken while they arrive (a writer appending to ``NAME.part``)."""
+
+    stale_after_s: float = Field(
+        3600.0, gt=0, le=7 * 86400,
+        description="a pass whose file has not grown for this long has ended (a downlink cut short for good): "
+        "its missing tiles are declared lost and listed for retransmission")
+    batch_window_s: float = Field(
+        2.0, gt=0, le=600, description="records that arrived are decoded at the latest this many seconds after "
+        "the first of them, even when fewer than a batch")
 
 
 #: The station's folders, by what they hold (``roots`` in the station file).
@@ -110,6 +122,7 @@ class StationConfig(_Strict):
     encode: EncodeDefaults = EncodeDefaults()
     decode: DecodeDefaults = DecodeDefaults()
     orchestration: OrchestrationDefaults = OrchestrationDefaults()
+    downlink: DownlinkDefaults = DownlinkDefaults()
     roots: RootsConfig = RootsConfig()
 
 
