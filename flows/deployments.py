@@ -61,8 +61,14 @@ JOBS = {
 def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
                      options: ProcessOptions | None = None) -> dict:
     """``process-pass`` as a deployment runs it: the same flow (one run, the same name, artifacts and events),
-    with ``pass_path`` (under the inbox or archive root) and ``out_dir`` (under the products root; default the
-    products root) checked before the run starts, and the station's options when none are given."""
+    with its paths checked against the station's roots before the run starts, and the station's options when
+    none are given.
+
+    Args:
+        pass_path: the pass container to process, a file under the station's inbox or archive root
+        out_dir: products folder, under the station's products root (default: the products root)
+        options: what to do with the pass (default: the station's options)
+    """
     out = out_dir or load_station().roots.products
     return process_pass.fn(pass_path, out, options or station_options())
 
@@ -73,7 +79,12 @@ def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
       "tiles, re-enhance the windows they touch, deliver, mark complete.")
 def apply_supplement_job(supplement_path: PassFile, products: ProductsDir | None = None) -> list[dict]:
     """``apply-supplement`` as a deployment runs it (the watcher applies supplements by itself; this is for a
-    supplement an operator points at): paths checked against the station's roots before the run starts."""
+    supplement an operator points at): paths checked against the station's roots before the run starts.
+
+    Args:
+        supplement_path: the supplement (resent tiles of a pass), a file under the station's inbox or archive root
+        products: products folder holding the pass's product, under the products root (default: that root)
+    """
     from .supplement import apply_supplement
 
     return apply_supplement.fn(supplement_path, products or load_station().roots.products)

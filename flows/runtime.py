@@ -58,7 +58,7 @@ def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None
     (exit 2) naming that setting and ``PREFECT_API_URL``, never a traceback. ``export_env`` also puts the URL
     into ``os.environ`` (for subprocesses, e.g. runs started by ``prefect.serve``).
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     url = PREFECT_API_URL.value()
     if url:
@@ -92,8 +92,8 @@ def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None
     before = os.environ.get("PREFECT_API_URL")
     if export_env:
         os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+    try:  # no "View at http://..." links: the ephemeral API (and its UI) is gone when the command ends
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}):
             yield server.api_url
     finally:
         if export_env:
@@ -131,14 +131,17 @@ def local_prefect_server(port: int | None = None, timeout_s: float | None = None
             port = sock.getsockname()[1]
     if timeout_s is None:  # a real server starts its services too: give it more than the ephemeral API
         timeout_s = max(180.0, load_station().orchestration.api_startup_timeout_s)
+    url = f"http://{local}:{port}/api"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if host == local:  # the UI's pages call the API here (Prefect's default, port 4200, says "Can't connect to
+        # Server API"); on a wildcard address the browser's name for this machine is unknown: the operator sets it
+        env.setdefault("PREFECT_SERVER_UI_API_URL", url)
     exe = Path(sys.executable).with_name("prefect")
     cmd = [str(exe) if exe.exists() else "prefect", "server", "start", "--host", host, "--port", str(port)]
     log_path = Path(PREFECT_HOME.value()) / f"gsp-prefect-server-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://{local}:{port}/api"
     try:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        cli_flows.check_inputs(args)  # a file that is no pass: refused in a second, before Prefect starts
+    except GSPError as exc:
+        print(f"gsp {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if args.command in _ORCHESTRATED:
         # Prefect and Dask configure logging when imported: import them first, then set the console policy
         import distributed  # noqa: F401

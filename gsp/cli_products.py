@@ -1,7 +1,8 @@
 """``gsp export``: deliver a product to tools other than xarray (loaded by :mod:`gsp.cli`).
 
 * ``gsp export PRODUCT --cog OUT.tif [--array enhanced|decoded] [--no-overviews]``: a Cloud-Optimized GeoTIFF
-  (:func:`groundstation.cog.export_cog`); when the product has a STAC Item, the COG is added to it;
+  (:func:`groundstation.cog.export_cog`); with ``--stac`` also listed in the product's STAC Item (the COG must
+  then lie inside the catalogue folder: the Item's hrefs never point outside it);
 * ``gsp export PRODUCT --stac``: (re)write the product's STAC Item and register it in the station catalogue
   (:func:`groundstation.stac.write_item`), e.g. for products made before catalogues existed.
 """
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export a complete product (PRODUCTS/<pass>/<version>.zarr or a `gsp decode` store). --cog "
         "writes one mosaic as a Cloud-Optimized GeoTIFF: RGB, the product's CRS and transform, 'valid' as its "
         "internal mask (not a nodata value), overviews, written atomically and checked with rio-cogeo's "
-        "validator. --stac writes the product's STAC Item beside it and registers it in the station catalogue "
+        "validator. --stac writes the product's STAC Item beside it (listing the COG, which must then lie in the "
+        "catalogue folder) and registers it in the station catalogue "
         "(catalog.json in the products folder). GIS tools can also open the product itself: "
         "its GDAL view <version>.enhanced.vrt beside it (GDAL/QGIS, RGB with the mask).",
         epilog="example: gsp export products/p1/<version>.zarr --cog p1.tif --array enhanced")
@@ -45,11 +47,12 @@ def export_product(product: str | Path, *, cog: str | Path | None = None, array:
                    overviews: bool = True, blocksize: int = 512, stac: bool = False,
                    catalog: str | Path | None = None) -> dict:
     """What ``gsp export`` and the ``export-product`` flow do: the COG of ``array`` (default: enhanced, or
-    decoded for a decoded-only product) at ``cog`` and/or the product's STAC Item (``stac``); an existing Item
-    is kept true (the new COG added). Returns what was written."""
+    decoded for a decoded-only product) at ``cog`` and/or the product's STAC Item (``stac``); the Item
+    changes only with ``stac`` (then the COG is listed in it, and must lie inside the catalogue). Returns what was
+    written."""
     from groundstation.cog import export_cog
     from groundstation.product import arrays
-    from groundstation.stac import item_path, write_item
+    from groundstation.stac import cog_path, write_item
 
     if not cog and not stac:
         raise ConfigError("gsp export: nothing to do; give --cog OUT.tif and/or --stac")
@@ -59,9 +62,14 @@ def export_product(product: str | Path, *, cog: str | Path | None = None, array:
     result: dict = {"product": str(product)}
     if cog:
         array = array or ("enhanced" if "enhanced" in arrays(product) else "decoded")
+    if cog and stac:  # the Item's hrefs stay inside the catalogue, so that it can be moved and served whole
+        root = (Path(catalog) if catalog is not None else product.parent.parent).resolve()
+        if not Path(cog).resolve().is_relative_to(root):
+            raise ConfigError(f"--cog {cog} lies outside the station catalogue {root}: its STAC Item would point "
+                              f"outside it; write the COG under {root} (beside the product: "
+                              f"{cog_path(product, array)}) or leave out --stac")
+    if cog:
         result["cog"] = export_cog(product, cog, array=array, overviews=overviews, blocksize=blocksize).as_dict()
-        if not stac and item_path(product).is_file():  # keep the Item's asset list true
-            result["stac_item"] = str(write_item(product, cogs={array: Path(cog)}, catalog_root=catalog))
     if stac:
         cogs = {result["cog"]["array"]: Path(cog)} if cog else None
         result["stac_item"] = str(write_item(product, cogs=cogs, catalog_root=catalog))
