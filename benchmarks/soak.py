@@ -2,13 +2,14 @@
 one what a long-running station would leak.
 
 ``gsp serve`` runs as an operator starts it (its own local ``prefect server`` on 127.0.0.1, SQLite under its
-PREFECT_HOME, the registry's demo models, a fresh LocalCluster per run); its TMPDIR is a folder of its own. Each
+PREFECT_HOME, the registry's demo models) on a Dask cluster that lives as long as it does (a scheduler and
+--workers single-threaded workers on 127.0.0.1, as a station runs them); its TMPDIR is a folder of its own. Each
 pass (a 256x256 window of the demo scene, its own pass id) is written into the inbox as ``NAME.part`` and renamed
 when complete, as a downlink does; the script waits for the product to be complete and then records, pass by pass:
 
 * latency: from the rename to the product's complete flag (includes waiting for the next sweep);
-* RSS of the ``gsp serve`` process, of the Prefect server, and of every other process under ``gsp serve``
-  (flow-run subprocesses, Dask scheduler and workers; none should outlive its run), and their count;
+* RSS of the ``gsp serve`` process, of the Prefect server, of the Dask scheduler and of each Dask worker, and
+  of every other process under ``gsp serve`` (flow-run subprocesses: none should outlive its run), their count;
 * open file descriptors of ``gsp serve`` and in the whole process tree;
 * files left in ``gsp serve``'s TMPDIR, and in the inbox's ``processing/`` folder;
 * the Prefect database's size (``prefect.db`` plus its WAL) and its flow-run count.
@@ -25,6 +26,7 @@ Results: benchmarks/results/soak.json (one row per pass) and a markdown table on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -84,31 +86,65 @@ def _is_server(proc) -> bool:
         return False
 
 
-def sample(serve_pid: int, tmpdir: Path, inbox: Path, home: Path) -> dict:
-    """RSS (MiB), descriptors and processes of the serve tree, leftover files, database size."""
+def start_dask(folder: Path, env: dict, workers: int) -> list[subprocess.Popen]:
+    """A Dask scheduler and ``workers`` single-threaded worker processes on 127.0.0.1 (a station's cluster, up
+    for weeks like ``gsp serve``); returns [scheduler, worker...] once the scheduler file exists."""
+    dask = Path(sys.executable).with_name("dask")
+    sched_file = folder / "scheduler.json"
+    log = open(folder / "dask.log", "ab")
+    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(sched_file)], env=env, stdout=log, stderr=log,
+                              start_new_session=True)]
+    deadline = time.monotonic() + 120
+    while not sched_file.is_file():
+        if time.monotonic() > deadline or procs[0].poll() is not None:
+            raise RuntimeError(f"the Dask scheduler did not start; see {folder / 'dask.log'}")
+        time.sleep(0.5)
+    procs.append(subprocess.Popen([str(dask), "worker", "--scheduler-file", str(sched_file), "--host", "127.0.0.1",
+                                   "--nworkers", str(workers), "--nthreads", "1", "--no-dashboard",
+                                   "--memory-limit", "0"], env=env, stdout=log, stderr=log,
+                                  start_new_session=True))
+    return procs
+
+
+def _rss_mib(procs) -> float:
+    return round(sum(_safe(p, lambda q: q.memory_info().rss, 0) for p in procs) / 2**20, 1)
+
+
+def dask_sample(procs: list[subprocess.Popen]) -> dict:
+    """RSS of the scheduler and of each worker process (the nanny's children), in MiB."""
     import psutil
 
+    sched = psutil.Process(procs[0].pid)
+    workers = [c for c in psutil.Process(procs[1].pid).children(recursive=True)]
+    return {"scheduler_rss_mib": _rss_mib([sched]),
+            "worker_rss_mib": [_rss_mib([w]) for w in sorted(workers, key=lambda w: w.pid)]}
+
+
+def sample(serve_pid: int, tmpdir: Path, inbox: Path, home: Path) -> dict:
+    """RSS (MiB), descriptors and processes of the serve tree, leftover files, database size."""
     root, children = _tree(serve_pid)
     server = [p for p in children if _is_server(p)]
     server_ids = {p.pid for p in server}
     for p in server:
         server_ids.update(c.pid for c in p.children(recursive=True))
     others = [p for p in children if p.pid not in server_ids]
-    mib = lambda procs: round(sum(_safe(p, lambda q: q.memory_info().rss, 0) for p in procs) / 2**20, 1)  # noqa: E731
+    mib = _rss_mib
     fds = lambda procs: sum(_safe(p, lambda q: q.num_fds(), 0) for p in procs)  # noqa: E731
     db = home / "prefect.db"
     db_bytes = sum(f.stat().st_size for f in home.glob("prefect.db*") if f.is_file())
-    runs = None
+    runs, scheduled = None, None
     if db.is_file():
         import sqlite3
 
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
             runs = con.execute("select count(*) from flow_run").fetchone()[0]
+            scheduled = con.execute("select count(*) from flow_run where state_type = 'SCHEDULED'").fetchone()[0]
     return {"serve_rss_mib": mib([root]), "server_rss_mib": mib([p for p in children if p.pid in server_ids]),
             "other_rss_mib": mib(others), "other_processes": len(others), "serve_fds": fds([root]),
             "tree_fds": fds([root, *children]), "tmp_files": sum(1 for _ in tmpdir.rglob("*")),
             "processing_files": sum(1 for _ in (inbox / "processing").glob("*")) if (inbox / "processing").is_dir()
-            else 0, "db_mib": round(db_bytes / 2**20, 2), "flow_runs": runs}
+            else 0, "db_mib": round(db_bytes / 2**20, 2), "flow_runs": runs, "scheduled_runs": scheduled}
 
 
 def _safe(proc, fn, default):
@@ -124,7 +160,8 @@ def _complete(products: Path, pass_id: str) -> bool:
     return any(status(p) == "complete" for p in (products / pass_id).glob("*.zarr"))
 
 
-def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_minutes: float) -> dict:
+def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_minutes: float,
+         workers: int = 2) -> dict:
     passes = make_passes(n_passes, work / "passes")
     station_dir = Path(tempfile.mkdtemp(prefix="gsp-soak-", dir=work))
     home = station_dir / "station"
@@ -138,8 +175,10 @@ def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_mi
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(TMPDIR=str(tmpdir), PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                OMP_NUM_THREADS="1")
+    dask = start_dask(station_dir, env, workers)
     cmd = [sys.executable, "-m", "gsp.cli", "--station", str(station), "serve", "--interval", str(interval),
-           "--settle", "0.5", "--limit", "1"]
+           "--settle", "0.5", "--limit", "1", "--dask-address", json.loads((station_dir / "scheduler.json")
+                                                                          .read_text())["address"]]
     log = open(station_dir / "serve.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             cwd=REPO)
@@ -166,7 +205,8 @@ def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_mi
             while (inbox / src.name).exists() or (inbox / "processing" / src.name).exists():
                 time.sleep(0.5)  # the sweep moves it to done/ after the product is complete
             time.sleep(2.0)  # let the run's subprocess and its LocalCluster end
-            row = {"pass": i, "latency_s": round(latency, 1), **sample(proc.pid, tmpdir, inbox, prefect_home)}
+            row = {"pass": i, "latency_s": round(latency, 1), **sample(proc.pid, tmpdir, inbox, prefect_home),
+                   **dask_sample(dask)}
             rows.append(row)
             _say(" ".join(f"{k}={v}" for k, v in row.items()))
     finally:
@@ -178,6 +218,13 @@ def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_mi
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
+        for p in reversed(dask):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
     return {"rows": rows, "stopped_on_sigint": stopped, "station": str(station_dir), "interval_s": interval}
 
 
@@ -188,6 +235,8 @@ def verdict(rows: list[dict]) -> dict:
     last = rows[-1]
     return {"passes": len(rows), "serve_rss_ratio_last_vs_5": round(last["serve_rss_mib"] / ref["serve_rss_mib"], 3),
             "server_rss_ratio_last_vs_5": round(last["server_rss_mib"] / ref["server_rss_mib"], 3),
+            "worker_rss_ratio_last_vs_5": round(max(last["worker_rss_mib"]) / max(ref["worker_rss_mib"]), 3),
+            "scheduler_rss_ratio_last_vs_5": round(last["scheduler_rss_mib"] / ref["scheduler_rss_mib"], 3),
             "max_other_processes_after_a_pass": max(r["other_processes"] for r in rows),
             "serve_fds_first_last": [rows[0]["serve_fds"], last["serve_fds"]],
             "tmp_files_last": last["tmp_files"], "processing_files_last": last["processing_files"],
@@ -196,8 +245,8 @@ def verdict(rows: list[dict]) -> dict:
 
 
 def table(rows: list[dict], every: int = 5) -> str:
-    cols = ["pass", "latency_s", "serve_rss_mib", "server_rss_mib", "other_processes", "serve_fds", "tree_fds",
-            "tmp_files", "db_mib", "flow_runs"]
+    cols = ["pass", "latency_s", "serve_rss_mib", "server_rss_mib", "worker_rss_mib", "scheduler_rss_mib",
+            "other_processes", "serve_fds", "tree_fds", "tmp_files", "db_mib", "flow_runs", "scheduled_runs"]
     keep = [r for r in rows if r["pass"] in (1, len(rows)) or r["pass"] % every == 0]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in keep]
@@ -207,7 +256,8 @@ def table(rows: list[dict], every: int = 5) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--passes", type=int, default=40)
-    ap.add_argument("--interval", type=float, default=3.0, help="watch-inbox sweep interval, s (default 3)")
+    ap.add_argument("--interval", type=float, default=10.0, help="watch-inbox sweep interval, s (default 10)")
+    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     ap.add_argument("--pass-timeout", type=float, default=300.0, help="seconds one pass may take (default 300)")
     ap.add_argument("--max-minutes", type=float, default=40.0, help="stop feeding passes after this (default 40)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gsp-soak",
@@ -216,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.passes <= 1000:
         ap.error(f"--passes {args.passes}: 1 to 1000")
-    res = soak(args.passes, args.work, args.interval, args.pass_timeout, args.max_minutes)
+    res = soak(args.passes, args.work, args.interval, args.pass_timeout, args.max_minutes, args.workers)
     if not res["rows"]:
         print("no pass finished", file=sys.stderr)
         return 1

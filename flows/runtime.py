@@ -17,7 +17,7 @@ from typing import Iterator
 from groundstation.config import STATION_ENV, load_station, station_path
 from groundstation.errors import OrchestrationError
 
-__all__ = ["local_prefect_server", "prefect_api", "start_api_early"]
+__all__ = ["local_prefect_server", "prefect_api", "server_env", "start_api_early"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,27 @@ def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None
                 os.environ["PREFECT_API_URL"] = before
 
 
+def server_env(url: str, tell_ui: bool = True) -> dict[str, str]:
+    """The environment of a ``prefect server start`` this station starts at ``url``: this process's, without
+    PREFECT_API_URL, plus what the operator has not set:
+
+    * ``PREFECT_SERVER_UI_API_URL`` = ``url`` (``tell_ui``: the server listens where browsers reach it as
+      ``url``): the UI's pages call the API there (Prefect's default, port 4200, makes every page of a server
+      on another port say "Can't connect to Server API"); on a wildcard address the browser's name for this
+      machine is unknown and the operator sets it;
+    * retention (station file ``orchestration.keep_runs_days``): Prefect's database vacuum of flow runs that
+      ended longer ago (with their logs, artifacts and task runs), besides its default vacuum of old events.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if tell_ui:
+        env.setdefault("PREFECT_SERVER_UI_API_URL", url)
+    keep_days = load_station().orchestration.keep_runs_days
+    if keep_days is not None:
+        env.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", "events,flow_runs")
+        env.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD", str(round(keep_days * 86400)))
+    return env
+
+
 @contextlib.contextmanager
 def local_prefect_server(port: int | None = None, timeout_s: float | None = None,
                          host: str = "127.0.0.1") -> Iterator[str]:
@@ -132,10 +153,7 @@ def local_prefect_server(port: int | None = None, timeout_s: float | None = None
     if timeout_s is None:  # a real server starts its services too: give it more than the ephemeral API
         timeout_s = max(180.0, load_station().orchestration.api_startup_timeout_s)
     url = f"http://{local}:{port}/api"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    if host == local:  # the UI's pages call the API here (Prefect's default, port 4200, says "Can't connect to
-        # Server API"); on a wildcard address the browser's name for this machine is unknown: the operator sets it
-        env.setdefault("PREFECT_SERVER_UI_API_URL", url)
+    env = server_env(url, host == local)
     exe = Path(sys.executable).with_name("prefect")
     cmd = [str(exe) if exe.exists() else "prefect", "server", "start", "--host", host, "--port", str(port)]
     log_path = Path(PREFECT_HOME.value()) / f"gsp-prefect-server-{port}.log"
