@@ -6,7 +6,8 @@ deployment         flow (entrypoint)                         runs
 process-pass/NAME  ``flows/deployments.py:process_pass_job`` one pass -> a product (the Run button; automations)
 reprocess-archive/ ``flows/reprocess.py:reprocess_archive``  new product versions for an archive
 NAME
-watch-inbox/NAME   ``flows/inbox.py:watch_inbox``            every ``interval`` s: new passes in the inbox
+watch-inbox/NAME   ``flows/inbox.py:watch_inbox``            new passes in the inbox, while they arrive: a run
+                                                             as soon as a file lands, and every ``interval`` s
 ================== ========================================= ================================================
 
 ``NAME`` is the station's name (``station`` in the station file), so several stations can share one server.
@@ -40,6 +41,7 @@ from groundstation.errors import GSPError
 from groundstation.roots import StationRoots
 
 from .access import PassFile, ProductsDir
+from .inbox import InboxTrigger
 from .names import pass_run_name, supplement_run_name
 from .options import ProcessOptions, station_options
 from .process_pass import process_pass
@@ -110,7 +112,7 @@ def station_deployments(*, name: str | None = None, inbox: str | Path | None = N
                         dask_address: str | None = None, settle_s: float = 2.0,
                         stale_after_s: float | None = 3600.0) -> list:
     """The station's deployments (``RunnerDeployment``: process-pass, reprocess-archive, watch-inbox with an
-    interval schedule and at most one sweep at a time). Folders default to the station's roots; folders given
+    interval schedule as the safety net, apply-supplement). Folders default to the station's roots; folders given
     must lie under them (the runs these deployments start are held to the roots), or a PathNotAllowed says so."""
     from prefect.types.entrypoint import EntrypointType
 
@@ -136,7 +138,7 @@ def station_deployments(*, name: str | None = None, inbox: str | Path | None = N
                         "dask_address": dask_address},
             description=f"New product versions for the passes under {folders['archive']}", **common),
         watch_inbox.to_deployment(
-            interval=interval, concurrency_limit=1,
+            interval=interval,  # the safety net: gsp serve starts a sweep as soon as a file lands (InboxTrigger)
             parameters={"inbox": folders["inbox"], "products": folders["products"], "options": opts,
                         "dask_address": dask_address, "settle_s": settle_s, "stale_after_s": stale_after_s},
             description=f"Process complete passes arriving in {folders['inbox']}", **common),
@@ -166,7 +168,7 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
     import prefect
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from .runtime import local_prefect_server
+    from .runtime import announce_server, local_prefect_server
 
     station = load_station()
     inbox, products = kwargs.get("inbox"), kwargs.get("products")
@@ -183,6 +185,17 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
             url = stack.enter_context(local_prefect_server(host=host))
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
         os.environ["PREFECT_API_URL"] = url  # the runs prefect.serve starts are subprocesses
+        stack.enter_context(announce_server(url))  # gsp process uses this server while it runs
         # a SIGTERM (systemd, `timeout`, a container stop) unwinds this stack too, so the server started above stops
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        name = kwargs.get("name") or station.station
+        trigger = InboxTrigger(inbox or station.roots.inbox, lambda files: _start_sweep(name), station=name).start()
+        stack.callback(trigger.stop)
         prefect.serve(*deployments, pause_on_shutdown=False, limit=limit)
+
+
+def _start_sweep(name: str) -> None:
+    """A run of the station's watch-inbox deployment, now (not waiting for it)."""
+    from prefect.deployments import run_deployment
+
+    run_deployment(f"watch-inbox/{name}", timeout=0)

@@ -8,7 +8,8 @@
 ``gsp.product.complete``
     a product was completed (also one with lost tiles). Resource ``gsp.product.<pass_id>.<version>``, related
     to the pass; payload: ``paths`` (``product``, ``metrics`` table, ``report``, ``pass``), ``version``, tile counts,
-    ``bpp``, ``timings`` and ``metrics``: per product (``decoded`` / ``enhanced``) the pass's summary row
+    ``bpp``, ``timings``, ``timeliness`` (acquisition, last byte, first tile decoded, product complete, latency
+    from the last byte to the product in ``latency_s``) and ``metrics``: per product (``decoded`` / ``enhanced``) the pass's summary row
     (``bpp``, ``psnr_db``, ``ms_ssim``, the perceptual distance... with a reference scene; NaN as null).
 
 Resources carry ``gsp.station`` (the station's name), so one server can tell stations apart. Prefect adds the
@@ -78,6 +79,7 @@ def pass_events(summary: dict, passes_df=None, station: str | None = None) -> li
         "tiles_total": summary["tiles_total"],
         "tiles_ok": summary["tiles_ok"], "tiles_lost": summary["tiles_lost"], "bpp": _clean(summary.get("bpp")),
         "timings": {k: _clean(v) for k, v in (summary.get("timings") or {}).items()},
+        "timeliness": summary.get("timeliness"),
         "metrics": _metrics(passes_df),
     }))
     return events

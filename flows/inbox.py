@@ -1,30 +1,35 @@
-"""``watch-inbox``: find complete passes in an inbox folder and process each exactly once.
+"""``watch-inbox``: take every pass that lands in an inbox folder, while it arrives or once complete, exactly once.
 
 Inbox layout (all on one file system, so renames are atomic)::
 
-    INBOX/              passes arrive here; writers write NAME.part and rename it when complete
-    INBOX/processing/   claimed by a watcher (os.rename: of two watchers, exactly one wins)
+    INBOX/              passes arrive here; writers write NAME.part and rename it to NAME when complete
+    INBOX/.streams/     NAME/: a pass being processed while it arrives (claimed by one watcher)
+    INBOX/processing/   claimed complete passes (os.rename: of two watchers, exactly one wins)
     INBOX/done/         processed: the product is complete (lost tiles, if any, are in its report)
     INBOX/failed/       could not be processed (bad header, unknown codec...), with NAME.error.txt
-    INBOX/.locks/       one flock per pass while a watcher processes it
+    INBOX/.locks/       one flock per pass name while a watcher claims or processes it
 
-A pass is **ready** when its name does not end in ``.part``, it has not changed for ``settle_s`` seconds, its
-header parses and it ends with the end-of-pass trailer. A pass without a trailer is left alone until it has
-not changed for ``stale_after_s`` seconds (a downlink cut short for good), then processed with its missing
-tiles reported for retransmission.
+**While it arrives.** A ``NAME.part`` whose header is complete and valid is claimed (``.streams/NAME``) and
+processed at once: ``process-pass`` decodes records as they land and finishes when the writer renames the file
+(or writes the end-of-pass trailer, or stops for ``stale_after_s``); then ``NAME`` goes to ``done/``.
+
+**Once complete.** A pass that was not taken while arriving is **ready** when its name does not end in
+``.part``, it has not changed for ``settle_s`` seconds, its header parses and it ends with the end-of-pass
+trailer. A pass without a trailer is left alone until it has not changed for ``stale_after_s`` seconds (a
+downlink cut short for good), then processed with its missing tiles reported for retransmission.
 
 **Supplements.** A pass whose header marks it as a supplement (resent tiles), or whose pass uid already has a
 complete product here with lost tiles that it carries intact records of, is applied to that product
 (:mod:`flows.supplement`, the product's own options) instead of being processed as a new pass; refused ones
 (unknown pass, duplicate, another codec) go to ``failed/`` with the reason, like other bad passes.
 
-**Exactly once.** A watcher claims a ready pass by renaming it into ``processing/`` (a second watcher's rename
-finds no file and moves on), then processes a pass in ``processing/`` only while holding its lock in
-``.locks/`` and only if the pass is still there; moving it to ``done/`` happens under the same lock. A watcher
-that dies leaves its pass in ``processing/`` with the lock released by the kernel: the next sweep takes it
-over and the product's done markers make it resume where it stopped. Processing itself is idempotent (a
-complete product returns at once), which covers the last gap (a crash between completing the product and
-moving the pass).
+**Exactly once.** Every claim and every run of a pass holds the lock of its name in ``.locks/``: a watcher claims
+a ready pass by renaming it into ``processing/`` (a second watcher's rename finds no file and moves on), or an
+arriving one by creating ``.streams/NAME`` (a second mkdir fails), and processes a claimed pass only while
+holding its lock and only if it is still there; moving it to ``done/`` happens under the same lock. A watcher
+that dies leaves its claim with the lock released by the kernel: the next sweep takes it over and the
+product's done markers make it resume where it stopped. Processing itself is idempotent (a complete product
+returns at once), which covers the last gap (a crash between completing the product and moving the pass).
 """
 
 from __future__ import annotations
@@ -42,23 +47,70 @@ from groundstation.fileio import write_text_atomic
 from tasks.state import ExclusiveLock, LockHeld, claim
 
 from .access import InboxDir, PathNotAllowed, ProductsDir, checked
+from .arrivals import PART, final_name
 from .cluster import dask_address as cluster_address
 from .cluster import make_task_runner
 from .names import inbox_run_name
 from .options import station_options
 from .runtime import prefect_api
+from .identity import pass_header
 from .process_pass import ProcessOptions, process_pass
 from .supplement import apply_supplement, is_supplement
 
-__all__ = ["find_ready", "run_sweep", "sweep_inbox", "watch_inbox"]
+__all__ = ["InboxTrigger", "claim_stream", "find_arriving", "find_ready", "run_sweep", "sweep_inbox", "watch_inbox"]
 
-PROCESSING, DONE, FAILED, LOCKS = "processing", "done", "failed", ".locks"
+PROCESSING, DONE, FAILED, LOCKS, STREAMS = "processing", "done", "failed", ".locks", ".streams"
 SKIP_SUFFIXES = (".part", ".tmp", ".error.txt")
 
 
 def _candidates(inbox: Path) -> list[Path]:
+    """Complete files in the inbox that no watcher streams."""
+    streams = inbox / STREAMS
     return sorted(p for p in inbox.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and not p.name.endswith(SKIP_SUFFIXES))
+                  if p.is_file() and not p.name.startswith(".") and not p.name.endswith(SKIP_SUFFIXES)
+                  and not (streams / p.name).exists())
+
+
+def find_arriving(inbox: str | Path) -> list[Path]:
+    """``NAME.part`` files whose header has arrived whole and parses, that no watcher streams yet."""
+    inbox = Path(inbox)
+    out = []
+    for p in sorted(inbox.glob(f"*{PART}")):
+        if p.name.startswith(".") or (inbox / STREAMS / final_name(p).name).exists():
+            continue
+        try:
+            pass_header(p)
+        except (PassFormatError, OSError):
+            continue  # the header is still arriving (or the file is no pass: the complete file will say)
+        out.append(p)
+    return out
+
+
+def _locked(inbox: Path, name: str) -> ExclusiveLock | None:
+    """The lock of pass ``name`` (held), or None when another watcher holds it."""
+    try:
+        return ExclusiveLock(inbox / LOCKS / f"{name}.lock").acquire()
+    except LockHeld:
+        return None
+
+
+def claim_stream(part: Path, inbox: Path) -> bool:
+    """Claim an arriving pass (``.streams/NAME``) under its lock; False when another watcher has it."""
+    name = final_name(part).name
+    lock = _locked(inbox, name)
+    if lock is None:
+        return False
+    try:
+        if not part.exists():  # renamed meanwhile: the complete path takes it
+            return False
+        try:
+            (inbox / STREAMS).mkdir(exist_ok=True)
+            (inbox / STREAMS / name).mkdir()
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        lock.release()
 
 
 def find_ready(inbox: str | Path, settle_s: float = 2.0, stale_after_s: float | None = 3600.0,
@@ -123,32 +175,69 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
     for name, why in waiting.items():
         log.info("Inbox: leaving %s alone for now: %s", name, why)
     for path in ready:
-        if claim(path, processing) is not None:
-            log.info("Inbox: claimed %s", path.name)
+        lock = _locked(inbox, path.name)
+        if lock is None:
+            continue  # another watcher claims or streams it
+        try:
+            if not (inbox / STREAMS / path.name).exists() and claim(path, processing) is not None:
+                log.info("Inbox: claimed %s", path.name)
+        finally:
+            lock.release()
+    for part in find_arriving(inbox):
+        if not _refuse_outside_roots(part, inbox) and claim_stream(part, inbox):
+            log.info("Inbox: %s is arriving: processing it while it does", final_name(part).name)
     results: list[dict] = []
     address_ctx = None
     address = None
     try:
-        for path in sorted(p for p in processing.iterdir() if p.is_file()):
-            try:
-                lock = ExclusiveLock(locks / f"{path.name}.lock").acquire()
-            except LockHeld:
+        claimed = [(p, False) for p in sorted(processing.iterdir()) if p.is_file()]
+        if (inbox / STREAMS).is_dir():
+            claimed += [(inbox / d.name, True) for d in sorted((inbox / STREAMS).iterdir()) if d.is_dir()]
+        for path, streaming in claimed:
+            lock = _locked(inbox, path.name)
+            if lock is None:
                 continue  # another watcher is on it
             try:
-                if not path.exists():  # finished by another watcher just before we got the lock
+                if streaming:
+                    path = _stream_source(path, inbox)
+                if path is None or not path.exists():  # finished by another watcher just before we got the lock
                     continue
                 if _refuse_outside_roots(path, inbox):
                     continue
                 if address is None:  # the given scheduler, or a LocalCluster: either way prepared once
                     address_ctx = cluster_address(dask_address)
                     address = address_ctx.__enter__()
-                results.append(_process_one(path, inbox, products, options, address))
+                results.append(_process_one(path, inbox, products, options, address, stale_after_s))
             finally:
+                if streaming:
+                    _release_stream(inbox, path)
                 lock.release()
     finally:
         if address_ctx is not None:
             address_ctx.__exit__(None, None, None)
     return results
+
+
+def _stream_source(name: Path, inbox: Path) -> Path | None:
+    """The file of a streamed pass: still ``NAME.part``, or ``NAME`` once renamed; None (and the claim dropped)
+    when neither is there any more (processed and moved by an earlier run)."""
+    for p in (name.with_name(name.name + PART), name):
+        if p.exists():
+            return p
+    _release_stream(inbox, name)
+    return None
+
+
+def _release_stream(inbox: Path, path: Path | None) -> None:
+    """Drop the stream claim of ``path``'s pass once it is no longer in the inbox (done, failed or gone)."""
+    if path is None:
+        return
+    name = final_name(path).name
+    if not (inbox / name).exists() and not (inbox / (name + PART)).exists():
+        try:
+            (inbox / STREAMS / name).rmdir()
+        except OSError:
+            pass
 
 
 def _refuse_outside_roots(path: Path, inbox: Path) -> bool:
@@ -167,7 +256,8 @@ def _refuse_outside_roots(path: Path, inbox: Path) -> bool:
     return False
 
 
-def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOptions | None, address: str) -> dict:
+def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOptions | None, address: str,
+                 stale_after_s: float | None = None) -> dict:
     log = get_run_logger()
     runner = make_task_runner(address)
     if is_supplement(path, products):
@@ -175,7 +265,7 @@ def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOption
     try:
         summary = process_pass.with_options(task_runner=runner)(str(path), str(products), options)
     except GSPError as exc:
-        dest = _move(path, inbox / FAILED)
+        dest = _move(final_name(path) if final_name(path).exists() else path, inbox / FAILED)
         write_text_atomic(dest.with_name(dest.name + ".error.txt"), f"{type(exc).__name__}: {exc}\n")
         log.error("Inbox: %s could not be processed (%s); moved to %s", path.name, exc, dest.parent)
         return {"pass": path.name, "status": "failed", "error": str(exc), "moved_to": str(dest)}
@@ -183,10 +273,19 @@ def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOption
         log.error("Inbox: processing %s stopped (%s: %s); it stays in processing/ and the next sweep resumes it",
                   path.name, type(exc).__name__, exc)
         return {"pass": path.name, "status": "interrupted", "error": f"{type(exc).__name__}: {exc}"}
-    dest = _move(path, inbox / DONE)
-    log.info("Inbox: %s -> %s (%d of %d tiles); moved to %s", path.name, summary["product"], summary["tiles_ok"],
-             summary["tiles_total"], dest.parent)
-    return {"pass": path.name, "status": "done", "product": summary["product"], "report": summary["report"],
+    done_path = final_name(path) if final_name(path).exists() else path  # a stream: renamed by its writer
+    if done_path.name.endswith(PART) and (stale_after_s is None or time.time() - done_path.stat().st_mtime
+                                          < stale_after_s):
+        # ended by its trailer: the writer renames it next; the claim stays and a later sweep moves it
+        log.info("Inbox: %s -> %s (%d of %d tiles); left in the inbox until its writer renames it",
+                 final_name(path).name, summary["product"], summary["tiles_ok"], summary["tiles_total"])
+        return {"pass": final_name(path).name, "status": "done", "product": summary["product"],
+                "report": summary["report"], "tiles_lost": summary["tiles_lost"], "exit_code": summary["exit_code"],
+                "already_complete": summary["status"] == "already-complete", "moved_to": None}
+    dest = _move(done_path, inbox / DONE)
+    log.info("Inbox: %s -> %s (%d of %d tiles); moved to %s", done_path.name, summary["product"],
+             summary["tiles_ok"], summary["tiles_total"], dest.parent)
+    return {"pass": done_path.name, "status": "done", "product": summary["product"], "report": summary["report"],
             "tiles_lost": summary["tiles_lost"], "exit_code": summary["exit_code"],
             "already_complete": summary["status"] == "already-complete", "moved_to": str(dest)}
 
@@ -252,3 +351,59 @@ def run_sweep(inbox: str | Path | None, products: str | Path | None, options: Pr
     """One watcher sweep without a deployment (``gsp serve --once``); None: the station's roots."""
     with prefect_api():
         return watch_inbox(inbox and str(inbox), products and str(products), options, **kwargs)
+
+
+class InboxTrigger:
+    """Starts a sweep within a second of something new landing in the inbox, instead of at the next interval.
+
+    A daemon thread lists the inbox every ``poll_s`` seconds (a ``stat`` of one folder: no load) and, when a file
+    it has not seen appears (a ``NAME.part`` starting to arrive, a renamed or copied pass), calls ``sweep()``
+    (``gsp serve`` starts a run of its watch-inbox deployment) and emits the Prefect event
+    ``gsp.inbox.arrived`` naming the files. The interval schedule stays as the safety net; two sweeps at once
+    are safe (exactly once, see the module docstring)."""
+
+    def __init__(self, inbox: str | Path, sweep, *, poll_s: float = 0.5, station: str = "") -> None:
+        import threading
+
+        self.inbox, self.sweep, self.poll_s, self.station = Path(inbox), sweep, poll_s, station
+        self._stop = threading.Event()
+        self._seen = self._names()
+        self.thread = threading.Thread(target=self._loop, name="gsp-inbox-trigger", daemon=True)
+
+    def _names(self) -> set[str]:
+        try:
+            return {e.name for e in os.scandir(self.inbox) if e.is_file() and not e.name.startswith(".")
+                    and not e.name.endswith((".tmp", ".error.txt"))}
+        except OSError:
+            return set()
+
+    def start(self) -> "InboxTrigger":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        import logging
+
+        log = logging.getLogger(__name__)
+        while not self._stop.wait(self.poll_s):
+            names = self._names()
+            new = sorted(names - self._seen)
+            self._seen = names
+            if not new:
+                continue
+            try:
+                self.sweep(new)
+            except Exception as exc:  # noqa: BLE001 - the interval sweep is the safety net
+                log.warning("Inbox: %s arrived but no sweep could be started (%s); the next scheduled sweep "
+                          "takes it", ", ".join(new), exc)
+            if os.environ.get("PREFECT_API_URL"):  # a station's server: the event shows in its event feed
+                try:
+                    from prefect.events import emit_event
+
+                    emit_event("gsp.inbox.arrived", resource={"prefect.resource.id": f"gsp.inbox.{self.station}",
+                                                              "gsp.station": self.station}, payload={"files": new})
+                except Exception as exc:  # noqa: BLE001 - an event is a courtesy
+                    log.debug("inbox event not sent: %s", exc)

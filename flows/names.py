@@ -4,7 +4,7 @@ Flow runs are named when they start (Prefect calls these functions with the run'
 context, after the parameters' root checks, before the flow's body):
 
 * ``process-pass``: ``<pass_id> @ <product version>``, e.g. ``pass-0417 @ demo-elic-l0032-05285ac1__demo-inn-l0032-v3-8c1f...-s0-t0p5-h32``
-  (the version names codec, enhancer, seed, temperature and halo: :func:`flows.process_pass.product_version`);
+  (the version names codec, enhancer, seed, temperature and halo: :func:`flows.identity.product_version`);
 * ``reprocess-archive``: ``reprocess <archive> [<since>..<until>] -> <enhancer>``;
 * ``watch-inbox``: ``sweep <inbox>``;
 * ``train-codec``, ``train-enhancer``, ``evaluate`` (the application's jobs, :mod:`gsp.jobs`):
@@ -54,26 +54,12 @@ def _options(params: dict):
 
 
 def pass_label(pass_path: str, options) -> tuple[str, list[str]]:
-    """(run name, tags) of a process-pass run: reads the pass header and the registry, hashes an enhancer given
-    as a file; never loads a model (the flow does, and fails there when a checkpoint is wrong)."""
-    from groundstation.container import PassReader
-    from groundstation.fileio import sha256_file
-    from groundstation.registry import load_registry, resolve_model
+    """(run name, tags) of a process-pass run, from the run's identity (:func:`flows.identity.resolve_run`,
+    without loading a model: the flow does, and fails there when a checkpoint is wrong)."""
+    from .identity import pass_header, resolve_run
 
-    from .process_pass import FALLBACK_TEMPERATURE, ModelRef, product_version
-
-    header = PassReader(pass_path).header
-    cname, cpath, _, _ = resolve_model(options.codec or header.codec.name, "codec")
-    codec = ModelRef(cname, str(cpath), header.codec.sha256, {})
-    enh, opts = None, options
-    if options.enhance:
-        ename, epath, esha = resolve_model(options.enhancer, "enhancer")[:3]
-        enh = ModelRef(ename, str(epath), esha or sha256_file(epath), {})
-        if opts.temperature is None:  # as with_operating_point decides it (without its log line)
-            point = load_registry().operating_point(enh.sha256)
-            opts = opts.model_copy(update={"temperature": point[1] if point else FALLBACK_TEMPERATURE})
-    name = f"{header.pass_id} @ {product_version(codec, enh, opts)}"
-    return name, station_tags(codec=codec.name, enhancer=enh.name if enh else None)
+    plan = resolve_run(pass_header(pass_path), options, load=False)
+    return plan.label, station_tags(codec=plan.codec.name, enhancer=plan.enhancer.name if plan.enhancer else None)
 
 
 def _tag_run(tags: list[str]) -> None:
@@ -116,9 +102,9 @@ def supplement_run_name() -> str:
     params = _params()
     path = str(params.get("supplement_path", "supplement"))
     try:
-        from groundstation.container import PassReader
+        from .identity import pass_header
 
-        header = PassReader(path).header
+        header = pass_header(path)
         tiles = header.supplement.tiles if header.supplement else []
         _tag_run(station_tags())
         return f"{header.pass_id} + tiles {','.join(str(t) for t in tiles) or '?'}"

@@ -17,13 +17,62 @@ import pandas as pd
 
 from groundstation.product import gdal_view_path
 
-__all__ = ["artifact_key", "render_report", "table_rows"]
+__all__ = ["RunProgress", "artifact_key", "render_report", "table_rows"]
 
 
 def artifact_key(pass_id: str, what: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     s = re.sub(r"[^a-z0-9]+", "-", pass_id.lower()).strip("-")[:48] or "pass"
     return f"gsp-{s}-{what}"
+
+
+class RunProgress:
+    """A run's progress in tiles: the ``gsp-<pass>-progress`` artifact (its description says how many tiles were
+    received, decoded and enhanced; updated at most every ``every_s`` seconds and at the end), a log line every
+    ``log_every_s`` seconds while a pass arrives, and, for an operator who started the run in a terminal, a
+    console bar (served runs have no terminal). Call :meth:`tiles` as counts change, :meth:`close` at the end."""
+
+    def __init__(self, pass_id: str, n_tiles: int, stages: int = 2, *, every_s: float = 1.0,
+                 log_every_s: float = 10.0, log=None) -> None:
+        import sys
+
+        from prefect.artifacts import create_progress_artifact
+        from tqdm import tqdm
+
+        self.pass_id, self.n, self.stages = pass_id, n_tiles, stages
+        self.id = create_progress_artifact(0.0, key=artifact_key(pass_id, "progress"),
+                                           description=f"Pass {pass_id}: waiting for tiles")
+        self.every_s, self.log_every_s, self.log = every_s, log_every_s, log
+        self._sent = self._logged = 0.0
+        self._last: tuple = ()
+        self._bar = tqdm(total=n_tiles * stages, desc=f"pass {pass_id}", unit="tile",
+                         disable=not sys.stderr.isatty(), leave=False)
+
+    def text(self, received: int, decoded: int, enhanced: int) -> str:
+        done = f"{received} of {self.n} tiles received, {decoded} decoded"
+        return f"Pass {self.pass_id}: {done}" + (f", {enhanced} enhanced" if self.stages > 1 else "")
+
+    def tiles(self, received: int, decoded: int, enhanced: int, *, final: bool = False) -> None:
+        import time
+
+        from prefect.artifacts import update_progress_artifact
+
+        done = decoded + (enhanced if self.stages > 1 else 0)
+        self._bar.update(done - self._bar.n)
+        self._last = (received, decoded, enhanced)
+        now = time.monotonic()
+        if final or now - self._sent >= self.every_s:
+            pct = min(100.0, 100.0 * done / (self.n * self.stages)) if self.n else 100.0
+            update_progress_artifact(self.id, pct, description=self.text(received, decoded, enhanced))
+            self._sent = now
+        if self.log is not None and received < self.n and now - self._logged >= self.log_every_s:
+            self.log.info("%s", self.text(received, decoded, enhanced))
+            self._logged = now
+
+    def close(self) -> None:
+        if self._last:
+            self.tiles(*self._last, final=True)
+        self._bar.close()
 
 
 def _clean(v):
@@ -49,6 +98,16 @@ def _fmt(v, spec: str = ".3f") -> str:
     return format(v, spec)
 
 
+def _timeliness_lines(when: dict | None) -> list[str]:
+    """The report's timeliness line: from the pass's last byte to the complete product."""
+    if not when or when.get("latency_s") is None:
+        return []
+    seen = f"; header seen {when['header_seen']} (processed while arriving)" if when.get("header_seen") else ""
+    return [f"- timeliness: **product {_fmt(when['latency_s'], '.1f')} s after the last byte** "
+            f"(last byte {when['last_byte']}, first tile decoded {when.get('first_tile_decoded') or '-'}, "
+            f"product complete {when['product_complete']}{seen}; acquired {when['acquisition_time']})"]
+
+
 def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = None) -> str:
     """The run's markdown report (also written next to the product)."""
     s = summary
@@ -71,6 +130,7 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
         f"- devices: decode {s['devices'].get('decode') or '-'}, enhance {s['devices'].get('enhance') or '-'}",
         f"- time: {_fmt(s['timings']['total_s'], '.1f')} s in all; batches run {s['batches']['run']}, "
         f"reused from an earlier run {s['batches']['skipped']}, failed {s['batches']['failed']}",
+        *_timeliness_lines(s.get("timeliness")),
         "",
         "## Quality",
         "",

@@ -17,18 +17,17 @@ from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from groundstation.config import load_station
-from groundstation.container import PassReader
 from groundstation.errors import ConfigError, GSPError, PassFormatError
 from groundstation.product import status
 
 from .access import ArchiveDir, PathNotAllowed, ProductsDir, roots_in_force
 from .cluster import dask_address as cluster_address
 from .cluster import make_task_runner
+from .identity import pass_header, resolve_run
 from .names import reprocess_run_name
-from .options import station_options
+from .options import ProcessOptions, station_options
+from .process_pass import process_pass
 from .runtime import prefect_api
-from .process_pass import (ProcessOptions, process_pass, product_paths, product_version, resolve_models,
-                           with_operating_point)
 
 __all__ = ["parse_when", "reprocess_archive", "run_reprocess", "select_passes"]
 
@@ -74,7 +73,7 @@ def select_passes(archive: str | Path, glob: str = "**/*", since: str | None = N
     out, notes = [], []
     for path in candidates:
         try:
-            header = PassReader(path).header
+            header = pass_header(path)
         except PassFormatError as exc:
             notes.append(f"{path.name}: not a pass container ({str(exc)[:120]})")
             continue
@@ -132,14 +131,13 @@ def reprocess_archive(archive: ArchiveDir | None = None, products: ProductsDir |
     for n in notes:
         log.info("Archive: skipping %s", n)
     log.info("Archive %s: %d passes selected (glob %r, since %s, until %s)", archive, len(passes), glob, since, until)
-    models: dict[tuple, tuple] = {}
+    checked: set[tuple] = set()
     rows, todo = [], []
     for path, header in passes:
         key = (options.codec or header.codec.name, header.codec.sha256)
-        if key not in models:
-            models[key] = resolve_models(header, options)  # a wrong checkpoint fails here, before any work
-        version = product_version(*models[key], with_operating_point(options, models[key][1]))
-        paths = product_paths(products, header.pass_id, version)
+        # each codec's checkpoints are loaded once: a wrong one fails here, before any work
+        paths = resolve_run(header, options, products, load=key not in checked).paths
+        checked.add(key)
         if status(paths.product) == "complete":
             rows.append({"pass": str(path), "pass_id": header.pass_id, "status": "skipped",
                          "product": str(paths.product), "reason": "product of this version is complete"})

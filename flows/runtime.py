@@ -17,7 +17,55 @@ from typing import Iterator
 from groundstation.config import STATION_ENV, load_station, station_path
 from groundstation.errors import OrchestrationError
 
-__all__ = ["local_prefect_server", "prefect_api", "server_env", "start_api_early"]
+__all__ = ["announce_server", "local_prefect_server", "prefect_api", "server_env", "start_api_early", "station_server"]
+
+#: Where ``gsp serve`` says which Prefect API it uses (in the station's home folder), for one-shot commands.
+SERVE_FILE = "serve.json"
+
+
+def _serve_file():
+    from pathlib import Path
+
+    return Path(load_station().roots.home) / SERVE_FILE
+
+
+@contextlib.contextmanager
+def announce_server(url: str) -> Iterator[None]:
+    """While ``gsp serve`` runs: write its API URL and pid to the station's ``serve.json``, so that ``gsp process``
+    and the other one-shot commands use that server (no start-up, runs in the station's UI); removed on exit."""
+    import json
+
+    from groundstation.fileio import write_text_atomic
+
+    path = _serve_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"api_url": url, "pid": os.getpid()}) + "\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+
+
+def station_server(timeout_s: float = 1.0) -> str | None:
+    """The API URL of this station's running ``gsp serve`` (its ``serve.json``, a live pid and a healthy API),
+    or None."""
+    import json
+    import urllib.request
+
+    if "station" in _EARLY:
+        return _EARLY["station"]
+    url = None
+    try:
+        info = json.loads(_serve_file().read_text())
+        os.kill(int(info["pid"]), 0)
+        with urllib.request.urlopen(f"{info['api_url']}/health", timeout=timeout_s) as r:
+            url = info["api_url"] if r.status == 200 else None
+    except (OSError, ValueError, KeyError, TypeError):
+        url = None
+    _EARLY["station"] = url
+    return url
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +80,7 @@ def start_api_early() -> None:
     it (with the same time limit and error). Does nothing when a server is configured or a start is under way."""
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value() or "start" in _EARLY:
+    if PREFECT_API_URL.value() or "start" in _EARLY or station_server():
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -63,6 +111,12 @@ def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None
     url = PREFECT_API_URL.value()
     if url:
         yield url
+        return
+    url = station_server()
+    if url:  # gsp serve is running: its server, at once, and the run shows in the station's UI
+        log.info("using the station's Prefect server at %s (gsp serve)", url)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
         return
     from prefect.server.api.server import SubprocessASGIServer
 

@@ -12,7 +12,10 @@ from typing import Any, Callable
 
 from tasks.plan import STAGES, Batch
 
-__all__ = ["BatchScheduler", "RunInterrupted", "hook_value"]
+__all__ = ["BatchScheduler", "RunInterrupted", "STOP_AFTER_ENV", "hook_value"]
+
+#: Test hook (environment of the flow process): stop after N batches, as a run killed half way would.
+STOP_AFTER_ENV = "GSP_TEST_STOP_AFTER_BATCHES"
 
 
 class RunInterrupted(RuntimeError):
@@ -40,8 +43,16 @@ class BatchScheduler:
     failures: dict[str, str] = field(default_factory=dict)
     ran: list[str] = field(default_factory=list)
 
-    def run(self, batches: list[Batch], already: dict[str, Any]) -> None:
-        """``already``: results of batches done by an earlier run (their markers); those are not resubmitted."""
+    def run(self, batches: list[Batch], already: dict[str, Any],
+            on_progress: Callable[[int, int], None] | None = None,
+            more: Callable[[], list[Batch] | None] | None = None, poll_s: float = 0.25) -> None:
+        """``already``: results of batches done by an earlier run (their markers); those are not resubmitted.
+        ``on_progress``: replaces the scheduler's own for this call. ``more``: where batches come from while
+        the run goes on (a pass still arriving): called after every finished batch and every ``poll_s`` seconds
+        while waiting, it returns batches to add (their dependencies are batches already added), or None once
+        no more will come; the run ends when that source is done and nothing is left."""
+        if on_progress is not None:
+            self.on_progress = on_progress
         self.results.update(already)
         total = len(batches)
         pending = [b for b in batches if b.key not in already]
@@ -51,8 +62,21 @@ class BatchScheduler:
         done_q: queue.Queue = queue.Queue()
         finished_here = 0
         stopping = False
+        source_done = more is None
+
+        def add(new: list[Batch] | None) -> bool:
+            nonlocal total
+            if new is None:
+                return True
+            pending.extend(b for b in new if b.key not in self.results)
+            total += len(new)
+            pending.sort(key=lambda b: (rank[b.stage], b.index))
+            return False
+
+        if not source_done:
+            source_done = add(more())
         self._progress(total)
-        while pending or in_flight:
+        while pending or in_flight or not source_done:
             if not stopping:
                 for b in list(pending):
                     if len(in_flight) >= self.max_in_flight:
@@ -62,25 +86,34 @@ class BatchScheduler:
                         fut.add_done_callback(done_q.put)
                         in_flight[fut] = b
                         pending.remove(b)
-            if not in_flight:
+            if not in_flight and source_done:
                 if stopping:
                     break
                 raise RuntimeError(f"batches {[b.key for b in pending]} wait for batches that are not planned")
-            fut = done_q.get()
-            b = in_flight.pop(fut)
             try:
-                self.results[b.key] = fut.result()
-            except Exception as exc:  # noqa: BLE001 - the task's error, or a worker that died (KilledWorker)
-                self.failures[b.key] = f"{type(exc).__name__}: {str(exc)[:300]}"
-                if self.on_failure is not None:  # before any dependent batch is submitted
-                    self.on_failure(b, self.failures[b.key])
-            self.ran.append(b.key)
-            finished_here += 1
-            self._progress(total)
-            if self.stop_after is not None and finished_here >= self.stop_after:
-                stopping = True
+                fut = done_q.get(timeout=None if source_done else poll_s)
+            except queue.Empty:
+                fut = None
+            if fut is not None:
+                b = in_flight.pop(fut)
+                try:
+                    self.results[b.key] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - the task's error, or a worker that died (KilledWorker)
+                    self.failures[b.key] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    if self.on_failure is not None:  # before any dependent batch is submitted
+                        self.on_failure(b, self.failures[b.key])
+                self.ran.append(b.key)
+                finished_here += 1
+                if self.stop_after is not None and finished_here >= self.stop_after:
+                    stopping = True
+            if not source_done and not stopping:
+                source_done = add(more())
+            elif stopping:
+                source_done = True
+            if fut is not None or more is not None:
+                self._progress(total)
         if stopping and (pending or len(self.results) + len(self.failures) < total):
-            raise RunInterrupted(f"stopped after {finished_here} batches on request (GSP_TEST_STOP_AFTER_BATCHES); "
+            raise RunInterrupted(f"stopped after {finished_here} batches on request ({STOP_AFTER_ENV}); "
                                  "run again to finish")
 
     def _progress(self, total: int) -> None:

@@ -17,7 +17,7 @@ applies it to every product of that pass under the products folder whose lost ti
    a newly decoded tile: their cores and the neighbours whose halo reads it (same core size, halo, seed and
    temperature as the product's run, so the same windows); with a reference scene, ``evaluate-tiles`` redoes
    the metrics of the tiles whose pixels changed;
-4. then what ``process-pass`` writes at its end (:func:`flows.process_pass.deliver`): overview pyramid, COG when
+4. then what ``process-pass`` writes at its end (:func:`flows.delivery.deliver`): overview pyramid, COG when
    the product had one, metrics Parquet (the affected tiles' rows replaced), station history, report, lost
    tiles GeoJSON (removed when none is left), STAC Item, and the complete flag.
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,21 +44,19 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from groundstation.container import PassHeader, PassReader
+from groundstation.decode import TileOutcome
 from groundstation.errors import PassFormatError, ProductError
-from groundstation.metrics import TileMetrics, read_parquet, summarize_passes, tiles_frame
-from tasks.decode import decode_tiles
-from tasks.enhance import enhance_windows
-from tasks.evaluate import evaluate_tiles
-from tasks.plan import PassInfo, chunked, enhancement_windows, read_pass_info, tiles_in_box
-from tasks.state import ExclusiveLock, LockHeld
+from groundstation.metrics import read_parquet, summarize_passes, tiles_frame
+from tasks.plan import PassInfo, read_pass_info, tiles_in_box
 
-from .cluster import cluster_info, gpu_annotation, make_task_runner
+from .cluster import cluster_info, make_task_runner
 from .cluster import dask_address as cluster_address
-from .names import batch_task_name, supplement_run_name
+from .delivery import deliver, pass_totals
+from .identity import ProductPaths, product_paths, resolve_run
+from .names import supplement_run_name
 from .options import ProcessOptions
-from .process_pass import (EXIT_OK, EXIT_TILES_LOST, ProductPaths, deliver, outcome_totals, product_paths,
-                           product_version, resolve_models)
 from .runtime import prefect_api
+from .stages import TileStages, product_lock
 
 __all__ = ["PENDING_ATTR", "SupplementTarget", "apply_supplement", "is_supplement", "plan_supplement",
            "run_apply_supplement"]
@@ -206,10 +204,6 @@ def _set_attrs(store: Path, attrs: dict) -> None:
     zarr.consolidate_metadata(str(store))  # readers use the consolidated metadata of a finished product
 
 
-def _box(b) -> tuple[int, int, int, int]:
-    return (b.y0, b.y1, b.x0, b.x1)
-
-
 @flow(name="apply-supplement", task_runner=make_task_runner(), validate_parameters=True,
       flow_run_name=supplement_run_name)
 def apply_supplement(supplement_path: str, products: str) -> list[dict]:
@@ -222,198 +216,123 @@ def apply_supplement(supplement_path: str, products: str) -> list[dict]:
     out = []
     for target in plan.targets:
         paths = product_paths(products, plan.info.header.pass_id, target.version)
-        try:
-            lock = ExclusiveLock(paths.lock).acquire()
-        except LockHeld as exc:
-            raise ProductError(f"{target.product} is being written by another run ({exc.holder}); apply the "
-                               "supplement once it is done") from None
-        try:
+        with product_lock(paths, "apply the supplement once it is done"):
             out.append(_apply_one(supplement_path, plan.info, target, paths, products))
-        finally:
-            lock.release()
     return out
+
+
+def _stored_outcomes(attrs: dict) -> dict[int, TileOutcome]:
+    """The decode outcome of every tile as the product's first run recorded it (``gsp_tiles``, lost details)."""
+    details = {d["tile"]: d.get("detail", "") for d in attrs.get("gsp_summary", {}).get("lost", [])}
+    return {int(t): TileOutcome(tile=int(t), status=o["status"], bytes=o.get("bytes") or 0,
+                                decode_ms=math.nan if o.get("decode_ms") is None else o["decode_ms"],
+                                detail=details.get(int(t), ""))
+            for t, o in attrs.get("gsp_tiles", {}).items()}
 
 
 def _apply_one(supplement_path: str, info: PassInfo, target: SupplementTarget, paths: ProductPaths,
                products: str) -> dict:
     log = get_run_logger()
     t0 = time.perf_counter()
-    sup = info.header
+    sup, name = info.header, Path(supplement_path).name
     attrs = _attrs(target.product)  # again, under the lock
     if attrs.get("gsp_status") != "complete" and not target.pending:
         raise ProductError(f"{target.product} changed while the supplement waited for it; apply it again")
     header = PassHeader.model_validate(attrs["gsp_pass"])  # the pass as first processed
     summary = dict(attrs["gsp_summary"])
-    opts = ProcessOptions.model_validate(attrs["gsp_run"]["options"])
-    codec, enh = resolve_models(header, opts)  # the product's own models (a changed checkpoint fails here)
-    version = product_version(codec, enh, opts)
-    if version != target.version:
-        raise ProductError(f"{target.product}: its models resolve to version {version} now; the supplement "
+    # the product's own models and options (a changed checkpoint fails here)
+    plan = resolve_run(header, ProcessOptions.model_validate(attrs["gsp_run"]["options"]), products)
+    if plan.version != target.version:
+        raise ProductError(f"{target.product}: its models resolve to version {plan.version} now; the supplement "
                            "needs the checkpoints the product was made with")
+    opts = plan.options
     if opts.reference and not Path(opts.reference).is_file():
         raise ProductError(f"{target.product} was evaluated against {opts.reference}, which is gone; the "
                            "metrics of the resent tiles could not be computed")
-    arrays = ("decoded", "enhanced") if enh else ("decoded",)
-    product, state = str(paths.product), str(paths.state)
     tiles = target.tiles
-    log.info("Supplement %s: tiles %s of pass %s into %s", Path(supplement_path).name, _fmt(tiles),
-             sup.pass_id, product)
+    log.info("Supplement %s: tiles %s of pass %s into %s", name, _fmt(tiles), sup.pass_id, paths.product)
     _set_attrs(paths.product, {"gsp_status": "incomplete", PENDING_ATTR: {
-        "name": Path(supplement_path).name, "pass_uid": sup.pass_uid, "tiles": tiles}})
+        "name": name, "pass_uid": sup.pass_uid, "tiles": tiles}})
     shutil.rmtree(paths.state, ignore_errors=True)
 
     cluster = cluster_info()
-    use_gpu = opts.device != "cpu" and cluster["gpus"] > 0
-    # ---- decode the resent tiles
-    futures = [decode_tiles.with_options(task_run_name=batch_task_name(decode_tiles.name, i)).submit(
-        str(supplement_path), product, state, i, {t: info.records[t] for t in batch}, codec.path, codec.sha256,
-        synthesis=opts.synthesis, use_gpu=use_gpu) for i, batch in enumerate(chunked(tiles, opts.tiles_per_batch))]
-    new = {o["tile"]: o for f in futures for o in f.result()["outcomes"]}
-    decoded_ok = sorted(t for t, o in new.items() if o["status"] == "ok")
+    core_tiles = max(1, int(summary["enhancer"]["core"]) // header.tiling.tile_size) if plan.enhancer else 1
+    stages = TileStages(plan, str(supplement_path), info.records, use_gpu=opts.device != "cpu" and cluster["gpus"] > 0,
+                        core_tiles=core_tiles, known=_stored_outcomes(attrs))
+    # ---- the resent tiles first: which windows to redo depends on which of them decode
+    decode = stages.decode_batches(tiles)
+    stages.run(decode)
+    new = {t: stages.outcomes[t] for t in tiles}
+    decoded_ok = sorted(t for t, o in new.items() if o.status == "ok")
     for t, o in new.items():
-        if o["status"] != "ok":
-            log.warning("Supplement: tile %d lost again: %s (%s)", t, o["status"], o["detail"])
-
-    # ---- re-enhance the windows whose read box touches a newly decoded tile
-    enhanced: dict[int, tuple[dict, str]] = {}
-    affected: list[int] = []
-    n_enhance = n_evaluate = 0
-    windows = []
-    core_tiles = 1
-    if enh is not None:
-        core_tiles = max(1, int(summary["enhancer"]["core"]) // header.tiling.tile_size)
-        windows = enhancement_windows(header, opts.halo, core_tiles)
-        fresh = set(decoded_ok)
-        affected = [i for i, w in enumerate(windows) if fresh & set(tiles_in_box(header, w.read))]
-        per_batch = max(1, opts.tiles_per_batch // (core_tiles * core_tiles))
-        efutures = []
-        for k, wins in enumerate(chunked(affected, per_batch)):
-            covered = sorted(n for w in wins for n in tiles_in_box(header, windows[w].core))
-            with gpu_annotation(use_gpu):
-                efutures.append(enhance_windows.with_options(
-                    task_run_name=batch_task_name(enhance_windows.name, k)).submit(
-                    product, state, k, [(_box(windows[w].core), _box(windows[w].read)) for w in wins],
-                    [(t, header.tile_window(t)) for t in covered], enh.path, enh.sha256, seed=opts.seed,
-                    temperature=opts.temperature, use_gpu=use_gpu, threads=opts.threads))
-        n_enhance = len(efutures)
-        for f in efutures:
-            r = f.result()
-            for t in r["tiles"]:
-                enhanced[t["tile"]] = (t, r.get("device", ""))
-        log.info("Supplement: %d of %d enhancement windows recomputed (%s)", len(affected), len(windows),
+        if o.status != "ok":
+            log.warning("Supplement: tile %d lost again: %s (%s)", t, o.status, o.detail)
+            stages.outcomes[t] = replace(o, detail=f"{o.detail} (resent in {name})")
+    # ---- then the enhancement windows whose read box touches a newly decoded tile, and the metrics of the
+    # tiles whose pixels changed (with the reference scene, as the run did)
+    fresh = set(decoded_ok)
+    affected = [i for i, w in enumerate(stages.windows) if fresh & set(tiles_in_box(header, w.read))]
+    enhance = stages.enhance_batches(decode, affected) if affected else []
+    changed = sorted(set(new) | {t for b in enhance for t in b.tiles})
+    evaluate = stages.evaluate_batches(changed, decode + enhance)
+    stages.run(enhance + evaluate)
+    if plan.enhancer:
+        log.info("Supplement: %d of %d enhancement windows recomputed (%s)", len(affected), len(stages.windows),
                  _fmt(affected))
 
-    # ---- outcomes of every tile: the product's, with the resent ones replaced
-    lost_before = {d["tile"]: d for d in summary.get("lost", [])}
-    outcomes: dict[int, dict] = {}
-    for t, o in attrs.get("gsp_tiles", {}).items():
-        t = int(t)
-        outcomes[t] = {"tile": t, "status": o["status"], "bytes": o.get("bytes") or 0,
-                       "decode_ms": math.nan if o.get("decode_ms") is None else o["decode_ms"],
-                       "detail": lost_before.get(t, {}).get("detail", "")}
-    for t, o in new.items():
-        outcomes[t] = {**o, "detail": o["detail"] if o["status"] == "ok" else
-                       f"{o['detail']} (resent in {Path(supplement_path).name})"}
-    changed = sorted(set(new) | set(enhanced))  # tiles whose rows are redone
-
-    # ---- metrics of the changed tiles (with the reference scene, as the run did)
-    evaluated: dict[tuple[int, str], dict] = {}
-    perceptual = None
-    if opts.reference:
-        todo = []
-        for t in changed:
-            o = outcomes[t]
-            if o["status"] != "ok":
-                continue
-            e, edev = enhanced.get(t, (None, ""))
-            todo.append({"tile": t, "window": header.tile_window(t), "bytes": o["bytes"],
-                         "decode_ms": o["decode_ms"], "decode_device": "cpu",
-                         "enhance_ms": e["enhance_ms"] if e else math.nan, "enhance_device": edev})
-        vfutures = []
-        for k, batch in enumerate(chunked(todo, opts.tiles_per_batch) if todo else []):
-            with gpu_annotation(use_gpu):
-                vfutures.append(evaluate_tiles.with_options(
-                    task_run_name=batch_task_name(evaluate_tiles.name, k)).submit(
-                    product, opts.reference, state, k, header.bands.model_dump(), list(batch),
-                    pass_id=header.pass_id, product_version=version, products=arrays, use_gpu=use_gpu,
-                    threads=opts.threads))
-        n_evaluate = len(vfutures)
-        for f in vfutures:
-            r = f.result()
-            perceptual = perceptual or r.get("perceptual")
-            for row in r["rows"]:
-                evaluated[(row["tile_index"], row["product"])] = row
+    # ---- the metrics table: the changed tiles' rows replaced
+    recomputed = {t for b in enhance for t in b.tiles}
+    replace_rows = [(t, p) for t in changed for p in plan.arrays
+                    if (t, p) in stages.evaluated or (p == "decoded" and t in new)
+                    or (p == "enhanced" and (t in new or t in recomputed))]
     old = read_parquet(paths.metrics)
-    perceptual = perceptual or _perceptual_of(paths.metrics)
-    rows = []
-    replace = set()
-    for t in changed:
-        o = outcomes[t]
-        r0, r1, c0, c1 = header.tile_window(t)
-        e, edev = enhanced.get(t, (None, ""))
-        for name in arrays:
-            if name == "decoded" and t not in new and (t, name) not in evaluated:
-                continue  # a tile that was intact: its decoded pixels and row are as they were
-            replace.add((t, name))
-            row = evaluated.get((t, name))
-            if row is not None:
-                rows.append(TileMetrics(**{k: v for k, v in row.items() if k != "bpp"}))
-                continue
-            ok = o["status"] == "ok"
-            if name == "enhanced" and e is None and t not in new:  # not recomputed: its row is kept
-                replace.discard((t, name))
-                continue
-            rows.append(TileMetrics(
-                pass_id=header.pass_id, tile_index=t, product=name, product_version=version,
-                height=r1 - r0, width=c1 - c0, compressed_bytes=int(o.get("bytes") or 0),
-                decode_ms=o.get("decode_ms", math.nan) if ok else math.nan,
-                enhance_ms=(e["enhance_ms"] if e else math.nan) if name == "enhanced" else math.nan,
-                device=(edev if name == "enhanced" else "cpu") if ok else "",
-                status=o["status"], note=o.get("detail", "") if not ok else ""))
+    perceptual = stages.perceptual or _perceptual_of(paths.metrics)
+    rows = [stages.row(t, p) for t, p in replace_rows]
     import pandas as pd
 
-    keep = ~pd.Series([(int(t), p) in replace for t, p in zip(old["tile_index"], old["product"])], index=old.index)
+    gone = set(replace_rows)
+    keep = ~pd.Series([(int(t), p) in gone for t, p in zip(old["tile_index"], old["product"])], index=old.index)
     tiles_df = pd.concat([old[keep], tiles_frame(rows)], ignore_index=True) if rows else old[keep]
-    order = {n: i for i, n in enumerate(arrays)}
+    order = {n: i for i, n in enumerate(plan.arrays)}
     tiles_df = (tiles_df.assign(_o=tiles_df["product"].map(order)).sort_values(["tile_index", "_o"])
                 .drop(columns="_o").reset_index(drop=True))
     passes_df = summarize_passes(tiles_df)
 
     # ---- the summary, with what came later recorded
-    lost, ok, nbytes, pixels = outcome_totals(header, outcomes)
+    totals = pass_totals(header, stages.outcomes)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     entry = {
-        "file": str(supplement_path), "name": Path(supplement_path).name,
+        "file": str(supplement_path), "name": name,
         "sent": sup.supplement.sent if sup.supplement else None, "applied": now,
         "tiles": tiles, "tiles_ok": decoded_ok, "tiles_still_lost": sorted(set(tiles) - set(decoded_ok)),
-        "windows_recomputed": affected, "windows_total": len(windows), "core_tiles": core_tiles,
-        "batches": {"decode": len(futures), "enhance": n_enhance, "evaluate": n_evaluate},
+        "windows_recomputed": affected, "windows_total": len(stages.windows), "core_tiles": core_tiles,
+        "batches": {"decode": len(decode), "enhance": len(enhance), "evaluate": len(evaluate)},
         "flow_run_id": str(flow_run.id), "seconds": None,
     }
     history = list(attrs.get(SUPPLEMENTS_ATTR) or [])
     if target.pending and history and history[-1].get("name") == entry["name"]:
         history.pop()  # never recorded twice
     summary.update({
-        "status": "complete", "tiles_ok": len(ok), "tiles_lost": len(lost), "lost": lost, "bytes": nbytes,
-        "bpp": nbytes * 8 / pixels if pixels else 0.0, "exit_code": EXIT_TILES_LOST if lost else EXIT_OK,
+        "status": "complete", **{k: totals[k] for k in ("tiles_ok", "tiles_lost", "lost", "bytes", "bpp",
+                                                          "exit_code")},
         "notes": [*summary.get("notes", []), f"tiles {_fmt(decoded_ok)} came later, from the supplement "
                   f"{entry['name']} (sent {entry['sent'] or 'unmarked'}, applied {now}); {len(affected)} of "
-                  f"{len(windows)} enhancement windows recomputed" if decoded_ok else
+                  f"{len(stages.windows)} enhancement windows recomputed" if decoded_ok else
                   f"supplement {entry['name']} applied {now}: tiles {_fmt(tiles)} were lost again"],
         "supplements": [*history, entry],
     })
-    summary["timings"] = {**summary.get("timings", {}),
-                          "decode_ms_sum": round(sum(o["decode_ms"] for o in ok if not math.isnan(o["decode_ms"])), 1)}
-    if enh is not None:
+    summary["timings"] = {**summary.get("timings", {}), "decode_ms_sum": totals["decode_ms_sum"]}
+    if plan.enhancer is not None:
         summary["timings"]["enhance_ms_sum"] = round(float(
             tiles_df.loc[tiles_df["product"] == "enhanced", "enhance_ms"].sum(skipna=True)), 1)
     entry["seconds"] = round(time.perf_counter() - t0, 2)
     before_s = float((attrs["gsp_summary"].get("timings") or {}).get("total_s") or 0.0)
-    result = deliver(paths, header, version, arrays, summary, tiles_df, passes_df, perceptual, outcomes, lost,
-                     cog=bool(summary.get("cog")), reuse_cog=False, t_start=time.perf_counter() - before_s
-                     - entry["seconds"], extra_attrs={PENDING_ATTR: None, SUPPLEMENTS_ATTR: [*history, entry]})
-    log.info("Supplement %s applied to %s: %d of %d tiles now, %d lost", entry["name"], product, len(ok),
-             header.tiling.n_tiles, len(lost))
+    result = deliver(paths, header, plan.version, plan.arrays, summary, tiles_df, passes_df, perceptual,
+                     stages.outcomes, cog=bool(summary.get("cog")), reuse_cog=False,
+                     t_start=time.perf_counter() - before_s - entry["seconds"],
+                     extra_attrs={PENDING_ATTR: None, SUPPLEMENTS_ATTR: [*history, entry]})
+    log.info("Supplement %s applied to %s: %d of %d tiles now, %d lost", entry["name"], paths.product,
+             totals["tiles_ok"], header.tiling.n_tiles, totals["tiles_lost"])
     return result
 
 

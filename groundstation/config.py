@@ -65,6 +65,18 @@ class OrchestrationDefaults(_Strict):
         "are never touched; null: keep every run (a server you start yourself: docs/operations.md)")
 
 
+class DownlinkDefaults(_Strict):
+    """How passes are taken while they arrive (a writer appending to ``NAME.part``)."""
+
+    stale_after_s: float = Field(
+        3600.0, gt=0, le=7 * 86400,
+        description="a pass whose file has not grown for this long has ended (a downlink cut short for good): "
+        "its missing tiles are declared lost and listed for retransmission")
+    batch_window_s: float = Field(
+        2.0, gt=0, le=600, description="records that arrived are decoded at the latest this many seconds after "
+        "the first of them, even when fewer than a batch")
+
+
 #: The station's folders, by what they hold (``roots`` in the station file).
 ROOT_NAMES = ("inbox", "archive", "products", "runs", "weights")
 
@@ -113,6 +125,7 @@ class StationConfig(_Strict):
     encode: EncodeDefaults = EncodeDefaults()
     decode: DecodeDefaults = DecodeDefaults()
     orchestration: OrchestrationDefaults = OrchestrationDefaults()
+    downlink: DownlinkDefaults = DownlinkDefaults()
     roots: RootsConfig = RootsConfig()
 
 

@@ -600,76 +600,124 @@ def _find(f: BinaryIO, start: int, size: int) -> int:
 
 
 def _scan(path: Path, header: PassHeader, start: int) -> ScanResult:
-    res = ScanResult(header=header, size=path.stat().st_size)
-    n_tiles = header.tiling.n_tiles
-    uid = header.uid_bytes
-    crcs: dict[int, int] = {}
-    conflicts: set[int] = set()
-    with open(path, "rb") as f:
-        pos = _find(f, start, res.size)
-        if pos > start:
-            res.problems.append(TileProblem(None, "malformed", f"{pos - start} unframed bytes after the header", start))
-        while pos >= 0:
-            f.seek(pos)
-            frame = f.read(_FRAME.size)
-            if len(frame) < _FRAME.size:
-                res.problems.append(TileProblem(None, "truncated", "file ends inside a record frame", pos))
-                break
-            sync, blen, crc = _FRAME.unpack(frame)
-            body_at = pos + _FRAME.size
-            if blen > MAX_RECORD_BYTES or body_at + blen > res.size:
-                why = "exceeds the record size limit" if blen > MAX_RECORD_BYTES else "runs past the end of the file"
-                index = _peek_index(f, body_at, res.size, n_tiles, crcs)
-                reason = "truncated" if body_at + blen > res.size and blen <= MAX_RECORD_BYTES else "malformed"
-                res.problems.append(TileProblem(index, reason, f"record length {blen} {why}", pos))
-                pos = _find(f, pos + 4, res.size)
-                continue
-            body = f.read(blen)
-            if zlib.crc32(body) != crc:
-                index = _peek_index(f, body_at, res.size, n_tiles, crcs)
-                res.problems.append(TileProblem(index, "crc_mismatch", "record CRC32 mismatch (bit errors)", pos))
-                pos = _find(f, pos + 4, res.size)
-                continue
-            if sync == SYNC_END:
-                if blen == _TRAILER.size:
-                    t_uid, n_rec = _TRAILER.unpack(body)
-                    if t_uid == uid:
-                        res.trailer = True
-                        res.notes.append(f"trailer: the satellite wrote {n_rec} records")
+    return RecordScanner(path, header, start).advance(final=True)
+
+
+class RecordScanner:
+    """Scans a container's records, all at once or while the file still grows (a downlink in progress).
+
+    :meth:`advance` reads what was appended since the last call. With ``final=False`` a record that runs past
+    the current end of the file is not an error: the scan stops before it and resumes there next time, and
+    nothing is declared missing. With ``final=True`` (the pass has ended) the rest is judged as
+    :meth:`PassReader.scan` judges a complete file: truncated records, missing tiles, conflicting duplicates
+    (neither copy kept). A growing file scanned to its end with ``final=True`` gives the same result as one
+    scan of the finished file.
+    """
+
+    def __init__(self, path: str | Path, header: PassHeader, start: int) -> None:
+        self.path = Path(path)
+        self.res = ScanResult(header=header)
+        self._pos = start  # where the next sync marker is looked for
+        self._start = start
+        self._crcs: dict[int, int] = {}
+        self._conflicts: set[int] = set()
+        self._first = True
+
+    @property
+    def records(self) -> dict[int, tuple[int, int]]:
+        return self.res.records
+
+    def advance(self, final: bool = False) -> ScanResult:
+        res, header = self.res, self.res.header
+        n_tiles, uid = header.tiling.n_tiles, header.uid_bytes
+        res.size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            pos = _find(f, self._pos, res.size)
+            if pos < 0 and not final:  # no marker yet: look again from a little before the end next time
+                self._pos = max(self._pos, res.size - 3)
+                return res
+            if self._first:
+                self._first = False
+                if pos > self._start:
+                    res.problems.append(TileProblem(None, "malformed", f"{pos - self._start} unframed bytes after "
+                                                    "the header", self._start))
+            while pos >= 0:
+                f.seek(pos)
+                frame = f.read(_FRAME.size)
+                if len(frame) < _FRAME.size:
+                    if not final:
+                        break
+                    res.problems.append(TileProblem(None, "truncated", "file ends inside a record frame", pos))
+                    pos = -1
+                    break
+                sync, blen, crc = _FRAME.unpack(frame)
+                body_at = pos + _FRAME.size
+                if blen <= MAX_RECORD_BYTES and body_at + blen > res.size and not final:
+                    break  # the rest of this record has not arrived yet
+                if blen > MAX_RECORD_BYTES or body_at + blen > res.size:
+                    why = "exceeds the record size limit" if blen > MAX_RECORD_BYTES else "runs past the end of the file"
+                    index = _peek_index(f, body_at, res.size, n_tiles, self._crcs)
+                    reason = "truncated" if body_at + blen > res.size and blen <= MAX_RECORD_BYTES else "malformed"
+                    res.problems.append(TileProblem(index, reason, f"record length {blen} {why}", pos))
+                    pos = _find(f, pos + 4, res.size)
+                    continue
+                body = f.read(blen)
+                if zlib.crc32(body) != crc:
+                    index = _peek_index(f, body_at, res.size, n_tiles, self._crcs)
+                    res.problems.append(TileProblem(index, "crc_mismatch", "record CRC32 mismatch (bit errors)", pos))
+                    pos = _find(f, pos + 4, res.size)
+                    continue
+                if sync == SYNC_END:
+                    if blen == _TRAILER.size:
+                        t_uid, n_rec = _TRAILER.unpack(body)
+                        if t_uid == uid:
+                            res.trailer = True
+                            res.notes.append(f"trailer: the satellite wrote {n_rec} records")
+                    pos = _find(f, body_at + blen, res.size)
+                    continue
+                self._record(res, body, pos, body_at, blen, crc, n_tiles, uid)
                 pos = _find(f, body_at + blen, res.size)
-                continue
-            try:
-                rec_uid, index = struct.unpack_from("<16sI", body)
-            except struct.error:
-                res.problems.append(TileProblem(None, "malformed", "record too short for its header", pos))
-                pos = _find(f, body_at + blen, res.size)
-                continue
-            if rec_uid != uid:
-                res.problems.append(TileProblem(index if index < n_tiles else None, "foreign",
-                                                f"record of another pass (uid {rec_uid.hex()[:12]}...), ignored", pos))
-            elif index >= n_tiles:
-                res.problems.append(TileProblem(None, "malformed", f"tile index {index} outside 0..{n_tiles - 1}", pos))
-            elif index in crcs:
-                if crcs[index] == crc:
-                    res.notes.append(f"tile {index}: identical duplicate record at offset {pos} ignored")
-                else:
-                    conflicts.add(index)
-                    res.problems.append(TileProblem(index, "conflict", "two different intact records for this tile", pos))
+            if pos >= 0:
+                self._pos = pos
+            elif not final:
+                self._pos = max(self._pos, res.size - 3)
+        if final:
+            self._finish(res, n_tiles)
+        return res
+
+    def _record(self, res: ScanResult, body: bytes, pos: int, body_at: int, blen: int, crc: int, n_tiles: int,
+                uid: bytes) -> None:
+        try:
+            rec_uid, index = struct.unpack_from("<16sI", body)
+        except struct.error:
+            res.problems.append(TileProblem(None, "malformed", "record too short for its header", pos))
+            return
+        if rec_uid != uid:
+            res.problems.append(TileProblem(index if index < n_tiles else None, "foreign",
+                                            f"record of another pass (uid {rec_uid.hex()[:12]}...), ignored", pos))
+        elif index >= n_tiles:
+            res.problems.append(TileProblem(None, "malformed", f"tile index {index} outside 0..{n_tiles - 1}", pos))
+        elif index in self._crcs:
+            if self._crcs[index] == crc:
+                res.notes.append(f"tile {index}: identical duplicate record at offset {pos} ignored")
             else:
-                crcs[index] = crc
-                res.records[index] = (body_at, blen)
-            pos = _find(f, body_at + blen, res.size)
-    for index in conflicts:  # neither copy can be trusted
-        res.records.pop(index, None)
-    reported = {p.tile_index for p in res.problems}
-    cut = any(p.reason == "truncated" for p in res.problems)
-    for index in range(n_tiles):
-        if index not in res.records and index not in reported:
-            detail = "no record for this tile in the pass"
-            res.problems.append(TileProblem(index, "missing", detail + (" (the file is truncated)" if cut else "")))
-    if not res.trailer:
-        res.notes.append("no end-of-pass trailer: the downlink may have been cut short")
-    return res
+                self._conflicts.add(index)
+                res.problems.append(TileProblem(index, "conflict", "two different intact records for this tile", pos))
+        else:
+            self._crcs[index] = crc
+            res.records[index] = (body_at, blen)
+
+    def _finish(self, res: ScanResult, n_tiles: int) -> None:
+        for index in self._conflicts:  # neither copy can be trusted
+            res.records.pop(index, None)
+        reported = {p.tile_index for p in res.problems}
+        cut = any(p.reason == "truncated" for p in res.problems)
+        for index in range(n_tiles):
+            if index not in res.records and index not in reported:
+                detail = "no record for this tile in the pass"
+                res.problems.append(TileProblem(index, "missing", detail + (" (the file is truncated)" if cut else "")))
+        if not res.trailer:
+            res.notes.append("no end-of-pass trailer: the downlink may have been cut short")
 
 
 def _peek_index(f: BinaryIO, body_at: int, size: int, n_tiles: int, have: dict[int, int]) -> int | None:

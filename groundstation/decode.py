@@ -21,15 +21,11 @@ from tqdm import tqdm
 from . import __version__
 from .codec import CODEC_ALIGN, LoadedCodec, TileCodec, load_codec
 from .container import WITNESS_KIND, PassHeader, PassReader, TileRecord, unpack_mask
-from .errors import DesyncError
+from .errors import EXIT_OK, EXIT_TILES_LOST, DesyncError
 from .product import create_product, finalize, open_arrays, write_block
 from .registry import resolve_model
 
 log = logging.getLogger(__name__)
-
-#: ``gsp decode`` exit status: every tile decoded / product written but some tiles lost (see the list).
-EXIT_OK = 0
-EXIT_TILES_LOST = 3
 
 
 @dataclass
@@ -138,6 +134,28 @@ def decode_tile(tc: TileCodec, rec: TileRecord, header: PassHeader) -> tuple[np.
     return np.moveaxis(rgb, -1, 0), valid, out
 
 
+def decode_records(tc: TileCodec, reader: PassReader, tiles, group, *, notes: list[str] | None = None):
+    """Read, decode and verify each of ``tiles`` (whose records ``reader`` can read), write the ``decoded`` and
+    ``valid`` chunks of the ones that decode, and yield each tile's :class:`TileOutcome` (a record that cannot
+    be read is ``malformed``; a tile that fails is not written, so it stays masked). The one tile loop of the
+    single-process decoder and the pipeline's decode task. ``notes``: records without a witness are noted."""
+    header = reader.header
+    for index in tiles:
+        try:
+            rec = reader.read(index)
+        except Exception as exc:  # unpack errors: inconsistent lengths inside an intact frame, or the file changed
+            yield TileOutcome(tile=index, status="malformed", detail=str(exc)[:200])
+            continue
+        if notes is not None and rec.witness is None and header.witness is not None:
+            notes.append(f"tile {index}: record carries no witness")
+        rgb, valid, outcome = decode_tile(tc, rec, header)
+        if outcome.status == "ok":
+            r0, _, c0, _ = header.tile_window(index)
+            write_block(group, "decoded", r0, c0, rgb)
+            write_block(group, "valid", r0, c0, valid.astype(np.uint8))
+        yield outcome
+
+
 def decode_pass(
     pass_path: str | Path,
     out: str | Path,
@@ -173,20 +191,9 @@ def decode_pass(
     outcomes: dict[int, TileOutcome] = {}
     for index, problem in scan.lost_tiles().items():
         outcomes[index] = TileOutcome(tile=index, status=problem.reason, detail=problem.detail)
-    for index in tqdm(sorted(scan.records), disable=not progress, desc="decode", unit="tile"):
-        try:
-            rec = reader.read(index)
-        except (ValueError, Exception) as exc:  # unpack errors: inconsistent lengths inside an intact frame
-            outcomes[index] = TileOutcome(tile=index, status="malformed", detail=str(exc)[:200])
-            continue
-        if rec.witness is None and header.witness is not None:
-            notes.append(f"tile {index}: record carries no witness")
-        rgb, valid, outcome = decode_tile(tc, rec, header)
-        outcomes[index] = outcome
-        if outcome.status == "ok":
-            r0, _, c0, _ = header.tile_window(index)
-            write_block(group, "decoded", r0, c0, rgb)
-            write_block(group, "valid", r0, c0, valid.astype(np.uint8))
+    tiles = tqdm(sorted(scan.records), disable=not progress, desc="decode", unit="tile")
+    for outcome in decode_records(tc, reader, tiles, group, notes=notes):
+        outcomes[outcome.tile] = outcome
     ok = [o for o in outcomes.values() if o.status == "ok"]
     lost = [{"tile": o.tile, "reason": o.status, "detail": o.detail} for o in sorted(outcomes.values(), key=lambda o: o.tile)
             if o.status != "ok"]

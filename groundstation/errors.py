@@ -1,10 +1,18 @@
-"""Every error the pipeline raises on purpose. Messages say what is wrong and what to do about it."""
+"""Every error the pipeline raises on purpose, and the exit codes of the commands. Messages say what is wrong
+and what to do about it."""
+
+#: Exit status of a run whose every tile decoded.
+EXIT_OK = 0
+#: Exit status of an operator error (:class:`GSPError`): nothing was written; the message says what to change.
+EXIT_OPERATOR_ERROR = 2
+#: Exit status of a run that wrote its product but lost tiles (listed for retransmission).
+EXIT_TILES_LOST = 3
 
 
 class GSPError(Exception):
     """Base class: an error the operator can act on (the CLI prints it without a traceback)."""
 
-    exit_code = 2
+    exit_code = EXIT_OPERATOR_ERROR
 
 
 class PassFormatError(GSPError):

@@ -140,7 +140,7 @@ def build_chunk(group, level: int, r: int, c: int, arrays) -> None:
 
 def build_levels_serial(product: str | Path, arrays=ARRAYS) -> list[dict]:
     """The whole pyramid in this process (``gsp`` without a cluster, tests); the flow runs
-    :func:`tasks.overviews.build_pyramid` instead."""
+    :func:`flows.delivery.build_pyramid` instead."""
     levels = create_levels(product, arrays)
     group = open_levels(product)
     names = [a for a in arrays if a in group]

@@ -104,6 +104,7 @@ def _provenance(attrs: dict, summary: dict | None) -> dict:
             "gsp:tiles_total": s.get("tiles_total"), "gsp:tiles_lost": len(s.get("lost", [])),
             "gsp:lost_tiles": [d["tile"] for d in s.get("lost", [])],
             "gsp:bpp": s.get("bpp"), "gsp:software": s.get("software"), "gsp:flow_run_id": s.get("flow_run_id"),
+            "gsp:timeliness": s.get("timeliness"),
         })
         if s.get("supplements"):  # tiles that came later, resent by the satellite (flows/supplement.py)
             props["gsp:supplements"] = [{k: e.get(k) for k in ("name", "sent", "applied", "tiles_ok")}

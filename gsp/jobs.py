@@ -16,12 +16,12 @@ plots. ``flows`` (the orchestration layer) must not import the application, so t
 (:func:`job_deployments`) and handed to :func:`flows.deployments.serve_station` by ``gsp serve``;
 ``prefect.yaml`` declares the same three for ``prefect deploy``.
 
-**Parameters** are typed: paths with the root-checked types of :mod:`flows.access` (a run started from a
-deployment is refused before it starts when ``out`` lies outside the runs root, the images or pairs outside the
-archive or runs root, a checkpoint outside the weights or runs root), options as pydantic models whose defaults
-are the commands' (for train-codec: the registry's default codec's size and lambda; for train-enhancer:
-the presets, with the architecture of the registry's default enhancer in the served deployment; for evaluate:
-every rate point of the registry). ``out`` defaults to ``<runs root>/<flow name>``.
+**Parameters** are typed: paths with the root-checked types of :mod:`flows.access` (a run started from a deployment
+is refused before it starts when ``out`` lies outside the runs root, the images or pairs outside the archive or
+runs root, a checkpoint outside the weights or runs root), options as the pydantic models the commands and the
+enhancer recipes build too (:mod:`gsp.training.options`; for train-codec: the registry's default codec's size and
+lambda; for train-enhancer: the presets, with the architecture of the registry's default enhancer in the served
+deployment; for evaluate: every rate point of the registry). ``out`` defaults to ``<runs root>/<flow name>``.
 
 **Resume**: the training functions resume from ``OUT/last.pt`` when the options that define the run are
 unchanged (only ``steps``, ``checkpoint_every``, ``threads`` and ``device`` may change), and evaluation
@@ -46,20 +46,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Literal
 
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from flows.access import CheckpointFile, DatasetPath, ProductsDir, RunFolder, checked
+from flows.access import CheckpointFile, DatasetPath, ProductsDir, RunFolder
 from flows.names import job_run_name
 from groundstation.config import load_station
 from groundstation.errors import ConfigError, GSPError
 
-from .cli_enhancer import _TRAIN_DEFAULTS
-from .training.config import CodecTrainConfig
+from .training.options import CodecTrainOptions, EnhancerTrainOptions
 
 __all__ = ["CodecTrainOptions", "EnhancerTrainOptions", "JOBS", "LOSS_TABLE_ROWS", "SweepOptions",
            "evaluate_job", "export_job", "job_deployments", "train_codec_job", "train_enhancer_job"]
@@ -83,110 +81,6 @@ PROGRESS_EVERY_S = 2.0
 
 # ------------------------------------------------------------------------------------------------ options
 
-_C = CodecTrainConfig  # the command's defaults live in its dataclass
-
-
-class CodecTrainOptions(BaseModel):
-    """The options of ``gsp train-codec`` (same names, same defaults, see its --help)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    N: int = Field(_C.N, ge=1, description="main channels")
-    M: int = Field(_C.M, ge=1, description="latent channels")
-    groups: list[int] = Field(default_factory=list, description="channel groups summing to M (empty: the default)")
-    lmbda: float = Field(_C.lmbda, gt=0, description="loss = lambda * 255^2 * MSE + bpp")
-    steps: int = Field(_C.steps, ge=1, description="total steps (a rerun with more steps continues)")
-    batch_size: int = Field(_C.batch_size, ge=1)
-    crop: int = Field(_C.crop, ge=64, description="square crop size")
-    lr: float = Field(_C.lr, gt=0)
-    lr_drop_at: int = Field(_C.lr_drop_at, ge=0, description="step from which lr is divided by 10")
-    aux_lr: float = Field(_C.aux_lr, gt=0)
-    clip: float = Field(_C.clip, ge=0, description="max gradient norm, 0 = off")
-    checkpoint_every: int = Field(_C.checkpoint_every, ge=1)
-    seed: int = _C.seed
-    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's choice)")
-    init_from: CheckpointFile | None = Field(
-        None, description="start a new run from the weights of another run's last.pt (ignored on resume)")
-
-    @classmethod
-    def from_registry(cls) -> "CodecTrainOptions":
-        """The defaults with the size and lambda of the registry's default codec (a codec like the station's)."""
-        from groundstation.registry import load_registry
-
-        try:
-            reg = load_registry()
-            entry = reg.models[reg.default_codec]
-            arch = entry.arch
-            return cls(N=arch.get("N", _C.N), M=arch.get("M", _C.M), groups=list(arch.get("groups") or []),
-                       lmbda=entry.lmbda or _C.lmbda)
-        except (GSPError, KeyError, ValueError) as exc:
-            log.debug("codec defaults from the registry: %s", exc)
-            return cls()
-
-    def config(self, data: list[str], out: str) -> CodecTrainConfig:
-        return CodecTrainConfig(data=list(data), out=out, **self.model_dump())
-
-
-class EnhancerTrainOptions(BaseModel):
-    """The options of ``gsp train-enhancer``; those left unset (null) take the preset's value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    preset: Literal["reference-code", "paper"] = _TRAIN_DEFAULTS["preset"]
-    arch: str = Field(_TRAIN_DEFAULTS["config"],
-                      description="demo | reference | blocks,coupling_growth,cgm_growth (e.g. 3,16,16)")
-    steps: int | None = Field(None, ge=1, description="total steps (a rerun with more steps continues)")
-    batch_size: int | None = Field(None, ge=1)
-    crop: int | None = Field(None, ge=2, multiple_of=2)
-    lr: float | None = Field(None, gt=0)
-    lr_step: int | None = Field(None, ge=1, description="halve the lr every N steps")
-    clip: float | None = Field(None, ge=0)
-    weight_decay: float | None = Field(None, ge=0)
-    w_dec: float | None = Field(None, ge=0)
-    w_case: float | None = Field(None, ge=0)
-    w_en: float | None = Field(None, ge=0)
-    w_per: float | None = Field(None, ge=0)
-    reduction: Literal["sum", "per-image", "mean"] | None = None
-    case_reduction: Literal["sum", "per-image", "mean"] | None = None
-    case_form: Literal["sq", "nll"] | None = None
-    qm_noise_p: float | None = Field(None, ge=0, le=1)
-    qm_noise: float | None = Field(None, ge=0)
-    perceptual: Literal["auto", "vgg19", "stlpips-vgg", "none"] = _TRAIN_DEFAULTS["perceptual"]
-    per_block: Literal[4, 5] | None = None
-    transpose: bool | None = None
-    init: str = Field("reference", description="reference | identity | an enhancer checkpoint (.pt) to fine-tune")
-    latent_gain: float | None = Field(None, gt=0)
-    seed: int = _TRAIN_DEFAULTS["seed"]
-    checkpoint_every: int = Field(_TRAIN_DEFAULTS["checkpoint_every"], ge=1)
-    threads: int | None = Field(None, ge=1)
-    device: str = Field(_TRAIN_DEFAULTS["device"], description="cpu, cuda, cuda:1 ...")
-
-    @field_validator("init")
-    @classmethod
-    def _init_file_under_roots(cls, v: str) -> str:
-        return v if v in ("reference", "identity") else checked("options.init", v, "checkpoint")
-
-    @classmethod
-    def from_registry(cls) -> "EnhancerTrainOptions":
-        """The defaults with the architecture of the registry's default enhancer."""
-        from groundstation.registry import load_registry
-
-        try:
-            reg = load_registry()
-            arch = reg.models[reg.default_enhancer].arch if reg.default_enhancer else None
-            if arch:
-                return cls(arch=f"{arch['blocks']},{arch['coupling_growth']},{arch['cgm_growth']}")
-        except (GSPError, KeyError, ValueError) as exc:
-            log.debug("enhancer defaults from the registry: %s", exc)
-        return cls()
-
-    def config(self, pairs: str, out: str, n_pairs: int):
-        from .training.enhancer import training_config
-
-        opts = self.model_dump(exclude={"preset", "arch"})
-        return training_config(pairs, out, preset=self.preset, n_pairs=n_pairs, arch=self.arch, **opts)
-
-
 class SweepOptions(BaseModel):
     """The perception-distortion sweep of ``gsp evaluate --sweep`` (null: the command's default)."""
 
@@ -200,7 +94,7 @@ class SweepOptions(BaseModel):
     vgg: Literal["none", "enhanced", "all"] | None = None
 
     def spec(self):
-        from .perception_distortion import SweepSpec
+        from .evaluation import SweepSpec
 
         given = self.model_dump(exclude_none=True)
         return SweepSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
@@ -360,9 +254,9 @@ def train_codec_job(data: list[DatasetPath], out: RunFolder | None = None, optio
             Path(export), "codec", name=Path(export).stem, sha256=res["sha256"], step=step, run=run,
             arch=f"CompressAI `Elic2022Chandelier`: N={arch.N}, M={arch.M}, channel groups {list(arch.groups)}; "
                  f"lambda {cfg.lmbda}; parameters stored as float16, entropy tables filled",
-            data=", ".join(data), options=asdict(cfg), last=res["last"]))
+            data=", ".join(data), options=cfg.model_dump(), last=res["last"]))
     _publish("train-codec", run, table, "loss", f"train-codec {run}: loss.csv (at most {LOSS_TABLE_ROWS} rows, "
-             "evenly spaced)", _training_report(f"train-codec: `{run.name}`", res, asdict(cfg)))
+             "evenly spaced)", _training_report(f"train-codec: `{run.name}`", res, cfg.model_dump()))
     return res
 
 
@@ -439,7 +333,7 @@ def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points:
     result = {"out": str(run), "images": res.images, "computed": res.computed, "skipped": res.skipped,
            "rate_points": [p.name for p in points], "files": dict(res.files), "flow_run_id": _flow_run_id()}
     if spec is not None:
-        from .perception_distortion import sweep_folder
+        from .evaluation import sweep_folder
 
         chosen = resolve_rate_points(rate_points) if temperature is not None else points
         sweep_progress = _Progress(_key("evaluate", run, "sweep-progress"), f"evaluate {run}: sweep rows done")
@@ -478,7 +372,7 @@ def export_job(product: ProductsDir, cog: bool = True, array: Literal["enhanced"
 
     from flows.report import artifact_key
 
-    from .cli_products import export_product
+    from .export import export_product
 
     chosen = array or ("enhanced" if "enhanced" in arrays(product) else "decoded")
     result = export_product(product, cog=cog_path(product, chosen) if cog else None, array=chosen,

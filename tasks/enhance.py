@@ -19,6 +19,7 @@ from enhancer.inference import tune_cpu_worker
 from enhancer.tiling import Box, Window
 from groundstation.product import open_arrays, write_block
 
+from .results import EnhancedTile, EnhanceResult
 from .state import retry_unless_operator_error, write_marker
 from .workers import device_label, get_enhancer, pick_device, worker_name
 
@@ -32,13 +33,13 @@ Box4 = tuple[int, int, int, int]  # y0, y1, x0, x1
 def enhance_windows(product: str, state_dir: str, batch: int, windows: list[tuple[Box4, Box4]],
                     tiles: list[tuple[int, Box4]], enhancer_path: str, enhancer_sha256: str, *, seed: int = 0,
                     temperature: float = 1.0, use_gpu: bool = False, threads: int = 1,
-                    batch_size: int = 4) -> dict:
+                    batch_size: int = 4) -> EnhanceResult:
     """Enhance ``windows`` (``(core box, read box)``) with :func:`enhancer.inference.enhance_windows` (windows
     of equal shape batched, ``batch_size`` at most) and write their cores, invalid pixels as 0.
 
-    ``tiles`` (``(tile, box)``: the codec tiles the cores cover) is what the result speaks of: ``{"tiles":
-    [{"tile", "status" ('ok' | 'no_valid_pixels'), "enhance_ms"}], "device", "worker", "windows",
-    "pixels_read"}``; ``enhance_ms`` is the batch's time shared out by the tiles' pixels.
+    ``tiles`` (``(tile, box)``: the codec tiles the cores cover) is what the result speaks of: one
+    :class:`EnhancedTile` each ('ok' | 'no_valid_pixels'), ``enhance_ms`` the batch's time shared out by the
+    tiles' pixels.
     """
     log = get_run_logger()
     tune_cpu_worker(threads)  # threads, and the heap kept for the enhancer's activations (enhancer.inference)
@@ -66,23 +67,18 @@ def enhance_windows(product: str, state_dir: str, batch: int, windows: list[tupl
     if todo:
         stats = enhance_batched(model, source, sink, todo, seed=seed, temperature=temperature,
                                 batch_size=batch_size, device=device)
-    out, ok = [], []
+    covered: list[tuple[int, int]] = []  # (tile, valid pixels enhanced)
     for tile, (y0, y1, x0, x1) in tiles:
         win = next((w for w in todo if w.core.y0 <= y0 < w.core.y1 and w.core.x0 <= x0 < w.core.x1), None)
         m = None if win is None else masks[(win.core.y0, win.core.x0)][y0 - win.core.y0: y1 - win.core.y0,
                                                                         x0 - win.core.x0: x1 - win.core.x0]
-        if m is None or not m.any():
-            out.append({"tile": tile, "status": "no_valid_pixels", "enhance_ms": 0.0})
-        else:
-            out.append({"tile": tile, "status": "ok", "enhance_ms": (y1 - y0) * (x1 - x0)})
-            ok.append(out[-1])
-    area = sum(t["enhance_ms"] for t in ok)
-    for t in ok:  # the batch's time shared out by pixels
-        t["enhance_ms"] = round(stats["seconds"] * 1e3 * t["enhance_ms"] / area, 1)
-    out.sort(key=lambda t: t["tile"])
-    result = {"tiles": out, "device": device_label(device), "worker": worker_name(), "windows": len(todo),
-              "pixels_read": int(stats["pixels_read"])}
-    write_marker(state_dir, "enhance", batch, [t for t, _ in tiles], result)
-    log.info("enhanced %d windows covering %d tiles (batch %d) on %s in %.1f s", len(todo), len(ok), batch,
-             device, stats["seconds"])
+        covered.append((tile, 0 if m is None or not m.any() else (y1 - y0) * (x1 - x0)))
+    area = sum(px for _, px in covered)
+    out = tuple(EnhancedTile(tile, "ok", round(stats["seconds"] * 1e3 * px / area, 1)) if px  # time by pixels
+                else EnhancedTile(tile, "no_valid_pixels", 0.0) for tile, px in sorted(covered))
+    result = EnhanceResult(tiles=out, device=device_label(device), worker=worker_name(), windows=len(todo),
+                           pixels_read=int(stats["pixels_read"]))
+    write_marker(state_dir, "enhance", batch, [t for t, _ in tiles], result.to_json())
+    log.info("enhanced %d windows covering %d tiles (batch %d) on %s in %.1f s", len(todo),
+             sum(1 for _, px in covered if px), batch, device, stats["seconds"])
     return result

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from groundstation.metrics import evaluate_tile
 from groundstation.product import open_arrays
 from groundstation.scene import Scene
 
+from .results import EvaluateResult
 from .state import retry_unless_operator_error, write_marker
 from .workers import device_label, get_perceptual, pick_device, set_threads, worker_name
 
@@ -32,12 +32,12 @@ __all__ = ["evaluate_tiles"]
       retry_condition_fn=retry_unless_operator_error)
 def evaluate_tiles(product: str, reference: str, state_dir: str, batch: int, bands: dict, tiles: list[dict],
                    *, pass_id: str, product_version: str, products: tuple[str, ...] = ("decoded", "enhanced"),
-                   use_gpu: bool = False, threads: int = 1) -> dict:
+                   use_gpu: bool = False, threads: int = 1) -> EvaluateResult:
     """Metrics rows for ``tiles`` (dicts with ``tile``, ``window`` (r0, r1, c0, c1), ``bytes``, ``decode_ms``,
     ``enhance_ms``, ``decode_device``, ``enhance_device``), one per tile and product.
 
-    Returns ``{"rows": [TileMetrics as dict], "perceptual": description, "worker", "seconds"}`` (retried twice:
-    the reference scene may sit on a network share).
+    Returns the rows and the perceptual metric's description (retried twice: the reference scene may sit on a
+    network share).
     """
     import rasterio
 
@@ -68,9 +68,9 @@ def evaluate_tiles(product: str, reference: str, state_dir: str, batch: int, ban
                 )
                 if n_invalid:
                     row.note = "; ".join(x for x in (row.note, f"{n_invalid} nodata pixels copied from the reference (no error counted there)") if x)
-                rows.append(asdict(row))
-    result = {"rows": rows, "perceptual": perceptual.description, "metric_device": device_label(device),
-              "worker": worker_name(), "seconds": round(time.perf_counter() - t0, 3)}
-    write_marker(state_dir, "evaluate", batch, [t["tile"] for t in tiles], result)
+                rows.append(row)
+    result = EvaluateResult(rows=tuple(rows), perceptual=perceptual.description, metric_device=device_label(device),
+                            worker=worker_name(), seconds=round(time.perf_counter() - t0, 3))
+    write_marker(state_dir, "evaluate", batch, [t["tile"] for t in tiles], result.to_json())
     log.info("evaluated %d tiles (batch %d) against the reference", len(tiles), batch)
     return result

@@ -1,9 +1,10 @@
-"""Build the product's overview pyramid (:mod:`groundstation.overviews`) on the flow's Dask workers.
+"""Overview pyramid (:mod:`groundstation.overviews`) work for the flow's Dask workers.
 
-Level k is computed from level k-1 only: the chunks of one level are split into batches, each batch a Prefect
-task (``build-overviews``) that reads, for each of its output chunks, the 2x2 chunks below it and writes that
-one chunk; the next level starts when every batch of this one is done. Only paths, a level and chunk indices
-travel to the workers; memory per task is a few chunks, whatever the product's size.
+Level k is computed from level k-1 only: the chunks of one level are split into batches
+(:func:`overview_batches`), each batch a Prefect task (``build-overviews``) that reads, for each of its output
+chunks, the 2x2 chunks below it and writes that one chunk. The flow runs the levels in order
+(:func:`flows.delivery.build_pyramid`). Only paths, a level and chunk indices travel to the workers; memory per
+task is a few chunks, whatever the product's size.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import time
 from prefect import task
 from prefect.cache_policies import NONE
 
-from groundstation.overviews import build_chunk, create_levels, level_chunks, open_levels
-from groundstation.product import ARRAYS, write_gdal_views
+from groundstation.overviews import build_chunk, level_chunks, open_levels
 
-__all__ = ["build_overviews", "build_pyramid"]
+__all__ = ["CHUNKS_PER_TASK", "build_overviews", "overview_batches"]
 
 #: Output chunks per task: big enough that the task overhead stays small, small enough to spread a level.
 CHUNKS_PER_TASK = 64
+
+
+def overview_batches(product: str, level: int, chunks_per_task: int = CHUNKS_PER_TASK) -> list[list[tuple[int, int]]]:
+    """The output chunks of overview ``level``, ``chunks_per_task`` at a time (one ``build-overviews`` task each)."""
+    chunks = level_chunks(product, level)
+    return [chunks[i: i + chunks_per_task] for i in range(0, len(chunks), chunks_per_task)]
 
 
 @task(name="build-overviews", cache_policy=NONE, retries=1, retry_delay_seconds=1)
@@ -30,18 +36,3 @@ def build_overviews(product: str, level: int, chunks: list[tuple[int, int]], arr
     for r, c in chunks:
         build_chunk(group, level, r, c, arrays)
     return {"level": level, "chunks": len(chunks), "ms": round(1000 * (time.perf_counter() - t0), 1)}
-
-
-def build_pyramid(product: str, arrays=ARRAYS, *, chunks_per_task: int = CHUNKS_PER_TASK) -> list[dict]:
-    """Create the levels and fill them level by level with :func:`build_overviews` tasks submitted to the
-    running flow's task runner (call it from a flow). Returns the levels (as in the ``multiscales`` attribute)."""
-    levels = create_levels(product, arrays)
-    names = [a for a in arrays if a in open_levels(product, "r")]
-    for lv in levels[1:]:
-        chunks = level_chunks(product, lv["level"])
-        futures = [build_overviews.submit(str(product), lv["level"], chunks[i : i + chunks_per_task], names)
-                   for i in range(0, len(chunks), chunks_per_task)]
-        for f in futures:
-            f.result()  # raises if a batch failed: the product stays incomplete, a rerun rebuilds the pyramid
-    write_gdal_views(product, [lv["path"] for lv in levels[1:]])  # GDAL/QGIS use the levels when zoomed out
-    return levels

@@ -12,7 +12,7 @@ The plan has three stages over the pass's codec tiles (row-major tile indices):
 * ``evaluate`` batches (only with a reference scene): full-reference metrics of a batch's tiles; they depend
   on the batches that wrote those tiles' last product.
 
-Only tile indices, windows and small dicts travel; the flow decides the order (see flows/process_pass.py).
+Only tile indices, windows and small dicts travel; the flow decides the order (:mod:`flows.stages`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from enhancer.tiling import Box, Window, plan_windows
-from groundstation.container import PassHeader, PassReader
+from groundstation.container import PassHeader, PassReader, ScanResult
 
 from .state import retry_unless_operator_error
 
-__all__ = ["Batch", "PassInfo", "choose_core_tiles", "chunked", "enhancement_windows", "validate_pass", "plan_decode", "plan_enhance",
-           "plan_evaluate", "tiles_in_box"]
+__all__ = ["Batch", "PassInfo", "choose_core_tiles", "chunked", "enhancement_windows", "pass_info", "plan_decode",
+           "plan_enhance", "plan_evaluate", "read_pass_info", "tiles_in_box", "validate_pass"]
 
 STAGES = ("decode", "enhance", "evaluate")
 
@@ -51,13 +51,16 @@ class PassInfo:
         return self.header.tiling.n_tiles
 
 
+def pass_info(path: str | Path, scan: ScanResult) -> PassInfo:
+    """The :class:`PassInfo` of a finished scan of ``path``."""
+    lost = {i: (str(p.reason), p.detail) for i, p in scan.lost_tiles().items()}
+    return PassInfo(path=str(path), header=scan.header, records=dict(scan.records), lost=lost,
+                    notes=list(scan.notes), trailer=scan.trailer, size=scan.size)
+
+
 def read_pass_info(path: str | Path) -> PassInfo:
     """Parse the header (a bad one raises PassFormatError) and scan every record once."""
-    reader = PassReader(path)
-    scan = reader.scan()
-    lost = {i: (str(p.reason), p.detail) for i, p in scan.lost_tiles().items()}
-    return PassInfo(path=str(path), header=reader.header, records=dict(scan.records), lost=lost,
-                    notes=list(scan.notes), trailer=scan.trailer, size=scan.size)
+    return pass_info(path, PassReader(path).scan())
 
 
 @task(name="validate-pass", cache_policy=NONE, retries=1, retry_delay_seconds=2,
@@ -142,17 +145,19 @@ def _owner(batches: list[Batch]) -> dict[int, str]:
 
 
 def plan_enhance(header: PassHeader, halo: int, tiles_per_batch: int, decode: list[Batch],
-                 core_tiles: int = 1) -> list[Batch]:
-    """Enhancement batches over the whole scene: about ``tiles_per_batch`` tiles' worth of windows each (at
-    least one window); each waits for the decode batches its read boxes touch. ``Batch.tiles`` are the codec
-    tiles the batch's cores cover (what its done marker and results speak of)."""
-    windows = enhancement_windows(header, halo, core_tiles)
+                 core_tiles: int = 1, windows: list[int] | None = None) -> list[Batch]:
+    """Enhancement batches over the whole scene (or over ``windows``, indices into :func:`enhancement_windows`):
+    about ``tiles_per_batch`` tiles' worth of windows each (at least one window); each waits for the decode
+    batches its read boxes touch. ``Batch.tiles`` are the codec tiles the batch's cores cover (what its done
+    marker and results speak of)."""
+    boxes = enhancement_windows(header, halo, core_tiles)
     owner = _owner(decode)
     per_batch = max(1, tiles_per_batch // (core_tiles * core_tiles))
+    chosen = list(range(len(boxes))) if windows is None else sorted(windows)
     out = []
-    for i, wins in enumerate(chunked(list(range(len(windows))), per_batch)):
-        tiles = tuple(sorted(n for w in wins for n in tiles_in_box(header, windows[w].core)))
-        deps = {owner[n] for w in wins for n in tiles_in_box(header, windows[w].read) if n in owner}
+    for i, wins in enumerate(chunked(chosen, per_batch)):
+        tiles = tuple(sorted(n for w in wins for n in tiles_in_box(header, boxes[w].core)))
+        deps = {owner[n] for w in wins for n in tiles_in_box(header, boxes[w].read) if n in owner}
         out.append(Batch("enhance", i, tiles, frozenset(deps), windows=tuple(wins)))
     return out
 

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from distributed import WorkerPlugin
 
 REPO = Path(__file__).resolve().parent.parent
 #: Development data beside the checkout (../shared), absent on a plain clone: tests that need it skip.
@@ -75,3 +76,35 @@ def two_point_registry(tiny_codec: Path, other_codec: Path, identity: Path, surr
         "rate_points": {"hi": {"codec": "c-hi", "enhancer": "e-id", "temperature": 0.0},
                         "lo": {"codec": "c-lo", "enhancer": "e-sur", "temperature": temperature}},
     })
+
+
+class CrashOnTiles(WorkerPlugin):
+    """A Dask worker plugin for the crash tests: the worker that decodes one of ``tiles`` dies with SIGSEGV (as a
+    broken entropy table can make native code do). Registered with ``client.register_plugin``; unregistering it
+    restores the decoder on every worker (workers restarted after a crash get the plugin again meanwhile)."""
+
+    name = "gsp-test-crash-on-tiles"
+
+    def __init__(self, tiles) -> None:
+        self.tiles = frozenset(int(t) for t in tiles)
+
+    def setup(self, worker) -> None:
+        import signal
+
+        import groundstation.decode as decode
+
+        real = decode.decode_tile
+        tiles = self.tiles
+
+        def crashing(tc, rec, header):
+            if rec.tile_index in tiles:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return real(tc, rec, header)
+
+        self._real = real
+        decode.decode_tile = crashing
+
+    def teardown(self, worker) -> None:
+        import groundstation.decode as decode
+
+        decode.decode_tile = getattr(self, "_real", decode.decode_tile)

@@ -156,6 +156,12 @@ PASS_SCHEMA = pa.schema(
         ("decode_ms_total", pa.float64()),
         ("enhance_ms_total", pa.float64()),
         ("device", pa.string()),
+        # timeliness of the run that made the product (null where not recorded)
+        ("acquired_at", pa.timestamp("us", tz="UTC")),
+        ("last_byte_at", pa.timestamp("us", tz="UTC")),  # the pass file's last change
+        ("first_tile_decoded_at", pa.timestamp("us", tz="UTC")),
+        ("complete_at", pa.timestamp("us", tz="UTC")),
+        ("latency_s", pa.float64()),  # last byte -> product complete
     ]
 )
 HISTORY_KEY = ("pass_id", "product", "product_version")

@@ -12,7 +12,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from groundstation.errors import ConfigError
 from groundstation.fileio import save_torch_atomic, sha256_file
 from groundstation.images import RandomCrops, list_images, load_rgb
 
-from .config import CodecTrainConfig
+from .options import CodecTrainConfig
 from .loop import RESUMABLE, LossLog, RunDir
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True, on_step: StepCallb
 
 
 def _train(cfg: CodecTrainConfig, progress: bool, on_step: StepCallback | None = None) -> Path:
-    run = RunDir(cfg.out, CHECKPOINT_FORMAT, asdict(cfg), resumable=RESUMABLE | {"lr_drop_at", "init_from"})
+    run = RunDir(cfg.out, CHECKPOINT_FORMAT, cfg.model_dump(), resumable=RESUMABLE | {"lr_drop_at", "init_from"})
     out = run.out
     torch.manual_seed(cfg.seed)
     model = build_codec(cfg.arch())
@@ -93,7 +92,7 @@ def _train(cfg: CodecTrainConfig, progress: bool, on_step: StepCallback | None =
                               f"{str(exc).splitlines()[0]}") from exc
         log.info("starting from the weights of %s (step %s); optimiser state fresh", cfg.init_from,
                  init.get("step"))
-    run.write_config(asdict(cfg))
+    run.write_config(cfg.model_dump())
 
     data = RandomCrops(list_images(*cfg.data), cfg.crop, seed=cfg.seed + step)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True)

@@ -16,7 +16,7 @@ its ELIC-decoded version ``x_elic``, with ``[s, z] = f(x)`` (:meth:`INNRSIC.forw
   ``torch.sum(z**2) / z.shape[0]``);
 * ``mean``: averaged over all elements (scale-free; the weights must then be chosen anew).
 
-Presets (:data:`PRESETS`): ``reference-code`` reproduces the authors' S1 training exactly as their code runs it
+Presets (:func:`presets`, also as ``PRESETS``): ``reference-code`` reproduces the authors' S1 training exactly as their code runs it
 (weights 1 / 200 / 0.05 / 1e-4 - their ``feature_weight`` 0.01 is applied twice -, ``sum`` for L_dec, L_en,
 L_per and ``per-image`` for L_case, the noise on QM's output, conv5_4, transpose augmentation, 500k steps,
 lr halved every 100k); ``paper`` follows the text (weights 1 / 200 / 0.05 / 0.01, L_case as the negative
@@ -31,6 +31,7 @@ model, AdamW's state, the step and the run's options, as tensors and plain value
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -52,6 +53,7 @@ from .loop import LossLog, RunDir
 from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import quantize
 from gsp.training.pairs import PairSet
+from gsp.training.options import INITS
 from gsp.training.perceptual import PerceptualBackbone, build_perceptual
 from groundstation.registry import REPO_ROOT, load_yaml
 from groundstation.errors import CheckpointError, ConfigError, TrainingError
@@ -67,6 +69,7 @@ __all__ = [
     "export_enhancer",
     "lr_at",
     "parse_arch",
+    "presets",
     "step_noise",
     "train_enhancer",
     "training_config",
@@ -77,7 +80,6 @@ log = logging.getLogger(__name__)
 Reduction = Literal["sum", "per-image", "mean"]
 REDUCTIONS = ("sum", "per-image", "mean")
 CASE_FORMS = ("sq", "nll")
-INITS = ("reference", "identity")
 CHECKPOINT_FORMAT = "gsp-enhancer-train/1"
 CSV_COLUMNS = ["step", "total", "l_dec", "l_case", "l_en", "l_per", "psnr_en_db", "lr", "elapsed_s"]
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -186,6 +188,18 @@ PRESET_KEYS = frozenset({"w_dec", "w_case", "w_en", "w_per", "reduction", "case_
                          "weight_decay", "steps", "lr_step", "epochs", "lr_step_epochs"})
 
 
+@functools.cache
+def presets() -> dict[str, dict]:
+    """The shipped presets (``configs/enhancer-presets.yaml``), read and checked at the first call."""
+    return load_presets(PRESETS_FILE)
+
+
+def __getattr__(name: str):
+    if name == "PRESETS":  # the shipped presets, read when first asked for (never at import)
+        return presets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_presets(path: str | Path = PRESETS_FILE) -> dict[str, dict]:
     """The presets file, checked: every preset a mapping of known keys (a typo is an error, not a default)."""
     data = load_yaml(path)
@@ -198,9 +212,6 @@ def load_presets(path: str | Path = PRESETS_FILE) -> dict[str, dict]:
         if unknown:
             raise ConfigError(f"{path}: preset {name!r} has unknown options {unknown}; known: {sorted(PRESET_KEYS)}")
     return data
-
-
-PRESETS: dict[str, dict] = load_presets()
 
 
 @dataclass
@@ -276,9 +287,10 @@ def training_config(pairs: str, out: str, *, preset: str = "reference-code", n_p
     ``arch`` may be given as an :class:`EnhancerConfig` or a string for :func:`parse_arch`. The paper preset's
     epochs become steps: ``epochs * ceil(n_pairs / batch_size)`` (``n_pairs`` needed then).
     """
-    if preset not in PRESETS:
-        raise ConfigError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
+    shipped = presets()
+    if preset not in shipped:
+        raise ConfigError(f"--preset {preset!r}: choose one of {', '.join(shipped)}")
+    values = dict(shipped[preset])
     given = {k: v for k, v in options.items() if v is not None}
     values.update(given)
     arch = values.pop("arch", EnhancerConfig.reference())

@@ -118,7 +118,7 @@ def test_models_check_tiny_codec(tiny_codec, capsys):
 
 
 def test_models_check_authors_codec_in_a_training_wrapper(tmp_path, tiny_codec, capsys):
-    from test_codec_loading import to_authors_names
+    from unit.groundstation.test_codec_loading import to_authors_names  # tests/ is on the path, not its subfolders
 
     sd = torch.load(tiny_codec, weights_only=True)
     authors = {f"module.{k}": v for k, v in to_authors_names(sd).items()}

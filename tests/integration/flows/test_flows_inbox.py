@@ -1,4 +1,4 @@
-"""watch-inbox: only complete passes are touched, and two watchers sweeping at once process each exactly once."""
+"""watch-inbox: passes are taken once, while they arrive or once complete, even with two watchers sweeping at once."""
 
 from __future__ import annotations
 
@@ -95,19 +95,21 @@ def _two_watchers(tmp_path, dask_cluster, tiny_codec, enhancer_ckpts, flow_pass)
     [t.join(timeout=300) for t in threads]
     assert not errors
     processed = [r["pass"] for sweep in results for r in sweep]
-    assert sorted(processed) == ["inbox-pass-1.gsp", "inbox-pass-2.gsp"]  # each once, by one watcher or the other
+    # each once, by one watcher or the other; the arriving pass (its header is there) while it arrives
+    assert sorted(processed) == ["inbox-pass-1.gsp", "inbox-pass-2.gsp", "late.gsp"]
     flat = [r for sweep in results for r in sweep]
     assert all(r["status"] == "done" and not r["already_complete"] and r["tiles_lost"] == 0 for r in flat)
     assert sorted(p.name for p in (inbox / "done").iterdir()) == ["inbox-pass-1.gsp", "inbox-pass-2.gsp"]
     assert all(status(r["product"]) == "complete" for r in flat)
-    # untouched: the pass still being written and the one without trailer
+    # left in place: the arriving pass until its writer renames it, and the one without trailer
     assert (inbox / "late.gsp.part").exists() and (inbox / "cut.gsp").exists()
+    assert next(r for r in flat if r["pass"] == "late.gsp")["moved_to"] is None
     assert not any((inbox / "processing").iterdir())
 
-    # the writer renames its .part: the next sweep takes it (same pass as the test scene: its own pass id)
+    # the writer renames its .part: the next sweep moves it to done/ (its product is complete already)
     os.rename(inbox / "late.gsp.part", inbox / "late.gsp")
     again = run_sweep(inbox, products, opts, dask_address=dask_cluster.scheduler_address, settle_s=0)
-    assert [(r["pass"], r["status"]) for r in again] == [("late.gsp", "done")]
+    assert [(r["pass"], r["status"], r["already_complete"]) for r in again] == [("late.gsp", "done", True)]
     assert run_sweep(inbox, products, opts, dask_address=dask_cluster.scheduler_address, settle_s=0) == []
 
 

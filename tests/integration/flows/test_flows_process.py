@@ -30,9 +30,10 @@ def test_options_validate_before_the_run():
 
 
 def test_cog_is_an_option_of_process_and_reprocess_and_of_the_ui_form():
-    from flows.process_pass import ProcessOptions, product_version, ModelRef
+    from flows.identity import ModelRef, product_version
+    from flows.options import ProcessOptions
     from gsp.cli import build_parser
-    from gsp.cli_flows import _options
+    from gsp.cli.station import _options
 
     parse = build_parser().parse_args
     assert _options(parse(["process", "p.gsp", "-o", "out", "--cog"])).cog is True
@@ -47,7 +48,8 @@ def test_cog_is_an_option_of_process_and_reprocess_and_of_the_ui_form():
 def test_without_a_temperature_the_registrys_operating_point_is_used():
     """The rate point's temperature (chosen on validation images) when none is given; an explicit one wins;
     an enhancer that is no rate point's gets the deterministic mean."""
-    from flows.process_pass import FALLBACK_TEMPERATURE, ModelRef, ProcessOptions, with_operating_point
+    from flows.identity import FALLBACK_TEMPERATURE, ModelRef, with_operating_point
+    from flows.options import ProcessOptions
     from groundstation.registry import load_registry
 
     reg = load_registry()
@@ -61,7 +63,8 @@ def test_without_a_temperature_the_registrys_operating_point_is_used():
 
 
 def test_product_version_names_models_and_parameters():
-    from flows.process_pass import ModelRef, ProcessOptions, product_paths, product_version
+    from flows.identity import ModelRef, product_paths, product_version
+    from flows.options import ProcessOptions
 
     codec = ModelRef("elic-0032", "c.pt", "a" * 64, {})
     e1 = ModelRef("inn-demo", "e.pt", "b" * 64, {})
@@ -76,62 +79,6 @@ def test_product_version_names_models_and_parameters():
     assert product_version(codec, None, base).endswith("__decoded-only")
     p = product_paths("/out", "pass 7/b", v)
     assert p.product == Path(f"/out/pass-7-b/{v}.zarr") and p.metrics.name == f"{v}.metrics.parquet"
-
-
-def test_enhance_batches_wait_for_the_decode_batches_their_halo_touches(flow_pass):
-    from groundstation.container import PassReader
-    from tasks.plan import enhancement_windows, plan_decode, plan_enhance, tiles_in_box
-
-    header = PassReader(flow_pass[1]).header
-    decode = plan_decode(list(range(TILES)), 2)  # tiles (0,1) (2,3) (4,5); grid 2 rows x 3 cols
-    enhance = plan_enhance(header, 32, 1, decode)
-    windows = enhancement_windows(header, 32)
-    assert [w.core for w in windows] == [_box(header.tile_window(i)) for i in range(TILES)]
-    assert tiles_in_box(header, windows[0].read) == [0, 1, 3, 4]
-    assert enhance[0].deps == {"decode-00000", "decode-00001", "decode-00002"}  # tiles 0, 1 | 3 | 4
-    assert all(len(b.tiles) == 1 for b in enhance)
-    no_halo = plan_enhance(header, 0, 1, decode)
-    assert [b.deps for b in no_halo] == [{"decode-00000"}, {"decode-00000"}, {"decode-00001"}, {"decode-00001"},
-                                         {"decode-00002"}, {"decode-00002"}]
-
-
-def _header(width: int, height: int, tile: int = 256):
-    from types import SimpleNamespace
-
-    nx, ny = -(-width // tile), -(-height // tile)
-    return SimpleNamespace(scene=SimpleNamespace(width=width, height=height),
-                           tiling=SimpleNamespace(tile_size=tile, tiles_x=nx, n_tiles=nx * ny))
-
-
-def test_enhancement_cores_of_several_tiles_cover_whole_chunks_and_cut_the_halo():
-    from tasks.plan import choose_core_tiles, enhancement_windows, plan_decode, plan_enhance
-
-    h = _header(1536, 1536)  # 6x6 tiles
-    assert choose_core_tiles(h, 32, workers=2) == 3  # 4 windows of 3x3 tiles: balanced on 2 workers
-    big = _header(16384, 16384)
-    assert choose_core_tiles(big, 32, workers=2) == 4  # capped at 1024 px
-    for k in (1, 2, 3, 4):
-        wins = enhancement_windows(h, 32, k)
-        covered = np.zeros((1536, 1536), int)
-        for w in wins:
-            assert w.core.y0 % 256 == 0 and w.core.x0 % 256 == 0  # cores start on chunk boundaries
-            assert w.core.y1 % 256 == 0 or w.core.y1 == 1536
-            covered[w.core.y0:w.core.y1, w.core.x0:w.core.x1] += 1
-        assert (covered == 1).all()  # one writer per pixel, so per chunk
-    reads = lambda k: sum(w.read.height * w.read.width for w in enhancement_windows(big, 32, k)) / 16384 ** 2
-    assert reads(1) > 1.5 and reads(4) < 1.14  # the halo's cost: 1.56x -> 1.13x the pixels
-    decode = plan_decode(list(range(36)), 8)
-    enhance = plan_enhance(h, 32, 8, decode, core_tiles=3)
-    assert [len(b.windows) for b in enhance] == [1, 1, 1, 1]
-    assert sorted(t for b in enhance for t in b.tiles) == list(range(36))
-    assert enhance[0].tiles == (0, 1, 2, 6, 7, 8, 12, 13, 14)
-    assert enhance[0].deps == {"decode-00000", "decode-00001", "decode-00002"}  # tiles 0..15 + halo row 3: 18..21
-
-
-def _box(w):
-    from enhancer.tiling import Box
-
-    return Box(w[0], w[1], w[2], w[3])
 
 
 class _Fut:
@@ -222,7 +169,8 @@ def test_default_task_runner_is_a_local_cluster_of_two_single_thread_processes()
 
 
 def test_missing_enhancer_fails_clearly(flow_pass, tiny_codec, tmp_path, monkeypatch):
-    from flows.process_pass import ProcessOptions, resolve_models
+    from flows.identity import resolve_run
+    from flows.options import ProcessOptions
     from groundstation import registry
     from groundstation.container import PassReader
 
@@ -232,8 +180,9 @@ def test_missing_enhancer_fails_clearly(flow_pass, tiny_codec, tmp_path, monkeyp
     monkeypatch.setattr(registry, "load_registry", lambda *a: registry.Registry.model_validate(registry.load_yaml(reg)))
     header = PassReader(flow_pass[1]).header
     with pytest.raises(ConfigError, match="--enhancer NAME .* or --no-enhance"):
-        resolve_models(header, ProcessOptions(codec=str(tiny_codec)))
-    codec, enh = resolve_models(header, ProcessOptions(codec=str(tiny_codec), enhance=False))
+        resolve_run(header, ProcessOptions(codec=str(tiny_codec)))
+    plan = resolve_run(header, ProcessOptions(codec=str(tiny_codec), enhance=False))
+    codec, enh = plan.codec, plan.enhancer
     assert enh is None and codec.sha256 == header.codec.sha256
 
 
@@ -358,7 +307,8 @@ def test_second_run_with_the_same_models_changes_nothing(e2e, tiny_codec, enhanc
 @pytest.mark.slow
 def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path, monkeypatch, dask_cluster, tiny_codec,
                                                                   enhancer_ckpts):
-    from flows.process_pass import STOP_AFTER_ENV, ProcessOptions, RunInterrupted, run_process_pass
+    from flows.process_pass import ProcessOptions, run_process_pass
+    from flows.scheduler import STOP_AFTER_ENV, RunInterrupted
     from groundstation.product import open_product, status
     from tasks.state import read_markers
 
@@ -384,7 +334,7 @@ def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path,
         seen.update({p.name: p.stat().st_mtime_ns for p in Path(state_dir).glob(f"{stage}-*.json")})
         return out
 
-    monkeypatch.setattr("flows.process_pass.read_markers", spy)
+    monkeypatch.setattr("flows.stages.read_markers", spy)
     res = run_process_pass(e2e["pass"], tmp_path, opts, dask_address=dask_cluster.scheduler_address)
     assert res["status"] == "complete" and res["tiles_ok"] == TILES
     assert res["batches"]["skipped"] == len(done) and res["batches"]["run"] == 2 * TILES - len(done)
@@ -400,14 +350,22 @@ def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path,
 @pytest.mark.slow
 def test_a_worker_crash_costs_its_batch_not_the_flow(tmp_path, monkeypatch, prefect_harness, dask_cluster, flow_pass,
                                                      tiny_codec, enhancer_ckpts):
-    from flows.process_pass import CRASH_TILES_ENV, EXIT_TILES_LOST, ProcessOptions, run_process_pass
+    from distributed import Client
+
+    from flows.process_pass import ProcessOptions, run_process_pass
+    from groundstation.errors import EXIT_TILES_LOST
     from groundstation.metrics import read_parquet
     from groundstation.product import open_product
+    from helpers import CrashOnTiles
 
-    monkeypatch.setenv(CRASH_TILES_ENV, "5")  # the worker decoding tile 5 dies with SIGSEGV
-    res = run_process_pass(flow_pass[1], tmp_path, ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]),
-                                                                  tiles_per_batch=2),
-                           dask_address=dask_cluster.scheduler_address)
+    with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
+        client.register_plugin(CrashOnTiles([5]))  # the worker decoding tile 5 dies with SIGSEGV
+        try:
+            res = run_process_pass(flow_pass[1], tmp_path, ProcessOptions(
+                codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=2),
+                dask_address=dask_cluster.scheduler_address)
+        finally:
+            client.unregister_worker_plugin(CrashOnTiles.name)
     assert res["status"] == "complete" and res["exit_code"] == EXIT_TILES_LOST
     assert [(d["tile"], d["reason"]) for d in res["lost"]] == [(4, "decode_error"), (5, "decode_error")]
     assert "KilledWorker" in res["lost"][0]["detail"]

@@ -68,7 +68,8 @@ def test_encode_supplement_writes_the_pass_header_and_only_the_listed_records(su
 
 
 def test_a_supplement_is_never_processed_as_a_pass(sup_pass, tiny_codec, enhancer_ckpts, tmp_path):
-    from flows.process_pass import ProcessOptions, preflight
+    from flows.identity import preflight
+    from flows.options import ProcessOptions
     from flows.reprocess import select_passes
     from groundstation.encode import encode_supplement
     from groundstation.errors import ProductError
@@ -121,7 +122,8 @@ def _rewrite(src: Path, dest: Path, **update) -> Path:
 def test_supplement_through_the_inbox_completes_the_product_as_a_one_shot_run(
         sup_pass, tmp_path, prefect_harness, dask_cluster, tiny_codec, enhancer_ckpts):
     from flows.inbox import run_sweep
-    from flows.process_pass import EXIT_TILES_LOST, ProcessOptions, run_process_pass
+    from flows.process_pass import ProcessOptions, run_process_pass
+    from groundstation.errors import EXIT_TILES_LOST
     from groundstation.container import PassReader
     from groundstation.metrics import read_parquet
     from groundstation.product import open_product, status

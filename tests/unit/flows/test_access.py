@@ -109,7 +109,7 @@ def test_an_archive_symlink_out_of_the_roots_refuses_the_selection_unread(statio
     def no_reading(*a, **k):
         raise AssertionError("a pass was read before the selection was checked")
 
-    monkeypatch.setattr(reprocess, "PassReader", no_reading)
+    monkeypatch.setattr(reprocess, "pass_header", no_reading)
     with pytest.raises(PathNotAllowed, match=r"1 files selected .* nothing was read.*link\.gsp"):
         reprocess.select_passes(station / "archive", "**/*.gsp")
     with pytest.raises(PathNotAllowed):
@@ -147,7 +147,8 @@ def test_refused_runs_change_nothing(station, tmp_path, tiny_codec, prefect_harn
 
 def test_a_product_of_another_pass_with_the_same_id_is_never_overwritten(tmp_path, tiny_codec):
     """process-pass refuses (before writing) when the product folder holds another pass's product of that id."""
-    from flows.process_pass import _existing, product_paths
+    from flows.identity import product_paths
+    from flows.process_pass import _existing
     from groundstation.container import PassReader
     from groundstation.errors import ProductError
     from groundstation.product import create_product

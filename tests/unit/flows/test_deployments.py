@@ -78,7 +78,7 @@ def test_served_deployments_take_their_defaults_from_the_station_and_the_registr
     inbox = deps["watch-inbox"]
     assert inbox.parameters["inbox"] == str(station / "inbox") and inbox.parameters["products"] == products
     assert inbox.schedules[0].schedule.interval.total_seconds() == 30
-    assert inbox.concurrency_limit == 1
+    assert inbox.concurrency_limit is None  # a sweep streaming a long pass must not hold back the next pass
     with pytest.raises(PathNotAllowed, match="--products"):
         station_deployments(products=tmp_path / "elsewhere")
 
@@ -167,3 +167,27 @@ def test_the_server_gsp_serve_starts_tells_its_ui_the_api_and_forgets_old_runs(t
 
     with pytest.raises(ConfigError, match="keep_runs_days"):
         server_env("http://127.0.0.1:4321/api")
+
+
+def test_the_inbox_trigger_starts_a_sweep_within_a_second_of_a_file_landing(tmp_path):
+    import time
+
+    from flows.inbox import InboxTrigger
+
+    (tmp_path / "old.gsp").write_bytes(b"x")  # there before the station started: the first sweep takes it
+    calls = []
+    trigger = InboxTrigger(tmp_path, calls.append, poll_s=0.05).start()
+    try:
+        time.sleep(0.2)
+        assert calls == []
+        t0 = time.monotonic()
+        (tmp_path / "new.gsp.part").write_bytes(b"header")
+        while not calls and time.monotonic() - t0 < 5:
+            time.sleep(0.01)
+        assert calls == [["new.gsp.part"]] and time.monotonic() - t0 < 1.0
+        (tmp_path / "new.gsp.part").rename(tmp_path / "new.gsp")  # the writer's rename: a sweep again
+        (tmp_path / ".hidden").write_bytes(b"x")
+        time.sleep(0.5)
+        assert calls == [["new.gsp.part"], ["new.gsp"]]
+    finally:
+        trigger.stop()

@@ -20,7 +20,8 @@ def test_task_runs_are_named_after_stage_and_batch():
 
 def test_the_run_name_is_the_pass_and_the_version_the_flow_writes(tmp_path, tiny_codec, enhancer_ckpts):
     from flows.names import pass_label
-    from flows.process_pass import ProcessOptions, product_version, resolve_models, with_operating_point
+    from flows.identity import product_version, resolve_run, with_operating_point
+    from flows.options import ProcessOptions
     from groundstation.container import PassReader
 
     _, p = make_pass(tmp_path, tiny_codec, "name-pass-7", height=64, width=64)
@@ -28,7 +29,8 @@ def test_the_run_name_is_the_pass_and_the_version_the_flow_writes(tmp_path, tiny
     for opts in (ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), seed=3),
                  ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[1]), temperature=0.25),
                  ProcessOptions(codec=str(tiny_codec), enhance=False)):
-        codec, enh = resolve_models(header, opts)
+        plan = resolve_run(header, opts)
+        codec, enh = plan.codec, plan.enhancer
         version = product_version(codec, enh, with_operating_point(opts, enh))
         name, tags = pass_label(str(p), opts)
         assert name == f"name-pass-7 @ {version}"

@@ -30,7 +30,7 @@ def test_every_shipped_config_loads(path):
 @pytest.mark.parametrize("path", sorted((CONFIGS / "enhancer-recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_enhancer_recipe_names_only_train_enhancer_options(path):
     from gsp.cli import build_parser
-    from gsp.cli_enhancer import apply_recipe
+    from gsp.cli.training import apply_recipe
 
     args = build_parser().parse_args(["train-enhancer", "--recipe", str(path)])
     apply_recipe(args)  # unknown keys are errors
@@ -39,7 +39,7 @@ def test_every_enhancer_recipe_names_only_train_enhancer_options(path):
 
 def test_a_recipe_with_an_unknown_option_is_refused(tmp_path):
     from gsp.cli import build_parser
-    from gsp.cli_enhancer import apply_recipe
+    from gsp.cli.training import apply_recipe
 
     (tmp_path / "r.yaml").write_text("pairs: p\nout: o\nw-enn: 1.0\n")
     args = build_parser().parse_args(["train-enhancer", "--recipe", str(tmp_path / "r.yaml"), "--steps", "5"])

@@ -158,7 +158,15 @@ def test_unreadable_scene_is_a_clear_error(tmp_path, tiny_codec):
 
 def test_existing_product_is_never_overwritten(clean, tmp_path, tiny_codec):
     shutil.copytree(clean["dir"] / "p.zarr", tmp_path / "p.zarr")
+
+    def files() -> dict[str, tuple[bytes, int]]:
+        return {str(f.relative_to(tmp_path)): (f.read_bytes(), f.stat().st_mtime_ns)
+                for f in sorted((tmp_path / "p.zarr").rglob("*")) if f.is_file()}
+
+    before = files()
     assert main(["decode", str(clean["dir"] / "p.gsp"), "-o", str(tmp_path / "p.zarr"), "--codec", str(tiny_codec)]) == 2
+    assert files() == before  # every file's bytes and mtime as they were; none added, none removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"]  # nothing written beside it either
 
 
 def test_inspect_reports_integrity(clean, tmp_path, capsys):

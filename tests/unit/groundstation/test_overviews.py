@@ -77,8 +77,19 @@ def test_gdal_view_uses_the_levels_as_overviews(pyramid):
 
 
 def test_rebuilding_replaces_the_pyramid(pyramid):
+    g = open_levels(pyramid["product"], "r+")
+    for lv in pyramid["levels"][1:]:  # spoil every level's pixels and mask: the rebuild must write them anew
+        g[f"{lv['path']}/decoded"][:] = 7
+        g[f"{lv['path']}/valid"][:] = 0
     levels = build_levels_serial(pyramid["product"])
     assert levels == pyramid["levels"]
+    g = open_levels(pyramid["product"], "r")
+    dec, valid = np.asarray(g["decoded"][:]), np.asarray(g["valid"][:])
+    for lv in levels[1:]:
+        out, valid = reduce_2x2({"decoded": dec}, valid)
+        dec = out["decoded"]
+        np.testing.assert_array_equal(np.asarray(g[f"{lv['path']}/decoded"][:]), dec)
+        np.testing.assert_array_equal(np.asarray(g[f"{lv['path']}/valid"][:]), valid)
 
 
 def test_a_pixel_grid_product_gets_levels_without_a_crs(tmp_path, tiny_codec):

@@ -13,14 +13,14 @@ import pytest
 from PIL import Image
 
 from groundstation.errors import ConfigError
+from groundstation.metrics.backends import cached_reference
 from groundstation.registry import Registry
 from gsp.evaluation import PER_IMAGE_CSV, ResolvedPoint, evaluate_folder, resolve_rate_points
-from gsp.perception_distortion import (
+from gsp.evaluation import (
     SWEEP_CSV,
     SweepSpec,
     Variant,
     add_gaussian_noise,
-    cached_reference,
     ci95,
     controls_at_cost,
     interpolate_at,

@@ -1,4 +1,4 @@
-"""``gsp process``, ``gsp serve``, ``gsp reprocess`` and ``gsp supplement``: the Prefect + Dask commands (loaded by gsp.cli).
+"""``gsp process``, ``gsp serve``, ``gsp reprocess`` and ``gsp supplement``: the Prefect + Dask commands.
 
 Thin: each command builds validated :class:`flows.process_pass.ProcessOptions` and calls a flow entry point.
 Prefect, Dask and torch are imported only when one of these commands runs.
@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 
-from groundstation.config import load_station
 from groundstation.errors import ConfigError
+
+from ._common import station
 
 __all__ = ["COMMANDS", "check_inputs", "register"]
 
@@ -76,8 +77,10 @@ def register(sub) -> None:
         description="Serve the deployments process-pass, reprocess-archive, watch-inbox, train-codec, "
         "train-enhancer and evaluate (named after the station) from this process, so operators start, watch and "
         "rerun them from the Prefect UI. watch-inbox "
-        "sweeps INBOX every --interval seconds: complete passes (not .part, trailer present, unchanged for "
-        "--settle seconds) are claimed, processed into --products and moved to INBOX/done (or INBOX/failed). "
+        "sweeps INBOX within a second of a file landing (and every --interval seconds as a safety net): a pass "
+        "still arriving (NAME.part with its header) is processed while it arrives; complete passes (trailer "
+        "present, unchanged for --settle seconds) are claimed; products go to --products and passes to "
+        "INBOX/done (or INBOX/failed). "
         "Runs from a deployment only take paths under the station's roots (station file, roots). Set "
         "PREFECT_API_URL to use a Prefect server and its UI; without it a local `prefect server start` on --host "
         "lives as long as this command. See README, 'The station from the Prefect UI'.")
@@ -85,7 +88,8 @@ def register(sub) -> None:
     s.add_argument("--products", metavar="DIR", help="products folder (default: the station's products root)")
     s.add_argument("--archive", metavar="DIR",
                    help="default archive of the reprocess-archive deployment (default: the station's archive root)")
-    s.add_argument("--interval", type=float, default=60.0, metavar="S", help="seconds between sweeps (default 60)")
+    s.add_argument("--interval", type=float, default=600.0, metavar="S",
+                   help="seconds between safety-net sweeps (default 600; new files start a sweep at once)")
     s.add_argument("--once", action="store_true", help="run one sweep now, without serving, and exit")
     s.add_argument("--settle", type=float, default=2.0, metavar="S",
                    help="a pass must be unchanged this long before it is touched (default 2)")
@@ -139,7 +143,7 @@ def _options(args):
         reference=args.reference, codec=args.codec, enhancer=args.enhancer,
         enhance=not getattr(args, "no_enhance", False), seed=args.seed, temperature=args.temperature,
         halo=args.halo, tiles_per_batch=args.tiles_per_batch, core_tiles=args.core_tiles, device=args.device,
-        synthesis=getattr(args, "synthesis", None) or load_station().decode.synthesis,
+        synthesis=getattr(args, "synthesis", None) or station().decode.synthesis,
         cog=getattr(args, "cog", False) or None)
 
 

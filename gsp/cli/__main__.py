@@ -1,0 +1,7 @@
+"""``python -m gsp.cli``: the ``gsp`` command."""
+
+import sys
+
+from gsp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""The rate points an evaluation runs: each a codec, the enhancer trained behind it and its temperature
+(``configs/models.yaml`` ``rate_points``), with files resolved and hashes checked."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from groundstation.errors import ConfigError
+
+__all__ = ["ResolvedPoint", "resolve_rate_points"]
+
+
+@dataclass(frozen=True)
+class ResolvedPoint:
+    """A rate point with its files resolved and hashes checked."""
+
+    name: str
+    codec: str
+    codec_path: str
+    codec_sha256: str | None
+    enhancer: str
+    enhancer_path: str
+    enhancer_sha256: str | None
+    temperature: float
+    lmbda: float | None
+
+
+def resolve_rate_points(names: Iterable[str] | None = None, registry=None,
+                        temperature: float | None = None) -> list[ResolvedPoint]:
+    """The registry's rate points (all, or ``names`` in that order); a clear error for an unknown name.
+
+    ``temperature`` replaces every point's own (to choose one on a validation set)."""
+    if temperature is not None and not (temperature >= 0 and math.isfinite(temperature)):
+        raise ConfigError(f"--temperature {temperature}: give a finite value >= 0")
+    from groundstation.registry import load_registry, resolve_model
+
+    registry = registry or load_registry()
+    wanted = list(names) if names else list(registry.rate_points)
+    if not wanted:
+        raise ConfigError("the model registry defines no rate_points; add codec/enhancer pairs under "
+                          "rate_points in configs/models.yaml")
+    points = []
+    for name in wanted:
+        point = registry.rate_points.get(name)
+        if point is None:
+            raise ConfigError(f"--rate-points: no rate point named {name!r}; known: "
+                              f"{', '.join(registry.rate_points) or 'none'} (configs/models.yaml)")
+        _, cpath, csha, centry = resolve_model(point.codec, "codec", registry)
+        _, epath, esha, _ = resolve_model(point.enhancer, "enhancer", registry)
+        points.append(ResolvedPoint(name=name, codec=point.codec, codec_path=str(cpath), codec_sha256=csha,
+                                    enhancer=point.enhancer, enhancer_path=str(epath), enhancer_sha256=esha,
+                                    temperature=point.temperature if temperature is None else temperature,
+                                    lmbda=centry.lmbda if centry else None))
+    return points
