@@ -40,7 +40,7 @@ from groundstation.config import load_station
 from groundstation.errors import GSPError
 from groundstation.roots import StationRoots
 
-from .access import PassFile, ProductsDir
+from .access import PassFile, ProductsDir, validated_or_refused
 from .inbox import InboxTrigger
 from .names import pass_run_name, supplement_run_name
 from .options import ProcessOptions, station_options
@@ -57,7 +57,7 @@ JOBS = {
 }
 
 
-@flow(name=process_pass.name, task_runner=process_pass.task_runner, validate_parameters=True,
+@flow(name=process_pass.name, task_runner=process_pass.task_runner, validate_parameters=False,
       flow_run_name=pass_run_name,
       description="Decode, enhance and evaluate one pass into a versioned product (paths under the station's roots).")
 def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
@@ -71,11 +71,15 @@ def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
         out_dir: products folder, under the station's products root (default: the products root)
         options: what to do with the pass (default: the station's options)
     """
-    out = out_dir or load_station().roots.products
-    return process_pass.fn(pass_path, out, options or station_options())
+    params, refused = validated_or_refused(process_pass_job, {"pass_path": pass_path, "out_dir": out_dir,
+                                                              "options": options})
+    if refused:
+        return refused
+    out = params["out_dir"] or load_station().roots.products
+    return process_pass.fn(params["pass_path"], out, params["options"] or station_options())
 
 
-@flow(name="apply-supplement", task_runner=process_pass.task_runner, validate_parameters=True,
+@flow(name="apply-supplement", task_runner=process_pass.task_runner, validate_parameters=False,
       flow_run_name=supplement_run_name,
       description="Apply a retransmitted supplement (resent tiles of a pass) to its product(s): decode those "
       "tiles, re-enhance the windows they touch, deliver, mark complete.")
@@ -89,7 +93,11 @@ def apply_supplement_job(supplement_path: PassFile, products: ProductsDir | None
     """
     from .supplement import apply_supplement
 
-    return apply_supplement.fn(supplement_path, products or load_station().roots.products)
+    params, refused = validated_or_refused(apply_supplement_job, {"supplement_path": supplement_path,
+                                                                  "products": products})
+    if refused:
+        return refused
+    return apply_supplement.fn(params["supplement_path"], params["products"] or load_station().roots.products)
 
 
 def _default_options(options: ProcessOptions | None) -> ProcessOptions:

@@ -151,7 +151,9 @@ def test_a_finished_run_shows_its_name_its_report_and_its_table(station_ui, brow
 def test_a_refused_run_shows_the_reason(station_ui, browser):
     ui, _, runs, shots = station_ui
     run = runs["refused"]
-    assert run.state.is_failed()
-    page = _open(browser, f"{ui}/runs/flow-run/{run.id}", "Failed")
+    assert run.state.is_failed() and run.state.message.startswith("refused: pass_path "), run.state.message
+    assert run.name == "refused: outside-pass.gsp"  # named after the pass, whose file was not read
+    page = _open(browser, f"{ui}/runs/flow-run/{run.id}", run.name)
     page.get_by_text("outside the station's roots").first.wait_for()
+    assert "Traceback" not in page.inner_text("body")  # one line, not the engine's traceback
     _screenshot(page, shots, "ui-refused-run.png")
