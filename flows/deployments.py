@@ -41,6 +41,7 @@ from groundstation.errors import GSPError
 from groundstation.roots import StationRoots
 
 from .access import PassFile, ProductsDir, validated_or_refused
+from .events import ProductConsole
 from .inbox import InboxTrigger
 from .names import pass_run_name, supplement_run_name
 from .options import ProcessOptions, station_options
@@ -199,6 +200,7 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
         name = kwargs.get("name") or station.station
         trigger = InboxTrigger(inbox or station.roots.inbox, lambda files: _start_sweep(name), station=name).start()
         stack.callback(trigger.stop)
+        stack.callback(ProductConsole(station.station, lambda line: print(line, flush=True)).start().stop)
         prefect.serve(*deployments, pause_on_shutdown=False, limit=limit)
 
 

@@ -129,6 +129,10 @@ def test_a_finished_run_shows_its_name_its_report_and_its_table(station_ui, brow
     run = runs["done"]
     assert run.state.is_completed(), run.state.message
     assert run.name.startswith("ui-pass-1 @ ")
+    console = wait_for("the pass's line on the serve console", lambda: [
+        line for line in (shots.parent / "serve.log").read_text(errors="replace").splitlines()
+        if line.startswith("pass ui-pass-1: received ")], 30)
+    assert "tiles lost 0 of 6" in console[0] and "latency" in console[0]
     page = _open(browser, f"{ui}/runs/flow-run/{run.id}", run.name)
     _screenshot(page, shots, "ui-flow-run.png")
 

@@ -86,3 +86,13 @@ def test_the_ui_tile_table_is_short_and_leads_with_tile_product_status():
     rows = tile_table_rows(tiles)
     assert list(rows[0]) == ["tile", "product", "status", "bpp"]
     assert rows[1] == {"tile": 1, "product": "enhanced", "status": "ok", "bpp": 0.2}
+
+
+def test_the_serve_console_says_one_line_per_product():
+    from flows.events import console_line
+
+    line = console_line({"pass_id": "p1", "paths": {"product": "/products/p1/v.zarr"}, "tiles_total": 6,
+                         "tiles_lost": 1, "timeliness": {"last_byte": "2026-12-06T04:50:01+00:00",
+                                                         "latency_s": 12.34}})
+    assert line == ("pass p1: received 04:50:01, product /products/p1/v.zarr, tiles lost 1 of 6 (listed for "
+                    "retransmission), latency 12.3 s")
