@@ -22,6 +22,7 @@ current flow run names.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -33,7 +34,8 @@ from groundstation.errors import GSPError
 from groundstation.roots import KINDS, PathNotAllowed, StationRoots
 
 __all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "PassFile", "PathNotAllowed", "ProductsDir",
-           "RunFolder", "SceneFile", "checked", "checked_model", "from_deployment", "roots_in_force"]
+           "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment", "refusal",
+           "roots_in_force", "validated_or_refused"]
 
 #: Set by Prefect's runners and workers in the process that executes a deployment's flow run.
 FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
@@ -147,6 +149,22 @@ def _validate(fn, parameters: dict) -> dict:
     return {name: getattr(checked, name) for name in fields}
 
 
+class RunRefused(GSPError):
+    """A run's parameters broke a rule (the message says which, in one line); the run did nothing."""
+
+
+class _QuietRefusal(logging.Filter):
+    """Drops the traceback Prefect's engine logs for a failed run when the failure is a :class:`RunRefused`:
+    its one line is logged already (installed on ``prefect.flow_runs`` when this module is imported, which a
+    deployment's run does before its engine starts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], RunRefused))
+
+
+logging.getLogger("prefect.flow_runs").addFilter(_QuietRefusal())
+
+
 def validated_or_refused(job, parameters: dict):
     """``(parameters, None)`` validated as ``job``'s annotations say (the root-checked paths, the options
     model), or ``(None, Failed state)``: one logged line naming the parameter and the rule, which is also the
@@ -160,4 +178,4 @@ def validated_or_refused(job, parameters: dict):
     except Exception as exc:  # noqa: BLE001 - every validation failure is a refusal, said in one line
         message = f"refused: {refusal(exc)}"
         get_run_logger().error(message)
-        return None, Failed(message=message)
+        return None, Failed(message=message, data=RunRefused(message))
