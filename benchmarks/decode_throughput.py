@@ -1,4 +1,4 @@
-"""Where a tile's decode time goes, and what batching the synthesis over tiles would buy (issue 13, item 3).
+"""Where a tile's decode time goes, and what batching the synthesis over tiles would buy.
 
 Per 256 px tile of a real pass (a 1536x1536 crop of a drone frame, the registry's default codec, the pass's
 entropy mode), interleaved tile by tile in one process on ``--threads`` threads:

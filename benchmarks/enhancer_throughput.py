@@ -4,9 +4,9 @@ In one run, interleaved (round robin over all variants per repetition, so that l
 hits them alike):
 
 * the conv peak: a wide 3x3 convolution (128 -> 128 channels, 128x128, batch 1), NCHW and channels_last;
-* per configuration (demo, reference) and batch size: ``model.inverse`` (the plain NCHW path, as used before
-  issue 13) and ``model.inverse_fast`` (channels_last end to end, the default of enhancer.inference), and
-  with ``--compile`` also ``torch.compile(model.inverse_fast)`` (compile time reported).
+* per configuration (demo, reference) and batch size: ``model.inverse`` (the plain NCHW path) and
+  ``model.inverse_fast`` (channels_last end to end, the default of enhancer.inference), and with ``--compile``
+  also ``torch.compile(model.inverse_fast)`` (compile time reported).
 
 FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on ``inverse`` (convolutions and matrix
 products only: the elementwise work is not counted). GFLOP/s = counted FLOPs / median seconds; the percent

@@ -13,7 +13,7 @@ uint8. Differences here, on purpose:
   whole-image result up to float rounding, and smaller halos trade a small seam error for speed
   (benchmarks/enhancer_tiling.py measures it).
 
-Speed (issue 13): by default (``fast=True``) the network runs :meth:`INNRSIC.inverse_fast`, channels_last
+Speed: by default (``fast=True``) the network runs :meth:`INNRSIC.inverse_fast`, channels_last
 end to end with no layout flips, fed straight from the uint8 blocks; ``fast=False`` keeps the plain
 :meth:`INNRSIC.inverse` (results equal up to float rounding: at most 1 DN, on rare .5 ties). A worker
 process should call :func:`tune_cpu_worker` once (threads per worker, heap reuse);

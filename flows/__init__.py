@@ -11,6 +11,6 @@
 * :mod:`flows.cluster` - the Dask cluster: a LocalCluster or an existing scheduler, GPU resources.
 * :mod:`flows.scheduler` - the batch scheduler (dependencies, bounded in-flight, failures recorded).
 
-See flows/README.md for running on a Dask cluster with GPU workers and against a Prefect server.
+See docs/operations.md for running on a Dask cluster with GPU workers and against a Prefect server.
 Importing this package is cheap; the submodules import Prefect, Dask and torch.
 """

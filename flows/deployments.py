@@ -8,11 +8,13 @@ reprocess-archive/ ``flows/reprocess.py:reprocess_archive``  new product version
 NAME
 watch-inbox/NAME   ``flows/inbox.py:watch_inbox``            new passes in the inbox, while they arrive: a run
                                                              as soon as a file lands, and every ``interval`` s
+apply-supplement/  ``flows/deployments.py:apply_supplement_  resent tiles of a pass into its product
+NAME               job``
 ================== ========================================= ================================================
 
 ``NAME`` is the station's name (``station`` in the station file), so several stations can share one server.
 ``gsp serve`` serves all of them from one process (:func:`serve_station`); ``prefect.yaml`` at the repository
-root declares the same three for ``prefect deploy`` onto a process work pool.
+root declares the same four for ``prefect deploy`` onto a process work pool.
 
 Parameters are typed (pydantic: :class:`flows.options.ProcessOptions` and the root-checked path types of
 :mod:`flows.access`), so the UI's run form validates what an operator types, and a run from a deployment is
@@ -20,10 +22,10 @@ refused before it starts when a path lies outside the station's roots. Defaults 
 (roots, pixel synthesis) and the model registry (its default enhancer; the temperature stays unset, which means
 the operating point the registry records for the enhancer's rate point).
 
-Training and evaluation (train-codec, train-enhancer, evaluate) are flows of the application layer
-(:mod:`gsp.jobs`), which this layer must not import: ``gsp serve`` builds their deployments there and passes them
-to :func:`serve_station` (``extra_deployments``), and ``prefect.yaml`` declares them with entrypoints under
-``gsp/``.
+Training, evaluation and export (train-codec, train-enhancer, evaluate, export-product) are flows of the
+application layer (:mod:`gsp.jobs`), which this layer must not import: ``gsp serve`` builds their deployments there
+and passes them to :func:`serve_station` (``extra_deployments``), and ``prefect.yaml`` declares them with
+entrypoints under ``gsp/``.
 """
 
 from __future__ import annotations

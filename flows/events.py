@@ -1,4 +1,4 @@
-"""Prefect events a station emits, for automations to react to (README, "Events and automations").
+"""Prefect events a station emits, for automations to react to (docs/operations.md, "Events and automations").
 
 ``gsp.pass.tiles-lost``
     a pass's product was written but tiles were lost. Resource ``gsp.pass.<pass_id>``; payload: ``pass_id``,

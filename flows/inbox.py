@@ -72,17 +72,19 @@ def _candidates(inbox: Path) -> list[Path]:
 
 
 def find_arriving(inbox: str | Path) -> list[Path]:
-    """``NAME.part`` files whose header has arrived whole and parses, that no watcher streams yet."""
+    """``NAME.part`` files whose header has arrived whole and parses, that no watcher streams yet (passes, not
+    supplements)."""
     inbox = Path(inbox)
     out = []
     for p in sorted(inbox.glob(f"*{PART}")):
         if p.name.startswith(".") or (inbox / STREAMS / final_name(p).name).exists():
             continue
         try:
-            pass_header(p)
+            header = pass_header(p)
         except (PassFormatError, OSError):
             continue  # the header is still arriving (or the file is no pass: the complete file will say)
-        out.append(p)
+        if header.supplement is None:  # resent tiles are few: applied once complete
+            out.append(p)
     return out
 
 

@@ -15,6 +15,7 @@ import re
 
 import pandas as pd
 
+from groundstation.metrics import PERCEPTUAL_COLUMNS, PRIMARY
 from groundstation.product import gdal_view_path
 
 __all__ = ["RunProgress", "artifact_key", "render_report", "table_rows"]
@@ -154,15 +155,15 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
     if len(passes):
         has_ref = passes["psnr_db"].notna().any()
         if has_ref:
-            pcol = next((c for c in ("lpips_alex", "stlpips_alex") if passes[c].notna().any()), None)
-            head = "| product | tiles ok | bpp | PSNR (dB) | MS-SSIM | " + (f"{pcol} |" if pcol else "")
+            pcols = [c for c in PERCEPTUAL_COLUMNS if c in passes and passes[c].notna().any()]
+            head = "| product | tiles ok | bpp | PSNR (dB) | MS-SSIM | " + "".join(f"{c} |" for c in pcols)
             lines += [head, "|" + "---|" * (head.count("|") - 1)]
             for _, r in passes.iterrows():
                 lines.append(f"| {r['product']} | {r['n_tiles_ok']}/{r['n_tiles']} | {_fmt(r['bpp'], '.4f')} | "
                              f"{_fmt(r['psnr_db'], '.2f')} | {_fmt(r['ms_ssim'], '.4f')} | "
-                             + (f"{_fmt(r[pcol], '.4f')} |" if pcol else ""))
+                             + "".join(f"{_fmt(r[c], '.4f')} |" for c in pcols))
             if perceptual:
-                lines += ["", f"Perceptual metric: {perceptual}"]
+                lines += ["", f"Perceptual metrics ({PRIMARY}, the paper's, first): {perceptual}"]
             if passes["ms_ssim"].isna().all():
                 lines += ["", "MS-SSIM is empty: every tile is smaller than the 161 px it needs (see the table's notes)."]
         else:

@@ -185,7 +185,7 @@ def local_prefect_server(port: int | None = None, timeout_s: float | None = None
     the ephemeral API does not run) for the duration of the context; yield its API URL.
 
     It listens on ``host``: 127.0.0.1 (this machine only) unless told otherwise; for a station network give
-    the address to listen on and set ``PREFECT_SERVER_API_AUTH_STRING`` in its environment (README, "Auth"),
+    the address to listen on and set ``PREFECT_SERVER_API_AUTH_STRING`` in its environment (docs/operations.md, "Auth"),
     which the server inherits from this process like every other ``PREFECT_SERVER_*`` setting. The server
     runs in its own process group and is stopped with it. Its database is the default one under
     PREFECT_HOME, so runs and artifacts stay visible after a restart.

@@ -27,7 +27,7 @@ class EncodeDefaults(_Strict):
     threads: int = Field(1, ge=1, le=256, description="torch threads on the encoder (recorded in the header)")
     entropy: Literal["float32", "float64"] = Field(
         "float64", description="numeric mode of the entropy-parameter path, recorded in each pass: float64 decodes "
-        "on every x86 CPU (README, 'Decoding on any CPU'); float32 is CompressAI as it is")
+        "on every x86 CPU (docs/determinism.md); float32 is CompressAI as it is")
     require_crs: bool = Field(False, description="refuse scenes without a CRS instead of processing them as "
                               "pixel grids")
 

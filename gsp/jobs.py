@@ -9,12 +9,14 @@ train-enhancer/  ``gsp/jobs.py:train_enhancer_job``    :func:`gsp.training.enhan
 NAME                                                   train-enhancer``), then the export
 evaluate/NAME    ``gsp/jobs.py:evaluate_job``          :func:`gsp.evaluation.evaluate_folder` (``gsp
                                                        evaluate``), with ``sweep``: ``--sweep``
+export-product/  ``gsp/jobs.py:export_job``            ``gsp export PRODUCT --cog --stac``: a complete
+NAME                                                   product's COG and STAC Item
 ================ ===================================== =====================================================
 
 These flows only wrap the commands' functions: the same run folders, checkpoints, ``loss.csv``, tables and
 plots. ``flows`` (the orchestration layer) must not import the application, so the deployments are built here
 (:func:`job_deployments`) and handed to :func:`flows.deployments.serve_station` by ``gsp serve``;
-``prefect.yaml`` declares the same three for ``prefect deploy``.
+``prefect.yaml`` declares the same four for ``prefect deploy``.
 
 **Parameters** are typed: paths with the root-checked types of :mod:`flows.access` (a run started from a deployment
 is refused before it starts when ``out`` lies outside the runs root, the images or pairs outside the archive or
@@ -268,13 +270,13 @@ def train_enhancer_job(pairs: DatasetPath, out: RunFolder | None = None, options
     """``gsp train-enhancer PAIRS -o OUT [options] [--export FILE]`` as a flow: resumes from ``OUT/last.pt``."""
     from groundstation.fileio import write_json_atomic
 
-    from .training.enhancer import export_enhancer, train_enhancer
+    from .training.enhancer import config_from_options, export_enhancer, train_enhancer
     from .training.pairs import read_pairs
 
     run = _out(out, "train-enhancer")
     options = options or EnhancerTrainOptions.from_registry()
     records, _ = read_pairs(pairs)
-    cfg = options.config(pairs, str(run), len(records))
+    cfg = config_from_options(options, pairs, str(run), len(records))
     progress = _Progress(_key("train-enhancer", run, "progress"),
                          f"train-enhancer {run}: steps done of {cfg.steps}")
     start: list[int] = []
@@ -394,7 +396,7 @@ def export_job(product: ProductsDir, cog: bool = True, array: Literal["enhanced"
 # -------------------------------------------------------------------------------------------- deployments
 
 def job_deployments(*, name: str | None = None) -> list:
-    """The deployments of the three flows (``RunnerDeployment``s for :func:`flows.deployments.serve_station`),
+    """The deployments of the four flows (``RunnerDeployment``s for :func:`flows.deployments.serve_station`),
     named after the station, ``out`` defaulting to ``<runs root>/<flow>`` and the options to the registry's
     (see the module docstring)."""
     from prefect.types.entrypoint import EntrypointType

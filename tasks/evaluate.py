@@ -36,7 +36,7 @@ def evaluate_tiles(product: str, reference: str, state_dir: str, batch: int, ban
     """Metrics rows for ``tiles`` (dicts with ``tile``, ``window`` (r0, r1, c0, c1), ``bytes``, ``decode_ms``,
     ``enhance_ms``, ``decode_device``, ``enhance_device``), one per tile and product.
 
-    Returns the rows and the perceptual metric's description (retried twice: the reference scene may sit on a
+    Returns the rows and the perceptual metrics' descriptions (retried twice: the reference scene may sit on a
     network share).
     """
     import rasterio
@@ -69,7 +69,7 @@ def evaluate_tiles(product: str, reference: str, state_dir: str, batch: int, ban
                 if n_invalid:
                     row.note = "; ".join(x for x in (row.note, f"{n_invalid} nodata pixels copied from the reference (no error counted there)") if x)
                 rows.append(row)
-    result = EvaluateResult(rows=tuple(rows), perceptual=perceptual.description, metric_device=device_label(device),
+    result = EvaluateResult(rows=tuple(rows), perceptual="; ".join(f"{m.name}: {m.description}" for m in perceptual), metric_device=device_label(device),
                             worker=worker_name(), seconds=round(time.perf_counter() - t0, 3))
     write_marker(state_dir, "evaluate", batch, [t["tile"] for t in tiles], result.to_json())
     log.info("evaluated %d tiles (batch %d) against the reference", len(tiles), batch)

@@ -78,11 +78,13 @@ def get_enhancer(path: str, sha256: str, device: str):
     return cached(("enhancer", sha256, device), lambda: load_enhancer(path, sha256, device=device)[0])
 
 
-def get_perceptual(device: str):
-    """The run's perceptual metric (``PerceptualMetric.auto``: LPIPS-Alex when provisioned, else ST-LPIPS)."""
-    from groundstation.metrics import PerceptualMetric
+def get_perceptual(device: str, names: tuple[str, ...] | None = None) -> tuple:
+    """The perceptual metrics ``names`` (default: every column of ``PERCEPTUAL_COLUMNS``: LPIPS-Alex, LPIPS-VGG,
+    ST-LPIPS-Alex), each loaded once per process, keyed by metric and device."""
+    from groundstation.metrics import PERCEPTUAL_COLUMNS, PerceptualMetric
 
-    return cached(("perceptual", device), lambda: PerceptualMetric.auto(device))
+    return tuple(cached(("perceptual", name, device), lambda name=name: PerceptualMetric.auto(device, backend=name))
+                 for name in (PERCEPTUAL_COLUMNS if names is None else names))
 
 
 def import_task_modules() -> list[str]:

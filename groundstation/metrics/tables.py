@@ -11,7 +11,7 @@ import datetime as _dt
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,8 +37,8 @@ class TileMetrics:
     is the tile's share of the pass (the enhanced product comes from the same bitstream, so it has the same
     bytes). ``bpp`` is derived. Metrics the caller could not compute stay NaN; ``status`` is ``'ok'`` or a short
     failure word (``'decode_failed'``, ...), and only ``'ok'`` rows enter :func:`summarize_passes`. ``note``
-    collects reasons (e.g. why MS-SSIM is NaN). Perceptual distances go in the column of the backend
-    (``lpips_alex`` or ``stlpips_alex``); the other stays NaN.
+    collects reasons (e.g. why MS-SSIM is NaN). Each perceptual distance goes in the column of the metric that
+    computed it (``lpips_alex``, the primary; ``lpips_vgg``; ``stlpips_alex``); one not computed stays NaN.
     """
 
     pass_id: str
@@ -53,6 +53,7 @@ class TileMetrics:
     psnr_db: float = math.nan
     ms_ssim: float = math.nan
     lpips_alex: float = math.nan
+    lpips_vgg: float = math.nan
     stlpips_alex: float = math.nan
     decode_ms: float = math.nan
     enhance_ms: float = math.nan
@@ -84,13 +85,14 @@ def evaluate_tile(
     tile_index: int,
     product: str,
     compressed_bytes: int,
-    perceptual: PerceptualMetric | None = None,
+    perceptual: PerceptualMetric | Sequence[PerceptualMetric] = (),
     product_version: str = "",
     decode_ms: float = math.nan,
     enhance_ms: float = math.nan,
     device: str = "",
 ) -> TileMetrics:
-    """All metrics of ``candidate`` against ``reference`` (uint8 RGB, HWC or CHW) as one :class:`TileMetrics`."""
+    """All metrics of ``candidate`` against ``reference`` (uint8 RGB, HWC or CHW) as one :class:`TileMetrics`;
+    ``perceptual``: the perceptual metrics to compute (one or several), each into its own column."""
     ref, cand = pair_hwc(reference, candidate)
     notes = []
     m = mse(ref, cand)
@@ -98,12 +100,12 @@ def evaluate_tile(
     if ms.reason:
         notes.append(ms.reason)
     extra = {}
-    if perceptual is not None:
-        d = perceptual.distance(ref, cand)
+    for metric in [perceptual] if isinstance(perceptual, PerceptualMetric) else perceptual:
+        d = metric.distance(ref, cand)
         if math.isnan(d):
             h, w = ref.shape[:2]
-            notes.append(f"{perceptual.name}: image {h}x{w} is below its {perceptual.min_size}-px minimum")
-        extra[perceptual.name] = d
+            notes.append(f"{metric.name}: image {h}x{w} is below its {metric.min_size}-px minimum")
+        extra[metric.name] = d
     return TileMetrics(
         pass_id=pass_id,
         tile_index=tile_index,
@@ -126,8 +128,8 @@ def evaluate_tile(
 _TILE_TYPES = {
     "pass_id": pa.string(), "tile_index": pa.int64(), "product": pa.string(), "product_version": pa.string(),
     "height": pa.int64(), "width": pa.int64(), "compressed_bytes": pa.int64(), "bpp": pa.float64(),
-    "mse": pa.float64(), "psnr_db": pa.float64(), "ms_ssim": pa.float64(), "lpips_alex": pa.float64(),
-    "stlpips_alex": pa.float64(), "decode_ms": pa.float64(), "enhance_ms": pa.float64(), "device": pa.string(),
+    "mse": pa.float64(), "psnr_db": pa.float64(), "ms_ssim": pa.float64(),
+    **{name: pa.float64() for name in PERCEPTUAL_COLUMNS}, "decode_ms": pa.float64(), "enhance_ms": pa.float64(), "device": pa.string(),
     "status": pa.string(), "note": pa.string(),
     **{name: pa.float64() for name in TILE_BOUNDS_COLUMNS},
 }  # fmt: skip
@@ -149,10 +151,7 @@ PASS_SCHEMA = pa.schema(
         ("psnr_db", pa.float64()),
         ("ms_ssim", pa.float64()),
         ("ms_ssim_coverage", pa.float64()),
-        ("lpips_alex", pa.float64()),
-        ("lpips_alex_coverage", pa.float64()),
-        ("stlpips_alex", pa.float64()),
-        ("stlpips_alex_coverage", pa.float64()),
+        *((f"{name}{suffix}", pa.float64()) for name in PERCEPTUAL_COLUMNS for suffix in ("", "_coverage")),
         ("decode_ms_total", pa.float64()),
         ("enhance_ms_total", pa.float64()),
         ("device", pa.string()),

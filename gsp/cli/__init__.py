@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gsp",
         description="Satellite ground-station pipeline: encode scenes into pass containers (the satellite side, "
-        "simulated), inspect and decode passes into georeferenced Zarr products, train codecs.",
+        "simulated), inspect, decode and enhance passes into georeferenced Zarr products under Prefect on Dask, serve "
+        "the station's jobs to the Prefect UI, train and evaluate codecs and enhancers.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit status: 0 ok; 3 product written but tiles lost (see the list); 2 bad input or configuration; 1 bug.",
     )

@@ -47,15 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--sweep", action="store_true",
                     help="also sweep the enhancer's temperature and the two controls and write "
                     "OUT/perception_distortion.{csv,md,png} (and _summary.csv)")
-    sw.add_argument("--temperatures", metavar="T,...",
-                    help="enhancer temperatures to sweep, >= 0 (default 0,0.25,0.5,0.75,1); each rate point's "
-                    "registry temperature is always added and marked as the operating point")
-    sw.add_argument("--noise", metavar="STD,...",
-                    help="Gaussian-noise control: noise stds in DN (8-bit levels), > 0, or none "
-                    "(default 2,3,4,6)")
-    sw.add_argument("--unsharp", metavar="PERCENT,...",
-                    help="unsharp-mask control (PIL, threshold 0): amounts in whole percent, > 0, or none "
-                    "(default 50,100,150,250)")
+    for flag, metavar, text in (  # comma-separated value lists (gsp.evaluation.parse_values)
+            ("--temperatures", "T,...", "enhancer temperatures to sweep, >= 0 (default 0,0.25,0.5,0.75,1); each "
+             "rate point's registry temperature is always added and marked as the operating point"),
+            ("--noise", "STD,...", "Gaussian-noise control: noise stds in DN (8-bit levels), > 0, or none "
+             "(default 2,3,4,6)"),
+            ("--unsharp", "PERCENT,...", "unsharp-mask control (PIL, threshold 0): amounts in whole percent, > 0, "
+             "or none (default 50,100,150,250)")):
+        sw.add_argument(flag, metavar=metavar, help=text)
     sw.add_argument("--unsharp-radius", type=float, metavar="PX", help="radius of the unsharp mask (default 1)")
     sw.add_argument("--rule-max-cost", type=float, metavar="DB",
                     help="the operating-point rule: among the swept temperatures costing at most DB of PSNR, the "
@@ -71,27 +70,20 @@ def _sweep_spec(args):
     from groundstation.errors import ConfigError
     from gsp.evaluation import SweepSpec, parse_values
 
-    given = [o for o, v in (("--temperatures", args.temperatures), ("--noise", args.noise),
-                            ("--unsharp", args.unsharp), ("--unsharp-radius", args.unsharp_radius),
-                            ("--sweep-vgg", args.sweep_vgg), ("--rule-max-cost", args.rule_max_cost))
-             if v is not None]
+    # option -> (SweepSpec field, how its text is read); the numbers are checked by parse_values and SweepSpec
+    fields = {"--temperatures": ("temperatures", lambda v: parse_values(v, "--temperatures")),
+              "--noise": ("noise", lambda v: parse_values(v, "--noise", positive=True, allow_none=True)),
+              "--unsharp": ("unsharp", lambda v: parse_values(v, "--unsharp", positive=True, integer=True,
+                                                              allow_none=True)),
+              "--unsharp-radius": ("unsharp_radius", float), "--sweep-vgg": ("vgg", str),
+              "--rule-max-cost": ("rule_max_cost_db", float)}
+    given = {o: getattr(args, o[2:].replace("-", "_")) for o in fields}
+    given = {o: v for o, v in given.items() if v is not None}
     if not args.sweep:
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to the perception-distortion sweep: add --sweep")
         return None
-    kw = {}
-    if args.temperatures is not None:
-        kw["temperatures"] = parse_values(args.temperatures, "--temperatures")
-    if args.noise is not None:
-        kw["noise"] = parse_values(args.noise, "--noise", positive=True, allow_none=True)
-    if args.unsharp is not None:
-        kw["unsharp"] = parse_values(args.unsharp, "--unsharp", positive=True, integer=True, allow_none=True)
-    if args.unsharp_radius is not None:
-        kw["unsharp_radius"] = args.unsharp_radius
-    if args.sweep_vgg is not None:
-        kw["vgg"] = args.sweep_vgg
-    if args.rule_max_cost is not None:
-        kw["rule_max_cost_db"] = args.rule_max_cost
+    kw = {fields[o][0]: fields[o][1](v) for o, v in given.items()}
     return SweepSpec(**kw)
 
 

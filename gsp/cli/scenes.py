@@ -16,7 +16,7 @@ __all__ = ["COMMANDS", "register"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("encode", help="encode a GeoTIFF scene into a pass container (satellite side)",
-                       description="Read SCENE in windows, turn its bands into 8-bit RGB (rules in the README), cut "
+                       description="Read SCENE in windows, turn its bands into 8-bit RGB (rules in docs/pass-format.md), cut "
                        "codec tiles and compress each with ELIC into a pass container.")
     e.add_argument("scene", help="GeoTIFF (any band layout: RGB, RGBA, RGBN, uint16, float, with nodata), or any "
                    "raster GDAL reads (JPEG, PNG: without a CRS it becomes a pixel-grid product)")
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tile-size", type=int, help="codec tile size, a multiple of 64 (default: configs/station.yaml, 256)")
     e.add_argument("--pass-id", help="pass identifier (default: the scene's file name)")
     e.add_argument("--acquired", help="acquisition time, ISO 8601 (default: now, UTC)")
-    e.add_argument("--bands", type=bands, help="1 or 3 one-based source bands, e.g. 4,3,2 (default: see README)")
+    e.add_argument("--bands", type=bands, help="1 or 3 one-based source bands, e.g. 4,3,2 (default: docs/pass-format.md)")
     e.add_argument("--threads", type=int, help="torch threads for encoding (default: station config, 1; recorded in the header)")
     e.add_argument("--entropy", choices=["float32", "float64"],
                    help="numeric mode of the entropy path, recorded in the pass (default: station encode.entropy, "
@@ -41,13 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the supplement's; the scene must be the one that pass was encoded from")
 
     i = sub.add_parser("inspect", help="print a pass container's header and the integrity of every tile record")
-    i.add_argument("pass_file", metavar="PASS")
+    i.add_argument("pass_file", metavar="PASS", help="pass container file (gsp encode writes one)")
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
     d = sub.add_parser("decode", help="decode a pass into a georeferenced Zarr product",
                        description="Decode every intact tile of PASS into PRODUCT.zarr (array 'decoded' and mask "
                        "'valid'); damaged, missing or desynchronised tiles are masked and listed for retransmission.")
-    d.add_argument("pass_file", metavar="PASS")
+    d.add_argument("pass_file", metavar="PASS", help="pass container file to decode")
     d.add_argument("-o", "--out", required=True, help="Zarr store to create (must not exist)")
     d.add_argument("--codec", help="registry name or checkpoint file (default: the codec named in the pass header; "
                    "its sha256 must match the header's)")

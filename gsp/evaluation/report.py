@@ -12,6 +12,7 @@ import pandas as pd
 from groundstation.errors import ConfigError
 
 from .points import ResolvedPoint
+from .stats import SECONDARY_PERCEPTUAL
 from .variants import SweepSpec
 
 __all__ = ["markdown_report", "read_reference_points", "sweep_markdown"]
@@ -64,7 +65,8 @@ def _md_table(df: pd.DataFrame, columns: list[tuple[str, str, int]]) -> list[str
 def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[ResolvedPoint], *, image_dir: str,
                     images: int, metric: str, reference: pd.DataFrame | None, files: dict[str, str]) -> str:
     lines = [f"# Evaluation on `{image_dir}` ({images} images)", "",
-             f"Perceptual distance: `{metric}` (lower is better). Means over images; bpp from the real ELIC "
+             f"Perceptual distance: `{metric}` (the primary; lower is better), with "
+             f"{', '.join(f'`{c}`' for c in SECONDARY_PERCEPTUAL)} beside it (not on its scale). Means over images; bpp from the real ELIC "
              "bitstreams (the enhancer adds no bits). Enhancer time: seconds per megapixel, 1 CPU thread per "
              "worker process.", "", "## Rate points", ""]
     for p in points:
@@ -73,7 +75,8 @@ def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[R
     lines += ["", "## Table", ""]
     lines += _md_table(summary, [("rate_point", "rate point", 0), ("product", "product", 0), ("images", "images", 0),
                                  ("bpp", "bpp", 4), ("psnr_db", "PSNR dB", 2), ("ms_ssim", "MS-SSIM", 4),
-                                 ("perceptual", metric, 4), ("enhance_s_per_mp", "enhancer s/MP", 2)])
+                                 ("perceptual", metric, 4), *((c, c, 4) for c in SECONDARY_PERCEPTUAL),
+                                 ("enhance_s_per_mp", "enhancer s/MP", 2)])
     lines += ["", "## Enhanced minus decoded (paired over images, 95% Student-t interval)", ""]
     if not effects.empty:
         eff = effects.copy()
@@ -83,7 +86,8 @@ def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[R
         eff["helped"] = [f"{h}/{n}" for h, n in zip(eff.perceptual_helped, eff.images)]
         lines += _md_table(eff, [("rate_point", "rate point", 0), ("perceptual_txt", f"Δ {metric}", 0),
                                  ("perceptual_change_pct", f"Δ {metric} %", 1), ("helped", "images helped", 0),
-                                 ("psnr_db_txt", "Δ PSNR dB", 0), ("ms_ssim_txt", "Δ MS-SSIM", 0)])
+                                 ("psnr_db_txt", "Δ PSNR dB", 0), ("ms_ssim_txt", "Δ MS-SSIM", 0),
+                                 *((f"{c}_change_pct", f"Δ {c} %", 1) for c in SECONDARY_PERCEPTUAL)])
     if reference is not None and len(reference):
         lines += ["", "## Reference points", ""]
         lines += _md_table(reference, [("label", "label", 0), ("bpp", "bpp", 4), ("psnr_db", "PSNR dB", 2),

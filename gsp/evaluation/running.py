@@ -3,7 +3,9 @@
 ``gsp evaluate IMAGE_DIR -o OUT [--rate-points NAME,...]`` runs :func:`evaluate_folder`. For every rate point
 (a codec, the enhancer trained behind it and its temperature; ``configs/models.yaml`` ``rate_points``) and
 every image: real ELIC compress and decompress (whole image, padded to 64, 1 thread), the enhancer's inverse at
-the rate point's temperature, then PSNR, MS-SSIM and the perceptual distance of both against the original.
+the rate point's temperature, then PSNR, MS-SSIM and the perceptual distances of both against the original:
+LPIPS-Alex, the paper's metric and the primary one (column ``perceptual``, named in ``perceptual_metric``), and
+beside it LPIPS-VGG and ST-LPIPS-Alex (columns ``lpips_vgg``, ``stlpips_alex``).
 The enhancer adds no bits, so decoded and enhanced share the bpp.
 
 OUT receives
@@ -48,7 +50,7 @@ from groundstation.fileio import atomic_path, write_text_atomic
 from .plots import example_strip, plot_curves
 from .points import ResolvedPoint
 from .report import markdown_report, read_reference_points
-from .stats import paired_effects, summarize
+from .stats import SECONDARY_PERCEPTUAL, paired_effects, summarize
 
 __all__ = ["CACHE", "PER_IMAGE_COLUMNS", "PER_IMAGE_CSV", "EvaluationResult", "codec_and_enhancer",
            "evaluate_folder", "evaluate_image", "image_names", "original_and_decoded", "read_resumable_csv",
@@ -59,7 +61,7 @@ log = logging.getLogger(__name__)
 PER_IMAGE_CSV = "per_image.csv"
 PER_IMAGE_COLUMNS = ["rate_point", "image", "product", "height", "width", "bytes", "bpp", "psnr_db", "ms_ssim",
                      "perceptual", "perceptual_metric", "enhance_s", "temperature", "codec_sha256",
-                     "enhancer_sha256"]
+                     "enhancer_sha256", "lpips_vgg", "stlpips_alex"]
 
 
 class _ProcessCache:
@@ -87,15 +89,17 @@ class _ProcessCache:
         return self._point
 
     def metric(self, name: str):
-        """A perceptual metric by name: ``perceptual`` (:meth:`PerceptualMetric.auto`, the evaluation's),
-        ``perceptual-cached`` (the same, reference features cached: the sweep's), ``stlpips_vgg`` (cached)."""
+        """A perceptual metric by name: ``perceptual`` (:meth:`PerceptualMetric.auto`, the evaluation's primary,
+        LPIPS-Alex), ``perceptual-cached`` (the same, reference features cached: the sweep's), ``stlpips_vgg``
+        (cached), or a name of :data:`SECONDARY_PERCEPTUAL`."""
         if name not in self._metrics:
             from groundstation.metrics import PerceptualMetric
             from groundstation.metrics.backends import cached_reference, stlpips_vgg
 
             builders = {"perceptual": PerceptualMetric.auto,
                         "perceptual-cached": lambda: cached_reference(PerceptualMetric.auto()),
-                        "stlpips_vgg": lambda: cached_reference(stlpips_vgg())}
+                        "stlpips_vgg": lambda: cached_reference(stlpips_vgg()),
+                        **{n: (lambda n=n: PerceptualMetric.auto(backend=n)) for n in SECONDARY_PERCEPTUAL}}
             self._metrics[name] = builders[name]()
         return self._metrics[name]
 
@@ -148,7 +152,8 @@ def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0) ->
     rows = []
     for product, img, secs in (("decoded", decoded, math.nan), ("enhanced", enhanced, enhance_s)):
         rows.append({**base, "product": product, "psnr_db": psnr_db(image, img), "ms_ssim": ms_ssim(image, img).value,
-                     "perceptual": perceptual.distance(image, img), "enhance_s": secs})
+                     "perceptual": perceptual.distance(image, img), "enhance_s": secs,
+                     **{m: CACHE.metric(m).distance(image, img) for m in SECONDARY_PERCEPTUAL}})
     return rows
 
 
@@ -172,10 +177,15 @@ def read_resumable_csv(path: Path, columns, writer: str, dtype: dict | None = No
 
 
 def _read_done(path: Path, points: list[ResolvedPoint]) -> pd.DataFrame:
-    """Rows already computed with the same model files (sha256) and temperature; others are dropped."""
-    df = read_resumable_csv(path, PER_IMAGE_COLUMNS, "gsp evaluate")
-    if df.empty:
-        return df
+    """Rows already computed with the same model files (sha256), temperature and perceptual metrics; others
+    are dropped."""
+    from groundstation.metrics import PRIMARY
+
+    df = read_resumable_csv(path, [c for c in PER_IMAGE_COLUMNS if c not in SECONDARY_PERCEPTUAL], "gsp evaluate")
+    if df.empty or any(c not in df for c in SECONDARY_PERCEPTUAL):
+        if len(df):  # written before those columns existed: recompute all
+            log.warning("%s: rows without %s; recomputing them", path, ", ".join(SECONDARY_PERCEPTUAL))
+        return df.iloc[:0].reindex(columns=PER_IMAGE_COLUMNS)
     keep = np.zeros(len(df), dtype=bool)
     for p in points:
         same = (df.rate_point == p.name) & (df.temperature == p.temperature)
@@ -184,9 +194,10 @@ def _read_done(path: Path, points: list[ResolvedPoint]) -> pd.DataFrame:
         if p.enhancer_sha256:
             same &= df.enhancer_sha256 == p.enhancer_sha256
         keep |= same.to_numpy()
+    keep &= (df.perceptual_metric == PRIMARY).to_numpy()  # rows of another primary metric are recomputed
     stale = (~keep) & df.rate_point.isin([p.name for p in points]).to_numpy()
     if stale.any():
-        log.warning("%s: %d rows were computed with other model files or temperatures; recomputing them",
+        log.warning("%s: %d rows were computed with other model files, temperatures or metrics; recomputing them",
                     path, int(stale.sum()))
     df = df[keep]
     complete = df.groupby(["rate_point", "image"]).product.transform("nunique") == 2  # both products present

@@ -71,10 +71,10 @@ SWEEP_COLUMNS = ["rate_point", "image", "variant", "family", "strength", "height
 
 
 def _metric_name() -> str:
-    """The column name of the backend :meth:`PerceptualMetric.auto` picks here, without loading it."""
-    from groundstation.metrics import find_alexnet_backbone
+    """The column name of the metric :meth:`PerceptualMetric.auto` builds (the primary), without loading it."""
+    from groundstation.metrics import PRIMARY
 
-    return "lpips_alex" if find_alexnet_backbone() is not None else "stlpips_alex"
+    return PRIMARY
 
 
 def sweep_image(point: ResolvedPoint, path: str, name: str, variants: Sequence[Variant], seed: int = 0,

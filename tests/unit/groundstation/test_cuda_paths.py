@@ -1,4 +1,4 @@
-"""The GPU paths (issue 13): the decoder's synthesis and the enhancer's batched windows on CUDA, with the CPU
+"""The GPU paths: the decoder's synthesis and the enhancer's batched windows on CUDA, with the CPU
 entropy coder and the symbol witness as the safety net. Skipped without a CUDA device; benchmarks/gpu_check.sh
 runs them (and the throughput benchmarks) on a GPU machine."""
 

