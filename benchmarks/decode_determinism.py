@@ -17,7 +17,7 @@ benchmarks/results/decode_determinism.json.
     .venv/bin/python benchmarks/decode_determinism.py                  # 224 tiles of 256px, boost 4
     .venv/bin/python benchmarks/decode_determinism.py --tiles 16 --tile-size 128   # quick
     .venv/bin/python benchmarks/decode_determinism.py --cross-cpu      # the cross-CPU table (below)
-    .venv/bin/python benchmarks/decode_determinism.py --mode-cost --tiles 24   # cost of each numeric mode
+    .venv/bin/python benchmarks/decode_determinism.py --mode-cost --tiles 24   # cost of each numeric mode (int too)
 
 ``--cross-cpu``: passes are encoded in one process and decoded in others that run another CPU's kernels
 (``ONEDNN_MAX_CPU_ISA=AVX2`` / ``SSE41``), in both entropy modes (float32: CompressAI as it is; float64: the
@@ -201,7 +201,7 @@ def mode_costs(args) -> int:
     torch.set_num_threads(1)
     _, ckpt, sha, _ = resolve_model(args.codec or None, "codec")
     loaded = load_codec(ckpt, sha)
-    modes = [("float32", "float32"), ("float64", "float32"), ("float64", "float64")]
+    modes = [("float32", "float32"), ("float64", "float32"), ("float64", "float64"), ("int", "float32")]
     codecs = {m: TileCodec(loaded, threads=1, entropy=m[0], synthesis=m[1]) for m in modes}
     imgs = tile_images(args.tiles, 256)
     for tc in codecs.values():  # warm-up: float64 copies, allocator
@@ -226,7 +226,7 @@ def mode_costs(args) -> int:
         print(f"entropy {m[0]}  synthesis {m[1]}: encode {row['encode_ms_per_tile']:.0f} ms/tile "
               f"(x{row['encode_vs_float32']:.2f}), decode {row['decode_ms_per_tile']:.0f} ms/tile "
               f"(x{row['decode_vs_float32']:.2f})", flush=True)
-    write_result(ROOT / "benchmarks" / "results" / "mode_cost.json",
+    write_result(args.out if args.out_given else ROOT / "benchmarks" / "results" / "mode_cost.json",
                  {"command": f"benchmarks/decode_determinism.py --mode-cost --tiles {args.tiles}",
                   "tiles": len(imgs), "tile_size": 256, "threads": 1, "rows": rows})
     return 0

@@ -442,8 +442,9 @@ class FuzzContext:
     seed: int = 0
 
 
-def build_context(work: Path, seed: int = 0, ckpt: Path | None = None) -> FuzzContext:
-    """Encode the small pass (once per folder), decode it cleanly, and keep what the oracle needs."""
+def build_context(work: Path, seed: int = 0, ckpt: Path | None = None, entropy: str | None = None) -> FuzzContext:
+    """Encode the small pass (once per folder), decode it cleanly, and keep what the oracle needs. ``entropy``
+    ``int``: the codec's integer prior is quantised beside it first (``tiny.int.pt``)."""
     from groundstation.container import PassReader
     from groundstation.decode import decode_pass
     from groundstation.encode import encode_scene
@@ -453,10 +454,13 @@ def build_context(work: Path, seed: int = 0, ckpt: Path | None = None) -> FuzzCo
     ckpt = ckpt or work / "tiny.pt"
     if not ckpt.exists():
         tiny_codec_checkpoint(ckpt)
+    if entropy == "int" and not ckpt.with_suffix("").with_suffix(".int.pt").exists():
+        _quantise_beside(ckpt)
     pass_path = work / "clean.gsp"
     if not pass_path.exists():
         scene = write_scene(work / "scene.tif", *SCENE_HW, crs="EPSG:32618", seed=3, nodata=0, nodata_box=(0, 20, 0, 30))
-        encode_scene(scene, pass_path, codec=str(ckpt), tile_size=TILE, pass_id="fuzz-pass", threads=1)
+        encode_scene(scene, pass_path, codec=str(ckpt), tile_size=TILE, pass_id="fuzz-pass", threads=1,
+                     **({"entropy": entropy} if entropy else {}))
     clean = pass_path.read_bytes()
     lay = parse_layout(clean)
     other = bytes(range(16))
@@ -589,6 +593,22 @@ def run_case(ctx: FuzzContext, case: int) -> dict:
     return res
 
 
+def _quantise_beside(ckpt: Path) -> None:
+    import torch
+
+    from groundstation.codec import CODEC_ALIGN, _pad_to, _to_tensor, load_codec
+    from groundstation.intprior import SIDECAR_SUFFIX, quantise
+    from synth import smooth_image
+
+    loaded = load_codec(ckpt)
+    with torch.inference_mode():
+        latents = [loaded.model.g_a(_pad_to(_to_tensor((smooth_image(128, 128, seed=s).transpose(1, 2, 0) * 255)
+                                                       .round().astype("uint8"), "cpu"), CODEC_ALIGN))
+                   for s in (1, 2)]
+    torch.save(quantise(loaded.model, latents, loaded.sha256).state_dict(),
+               ckpt.with_suffix("").with_suffix(SIDECAR_SUFFIX))
+
+
 # ------------------------------------------------------------------------------------------------ the runner
 def _worker(conn, work: str, ckpt: str, seed: int, cpu: int | None, inject: dict[int, str]) -> None:
     import logging
@@ -604,8 +624,8 @@ def _worker(conn, work: str, ckpt: str, seed: int, cpu: int | None, inject: dict
     torch.set_num_threads(1)
     wdir = Path(work) / f"w{os.getpid()}"
     wdir.mkdir(parents=True, exist_ok=True)
-    for name in ("clean.gsp", "tiny.pt"):
-        if not (wdir / name).exists():
+    for name in ("clean.gsp", "tiny.pt", "tiny.int.pt"):
+        if (Path(work) / name).exists() and not (wdir / name).exists():
             shutil.copy(Path(work) / name, wdir / name)
     with cached_codec():
         ctx = build_context(wdir, seed, Path(ckpt))
@@ -645,7 +665,7 @@ class _Slot:
 
 
 def run(cases: int, workers: int, seed: int, timeout: float, start: int = 0, progress: bool = True,
-        inject: dict[int, str] | None = None) -> dict:
+        inject: dict[int, str] | None = None, entropy: str | None = None) -> dict:
     """Run cases ``start..start+cases-1``; ``inject`` ({case: "crash" | "hang"}) tests the watchdog itself."""
     import multiprocessing as mp_mod
     from multiprocessing.connection import wait
@@ -655,7 +675,7 @@ def run(cases: int, workers: int, seed: int, timeout: float, start: int = 0, pro
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     with cached_codec():
-        build_context(work, seed)  # the pass, the checkpoint and a clean decode that must lose nothing
+        build_context(work, seed, entropy=entropy)  # the pass, the checkpoint, a clean decode that loses nothing
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [None]
     slots = [_Slot(mp, str(work), str(work / "tiny.pt"), seed, cpus[i % len(cpus)], inject or {})
              for i in range(workers)]
@@ -765,12 +785,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds a case may take before it counts as a hang")
     ap.add_argument("--inject", default="", help="self-test of the watchdog: e.g. 3:crash,5:hang")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/fuzz_container.json)")
+    ap.add_argument("--entropy", default=None, choices=["float32", "float64", "int"],
+                    help="entropy mode of the fuzzed pass (default: the default for new passes)")
     args = ap.parse_args(argv)
     from _results import RESULTS, write_result
 
     t0 = time.perf_counter()
     inject = {int(k): v for k, v in (x.split(":") for x in args.inject.split(",") if x)}
-    result = run(args.cases, args.workers, args.seed, args.timeout, args.start, inject=inject)
+    result = run(args.cases, args.workers, args.seed, args.timeout, args.start, inject=inject, entropy=args.entropy)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     result["command"] = " ".join(["benchmarks/fuzz_container.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"\n{result['cases']} cases (seed {args.seed}) in {result['wall_s']} s with {args.workers} worker(s)")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU (a station's GPU worker, or a lent test machine), in under 8 minutes:
-#   1. the tests marked `cuda` (decoder synthesis and enhancer windows on the GPU against the CPU, the golden pass)
+#   1. the tests marked `cuda` (decoder synthesis and enhancer windows on the GPU against the CPU, the golden pass,
+#      the int entropy path on the GPU giving the CPU's integers: tests/unit/groundstation/test_intprior.py)
 #   2. the enhancer's throughput on the GPU (demo and reference configurations, batches of 256 px windows)
 #   3. the decode split on the GPU (entropy path on the CPU, g_s on the GPU), ms per tile
 # Results go to $OUT (default benchmarks/results/gpu/). Compare with the paper's RTX 3090 Ti figures:

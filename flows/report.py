@@ -156,12 +156,12 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
         has_ref = passes["psnr_db"].notna().any()
         if has_ref:
             pcols = [c for c in PERCEPTUAL_COLUMNS if c in passes and passes[c].notna().any()]
-            head = "| product | tiles ok | bpp | PSNR (dB) | MS-SSIM | " + "".join(f"{c} |" for c in pcols)
-            lines += [head, "|" + "---|" * (head.count("|") - 1)]
+            head = ["product", "tiles ok", "bpp", "PSNR (dB)", "MS-SSIM", *pcols]
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for _, r in passes.iterrows():
-                lines.append(f"| {r['product']} | {r['n_tiles_ok']}/{r['n_tiles']} | {_fmt(r['bpp'], '.4f')} | "
-                             f"{_fmt(r['psnr_db'], '.2f')} | {_fmt(r['ms_ssim'], '.4f')} | "
-                             + "".join(f"{_fmt(r[c], '.4f')} |" for c in pcols))
+                cells = [r["product"], f"{r['n_tiles_ok']}/{r['n_tiles']}", _fmt(r["bpp"], ".4f"),
+                         _fmt(r["psnr_db"], ".2f"), _fmt(r["ms_ssim"], ".4f"), *(_fmt(r[c], ".4f") for c in pcols)]
+                lines.append("| " + " | ".join(cells) + " |")
             if perceptual:
                 lines += ["", f"Perceptual metrics ({PRIMARY}, the paper's, first): {perceptual}"]
             if passes["ms_ssim"].isna().all():

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .container import WITNESS_KIND, WITNESS_KINDS
+from .container import ENTROPY_MODES, WITNESS_KIND, WITNESS_KINDS
 from .errors import CheckpointError, DesyncError
 from .checkpoints import read_state_dict
 
@@ -217,28 +217,30 @@ class _SymbolWitness:
     so equal witnesses prove a tile decoded to what was encoded (integers: no float tolerance involved).
     """
 
-    def __init__(self, model: torch.nn.Module, kind: str = WITNESS_KIND) -> None:
+    def __init__(self, model: torch.nn.Module | None, kind: str = WITNESS_KIND) -> None:
+        """``model`` None: nothing is patched; the integer entropy path calls :meth:`update` itself."""
         from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
         if kind not in WITNESS_KINDS:
             raise CheckpointError(f"witness kind {kind!r}: this build checks {', '.join(WITNESS_KINDS)}")
         coded = (GaussianConditional, EntropyBottleneck) if kind == WITNESS_KIND else (GaussianConditional,)
+        self.covers_z = kind == WITNESS_KIND
         self.crc = 0
         self._patched: list[torch.nn.Module] = []
-        for module in model.modules():
+        for module in (model.modules() if model is not None else ()):
             if isinstance(module, coded):
                 orig_dequantize = module.dequantize
 
                 # CompressAI's compress() decodes its own strings to get y_hat, so the encoder and a decoder
                 # both pass the decoded integer symbols through dequantize(): record them there.
                 def dequantize(inputs, means=None, dtype=torch.float, _d=orig_dequantize):
-                    self._update(inputs)
+                    self.update(inputs)
                     return _d(inputs, means, dtype)
 
                 module.dequantize = dequantize
                 self._patched.append(module)
 
-    def _update(self, symbols: torch.Tensor) -> None:
+    def update(self, symbols: torch.Tensor) -> None:
         arr = symbols.detach().to("cpu", torch.int32).contiguous().numpy()
         self.crc = zlib.crc32(arr.tobytes(), self.crc)
 
@@ -267,8 +269,10 @@ class EncodedTile:
 #: catches it). ``float64``: hyper-synthesis, channel and checkerboard context, parameter aggregation and
 #: scale-to-index in float64 on the CPU, with float64 as the default dtype (so every intermediate, CompressAI's
 #: own buffers included, is float64): bit-identical on every x86 CPU and thread count measured
-#: (benchmarks/decode_determinism.py), so a pass decodes on any ground CPU.
-ENTROPY_MODES = ("float32", "float64")
+#: (benchmarks/decode_determinism.py), so a pass decodes on any ground CPU. ``int``: the prior networks in exact
+#: integer arithmetic (groundstation/intprior.py, docs/determinism.md): the same integers on every CPU, thread
+#: count and GPU by construction, at float32 speed; needs the codec's integer prior (a registry sidecar).
+#: (The tuple and the default for new passes live in groundstation.container: ENTROPY_MODES, DEFAULT_ENTROPY.)
 #: How pixels are synthesised from the decoded latents (the station's ``decode.synthesis``). ``float32``: g_s
 #: on the decoder's device with its own kernels (1 DN differences between CPUs on a few values);
 #: ``float64``: g_s in float64 on the CPU, pixels bit-identical on every x86 CPU.
@@ -306,6 +310,8 @@ class TileCodec:
     #: where float32 synthesis (g_s) runs when decoding, e.g. ``cuda``: the entropy path stays where ``device``
     #: says (the CPU: the witness and the float64 mode are CPU guarantees) and only the pixels move
     synthesis_device: str | None = None
+    #: sha256 of the integer prior (``int`` mode): the header's ``codec.int_prior_sha256`` when decoding
+    int_prior_sha256: str | None = None
     _placed: tuple | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -314,6 +320,18 @@ class TileCodec:
                                   "upgrade the ground-station software")
         if self.synthesis not in SYNTHESIS_MODES:
             raise CheckpointError(f"synthesis mode {self.synthesis!r}: choose one of {', '.join(SYNTHESIS_MODES)}")
+        if self.entropy == "int":
+            self.int_prior_sha256 = self._int_coder().prior.sha256
+
+    def _int_coder(self):
+        """The codec's integer entropy coder (its sidecar found through the registry), made once per codec."""
+        key = ("int", self.int_prior_sha256)
+        if key not in self.codec.copies:
+            from .intprior import IntEntropyCoder, int_prior_for
+
+            self.codec.copies[key] = IntEntropyCoder(self.codec.model, int_prior_for(self.codec,
+                                                                                     self.int_prior_sha256))
+        return self.codec.copies[key]
 
     def _model(self, device: str | None = None, channels_last: bool | None = None) -> torch.nn.Module:
         want = (device or self.device, self.channels_last if channels_last is None else channels_last)
@@ -355,6 +373,13 @@ class TileCodec:
         model = self._model()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.entropy == "int":
+            witness = _SymbolWitness(None, self.witness_kind)
+            with torch_threads(self.threads), torch.inference_mode():
+                y = model.g_a(x)
+                strings, z_hw, _ = self._int_coder().compress(y, witness.update, witness.covers_z)
+            return EncodedTile(strings=strings, z_hw=z_hw, y_hw=(int(y.shape[-2]), int(y.shape[-1])),
+                               witness=witness.crc, height=h, width=w)
         latent, entropy_dtype = self._entropy_path(model)
         witness = _SymbolWitness(latent, self.witness_kind)
         try:
@@ -381,14 +406,21 @@ class TileCodec:
         else:
             model, threads = self._model(), self.threads
         latent, entropy_dtype = self._entropy_path(model)
-        witness = _SymbolWitness(latent, self.witness_kind)
+        witness = _SymbolWitness(None if self.entropy == "int" else latent, self.witness_kind)
         det_before = torch.are_deterministic_algorithms_enabled()
         try:
             if strict:
                 torch.use_deterministic_algorithms(True, warn_only=True)
             with torch_threads(threads), torch.inference_mode():
-                with entropy_dtype:
-                    y_hat = latent.decompress([[s] for s in strings], shape)["y_hat"]
+                if self.entropy == "int":
+                    dev = next(model.parameters()).device
+                    y_hat = self._int_coder().decompress(strings, z_hw, dev, witness.update, witness.covers_z)
+                    if tuple(y_hat.shape[-2:]) != tuple(y_hw):
+                        raise DesyncError(f"latent {tuple(y_hat.shape[-2:])} from z {tuple(z_hw)}, record says "
+                                          f"{tuple(y_hw)}")
+                else:
+                    with entropy_dtype:
+                        y_hat = latent.decompress([[s] for s in strings], shape)["y_hat"]
                 if self.synthesis == "float64":
                     x_hat = self._float64("g_s")(y_hat.to("cpu", torch.float64))
                 else:

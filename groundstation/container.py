@@ -53,6 +53,11 @@ WITNESS_KIND = "crc32-int32-decoded-z-and-y-symbols"
 #: Passes written before: the y symbols only.
 WITNESS_KIND_Y = "crc32-int32-decoded-y-symbols"
 WITNESS_KINDS = (WITNESS_KIND, WITNESS_KIND_Y)
+#: Numeric modes of the entropy-parameter path a pass may name (``codec.entropy``; groundstation.codec says what
+#: each computes) and the one new passes get unless the station or the command says otherwise: the one place
+#: the default lives.
+ENTROPY_MODES = ("float32", "float64", "int")
+DEFAULT_ENTROPY = "float64"
 #: ``scene.crs_wkt`` of a scene without a CRS: a pixel grid (no georeferencing; the transform maps pixels).
 PIXEL_GRID = ""
 
@@ -183,7 +188,16 @@ class CodecInfo(_Strict):
     lmbda: float | None = Field(default=None, gt=0)
     #: numeric mode of the entropy-parameter path (groundstation.codec.ENTROPY_MODES); passes written before
     #: the field existed are float32
-    entropy: Literal["float32", "float64"] = "float32"
+    entropy: Literal[ENTROPY_MODES] = "float32"
+    #: ``int`` passes: sha256 of the integer prior (sidecar) the encoder used; the decoder must use that one.
+    #: Never written for the float modes, so their headers are byte for byte what they were.
+    int_prior_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _int_prior_with_int(self) -> "CodecInfo":
+        if (self.entropy == "int") != (self.int_prior_sha256 is not None):
+            raise ValueError("codec.int_prior_sha256 is required with entropy 'int' and allowed only with it")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -447,7 +461,10 @@ class PassWriter:
 
 def pack_header(header: PassHeader) -> bytes:
     # ``supplement`` only when set: a full pass keeps the header older readers (extra keys forbidden) accept
-    blob = header.model_dump_json(exclude={"supplement"} if header.supplement is None else None).encode()
+    exclude: dict = {"supplement": True} if header.supplement is None else {}
+    if header.codec.int_prior_sha256 is None:
+        exclude["codec"] = {"int_prior_sha256"}
+    blob = header.model_dump_json(exclude=exclude or None).encode()
     if len(blob) > MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(blob)} bytes exceeds {MAX_HEADER_BYTES}")
     return _HEAD.pack(MAGIC, header.format_version, len(blob)) + blob + _U32.pack(zlib.crc32(blob))

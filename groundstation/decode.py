@@ -182,6 +182,7 @@ def decode_pass(
     if note:
         notes.append(note)
     tc = TileCodec(loaded, device=device, threads=threads, entropy=header.codec.entropy, synthesis=synthesis,
+                   int_prior_sha256=header.codec.int_prior_sha256,
                    witness_kind=header.witness or WITNESS_KIND)
     if header.witness is None:
         notes.append("this pass carries no symbol witness: a decoder desync could not be detected")

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .codec import ARCHITECTURE, CODEC_ALIGN, TileCodec, load_codec
-from .container import (PIXEL_GRID, CodecInfo, EncoderInfo, FORMAT_VERSION, PassHeader, PassReader, PassWriter, SceneInfo,
+from .container import (DEFAULT_ENTROPY, PIXEL_GRID, CodecInfo, EncoderInfo, FORMAT_VERSION, PassHeader, PassReader, PassWriter, SceneInfo,
                         SupplementInfo, TileRecord, TilingInfo, pack_mask)
 from .errors import CheckpointError, ConfigError, SceneError
 from .registry import resolve_model
@@ -47,7 +47,7 @@ def encode_scene(
     device: str = "cpu",
     progress: bool = False,
     require_crs: bool = False,
-    entropy: str = "float64",
+    entropy: str = DEFAULT_ENTROPY,
     tiles: list[int] | None = None,
     supplement_of: str | Path | None = None,
 ) -> EncodeResult:
@@ -81,7 +81,8 @@ def encode_scene(
             tiling=TilingInfo(tile_size=tile_size, tiles_x=math.ceil(ds.width / tile_size),
                               tiles_y=math.ceil(ds.height / tile_size)),
             codec=CodecInfo(name=name, architecture=ARCHITECTURE, arch=loaded.arch.as_dict(), sha256=loaded.sha256,
-                            lmbda=entry.lmbda if entry else None, entropy=entropy),
+                            lmbda=entry.lmbda if entry else None, entropy=entropy,
+                            int_prior_sha256=tc.int_prior_sha256),
             bands=scene.bands,
             encoder=EncoderInfo(software="groundstation", version=__version__, torch=torch.__version__,
                                 compressai=compressai.__version__, threads=threads, device=device),
@@ -138,7 +139,8 @@ def encode_supplement(scene_path: str | Path, out: str | Path, original: str | P
         raise CheckpointError(f"codec {name!r} has sha256 {sha[:16]}..., pass {head.pass_id} was encoded with "
                               f"{head.codec.sha256[:16]}... ({head.codec.name}); give --codec with that checkpoint")
     loaded = load_codec(ckpt, head.codec.sha256)  # a CheckpointError when the file is another codec
-    tc = TileCodec(loaded, device=device, threads=head.encoder.threads or 1, entropy=head.codec.entropy)
+    tc = TileCodec(loaded, device=device, threads=head.encoder.threads or 1, entropy=head.codec.entropy,
+                   int_prior_sha256=head.codec.int_prior_sha256)
     header = head.model_copy(update={"supplement": SupplementInfo(
         tiles=tiles, sent=datetime.now(timezone.utc).isoformat(timespec="seconds"))})
     PassHeader.model_validate(header.model_dump())  # the copy is checked as a reader will check it

@@ -20,6 +20,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REGISTRY = REPO_ROOT / "configs" / "models.yaml"
 
 
+class SidecarRef(BaseModel):
+    """A small file that belongs to a checkpoint (a codec's integer prior), by path and sha256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    def resolved_path(self) -> Path:
+        p = Path(self.path)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -32,6 +45,8 @@ class ModelEntry(BaseModel):
     codec: str | None = None  # an enhancer names the codec (rate point) it was trained behind
     provenance: str = ""
     card: str | None = None  # model card (markdown), relative to the repository
+    #: a codec's integer prior (the ``int`` entropy mode; groundstation/intprior.py)
+    int_prior: SidecarRef | None = None
 
     def resolved_path(self) -> Path:
         p = Path(self.path)

@@ -46,7 +46,8 @@ def decode_tiles(pass_path: str, product: str, state_dir: str, batch: int, recor
     set_threads(threads)
     synth_dev = pick_device(use_gpu) if synthesis == "float32" else "cpu"
     tc = TileCodec(get_codec(codec_path, codec_sha256), device="cpu", threads=threads,
-                   entropy=header.codec.entropy, synthesis=synthesis, witness_kind=header.witness or WITNESS_KIND,
+                   entropy=header.codec.entropy, int_prior_sha256=header.codec.int_prior_sha256,
+                   synthesis=synthesis, witness_kind=header.witness or WITNESS_KIND,
                    synthesis_device=synth_dev)
     outcomes = []
     for outcome in decode_records(tc, reader, sorted(int(k) for k in records), open_arrays(product)):

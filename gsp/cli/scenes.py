@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from groundstation.container import ENTROPY_MODES
+
 from ._common import bands, progress, station
 
 __all__ = ["COMMANDS", "register"]
@@ -27,9 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--acquired", help="acquisition time, ISO 8601 (default: now, UTC)")
     e.add_argument("--bands", type=bands, help="1 or 3 one-based source bands, e.g. 4,3,2 (default: docs/pass-format.md)")
     e.add_argument("--threads", type=int, help="torch threads for encoding (default: station config, 1; recorded in the header)")
-    e.add_argument("--entropy", choices=["float32", "float64"],
+    e.add_argument("--entropy", choices=list(ENTROPY_MODES),
                    help="numeric mode of the entropy path, recorded in the pass (default: station encode.entropy, "
-                   "float64: the pass decodes on every x86 CPU; float32: CompressAI as it is)")
+                   "float64: the pass decodes on every x86 CPU; int: exact integer prior, every CPU and GPU, "
+                   "needs the codec's integer prior; float32: CompressAI as it is)")
     e.add_argument("--require-crs", action="store_true", default=None,
                    help="refuse a scene without a CRS (default: station encode.require_crs, off: such scenes, "
                    "e.g. drone JPEGs, become pixel-grid products without georeferencing)")

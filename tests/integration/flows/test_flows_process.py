@@ -245,13 +245,16 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
     tiles = read_parquet(res["metrics"])
     assert len(tiles) == 2 * TILES and set(tiles["product"]) == {"decoded", "enhanced"}
     assert (tiles["status"] == "ok").all()
-    assert tiles["psnr_db"].notna().all() and tiles["stlpips_alex"].notna().all() or tiles["lpips_alex"].notna().all()
+    # every perceptual metric in its own column: LPIPS-Alex (primary), LPIPS-VGG, ST-LPIPS-Alex
+    assert tiles["psnr_db"].notna().all() and all(tiles[c].notna().all() for c in ("lpips_alex", "lpips_vgg",
+                                                                                    "stlpips_alex"))
     assert tiles["ms_ssim"].isna().all()  # 128-px tiles are below MS-SSIM's 161 px; said in the note
     assert tiles["note"].str.contains("ms_ssim").all()
     assert (tiles["enhance_ms"].notna() == (tiles["product"] == "enhanced")).all()
     assert tiles["bpp"].gt(0).all()
     report = Path(res["report"]).read_text()
     assert "## Damaged tiles" in report and "None: every tile decoded" in report and res["product"] in report
+    assert "| MS-SSIM | lpips_alex | lpips_vgg | stlpips_alex |" in report and "(lpips_alex, the paper's, first)" in report
     assert (e2e["out"] / "history.parquet").is_file()
     assert not Path(str(product).replace(".zarr", ".state")).exists()
 
@@ -266,7 +269,7 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
         assert by_type["table"].key == "gsp-flow-pass-1-tiles" and by_type["progress"].key == "gsp-flow-pass-1-progress"
         table = by_type["table"].data
         table = json.loads(table) if isinstance(table, str) else table
-        assert len(table) == 2 * TILES and {"psnr_db", "stlpips_alex", "bpp"} <= set(table[0])
+        assert len(table) == 2 * TILES and {"psnr_db", "lpips_alex", "lpips_vgg", "stlpips_alex", "bpp"} <= set(table[0])
         assert "Damaged tiles" in by_type["markdown"].data
         assert float(by_type["progress"].data) == 100.0
         run = client.read_flow_run(by_type["table"].flow_run_id)

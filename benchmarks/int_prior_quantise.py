@@ -1,0 +1,69 @@
+"""Quantise registry codecs' prior networks for the ``int`` entropy mode (groundstation/intprior.py).
+
+Post-training calibration: the float model codes the calibration images (RSSCN7 train, a fixed random choice),
+the largest activation of every prior convolution sets its integer range; weights get one scale per output
+channel. Writes ``weights/codec/NAME.int.pt`` (int8 weights) per codec, proves its bounds, and writes the
+per-layer bounds and kernels to a results JSON. The registry's ``int_prior`` entries (path, sha256) are what
+this prints.
+
+    PYTHONPATH=$PWD python benchmarks/int_prior_quantise.py ../shared/data/rsscn7/train \
+        --codecs demo-elic-l0008 demo-elic-l0032 demo-elic-l0130 --images 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_result  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    from groundstation.codec import CODEC_ALIGN, _pad_to, _to_tensor, load_codec
+    from groundstation.fileio import sha256_file
+    from groundstation.images import list_images, load_rgb
+    from groundstation.intprior import SIDECAR_SUFFIX, load_int_prior, quantise
+    from groundstation.registry import REPO_ROOT, resolve_model
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("train", help="calibration images (a folder of class folders)")
+    ap.add_argument("--codecs", nargs="+", default=["demo-elic-l0008", "demo-elic-l0032", "demo-elic-l0130"])
+    ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", default=str(REPO_ROOT / "weights" / "codec"))
+    ap.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "results" / "int_prior_quantise.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    files = list_images(args.train)
+    rng = np.random.default_rng(args.seed)
+    pick = [files[i] for i in sorted(rng.choice(len(files), min(args.images, len(files)), replace=False))]
+    result = {"calibration": {"folder": str(args.train), "images": len(pick), "seed": args.seed}, "codecs": {}}
+    for name in args.codecs:
+        _, ckpt, sha, _ = resolve_model(name, "codec")
+        loaded = load_codec(ckpt, sha)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            latents = [loaded.model.g_a(_pad_to(_to_tensor(load_rgb(f), "cpu"), CODEC_ALIGN)) for f in pick]
+        prior = quantise(loaded.model, latents, loaded.sha256)
+        out = Path(args.out_dir) / (Path(ckpt).stem + SIDECAR_SUFFIX)
+        torch.save(prior.state_dict(), out)
+        rows = load_int_prior(out, codec_sha256=loaded.sha256).check_bounds()  # as a station reads it
+        digest = sha256_file(out)
+        result["codecs"][name] = {"sidecar": str(out.relative_to(REPO_ROOT)), "sha256": digest,
+                                  "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - t0, 1),
+                                  "layers": rows}
+        print(f"{name}: {out} {out.stat().st_size} bytes sha256 {digest}; largest bound 2^"
+              f"{max(r['log2_bound'] for r in rows)}, chunks {sum(r['chunks'] for r in rows)} over {len(rows)} "
+              f"layers, kernels {sorted({r['kernel'] for r in rows})}")
+    write_result(args.output, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
