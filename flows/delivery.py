@@ -32,7 +32,7 @@ from tasks.overviews import build_overviews, overview_batches
 from .arrivals import utc
 from .events import emit_pass_events
 from .identity import ProductPaths
-from .report import artifact_key, render_report, table_rows
+from .report import artifact_key, render_report, tile_table_rows
 
 __all__ = ["build_pyramid", "deliver", "pass_totals", "tiles_attr", "timeliness"]
 
@@ -143,7 +143,7 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
     # ---- publish
     if progress_id is not None:
         update_progress_artifact(progress_id, 100.0)
-    create_table_artifact(table_rows(tiles_df), key=artifact_key(header.pass_id, "tiles"),
+    create_table_artifact(tile_table_rows(tiles_df), key=artifact_key(header.pass_id, "tiles"),
                           description=f"Pass {header.pass_id}, product {version}: metrics per tile and product")
     create_markdown_artifact(report, key=artifact_key(header.pass_id, "report"),
                              description=f"Pass {header.pass_id}: report")
