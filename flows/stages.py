@@ -181,7 +181,6 @@ class TileStages:
             if "first_decoded" not in timeline and any(k.startswith("decode") and k not in already
                                                        for k in self.sched.results):
                 timeline["first_decoded"] = time.time()
-            tell()
             if ended[0] and not queued and not waiting and evaluate:
                 return None
             out: list[Batch] = [b for b in decode if b.key in already and not counted]  # counted once, not rerun
@@ -221,6 +220,7 @@ class TileStages:
                 already.update(reusable_results(state, real))
                 self.sched.results.update({k: v for k, v in already.items() if k.startswith("evaluate")})
                 out += real
+            tell()
             return out
 
         self.sched.run([], already, more=more)

@@ -394,11 +394,14 @@ class TileCodec:
         y_hw = tuple(int(v) for v in out["shape"]["y"][0][1:])
         return EncodedTile(strings=strings, z_hw=z_hw, y_hw=y_hw, witness=witness.crc, height=h, width=w)
 
-    def decode(
-        self, strings: list[bytes], z_hw: tuple[int, int], y_hw: tuple[int, int], height: int, width: int,
-        *, strict: bool = False,
-    ) -> tuple[np.ndarray, int]:
-        """Decode one tile; returns ((height, width, 3) uint8, witness of the decoded symbols)."""
+    def decode_latent(
+        self, strings: list[bytes], z_hw: tuple[int, int], y_hw: tuple[int, int], *, strict: bool = False,
+    ) -> tuple[torch.Tensor, int]:
+        """Entropy-decode one tile's latent: (y_hat (1, M, *y_hw) on the CPU, witness of the decoded symbols).
+
+        y_hat is float64 in the float64 entropy mode, float32 otherwise; its values are the decoded integer
+        symbols plus the predicted means, exactly what the tile-wise synthesis reads.
+        """
         groups = self.codec.arch.groups
         shape = {"y": [torch.Size([g, *y_hw]) for g in groups], "hyper": torch.Size(z_hw)}
         if strict:
@@ -421,38 +424,63 @@ class TileCodec:
                 else:
                     with entropy_dtype:
                         y_hat = latent.decompress([[s] for s in strings], shape)["y_hat"]
-                if self.synthesis == "float64":
-                    x_hat = self._float64("g_s")(y_hat.to("cpu", torch.float64))
-                else:
-                    g_s = model.g_s if strict else self._synthesis(model)
-                    dev = next(g_s.parameters()).device
-                    x_hat = g_s(y_hat.to(dev, torch.float32, non_blocking=True))
-                x_hat = x_hat.clamp_(0, 1)[0, :, :height, :width]
-                img = x_hat.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                y_hat = y_hat.cpu()
         finally:
             witness.close()
             torch.use_deterministic_algorithms(det_before)
-        return np.ascontiguousarray(img), witness.crc
+        return y_hat, witness.crc
 
-    def decode_checked(
+    def synthesize(self, y_hat: torch.Tensor, *, strict: bool = False) -> torch.Tensor:
+        """g_s over a latent (1, M, h, w) in this codec's synthesis mode: pixels (1, 3, 16h, 16w) in [0, 1],
+        float, on the device g_s ran on (``strict``: the CPU model, one thread, deterministic algorithms)."""
+        det_before = torch.are_deterministic_algorithms_enabled()
+        try:
+            if strict:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+            with torch_threads(1 if strict else self.threads), torch.inference_mode():
+                if self.synthesis == "float64":
+                    return self._float64("g_s")(y_hat.to("cpu", torch.float64)).clamp_(0, 1)
+                g_s = self._model("cpu", False).g_s if strict else self._synthesis(self._model())
+                dev = next(g_s.parameters()).device
+                return g_s(y_hat.to(dev, torch.float32, non_blocking=True)).clamp_(0, 1)
+        finally:
+            torch.use_deterministic_algorithms(det_before)
+
+    def decode(
         self, strings: list[bytes], z_hw: tuple[int, int], y_hw: tuple[int, int], height: int, width: int,
-        witness: int | None, *, what: str = "tile",
-    ) -> tuple[np.ndarray, bool]:
-        """Decode and prove it: ((height, width, 3) uint8, whether the strict retry was needed).
+        *, strict: bool = False,
+    ) -> tuple[np.ndarray, int]:
+        """Decode one tile; returns ((height, width, 3) uint8, witness of the decoded symbols)."""
+        y_hat, crc = self.decode_latent(strings, z_hw, y_hw, strict=strict)
+        return to_uint8_hwc(self.synthesize(y_hat, strict=strict)[0, :, :height, :width]), crc
+
+    def decode_latent_checked(
+        self, strings: list[bytes], z_hw: tuple[int, int], y_hw: tuple[int, int], witness: int | None, *,
+        what: str = "tile",
+    ) -> tuple[torch.Tensor, bool]:
+        """Entropy-decode and prove it: (y_hat, whether the strict retry was needed).
 
         The one place where a witness is checked: a mismatch is retried once in strict mode (the encoder's
         conditions); a second mismatch raises :class:`DesyncError`. ``witness`` None (an old record) decodes
         unchecked.
         """
-        img, got = self.decode(strings, z_hw, y_hw, height, width)
+        y_hat, got = self.decode_latent(strings, z_hw, y_hw)
         if witness is None or got == witness:
-            return img, False
+            return y_hat, False
         log.warning("%s: decoded symbols do not match the encoder's witness; retrying in strict mode", what)
-        img, got = self.decode(strings, z_hw, y_hw, height, width, strict=True)
+        y_hat, got = self.decode_latent(strings, z_hw, y_hw, strict=True)
         if got != witness:
             raise DesyncError(f"{what}: entropy decoder desynchronised (symbol witness mismatch, also in strict "
                               "mode)")
-        return img, True
+        return y_hat, True
+
+    def decode_checked(
+        self, strings: list[bytes], z_hw: tuple[int, int], y_hw: tuple[int, int], height: int, width: int,
+        witness: int | None, *, what: str = "tile",
+    ) -> tuple[np.ndarray, bool]:
+        """Decode and prove it (:meth:`decode_latent_checked`, then g_s): ((height, width, 3) uint8, retried)."""
+        y_hat, retried = self.decode_latent_checked(strings, z_hw, y_hw, witness, what=what)
+        return to_uint8_hwc(self.synthesize(y_hat, strict=retried)[0, :, :height, :width]), retried
 
     def roundtrip(self, rgb: np.ndarray, *, what: str = "image") -> tuple[np.ndarray, EncodedTile, bool]:
         """Encode then decode-and-check one image: (decoded (H, W, 3) uint8, the encoded tile, retried)."""
@@ -464,6 +492,11 @@ class TileCodec:
     @property
     def n_strings(self) -> int:
         return 2 * len(self.codec.arch.groups) + 1
+
+
+def to_uint8_hwc(x_hat: torch.Tensor) -> np.ndarray:
+    """(3, h, w) float pixels in [0, 1] -> contiguous (h, w, 3) uint8 (rounded), on the CPU."""
+    return np.ascontiguousarray(x_hat.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
 
 
 def _to_tensor(rgb: np.ndarray, device: str) -> torch.Tensor:

@@ -19,11 +19,13 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .codec import CODEC_ALIGN, LoadedCodec, TileCodec, load_codec
+from .codec import CODEC_ALIGN, LoadedCodec, TileCodec, load_codec, to_uint8_hwc
 from .container import WITNESS_KIND, PassHeader, PassReader, TileRecord, unpack_mask
 from .errors import EXIT_OK, EXIT_TILES_LOST, DesyncError
 from .product import create_product, finalize, open_arrays, write_block
 from .registry import resolve_model
+from .synthesis import (DECODE_MODES, DEFAULT_BLEND, DEFAULT_CORE_TILES, HALO_LATENT, LatentStore, TileGrid,
+                        create_latent_store, synthesis_windows, synthesize_into)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class DecodeSummary:
     retried: list[int] = field(default_factory=list)  # tiles whose symbols matched only in the strict retry
     entropy: str = "float32"
     synthesis: str = "float32"
+    decode_mode: str = "tile"
 
     @property
     def exit_code(self) -> int:
@@ -105,8 +108,9 @@ def check_record(rec: TileRecord, header: PassHeader, codec: LoadedCodec) -> str
     return None
 
 
-def decode_tile(tc: TileCodec, rec: TileRecord, header: PassHeader) -> tuple[np.ndarray | None, np.ndarray | None, TileOutcome]:
-    """Decode and verify one record: (rgb (3,h,w) or None, valid (h,w) or None, outcome)."""
+def decode_tile_latent(tc: TileCodec, rec: TileRecord, header: PassHeader
+                       ) -> tuple[torch.Tensor | None, np.ndarray | None, TileOutcome]:
+    """Entropy-decode and verify one record: (y_hat or None, valid (h,w) or None, outcome)."""
     r0, r1, c0, c1 = header.tile_window(rec.tile_index)
     h, w = r1 - r0, c1 - c0
     out = TileOutcome(tile=rec.tile_index, status="ok", bytes=rec.nbytes)
@@ -120,9 +124,10 @@ def decode_tile(tc: TileCodec, rec: TileRecord, header: PassHeader) -> tuple[np.
         out.status, out.detail = "malformed", f"validity mask: {exc}"
         return None, None, out
     t0 = time.perf_counter()
+    y_hat = None
     try:
-        rgb, out.retried = tc.decode_checked(rec.strings, rec.z_hw, rec.y_hw, h, w, rec.witness,
-                                             what=f"tile {rec.tile_index}")
+        y_hat, out.retried = tc.decode_latent_checked(rec.strings, rec.z_hw, rec.y_hw, rec.witness,
+                                                      what=f"tile {rec.tile_index}")
     except DesyncError:
         out.status, out.retried = "desync", True
         out.detail = "entropy decoder desynchronised (symbol witness mismatch, also in strict mode)"
@@ -131,14 +136,30 @@ def decode_tile(tc: TileCodec, rec: TileRecord, header: PassHeader) -> tuple[np.
     out.decode_ms = (time.perf_counter() - t0) * 1e3
     if out.status != "ok":
         return None, None, out
+    return y_hat, valid, out
+
+
+def decode_tile(tc: TileCodec, rec: TileRecord, header: PassHeader) -> tuple[np.ndarray | None, np.ndarray | None, TileOutcome]:
+    """Decode and verify one record, pixels by tile-wise synthesis: (rgb (3,h,w) or None, valid or None, outcome)."""
+    y_hat, valid, out = decode_tile_latent(tc, rec, header)
+    if y_hat is None:
+        return None, None, out
+    r0, r1, c0, c1 = header.tile_window(rec.tile_index)
+    t0 = time.perf_counter()
+    rgb = to_uint8_hwc(tc.synthesize(y_hat, strict=out.retried)[0, :, : r1 - r0, : c1 - c0])
+    out.decode_ms += (time.perf_counter() - t0) * 1e3
     return np.moveaxis(rgb, -1, 0), valid, out
 
 
-def decode_records(tc: TileCodec, reader: PassReader, tiles, group, *, notes: list[str] | None = None):
+def decode_records(tc: TileCodec, reader: PassReader, tiles, group, *, notes: list[str] | None = None,
+                   store: LatentStore | None = None):
     """Read, decode and verify each of ``tiles`` (whose records ``reader`` can read), write the ``decoded`` and
     ``valid`` chunks of the ones that decode, and yield each tile's :class:`TileOutcome` (a record that cannot
     be read is ``malformed``; a tile that fails is not written, so it stays masked). The one tile loop of the
-    single-process decoder and the pipeline's decode task. ``notes``: records without a witness are noted."""
+    single-process decoder and the pipeline's decode task. ``notes``: records without a witness are noted.
+    ``store`` (mosaic decoding): entropy decoding only; each tile's latent goes into the store (a failed tile is
+    marked lost there) and the synthesis windows write ``decoded`` later
+    (:func:`groundstation.synthesis.synthesize_into`)."""
     header = reader.header
     for index in tiles:
         try:
@@ -148,10 +169,15 @@ def decode_records(tc: TileCodec, reader: PassReader, tiles, group, *, notes: li
             continue
         if notes is not None and rec.witness is None and header.witness is not None:
             notes.append(f"tile {index}: record carries no witness")
-        rgb, valid, outcome = decode_tile(tc, rec, header)
+        if store is not None:
+            y_hat, valid, outcome = decode_tile_latent(tc, rec, header)
+            store.put(index, y_hat)
+        else:
+            rgb, valid, outcome = decode_tile(tc, rec, header)
         if outcome.status == "ok":
             r0, _, c0, _ = header.tile_window(index)
-            write_block(group, "decoded", r0, c0, rgb)
+            if store is None:
+                write_block(group, "decoded", r0, c0, rgb)
             write_block(group, "valid", r0, c0, valid.astype(np.uint8))
         yield outcome
 
@@ -164,13 +190,19 @@ def decode_pass(
     threads: int | None = None,
     device: str = "cpu",
     synthesis: str = "float32",
+    decode_mode: str = "tile",
     progress: bool = False,
 ) -> DecodeSummary:
     """Decode every intact record of ``pass_path`` into a new Zarr product ``out``.
 
-    The entropy path runs in the mode the pass header names (``codec.entropy``); ``synthesis`` chooses how
-    pixels are made (:data:`groundstation.codec.SYNTHESIS_MODES`). Both are recorded in the provenance.
+    The entropy path runs in the mode the pass header names (``codec.entropy``); ``synthesis`` chooses the
+    numeric mode of g_s (:data:`groundstation.codec.SYNTHESIS_MODES`), ``decode_mode`` how pixels are made from
+    the tiles' latents (:data:`groundstation.synthesis.DECODE_MODES`: ``mosaic`` keeps the latents beside the
+    product and synthesises windows over their mosaic, no seams at tile boundaries). All are recorded in the
+    provenance.
     """
+    if decode_mode not in DECODE_MODES:
+        raise ValueError(f"decode mode {decode_mode!r}: choose one of {', '.join(DECODE_MODES)}")
     t_start = time.perf_counter()
     reader = PassReader(pass_path)  # a bad header raises PassFormatError here: nothing is created
     header = reader.header
@@ -189,12 +221,23 @@ def decode_pass(
         log.warning("%s: no symbol witness in this pass; desynchronised tiles would go unnoticed", pass_path)
     create_product(out, header, arrays=("decoded",), attrs={"gsp_pass": header.model_dump()})
     group = open_arrays(out)
+    store = None
+    if decode_mode == "mosaic":
+        grid = TileGrid.from_header(header)
+        create_latent_store(out, grid, loaded.arch.M, "float64" if header.codec.entropy == "float64" else "float32")
+        store = LatentStore(out)
     outcomes: dict[int, TileOutcome] = {}
     for index, problem in scan.lost_tiles().items():
         outcomes[index] = TileOutcome(tile=index, status=problem.reason, detail=problem.detail)
     tiles = tqdm(sorted(scan.records), disable=not progress, desc="decode", unit="tile")
-    for outcome in decode_records(tc, reader, tiles, group, notes=notes):
+    for outcome in decode_records(tc, reader, tiles, group, notes=notes, store=store):
         outcomes[outcome.tile] = outcome
+    if store is not None:
+        for index in range(header.tiling.n_tiles):
+            if index not in outcomes or outcomes[index].status != "ok":
+                store.put(index, None)
+        for tile, ms in synthesize_into(tc, out, synthesis_windows(grid, DEFAULT_CORE_TILES, HALO_LATENT)).items():
+            outcomes[tile].decode_ms += ms
     ok = [o for o in outcomes.values() if o.status == "ok"]
     lost = [{"tile": o.tile, "reason": o.status, "detail": o.detail} for o in sorted(outcomes.values(), key=lambda o: o.tile)
             if o.status != "ok"]
@@ -204,12 +247,14 @@ def decode_pass(
         product=str(out), pass_id=header.pass_id, tiles_total=header.tiling.n_tiles, tiles_ok=len(ok), lost=lost,
         bytes=nbytes, bpp=nbytes * 8 / pixels if pixels else 0.0, decode_s=time.perf_counter() - t_start,
         codec=name, notes=notes, retried=sorted(o.tile for o in outcomes.values() if o.retried),
-        entropy=header.codec.entropy, synthesis=synthesis,
+        entropy=header.codec.entropy, synthesis=synthesis, decode_mode=decode_mode,
     )
     finalize(out, {
         "gsp_decode": {"software": f"groundstation {__version__}", "codec": name, "codec_sha256": loaded.sha256,
                        "codec_tables": loaded.tables, "threads": threads, "device": device,
-                       "entropy": header.codec.entropy, "synthesis": synthesis,
+                       "entropy": header.codec.entropy, "synthesis": synthesis, "decode_mode": decode_mode,
+                       **({"synthesis_windows": {"core_tiles": DEFAULT_CORE_TILES, "halo_latent": HALO_LATENT,
+                                                 "blend_px": DEFAULT_BLEND}} if store is not None else {}),
                        "tiles_ok": len(ok), "tiles_lost": lost, "bytes": nbytes, "bpp": summary.bpp,
                        "decode_s": round(summary.decode_s, 3), "notes": notes},
         "gsp_tiles": {str(o.tile): {"status": o.status, "bytes": o.bytes, "decode_ms": round(o.decode_ms, 1)}

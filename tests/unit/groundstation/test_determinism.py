@@ -59,7 +59,7 @@ def spoil_first_tile_decode(monkeypatch) -> None:
 
     from groundstation.codec import TileCodec
 
-    orig_decode, orig_indexes = TileCodec.decode, GaussianConditional.build_indexes
+    orig_decode, orig_indexes = TileCodec.decode_latent, GaussianConditional.build_indexes
     state = {"decodes": 0, "spoiling": None}
 
     def decode(self, *args, **kwargs):
@@ -77,7 +77,7 @@ def spoil_first_tile_decode(monkeypatch) -> None:
             idx = (idx + 7) % int(self._quantized_cdf.shape[0])
         return idx
 
-    monkeypatch.setattr(TileCodec, "decode", decode)
+    monkeypatch.setattr(TileCodec, "decode_latent", decode)  # the entropy step of every decode
     monkeypatch.setattr(GaussianConditional, "build_indexes", build_indexes)
 
 
