@@ -8,8 +8,8 @@ benchmarks/results/int_rate.json.
 
 ``xcpu``: int passes are encoded in one process and decoded in others under ``ONEDNN_MAX_CPU_ISA=AVX2`` and
 ``SSE41`` (the kernels those CPUs run) and this CPU's own, each with 1, 2 and 4 threads, plus the reverse
-direction (encoded under AVX2): a real 36-tile scene with the default codec, and a high-rate pass (the analysis
-output scaled up, ``--boost``; its integer prior is quantised here). Per decode: tiles lost, strict retries
+direction (encoded under AVX2): a real scene (a drone frame crop, ``--scene-size``) with the default codec, and
+a high-rate pass (the analysis output scaled up, ``--boost``; its integer prior is quantised here). Per decode: tiles lost, strict retries
 (a retry means a witness mismatch: some integer differed), and whether the decoded pixels equal the reference
 decode's (float64 synthesis: pixels are then bit-identical exactly when the latents are). Writes
 benchmarks/results/int_cross_cpu.json.
@@ -153,8 +153,10 @@ def xcpu(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _, demo, _, _ = resolve_model(None, "codec")
-        passes = [("36-tile real scene", _real_scene(tmp), str(demo), 256),
-                  (f"high-rate x{args.boost:g}", write_scene(tmp / "hr.tif", 512, 512, crs="EPSG:32633", seed=5),
+        n = (args.scene_size // 256) ** 2
+        passes = [(f"{n}-tile real scene", _real_scene(tmp, args.scene_size), str(demo), 256),
+                  (f"high-rate x{args.boost:g}", write_scene(tmp / "hr.tif", args.scene_size // 2,
+                                                             args.scene_size // 2, crs="EPSG:32633", seed=5),
                    str(boosted_codec(tmp, args.boost)), 128)]
         for label, scene, codec, tile in passes:
             for enc_isa in (None, "AVX2"):
@@ -162,7 +164,7 @@ def xcpu(args) -> int:
                 enc = _gsp(["encode", str(scene), "-o", str(pf), "--codec", codec, "--tile-size", str(tile),
                             "--entropy", "int"], enc_isa)
                 ref = None
-                decoders = [(isa, n) for isa in (None, "AVX2", "SSE41") for n in (1, 2, 4)] if enc_isa is None \
+                decoders = [(isa, t) for isa in (None, "AVX2", "SSE41") for t in args.threads] if enc_isa is None \
                     else [(None, 1), ("SSE41", 4)]
                 for dec_isa, threads in decoders:
                     out = tmp / f"{abs(hash((label, enc_isa, dec_isa, threads)))}.zarr"
@@ -182,7 +184,8 @@ def xcpu(args) -> int:
                           f"pixels==ref {row['pixels_equal_reference']}  {row['bpp']} bpp", flush=True)
     ok = all(r["lost"] == 0 and r["retried"] == 0 and r["pixels_equal_reference"] for r in rows)
     write_result(args.out or ROOT / "benchmarks" / "results" / "int_cross_cpu.json",
-                 {"command": f"benchmarks/int_entropy.py xcpu --boost {args.boost:g}", "all_identical": ok,
+                 {"command": f"benchmarks/int_entropy.py xcpu --boost {args.boost:g} --scene-size {args.scene_size} "
+                             f"--threads {' '.join(map(str, args.threads))}", "all_identical": ok,
                   "rows": rows, "note": "pixels compared against the first decode of the same pass (this CPU's "
                   "kernels, 1 thread), float64 synthesis"})
     return 0 if ok else 1
@@ -197,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="")
     x = sub.add_parser("xcpu", help="int passes decoded under other CPUs' kernels and thread counts")
     x.add_argument("--boost", type=float, default=4.0)
+    x.add_argument("--scene-size", type=int, default=1536, help="real scene side (256 px tiles); the high-rate "
+                   "scene is half of it (128 px tiles)")
+    x.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4])
     x.add_argument("--out", default="")
     args = p.parse_args(argv)
     return rate(args) if args.part == "rate" else xcpu(args)

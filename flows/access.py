@@ -22,6 +22,7 @@ current flow run names.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -29,10 +30,12 @@ from typing import Annotated
 from pydantic import AfterValidator, ValidationInfo
 
 from groundstation.config import load_station, station_path
+from groundstation.errors import GSPError
 from groundstation.roots import KINDS, PathNotAllowed, StationRoots
 
 __all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "PassFile", "PathNotAllowed", "ProductsDir",
-           "RunFolder", "SceneFile", "checked", "checked_model", "from_deployment", "roots_in_force"]
+           "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment", "refusal",
+           "roots_in_force", "validated_or_refused"]
 
 #: Set by Prefect's runners and workers in the process that executes a deployment's flow run.
 FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
@@ -106,3 +109,73 @@ CheckpointFile = Annotated[str, _under("checkpoint")]
 RunFolder = Annotated[str, _under("run")]
 #: Training images or pairs, evaluation images, a reference-points table: under the archive or the runs root.
 DatasetPath = Annotated[str, _under("dataset")]
+
+
+def refusal(exc: Exception) -> str:
+    """One line naming the parameter and the rule it breaks, from what validating a run's parameters raised: a
+    root check's message (it names the parameter already) or pydantic's errors (``options.halo: Input should
+    be ...``)."""
+    from pydantic import ValidationError
+
+    cause = exc
+    while cause is not None and not isinstance(cause, (ValidationError, GSPError)):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, GSPError):
+        return str(cause).splitlines()[0]
+    if isinstance(cause, ValidationError):
+        first = cause.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p not in ("kwargs", "args"))
+        inner = (first.get("ctx") or {}).get("error")
+        if isinstance(inner, GSPError):
+            return str(inner).splitlines()[0]
+        more = f" (and {cause.error_count() - 1} more)" if cause.error_count() > 1 else ""
+        return f"parameter {where or '?'}: {first['msg']} (given {str(first.get('input'))[:80]!r}){more}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _validate(fn, parameters: dict) -> dict:
+    """``parameters`` validated against ``fn``'s signature (a pydantic model of its parameters, so that errors
+    and the root checks name the parameter); unknown names are errors."""
+    import inspect
+    import typing
+
+    from pydantic import ConfigDict, create_model
+
+    hints = typing.get_type_hints(fn, include_extras=True)
+    fields = {name: (hints.get(name, typing.Any), ... if p.default is inspect.Parameter.empty else p.default)
+              for name, p in inspect.signature(fn).parameters.items()}
+    model = create_model(f"{fn.__name__}_parameters", __config__=ConfigDict(extra="forbid"), **fields)
+    checked = model.model_validate(parameters)
+    return {name: getattr(checked, name) for name in fields}
+
+
+class RunRefused(GSPError):
+    """A run's parameters broke a rule (the message says which, in one line); the run did nothing."""
+
+
+class _QuietRefusal(logging.Filter):
+    """Drops the traceback Prefect's engine logs for a failed run when the failure is a :class:`RunRefused`:
+    its one line is logged already (installed on ``prefect.flow_runs`` when this module is imported, which a
+    deployment's run does before its engine starts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], RunRefused))
+
+
+logging.getLogger("prefect.flow_runs").addFilter(_QuietRefusal())
+
+
+def validated_or_refused(job, parameters: dict):
+    """``(parameters, None)`` validated as ``job``'s annotations say (the root-checked paths, the options
+    model), or ``(None, Failed state)``: one logged line naming the parameter and the rule, which is also the
+    run's state message. A flow with ``validate_parameters=False`` calls this first, so that a refused run says
+    why in one line instead of the engine's traceback."""
+    from prefect import get_run_logger
+    from prefect.states import Failed
+
+    try:
+        return _validate(job.fn, parameters), None
+    except Exception as exc:  # noqa: BLE001 - every validation failure is a refusal, said in one line
+        message = f"refused: {refusal(exc)}"
+        get_run_logger().error(message)
+        return None, Failed(message=message, data=RunRefused(message))

@@ -22,6 +22,7 @@ from groundstation.errors import EXIT_OK, EXIT_TILES_LOST
 from groundstation.fileio import write_json_atomic, write_text_atomic
 from groundstation.footprints import Grid, lost_tiles_geojson, tile_bounds
 from groundstation.metrics import TILE_SCHEMA, add_tile_bounds, append_history, write_parquet
+from groundstation.metrics.seams import product_seam_ratios
 from groundstation.overviews import create_levels, open_levels
 from groundstation.product import finalize, write_gdal_views
 from groundstation.stac import item_path, lost_path, write_item
@@ -31,7 +32,7 @@ from tasks.overviews import build_overviews, overview_batches
 from .arrivals import utc
 from .events import emit_pass_events
 from .identity import ProductPaths
-from .report import artifact_key, render_report, table_rows
+from .report import artifact_key, render_report, tile_table_rows
 
 __all__ = ["build_pyramid", "deliver", "pass_totals", "tiles_attr", "timeliness"]
 
@@ -111,6 +112,8 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
         summary["cog"] = made["path"]
         log.info("COG of %s %s: %s", made["array"], "kept (a valid one of this version was there)"
                  if made["action"] == "kept" else "written", made["path"])
+    # seams: the step across codec-tile boundaries over the step inside tiles (1: none), read in row bands
+    summary["seam_ratio"] = {k: round(v, 3) for k, v in product_seam_ratios(product, arrays).items()}
     grid = Grid.from_header(header)
     tiles_df = add_tile_bounds(tiles_df, tile_bounds(grid))
     summary["lost_geojson"] = str(lost_path(paths.product)) if lost else None
@@ -140,7 +143,7 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
     # ---- publish
     if progress_id is not None:
         update_progress_artifact(progress_id, 100.0)
-    create_table_artifact(table_rows(tiles_df), key=artifact_key(header.pass_id, "tiles"),
+    create_table_artifact(tile_table_rows(tiles_df), key=artifact_key(header.pass_id, "tiles"),
                           description=f"Pass {header.pass_id}, product {version}: metrics per tile and product")
     create_markdown_artifact(report, key=artifact_key(header.pass_id, "report"),
                              description=f"Pass {header.pass_id}: report")

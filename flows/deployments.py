@@ -42,7 +42,8 @@ from groundstation.config import load_station
 from groundstation.errors import GSPError
 from groundstation.roots import StationRoots
 
-from .access import PassFile, ProductsDir
+from .access import PassFile, ProductsDir, validated_or_refused
+from .events import ProductConsole
 from .inbox import InboxTrigger
 from .names import pass_run_name, supplement_run_name
 from .options import ProcessOptions, station_options
@@ -59,28 +60,47 @@ JOBS = {
 }
 
 
-@flow(name=process_pass.name, task_runner=process_pass.task_runner, validate_parameters=True,
+@flow(name=process_pass.name, task_runner=process_pass.task_runner, validate_parameters=False,
       flow_run_name=pass_run_name,
       description="Decode, enhance and evaluate one pass into a versioned product (paths under the station's roots).")
 def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
                      options: ProcessOptions | None = None) -> dict:
     """``process-pass`` as a deployment runs it: the same flow (one run, the same name, artifacts and events),
-    with ``pass_path`` (under the inbox or archive root) and ``out_dir`` (under the products root; default the
-    products root) checked before the run starts, and the station's options when none are given."""
-    out = out_dir or load_station().roots.products
-    return process_pass.fn(pass_path, out, options or station_options())
+    with its paths checked against the station's roots before the run starts, and the station's options when
+    none are given.
+
+    Args:
+        pass_path: the pass container to process, a file under the station's inbox or archive root
+        out_dir: products folder, under the station's products root (default: the products root)
+        options: what to do with the pass (default: the station's options)
+    """
+    params, refused = validated_or_refused(process_pass_job, {"pass_path": pass_path, "out_dir": out_dir,
+                                                              "options": options})
+    if refused:
+        return refused
+    out = params["out_dir"] or load_station().roots.products
+    return process_pass.fn(params["pass_path"], out, params["options"] or station_options())
 
 
-@flow(name="apply-supplement", task_runner=process_pass.task_runner, validate_parameters=True,
+@flow(name="apply-supplement", task_runner=process_pass.task_runner, validate_parameters=False,
       flow_run_name=supplement_run_name,
       description="Apply a retransmitted supplement (resent tiles of a pass) to its product(s): decode those "
       "tiles, re-enhance the windows they touch, deliver, mark complete.")
 def apply_supplement_job(supplement_path: PassFile, products: ProductsDir | None = None) -> list[dict]:
     """``apply-supplement`` as a deployment runs it (the watcher applies supplements by itself; this is for a
-    supplement an operator points at): paths checked against the station's roots before the run starts."""
+    supplement an operator points at): paths checked against the station's roots before the run starts.
+
+    Args:
+        supplement_path: the supplement (resent tiles of a pass), a file under the station's inbox or archive root
+        products: products folder holding the pass's product, under the products root (default: that root)
+    """
     from .supplement import apply_supplement
 
-    return apply_supplement.fn(supplement_path, products or load_station().roots.products)
+    params, refused = validated_or_refused(apply_supplement_job, {"supplement_path": supplement_path,
+                                                                  "products": products})
+    if refused:
+        return refused
+    return apply_supplement.fn(params["supplement_path"], params["products"] or load_station().roots.products)
 
 
 def _default_options(options: ProcessOptions | None) -> ProcessOptions:
@@ -182,6 +202,7 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
         name = kwargs.get("name") or station.station
         trigger = InboxTrigger(inbox or station.roots.inbox, lambda files: _start_sweep(name), station=name).start()
         stack.callback(trigger.stop)
+        stack.callback(ProductConsole(station.station, lambda line: print(line, flush=True)).start().stop)
         prefect.serve(*deployments, pause_on_shutdown=False, limit=limit)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 
-__all__ = ["PASS_TILES_LOST", "PRODUCT_COMPLETE", "emit_pass_events"]
+__all__ = ["PASS_TILES_LOST", "PRODUCT_COMPLETE", "ProductConsole", "console_line", "emit_pass_events"]
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +99,65 @@ def emit_pass_events(summary: dict, passes_df=None) -> list:
     except Exception as exc:  # noqa: BLE001 - events are for automations; the run's outcome does not hang on them
         log.warning("could not emit the events of pass %s: %s", summary.get("pass_id"), exc)
     return emitted
+
+
+def console_line(payload: dict) -> str:
+    """One line for ``gsp serve``'s console about a completed product (a ``gsp.product.complete`` payload): the
+    pass, when its last byte came, the product, the tiles lost and the latency."""
+    when = payload.get("timeliness") or {}
+    latency = when.get("latency_s")
+    if latency is None:
+        latency = (payload.get("timings") or {}).get("total_s")
+    received = str(when.get("last_byte") or "")[11:19] or "-"
+    lost = payload.get("tiles_lost") or 0
+    return (f"pass {payload.get('pass_id')}: received {received}, product {(payload.get('paths') or {}).get('product')}"
+            f", tiles lost {lost} of {payload.get('tiles_total')}{' (listed for retransmission)' if lost else ''}, "
+            f"latency {'-' if latency is None else f'{float(latency):.1f} s'}")
+
+
+class ProductConsole:
+    """Prints :func:`console_line` for every ``gsp.product.complete`` event of ``station`` on the API in
+    force (``gsp serve``: one line per pass, whichever run made it), polling every ``poll_s`` seconds from
+    now on, in a daemon thread; :meth:`stop` ends it."""
+
+    def __init__(self, station: str, print_fn=print, poll_s: float = 3.0) -> None:
+        import threading
+
+        self.station, self.print_fn, self.poll_s = station, print_fn, poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ProductConsole":
+        import contextvars
+        import threading
+
+        ctx = contextvars.copy_context()  # the caller's Prefect settings (the API URL) hold in the thread
+        self._thread = threading.Thread(target=ctx.run, args=(self._run,), name="gsp-product-console", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from datetime import datetime, timezone
+
+        from prefect.client.orchestration import get_client
+        from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+        since, seen = datetime.now(timezone.utc), set()
+        while not self._stop.wait(self.poll_s):
+            try:
+                with get_client(sync_client=True) as client:
+                    page = client.read_events(filter=EventFilter(
+                        event=EventNameFilter(name=[PRODUCT_COMPLETE]), occurred=EventOccurredFilter(since=since)),
+                        limit=50)
+                for ev in sorted(page.events, key=lambda e: e.occurred):
+                    if ev.id in seen or ev.resource.get("gsp.station") != self.station:
+                        continue
+                    seen.add(ev.id)
+                    self.print_fn(console_line(ev.payload))
+            except Exception as exc:  # noqa: BLE001 - the console is a courtesy; the station goes on
+                log.debug("product console: %s", exc)

@@ -327,7 +327,16 @@ def watch_inbox(inbox: InboxDir | None = None, products: ProductsDir | None = No
 
     ``inbox`` / ``products`` default to the station's roots, ``options`` to the model defaults with the
     station's pixel synthesis; from a deployment they must lie under the station's roots (``flows.access``),
-    and so must every file the sweep picks up (a symlink out of the inbox is moved to ``failed/`` unread)."""
+    and so must every file the sweep picks up (a symlink out of the inbox is moved to ``failed/`` unread).
+
+    Args:
+        inbox: the folder passes arrive in, under the inbox root (default: that root)
+        products: products folder, under the products root (default: that root)
+        options: what to do with each pass (default: the station's options)
+        dask_address: scheduler of an existing Dask cluster (default: a LocalCluster per pass)
+        settle_s: a pass must be unchanged this many seconds before it is touched
+        stale_after_s: process a pass without end-of-pass trailer once unchanged this long (None: never)
+    """
     roots = load_station().roots
     inbox, products = inbox or roots.inbox, products or roots.products
     options = options or station_options()

@@ -88,6 +88,12 @@ def pass_run_name() -> str:
     params = _params()
     path = str(params.get("pass_path", "pass"))
     try:
+        from .access import checked
+
+        checked("pass_path", path, "pass")  # a pass outside the roots is not read, not even its header
+    except Exception:  # noqa: BLE001 - the flow refuses it, in one line
+        return f"refused: {Path(path).name or path}"
+    try:
         name, tags = pass_label(path, _options(params))
     except Exception as exc:  # noqa: BLE001 - the flow reports the real error
         log.debug("naming the run after %s: %s", path, exc)

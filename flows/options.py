@@ -40,7 +40,7 @@ class ProcessOptions(BaseModel):
         "float32", description="pixel synthesis: float64 makes the decoded pixels bit-identical on every x86 CPU "
         "(about 3x the decode time); the whole product is written in one mode")
     cog: bool = Field(False, description="also write a Cloud-Optimized GeoTIFF beside the product, "
-                      "<products>/<pass_id>/<version>.enhanced.tif (.decoded.tif for a decoded-only product): RGB, "
+                      "PRODUCTS/PASS_ID/VERSION.enhanced.tif (.decoded.tif for a decoded-only product): RGB, "
                       "valid as its internal mask, overviews; listed in the STAC Item (--cog)")
 
     @field_validator("codec", "enhancer")

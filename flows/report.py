@@ -91,6 +91,22 @@ def table_rows(tiles: pd.DataFrame) -> list[dict]:
     return [{k: _clean(v) for k, v in row.items()} for row in tiles.to_dict(orient="records")]
 
 
+#: Left out of the UI's tile table: the same on every row (the pass and the version are in the run's name and
+#: report) or for GIS (footprints; all of them stay in the Parquet table beside the product).
+TILE_TABLE_DROP = ("pass_id", "product_version", "height", "width", "crs_xmin", "crs_ymin", "crs_xmax", "crs_ymax",
+                   "lon_min", "lat_min", "lon_max", "lat_max")
+
+
+def tile_table_rows(tiles: pd.DataFrame) -> list[dict]:
+    """The tile table as the UI shows it: ``tile``, ``product`` and ``status`` first, then the figures; columns
+    that are empty on every row (the quality metrics without a reference scene) and :data:`TILE_TABLE_DROP`
+    left out."""
+    t = tiles.drop(columns=[c for c in TILE_TABLE_DROP if c in tiles.columns]).dropna(axis=1, how="all")
+    t = t.rename(columns={"tile_index": "tile"})
+    first = [c for c in ("tile", "product", "status") if c in t.columns]
+    return table_rows(t[first + [c for c in t.columns if c not in first]])
+
+
 def _fmt(v, spec: str = ".3f") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -132,6 +148,8 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
         f"- time: {_fmt(s['timings']['total_s'], '.1f')} s in all; batches run {s['batches']['run']}, "
         f"reused from an earlier run {s['batches']['skipped']}, failed {s['batches']['failed']}",
         *_timeliness_lines(s.get("timeliness")),
+        *([f"- seams (step across codec-tile boundaries / step inside tiles; about 1 in a source scene): "
+           + ", ".join(f"{k} {_fmt(v, '.2f')}" for k, v in s["seam_ratio"].items())] if s.get("seam_ratio") else []),
         "",
         "## Quality",
         "",

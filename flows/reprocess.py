@@ -111,7 +111,17 @@ def reprocess_archive(archive: ArchiveDir | None = None, products: ProductsDir |
 
     ``archive`` / ``products`` default to the station's archive and products roots, ``options`` to the model
     defaults with the station's pixel synthesis. From a deployment every path must lie under the station's
-    roots (``flows.access``)."""
+    roots (``flows.access``).
+
+    Args:
+        archive: folder of archived passes, under the archive root (default: that root)
+        products: products folder, under the products root (default: that root)
+        options: models and parameters of the new product version (default: the station's)
+        since: acquired at or after (YYYY-MM-DD or ISO 8601, UTC if no zone)
+        until: acquired before the end of this day / before this time
+        glob: files under the archive (default every file)
+        dask_address: scheduler of an existing Dask cluster (default: a LocalCluster per run)
+    """
     log = get_run_logger()
     roots = load_station().roots
     archive = archive or roots.archive

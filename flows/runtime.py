@@ -17,7 +17,7 @@ from typing import Iterator
 from groundstation.config import STATION_ENV, load_station, station_path
 from groundstation.errors import OrchestrationError
 
-__all__ = ["announce_server", "local_prefect_server", "prefect_api", "start_api_early", "station_server"]
+__all__ = ["announce_server", "local_prefect_server", "prefect_api", "server_env", "start_api_early", "station_server"]
 
 #: Where ``gsp serve`` says which Prefect API it uses (in the station's home folder), for one-shot commands.
 SERVE_FILE = "serve.json"
@@ -106,7 +106,7 @@ def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None
     (exit 2) naming that setting and ``PREFECT_API_URL``, never a traceback. ``export_env`` also puts the URL
     into ``os.environ`` (for subprocesses, e.g. runs started by ``prefect.serve``).
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     url = PREFECT_API_URL.value()
     if url:
@@ -146,8 +146,8 @@ def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None
     before = os.environ.get("PREFECT_API_URL")
     if export_env:
         os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+    try:  # no "View at http://..." links: the ephemeral API (and its UI) is gone when the command ends
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}):
             yield server.api_url
     finally:
         if export_env:
@@ -155,6 +155,27 @@ def prefect_api(export_env: bool = False, startup_timeout_s: float | None = None
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = before
+
+
+def server_env(url: str, tell_ui: bool = True) -> dict[str, str]:
+    """The environment of a ``prefect server start`` this station starts at ``url``: this process's, without
+    PREFECT_API_URL, plus what the operator has not set:
+
+    * ``PREFECT_SERVER_UI_API_URL`` = ``url`` (``tell_ui``: the server listens where browsers reach it as
+      ``url``): the UI's pages call the API there (Prefect's default, port 4200, makes every page of a server
+      on another port say "Can't connect to Server API"); on a wildcard address the browser's name for this
+      machine is unknown and the operator sets it;
+    * retention (station file ``orchestration.keep_runs_days``): Prefect's database vacuum of flow runs that
+      ended longer ago (with their logs, artifacts and task runs), besides its default vacuum of old events.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if tell_ui:
+        env.setdefault("PREFECT_SERVER_UI_API_URL", url)
+    keep_days = load_station().orchestration.keep_runs_days
+    if keep_days is not None:
+        env.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", "events,flow_runs")
+        env.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD", str(round(keep_days * 86400)))
+    return env
 
 
 @contextlib.contextmanager
@@ -185,14 +206,14 @@ def local_prefect_server(port: int | None = None, timeout_s: float | None = None
             port = sock.getsockname()[1]
     if timeout_s is None:  # a real server starts its services too: give it more than the ephemeral API
         timeout_s = max(180.0, load_station().orchestration.api_startup_timeout_s)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    url = f"http://{local}:{port}/api"
+    env = server_env(url, host == local)
     exe = Path(sys.executable).with_name("prefect")
     cmd = [str(exe) if exe.exists() else "prefect", "server", "start", "--host", host, "--port", str(port)]
     log_path = Path(PREFECT_HOME.value()) / f"gsp-prefect-server-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://{local}:{port}/api"
     try:
         deadline = time.monotonic() + timeout_s
         while True:

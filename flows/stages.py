@@ -224,6 +224,7 @@ class TileStages:
                 already.update(reusable_results(state, real))
                 self.sched.results.update({k: v for k, v in already.items() if k.startswith("evaluate")})
                 out += real
+            tell()
             return out
 
         progress = self.sched.on_progress

@@ -60,6 +60,11 @@ class OrchestrationDefaults(_Strict):
         120.0, gt=0, le=3600,
         description="seconds to wait for Prefect's ephemeral API to start when PREFECT_API_URL is not set "
         "(Prefect's own default of 20 s is too short on a busy machine)")
+    keep_runs_days: float | None = Field(
+        30.0, gt=1 / 24, le=3650,
+        description="the Prefect server that `gsp serve` starts deletes flow runs (with their logs, artifacts "
+        "and task runs) that ended longer ago than this, so its database stops growing; products are files and "
+        "are never touched; null: keep every run (a server you start yourself: docs/operations.md)")
 
 
 class DownlinkDefaults(_Strict):

@@ -42,7 +42,8 @@ Products written before (Zarr format 3) are still read by this module (:func:`st
 :func:`open_arrays`, ``gsp export``); they have no GDAL view: :func:`gdal_view` says so.
 
 Status lives in the ``gsp_status`` attribute: ``incomplete`` from creation until every tile was handled, then
-``complete`` (set last, after the data and tile table are written).
+``complete`` (set last, after the data and tile table are written), with ``gsp_tiles_lost`` beside it (0, or how
+many tiles are masked and listed for retransmission: "complete" means every tile was handled, not received).
 """
 
 from __future__ import annotations
@@ -253,11 +254,14 @@ def write_block(group, name: str, r0: int, c0: int, block: np.ndarray) -> None:
 
 
 def finalize(path: str | Path, attrs: dict) -> None:
-    """Record provenance and mark the product complete (the last write)."""
+    """Record provenance and mark the product complete (the last write); beside ``gsp_status`` its
+    ``gsp_tiles_lost``: how many tiles of ``attrs["gsp_tiles"]`` have no pixels (masked, listed for
+    retransmission), so that a complete product with lost tiles says so where its status is read."""
     import zarr
 
     g = zarr.open_group(str(path), mode="r+")
     g.attrs.update(_jsonable(attrs))
+    g.attrs["gsp_tiles_lost"] = sum(1 for t in (attrs.get("gsp_tiles") or {}).values() if t.get("status") != "ok")
     g.attrs["gsp_status"] = "complete"
     zarr.consolidate_metadata(str(path))
 

@@ -16,11 +16,12 @@ def export_product(product: str | Path, *, cog: str | Path | None = None, array:
                    overviews: bool = True, blocksize: int = 512, stac: bool = False,
                    catalog: str | Path | None = None) -> dict:
     """What ``gsp export`` and the ``export-product`` flow do: the COG of ``array`` (default: enhanced, or
-    decoded for a decoded-only product) at ``cog`` and/or the product's STAC Item (``stac``); an existing Item
-    is kept true (the new COG added). Returns what was written."""
+    decoded for a decoded-only product) at ``cog`` and/or the product's STAC Item (``stac``); the Item
+    changes only with ``stac`` (then the COG is listed in it, and must lie inside the catalogue). Returns what was
+    written."""
     from groundstation.cog import export_cog
     from groundstation.product import arrays
-    from groundstation.stac import item_path, write_item
+    from groundstation.stac import cog_path, write_item
 
     if not cog and not stac:
         raise ConfigError("gsp export: nothing to do; give --cog OUT.tif and/or --stac")
@@ -30,9 +31,14 @@ def export_product(product: str | Path, *, cog: str | Path | None = None, array:
     result: dict = {"product": str(product)}
     if cog:
         array = array or ("enhanced" if "enhanced" in arrays(product) else "decoded")
+    if cog and stac:  # the Item's hrefs stay inside the catalogue, so that it can be moved and served whole
+        root = (Path(catalog) if catalog is not None else product.parent.parent).resolve()
+        if not Path(cog).resolve().is_relative_to(root):
+            raise ConfigError(f"--cog {cog} lies outside the station catalogue {root}: its STAC Item would point "
+                              f"outside it; write the COG under {root} (beside the product: "
+                              f"{cog_path(product, array)}) or leave out --stac")
+    if cog:
         result["cog"] = export_cog(product, cog, array=array, overviews=overviews, blocksize=blocksize).as_dict()
-        if not stac and item_path(product).is_file():  # keep the Item's asset list true
-            result["stac_item"] = str(write_item(product, cogs={array: Path(cog)}, catalog_root=catalog))
     if stac:
         cogs = {result["cog"]["array"]: Path(cog)} if cog else None
         result["stac_item"] = str(write_item(product, cogs=cogs, catalog_root=catalog))

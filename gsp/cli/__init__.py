@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ORCHESTRATED:
+        refused = _run(args, station.check_inputs)  # a file that is no pass: refused in a second, before Prefect
+        if refused:
+            return refused
         # Prefect and Dask configure logging when imported: import them first, then set the console policy
         import distributed  # noqa: F401
         import prefect  # noqa: F401
@@ -70,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[STATION_ENV] = station_before
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, handler=None) -> int | None:
+    """``handler`` (default: the command's) on ``args``; a GSPError is its message and exit status."""
     from groundstation.errors import GSPError
 
     try:
-        return COMMANDS[args.command](args)
+        return (handler or COMMANDS[args.command])(args)
     except GSPError as exc:
         print(f"gsp {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,7 +1,8 @@
 """``gsp export``: deliver a product to tools other than xarray (:func:`gsp.export.export_product`).
 
 * ``gsp export PRODUCT --cog OUT.tif [--array enhanced|decoded] [--no-overviews]``: a Cloud-Optimized GeoTIFF
-  (:func:`groundstation.cog.export_cog`); when the product has a STAC Item, the COG is added to it;
+  (:func:`groundstation.cog.export_cog`); with ``--stac`` also listed in the product's STAC Item (the COG must
+  then lie inside the catalogue folder: the Item's hrefs never point outside it);
 * ``gsp export PRODUCT --stac``: (re)write the product's STAC Item and register it in the station catalogue
   (:func:`groundstation.stac.write_item`), e.g. for products made before catalogues existed.
 """
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export a complete product (PRODUCTS/<pass>/<version>.zarr or a `gsp decode` store). --cog "
         "writes one mosaic as a Cloud-Optimized GeoTIFF: RGB, the product's CRS and transform, 'valid' as its "
         "internal mask (not a nodata value), overviews, written atomically and checked with rio-cogeo's "
-        "validator. --stac writes the product's STAC Item beside it and registers it in the station catalogue "
+        "validator. --stac writes the product's STAC Item beside it (listing the COG, which must then lie in the "
+        "catalogue folder) and registers it in the station catalogue "
         "(catalog.json in the products folder). GIS tools can also open the product itself: "
         "its GDAL view <version>.enhanced.vrt beside it (GDAL/QGIS, RGB with the mask).",
         epilog="example: gsp export products/p1/<version>.zarr --cog p1.tif --array enhanced")

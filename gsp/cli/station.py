@@ -14,7 +14,7 @@ from groundstation.errors import ConfigError
 
 from ._common import station
 
-__all__ = ["COMMANDS", "register"]
+__all__ = ["COMMANDS", "check_inputs", "register"]
 
 
 def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = False) -> None:
@@ -50,8 +50,8 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
 
 def _cog_option(p: argparse.ArgumentParser, where: str) -> None:
     p.add_argument("--cog", action="store_true",
-                   help=f"also write a Cloud-Optimized GeoTIFF of each new product beside it, {where}<pass_id>/"
-                   "<version>.enhanced.tif (.decoded.tif for a decoded-only product): RGB, 'valid' as its internal "
+                   help=f"also write a Cloud-Optimized GeoTIFF of each new product beside it, {where}PASS_ID/"
+                   "VERSION.enhanced.tif (.decoded.tif for a decoded-only product): RGB, 'valid' as its internal "
                    "mask (lost tiles masked), overviews, validated; listed in the product's STAC Item and report")
 
 
@@ -194,6 +194,16 @@ def _workers(args) -> int:
     return args.workers
 
 
+def check_inputs(args) -> None:
+    """Refuse a file that is no pass container (or none at all) at once, before Prefect, Dask and torch are
+    imported and started (seconds): only its header is read."""
+    from groundstation.container import PassReader
+
+    path = {"process": "pass_file", "supplement": "supplement"}.get(args.command)
+    if path:
+        PassReader(getattr(args, path))
+
+
 def cmd_process(args) -> int:
     from flows.access import checked
     from flows.process_pass import run_process_pass
@@ -204,7 +214,8 @@ def cmd_process(args) -> int:
     res = run_process_pass(pass_file, out, opts, dask_address=args.dask_address, n_workers=_workers(args))
     if args.json:
         keys = ("status", "pass_id", "product", "metrics", "report", "cog", "version", "tiles_total", "tiles_ok",
-                "tiles_lost", "lost", "bytes", "bpp", "timings", "batches", "devices", "flow_run_id", "exit_code")
+                "tiles_lost", "lost", "bytes", "bpp", "timings", "timeliness", "seam_ratio", "batches", "devices",
+                "flow_run_id", "exit_code")
         print(json.dumps({k: res.get(k) for k in keys}, indent=2))
     else:
         state = " (already complete, nothing done)" if res["status"] == "already-complete" else ""

@@ -22,6 +22,21 @@ def _gsp(args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.Co
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.parametrize("command", ["process", "supplement"])
+def test_a_file_that_is_no_pass_is_refused_before_prefect_starts(tmp_path: Path, command: str):
+    """Only the header is read: no Prefect API, no Dask cluster, no torch (a second, not twenty)."""
+    (tmp_path / "NOT_A_PASS.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    out = ["-o", str(tmp_path / "out")] if command == "process" else ["--products", str(tmp_path / "out")]
+    code = ("import sys; from gsp.cli import main; rc = main(sys.argv[1:]); "
+            "print(sorted(m for m in ('prefect', 'distributed', 'torch') if m in sys.modules)); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, command, "NOT_A_PASS.png", *out], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "NOT_A_PASS.png: not a pass container" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout.strip() == "[]"  # none of them imported
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_an_api_that_does_not_start_in_time_is_a_clear_exit_2(tmp_path: Path):
     station = tmp_path / "station.yaml"
@@ -40,7 +55,8 @@ def test_process_console_shows_the_station_not_the_libraries(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     err = proc.stderr
     assert "Traceback" not in err and "Warning" not in err  # no library warnings
-    for chatter in ("HTTP Request", "distributed.", "Scheduler at", "Start Nanny", "Finished in state"):
+    # "View at http://127.0.0.1:PORT/...": a link to the ephemeral API, gone when the command ends
+    for chatter in ("HTTP Request", "distributed.", "Scheduler at", "Start Nanny", "Finished in state", "View at"):
         assert chatter not in err, chatter
     assert "Pass golden" in err and "4/4 tiles" in proc.stdout
     assert len(err.strip().splitlines()) <= 10, err

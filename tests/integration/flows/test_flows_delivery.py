@@ -149,12 +149,15 @@ def test_export_the_run_product_as_cog_and_add_it_to_the_item(run, tmp_path):
 
     product = Path(run["res"]["product"])
     out = cog_path(product, "decoded")  # the run wrote the enhanced one (--cog); the decoded mosaic as well
+    item_before = item_path(product).read_bytes()
     assert main(["export", str(product), "--cog", str(out), "--array", "decoded", "--blocksize", "128"]) == 0
+    assert item_path(product).read_bytes() == item_before  # the Item changes only with --stac
+    assert main(["export", str(product), "--stac"]) == 0  # which lists the COG found beside the product
     ok, errors, _ = cog_validate(str(out))
     assert ok, errors
     with rasterio.open(out) as c:
         np.testing.assert_array_equal(c.read(), open_product(product).decoded.values)
         assert c.overviews(1)
-    item = pystac.Item.from_file(str(item_path(product)))  # refreshed by the export
+    item = pystac.Item.from_file(str(item_path(product)))  # refreshed by the --stac export
     assert Path(item.assets["decoded-cog"].get_absolute_href()) == out
     assert Path(item.assets["enhanced-cog"].get_absolute_href()) == cog_path(product, "enhanced")

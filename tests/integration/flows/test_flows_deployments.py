@@ -7,38 +7,32 @@ before it starts."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
+import contextlib
 
 import pytest
 
+import servers
 from helpers import make_pass
+from servers import make_station, postgres_cluster, prefect_server, wait_for
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 AUTH = "station-operator:correct-horse-battery"
-STARTUP_TIMEOUT_S = 180
 STATION = "it-station"
 
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
-    """``prefect server start`` on 127.0.0.1 with PREFECT_SERVER_API_AUTH_STRING (inherited from this process's
-    environment, as an operator would export it) and its own PREFECT_HOME."""
-    from flows.runtime import local_prefect_server
-
+    """``prefect server start`` on 127.0.0.1 with PREFECT_SERVER_API_AUTH_STRING (only the server has it) and its
+    own PREFECT_HOME, on PostgreSQL (a throwaway cluster, the production set-up of docs/operations.md) where
+    PostgreSQL is installed, else on SQLite."""
     home = tmp_path_factory.mktemp("auth-server-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_HOME", str(home))
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        mp.setenv("PREFECT_SERVER_API_AUTH_STRING", AUTH)
-        with local_prefect_server(timeout_s=STARTUP_TIMEOUT_S) as url:
-            mp.delenv("PREFECT_SERVER_API_AUTH_STRING")  # only the server has it
-            yield url
+    with contextlib.ExitStack() as stack:
+        try:
+            database = stack.enter_context(postgres_cluster())
+        except pytest.skip.Exception:
+            database = None
+        yield stack.enter_context(prefect_server(home, database, PREFECT_SERVER_API_AUTH_STRING=AUTH))
 
 
 def _settings(url: str, auth: str | None):
@@ -75,37 +69,15 @@ def _truncate(src, dest, cut: int = 40):
 def served_station(auth_server, tmp_path, tiny_codec, enhancer_ckpts):
     """A station folder (roots under tmp_path), passes in its archive, checkpoints in its weights, and
     ``gsp serve`` running against the authenticated server in its own process group."""
-    home = tmp_path / "station"
-    for name in ("inbox", "archive", "products", "runs", "weights"):
-        (home / name).mkdir(parents=True)
-    station = tmp_path / "station.yaml"
-    station.write_text(f"station: {STATION}\nroots:\n  home: {home}\n")
-    shutil.copy(tiny_codec, home / "weights" / "tiny.pt")
-    shutil.copy(enhancer_ckpts[0], home / "weights" / "enh-a.pt")
+    home, station = make_station(tmp_path, STATION, tiny_codec, enhancer_ckpts[0])
     _, damaged_src = make_pass(tmp_path / "src", tiny_codec, "dep-pass-1", seed=5)
     (home / "archive" / "cut").mkdir()
     _truncate(damaged_src, home / "archive" / "cut" / "dep-pass-1.gsp")
     make_pass(home / "archive" / "good", tiny_codec, "dep-pass-2", seed=6)
     make_pass(tmp_path / "outside", tiny_codec, "outside-pass", seed=7, height=64, width=64)
-
-    env = {**os.environ, "PREFECT_API_URL": auth_server, "PREFECT_API_AUTH_STRING": AUTH,
-           "PREFECT_HOME": str(tmp_path / "serve-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
-    cmd = [sys.executable, "-m", "gsp.cli", "--station", str(station), "serve", "--interval", "3600",
-           "--limit", "3", "--codec", str(home / "weights" / "tiny.pt"),
-           "--enhancer", str(home / "weights" / "enh-a.pt"), "--tiles-per-batch", "3"]
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with servers.served_station(tmp_path, station, auth_server, "--limit", "3",
+                                PREFECT_API_AUTH_STRING=AUTH) as proc:
         yield home, tmp_path, proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
 
 
 def _summary(home, pass_id: str) -> dict:
@@ -113,18 +85,6 @@ def _summary(home, pass_id: str) -> dict:
 
     (product,) = (home / "products" / pass_id).glob("*.zarr")
     return dict(zarr.open_group(str(product), mode="r").attrs)["gsp_summary"]
-
-
-def _wait_for(what, fn, timeout_s: float, log_path=None):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tail = log_path.read_text(errors="replace")[-4000:] if log_path else ""
-            raise AssertionError(f"timed out waiting for {what}\n{tail}")
-        time.sleep(2)
 
 
 @pytest.mark.timeout(1200)
@@ -153,7 +113,7 @@ def test_every_job_runs_from_its_deployment(served_station, auth_server):
                     return None
             return found
 
-        deps = _wait_for("the served deployments", deployments, 300, log_path)
+        deps = wait_for("the served deployments", deployments, 300, log_path)
         by_flow = {name.split("/")[0]: d for name, d in zip(names, deps)}
         # training and evaluation (gsp.jobs), served beside them; run in test_flows_jobs.py, not here
         for job in ("train-codec", "train-enhancer", "evaluate"):
@@ -173,7 +133,7 @@ def test_every_job_runs_from_its_deployment(served_station, auth_server):
                                                                               "outside-pass.gsp")}, timeout=0)
         runs = {}
         for key, run in (("pass", pass_run), ("archive", archive_run), ("refused", refused_run)):
-            runs[key] = _wait_for(f"{key} run", lambda: (r := client.read_flow_run(run.id)).state.is_final() and r,
+            runs[key] = wait_for(f"{key} run", lambda: (r := client.read_flow_run(run.id)).state.is_final() and r,
                                   900, log_path)
 
         # process-pass: completed with its lost tiles listed, named after the pass and the version, tagged
@@ -185,7 +145,7 @@ def test_every_job_runs_from_its_deployment(served_station, auth_server):
         assert result["product"].startswith(str(home / "products"))
         assert run.name == f"dep-pass-1 @ {result['version']}"
         assert {"gsp", "station:it-station", "codec:tiny.pt", "enhancer:enh-a.pt"} <= set(run.tags)
-        tasks = _wait_for("task runs", lambda: [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+        tasks = wait_for("task runs", lambda: [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[run.id]))) if t.state and t.state.is_completed()], 60)
         task_names = {t.name for t in tasks}
         assert "decode-tiles-b0000" in task_names and "enhance-windows-b0000" in task_names
@@ -215,7 +175,7 @@ def test_every_job_runs_from_its_deployment(served_station, auth_server):
             got = {(e.event, e.payload["pass_id"]): e for e in page.events}
             return got if len(got) >= 3 else None
 
-        got = _wait_for("the events", events, 90)
+        got = wait_for("the events", events, 90)
         lost = got[("gsp.pass.tiles-lost", "dep-pass-1")]
         assert lost.resource.id == "gsp.pass.dep-pass-1"
         assert [r["tile"] for r in lost.payload["retransmission"]] == [d["tile"] for d in result["lost"]]

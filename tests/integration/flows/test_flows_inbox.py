@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import shutil
 import threading
@@ -40,6 +41,30 @@ def test_ready_means_renamed_settled_and_trailer_present(tmp_path, flow_pass):
 @pytest.mark.slow
 def test_two_watchers_process_each_pass_exactly_once(tmp_path, prefect_harness, dask_cluster, tiny_codec,
                                                      enhancer_ckpts, flow_pass):
+    _two_watchers(tmp_path, dask_cluster, tiny_codec, enhancer_ckpts, flow_pass)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_two_watchers_on_a_prefect_server_backed_by_postgresql(tmp_path, prefect_harness, dask_cluster, tiny_codec,
+                                                                enhancer_ckpts, flow_pass):
+    """The same against the production set-up (docs/operations.md): a ``prefect server`` on PostgreSQL (a
+    throwaway cluster), two sweeps claiming at once through it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from servers import postgres_cluster, prefect_server
+
+    with postgres_cluster() as database, prefect_server(tmp_path / "server-home", database) as api, \
+            temporary_settings(updates={PREFECT_API_URL: api}):
+        _two_watchers(tmp_path, dask_cluster, tiny_codec, enhancer_ckpts, flow_pass)
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:  # the runs are in PostgreSQL, not in the harness
+            names = sorted(r.name.split(" @ ")[0] for r in client.read_flow_runs() if " @ " in r.name)
+        assert names == ["flow-pass-1", "inbox-pass-1", "inbox-pass-2"], names
+
+
+def _two_watchers(tmp_path, dask_cluster, tiny_codec, enhancer_ckpts, flow_pass):
     from flows.inbox import run_sweep
     from flows.process_pass import ProcessOptions
     from groundstation.product import status
@@ -64,7 +89,8 @@ def test_two_watchers_process_each_pass_exactly_once(tmp_path, prefect_harness, 
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=watcher) for _ in range(2)]
+    # each thread in a copy of this one's context: the Prefect settings in force here (the API) hold there too
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(watcher,)) for _ in range(2)]
     [t.start() for t in threads]
     [t.join(timeout=300) for t in threads]
     assert not errors

@@ -257,6 +257,9 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
     assert "| MS-SSIM | lpips_alex | lpips_vgg | stlpips_alex |" in report and "(lpips_alex, the paper's, first)" in report
     assert (e2e["out"] / "history.parquet").is_file()
     assert not Path(str(product).replace(".zarr", ".state")).exists()
+    # the seam ratio of each mosaic (tile-wise decoding: steps at tile boundaries), in the summary and the report
+    assert set(res["seam_ratio"]) == {"decoded", "enhanced"} and all(0 < v < 50 for v in res["seam_ratio"].values())
+    assert f"decoded {res['seam_ratio']['decoded']:.2f}" in report
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId

@@ -133,10 +133,11 @@ def test_refused_runs_change_nothing(station, tmp_path, tiny_codec, prefect_harn
     shutil.copy(secret, station / "archive" / "copy.gsp")
     before = _tree(tmp_path / "outside")
     products_before = _tree(station / "products")
-    with pytest.raises(PathNotAllowed, match="pass_path"):
-        process_pass_job(str(secret), str(station / "products"))
-    with pytest.raises(PathNotAllowed, match="out_dir"):
-        process_pass_job(str(station / "archive" / "copy.gsp"), str(tmp_path / "outside" / "products"))
+    state = process_pass_job(str(secret), str(station / "products"), return_state=True)
+    assert state.is_failed() and state.message.startswith("refused: pass_path ")  # one line, no traceback
+    state = process_pass_job(str(station / "archive" / "copy.gsp"), str(tmp_path / "outside" / "products"),
+                             return_state=True)
+    assert state.is_failed() and state.message.startswith("refused: out_dir ")
     (station / "inbox" / "link.gsp").symlink_to(secret)
     results = watch_inbox(str(station / "inbox"), str(station / "products"), settle_s=0)
     assert results == []
@@ -165,3 +166,26 @@ def test_a_product_of_another_pass_with_the_same_id_is_never_overwritten(tmp_pat
     with pytest.raises(ProductError, match="belongs to another pass"):
         _existing(paths, hb)
     assert _tree(paths.folder) == before
+
+
+def test_a_refused_parameter_is_one_line_naming_it(tmp_path, monkeypatch):
+    """What a refused deployment run says (its log line and state message): the parameter and the rule."""
+    from flows.access import _validate, refusal
+    from flows.deployments import process_pass_job
+
+    home = tmp_path / "home"
+    (tmp_path / "station.yaml").write_text(f"station: x\nroots:\n  home: {home}\n  enforce: always\n")
+    monkeypatch.setenv("GSP_STATION", str(tmp_path / "station.yaml"))
+    inside = str(home / "inbox" / "a.gsp")
+    cases = [({"pass_path": "/etc/passwd"}, "pass_path /etc/passwd is outside the station's roots"),
+             ({"pass_path": inside, "options": {"halo": "x"}}, "parameter options.halo: Input should be a valid "
+                                                                "integer"),
+             ({"pass_path": inside, "options": {"bogus": 1}}, "parameter options.bogus: Extra inputs are not "
+                                                              "permitted"),
+             ({}, "parameter pass_path: Field required")]
+    for params, start in cases:
+        with pytest.raises(Exception) as exc:
+            _validate(process_pass_job.fn, params)
+        line = refusal(exc.value)
+        assert line.startswith(start) and "\n" not in line, line
+    assert _validate(process_pass_job.fn, {"pass_path": inside, "options": {"halo": 4}})["options"].halo == 4

@@ -138,6 +138,37 @@ def test_serve_station_serves_the_callers_deployments_too(station, monkeypatch):
                                                            "train-codec", "train-enhancer", "watch-inbox"]
 
 
+def test_the_server_gsp_serve_starts_tells_its_ui_the_api_and_forgets_old_runs(tmp_path, monkeypatch):
+    """``gsp serve``'s own server: the UI calls the API where it really is (not Prefect's default port), and
+    runs older than the station's keep_runs_days are vacuumed; what the operator set is left as it is."""
+    from flows.runtime import server_env
+
+    station = tmp_path / "station.yaml"
+    monkeypatch.setenv("GSP_STATION", str(station))
+    for var in ("PREFECT_SERVER_UI_API_URL", "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED",
+                "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://elsewhere:4200/api")
+    station.write_text("orchestration:\n  keep_runs_days: 7\n")
+    env = server_env("http://127.0.0.1:4321/api")
+    assert env["PREFECT_SERVER_UI_API_URL"] == "http://127.0.0.1:4321/api" and "PREFECT_API_URL" not in env
+    assert env["PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED"] == "events,flow_runs"
+    assert env["PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD"] == str(7 * 86400)
+    assert "PREFECT_SERVER_UI_API_URL" not in server_env("http://127.0.0.1:4321/api", tell_ui=False)
+
+    station.write_text("orchestration:\n  keep_runs_days: null\n")
+    monkeypatch.setenv("PREFECT_SERVER_UI_API_URL", "http://station.example:4200/api")
+    env = server_env("http://127.0.0.1:4321/api")
+    assert env["PREFECT_SERVER_UI_API_URL"] == "http://station.example:4200/api"
+    assert "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED" not in env
+
+    station.write_text("orchestration:\n  keep_runs_days: 0.01\n")  # Prefect's vacuum needs more than an hour
+    from groundstation.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="keep_runs_days"):
+        server_env("http://127.0.0.1:4321/api")
+
+
 def test_the_inbox_trigger_starts_a_sweep_within_a_second_of_a_file_landing(tmp_path):
     import time
 

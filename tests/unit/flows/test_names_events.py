@@ -71,3 +71,28 @@ def test_events_carry_the_retransmission_list_and_the_products_paths_and_metrics
         json.dumps(payload, allow_nan=False)
         Event(event=name, resource=resource, related=related, payload=payload)  # what emit_event builds
     assert [e[0] for e in pass_events(_summary([]), None, station="st-1")] == [PRODUCT_COMPLETE]
+
+
+def test_the_ui_tile_table_is_short_and_leads_with_tile_product_status():
+    """Readable in the UI: no column repeated on every row (the version is in the run's name and report), no
+    column empty on every row (quality without a reference scene), no footprints (they stay in the Parquet)."""
+    import pandas as pd
+
+    from flows.report import tile_table_rows
+
+    tiles = pd.DataFrame({"pass_id": ["p", "p"], "tile_index": [0, 1], "product": ["decoded", "enhanced"],
+                          "product_version": ["v" * 70] * 2, "bpp": [0.1, 0.2], "psnr_db": [float("nan")] * 2,
+                          "status": ["ok", "ok"], "lon_min": [1.0, 1.0]})
+    rows = tile_table_rows(tiles)
+    assert list(rows[0]) == ["tile", "product", "status", "bpp"]
+    assert rows[1] == {"tile": 1, "product": "enhanced", "status": "ok", "bpp": 0.2}
+
+
+def test_the_serve_console_says_one_line_per_product():
+    from flows.events import console_line
+
+    line = console_line({"pass_id": "p1", "paths": {"product": "/products/p1/v.zarr"}, "tiles_total": 6,
+                         "tiles_lost": 1, "timeliness": {"last_byte": "2026-12-06T04:50:01+00:00",
+                                                         "latency_s": 12.34}})
+    assert line == ("pass p1: received 04:50:01, product /products/p1/v.zarr, tiles lost 1 of 6 (listed for "
+                    "retransmission), latency 12.3 s")

@@ -36,11 +36,20 @@ def _health_server():
 
 
 def test_a_running_gsp_serve_is_used_and_a_gone_one_is_not(station, monkeypatch):
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     import flows.runtime as rt
 
     srv, url = _health_server()
+    # no API configured (a test harness earlier in the session may have set one)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert not PREFECT_API_URL.value()
+        _check(rt, station, monkeypatch, srv, url)
+
+
+def _check(rt, station, monkeypatch, srv, url):
+    from prefect.settings import PREFECT_API_URL
+
     try:
         with rt.announce_server(url):
             assert (station / "serve.json").is_file()

@@ -25,6 +25,15 @@ def made(tmp_path_factory, tiny_codec):
     return decoded_product(tmp_path_factory.mktemp("cog"), tiny_codec, lose=(1,))
 
 
+def test_a_complete_product_with_lost_tiles_says_so(made):
+    import zarr
+
+    from groundstation.product import status
+
+    attrs = zarr.open_group(str(made["product"]), mode="r").attrs
+    assert status(made["product"]) == "complete" and attrs["gsp_tiles_lost"] == 1  # tile 1 was damaged
+
+
 def test_cog_is_valid_rgb_masked_and_exactly_georeferenced(made, tmp_path, monkeypatch):
     monkeypatch.setattr(cogmod, "STRIP_WIDTH", 128)  # many small windows: the strips must tile the scene
     res = export_cog(made["product"], tmp_path / "out" / "p.tif", array="decoded", blocksize=128)
@@ -69,6 +78,22 @@ def test_cli_export_cog(made, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["cog"]["array"] == "decoded"  # a decoded-only product: decoded by default
     assert cog_validate(str(out))[0]
+
+
+def test_cli_export_never_lists_a_cog_outside_the_catalogue(made, tmp_path, capsys):
+    """--cog elsewhere with --stac: refused before anything is written (the Item's hrefs stay inside the
+    catalogue); --cog alone writes the COG and leaves the Item as it is."""
+    from groundstation.stac import item_path
+
+    product = made["product"]
+    outside = tmp_path / "elsewhere" / "x.tif"
+    catalogue = ["--catalog", str(product.parent)]
+    assert main(["export", str(product), "--cog", str(outside), "--stac", *catalogue]) == 2
+    err = capsys.readouterr().err
+    assert "lies outside the station catalogue" in err and "leave out --stac" in err
+    assert not outside.exists() and not item_path(product).exists()
+    assert main(["export", str(product), "--cog", str(outside)]) == 0
+    assert outside.is_file() and not item_path(product).exists()
 
 
 @pytest.mark.parametrize("case", ["missing", "incomplete", "no-array", "nothing-to-do"])
