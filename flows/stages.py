@@ -181,7 +181,6 @@ class TileStages:
             if "first_decoded" not in timeline and any(k.startswith("decode") and k not in already
                                                        for k in self.sched.results):
                 timeline["first_decoded"] = time.time()
-            tell()
 
         def more() -> list[Batch] | None:
             noted()
@@ -232,6 +231,7 @@ class TileStages:
         # after every batch too, not only while ``more`` gives batches: a complete file gives them all at once
         def finished(done: int, total: int) -> None:
             noted()
+            tell()
             if progress is not None:
                 progress(done, total)
 
