@@ -21,14 +21,21 @@ def _arrays(product):
     return {k: ds[k].values for k in ("decoded", "enhanced", "valid")}
 
 
-def _downlink(src: Path, inbox: Path, **kw) -> tuple[threading.Thread, dict]:
-    """The simulator in a thread; returns once the header is in the inbox."""
+def _downlink(src: Path, inbox: Path, started: Path | None = None, **kw) -> tuple[threading.Thread, dict]:
+    """The simulator in a thread; returns once the header is in the inbox. ``started``: a folder whose
+    ``*/*.state`` appears when the run has begun: the writer holds the rest of the pass back until then, so the run
+    certainly overlaps the downlink however slowly this machine starts it."""
     from groundstation.downlink import simulate_downlink
 
     out: dict = {}
 
+    def gate(i, tile):
+        deadline = time.time() + 120
+        while i == 0 and started is not None and not any(started.glob("*/*.state")) and time.time() < deadline:
+            time.sleep(0.05)
+
     def write():
-        out["result"] = simulate_downlink(src, inbox, **kw)
+        out["result"] = simulate_downlink(src, inbox, on_record=gate, **kw)
 
     t = threading.Thread(target=write, daemon=True)
     t.start()
@@ -68,7 +75,7 @@ def test_a_pass_processed_while_it_arrives_is_the_product_of_the_finished_file(
     from flows.process_pass import run_process_pass
 
     inbox = tmp_path / "inbox"
-    writer, out = _downlink(stream_pass, inbox, duration_s=8.0)
+    writer, out = _downlink(stream_pass, inbox, started=tmp_path / "stream", duration_s=8.0)
     res = run_process_pass(inbox / (stream_pass.name + ".part"), tmp_path / "stream", opts,
                            dask_address=dask_cluster.scheduler_address)
     writer.join()
