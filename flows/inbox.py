@@ -53,7 +53,7 @@ from .cluster import make_task_runner
 from .names import inbox_run_name
 from .options import station_options
 from .runtime import prefect_api
-from .identity import pass_header
+from .identity import pass_header, resolve_run
 from .process_pass import ProcessOptions, process_pass
 from .supplement import apply_supplement, is_supplement
 
@@ -206,6 +206,11 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
                     continue
                 if _refuse_outside_roots(path, inbox):
                     continue
+                if streaming and not path.name.endswith(PART):
+                    moved = _renamed_after_its_run(path, inbox, products, options)
+                    if moved is not None:  # processed while it arrived: only the move to done/ was left
+                        results.append(moved)
+                        continue
                 if address is None:  # the given scheduler, or a LocalCluster: either way prepared once
                     address_ctx = cluster_address(dask_address)
                     address = address_ctx.__enter__()
@@ -218,6 +223,28 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
         if address_ctx is not None:
             address_ctx.__exit__(None, None, None)
     return results
+
+
+def _renamed_after_its_run(path: Path, inbox: Path, products: Path, options: ProcessOptions | None) -> dict | None:
+    """A pass processed while it arrived (its run ended with the trailer) that its writer has renamed since: when
+    its product is complete, move it to ``done/`` without another run; None otherwise (a run finishes it)."""
+    import zarr
+
+    from groundstation.product import status
+
+    try:
+        paths = resolve_run(pass_header(path), options or station_options(), products, load=False).paths
+    except (GSPError, OSError):
+        return None  # the run reports it
+    if status(paths.product) != "complete":
+        return None
+    summary = dict(zarr.open_group(str(paths.product), mode="r").attrs).get("gsp_summary") or {}
+    dest = _move(path, inbox / DONE)
+    get_run_logger().info("Inbox: %s renamed by its writer; its product %s was complete; moved to %s", path.name,
+                          paths.product, dest.parent)
+    return {"pass": path.name, "status": "done", "product": str(paths.product), "report": str(paths.report),
+            "tiles_lost": summary.get("tiles_lost", 0), "exit_code": summary.get("exit_code", 0),
+            "already_complete": True, "moved_to": str(dest)}
 
 
 def _stream_source(name: Path, inbox: Path) -> Path | None:
