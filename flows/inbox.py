@@ -206,10 +206,10 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
                     continue
                 if _refuse_outside_roots(path, inbox):
                     continue
-                if streaming and not path.name.endswith(PART):
-                    moved = _renamed_after_its_run(path, inbox, products, options)
-                    if moved is not None:  # processed while it arrived: only the move to done/ was left
-                        results.append(moved)
+                if streaming:
+                    finished = _stream_finished(path, inbox, products, options, stale_after_s)
+                    if finished is not None:  # processed while it arrived: only the move to done/ may be left
+                        results.extend(finished)
                         continue
                 if address is None:  # the given scheduler, or a LocalCluster: either way prepared once
                     address_ctx = cluster_address(dask_address)
@@ -225,9 +225,12 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
     return results
 
 
-def _renamed_after_its_run(path: Path, inbox: Path, products: Path, options: ProcessOptions | None) -> dict | None:
-    """A pass processed while it arrived (its run ended with the trailer) that its writer has renamed since: when
-    its product is complete, move it to ``done/`` without another run; None otherwise (a run finishes it)."""
+def _stream_finished(path: Path, inbox: Path, products: Path, options: ProcessOptions | None,
+                     stale_after_s: float | None) -> list[dict] | None:
+    """A claimed pass whose run, while it arrived, already completed its product (it ended with the trailer):
+    no second run. Renamed by its writer since (or a ``.part`` gone stale): moved to ``done/``, one result;
+    still waiting for the rename: nothing to do, no result. None when its product is not complete (a run
+    finishes it)."""
     import zarr
 
     from groundstation.product import status
@@ -238,13 +241,15 @@ def _renamed_after_its_run(path: Path, inbox: Path, products: Path, options: Pro
         return None  # the run reports it
     if status(paths.product) != "complete":
         return None
+    if path.name.endswith(PART) and (stale_after_s is None or time.time() - path.stat().st_mtime < stale_after_s):
+        return []
     summary = dict(zarr.open_group(str(paths.product), mode="r").attrs).get("gsp_summary") or {}
     dest = _move(path, inbox / DONE)
-    get_run_logger().info("Inbox: %s renamed by its writer; its product %s was complete; moved to %s", path.name,
+    get_run_logger().info("Inbox: %s: its product %s was made while it arrived; moved to %s", path.name,
                           paths.product, dest.parent)
-    return {"pass": path.name, "status": "done", "product": str(paths.product), "report": str(paths.report),
-            "tiles_lost": summary.get("tiles_lost", 0), "exit_code": summary.get("exit_code", 0),
-            "already_complete": True, "moved_to": str(dest)}
+    return [{"pass": final_name(path).name, "status": "done", "product": str(paths.product),
+             "report": str(paths.report), "tiles_lost": summary.get("tiles_lost", 0),
+             "exit_code": summary.get("exit_code", 0), "already_complete": True, "moved_to": str(dest)}]
 
 
 def _stream_source(name: Path, inbox: Path) -> Path | None:
