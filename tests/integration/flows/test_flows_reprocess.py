@@ -82,3 +82,14 @@ def test_new_enhancer_makes_a_new_product_and_a_rerun_skips(tmp_path, prefect_ha
 
     code, rows = reprocess(enh_b)  # nothing left to do
     assert code == 0 and [r["status"] for r in rows] == ["skipped", "skipped"]
+
+    # products decoded tile by tile (as before the mosaic mode) and the default seamless ones: two versions side by
+    # side, named and recorded apart; the same symbols, other pixels
+    code, rows = reprocess(enh_b, "--decode-mode", "tile")
+    assert code == 0 and [r["status"] for r in rows] == ["done", "done"]
+    tile = next(r["product"] for r in rows if r["pass_id"] == "arch-1")
+    assert "-mosaic__" in second and "-mosaic__" not in tile and tile == second.replace("-mosaic__", "__")
+    t, m = open_product(tile), open_product(second)
+    assert t.attrs["gsp_summary"]["decode"]["mode"] == "tile" and m.attrs["gsp_summary"]["decode"]["mode"] == "mosaic"
+    assert t.attrs["gsp_summary"]["bytes"] == m.attrs["gsp_summary"]["bytes"]
+    assert not (t.decoded.values == m.decoded.values).all()
