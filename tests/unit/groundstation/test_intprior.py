@@ -267,3 +267,15 @@ def test_the_sidecar_is_found_beside_a_checkpoint_with_dots_in_its_name(int_code
     assert not has_int_prior(loaded)
     shutil.copy(_sidecar(int_codec), tmp_path / "run.v2.int.pt")
     assert has_int_prior(loaded) and int_prior_for(loaded).sha256 == load_int_prior(_sidecar(int_codec)).sha256
+
+
+def test_every_registry_codec_has_an_integer_prior_so_its_new_passes_are_int():
+    from groundstation.encode import choose_entropy
+    from groundstation.registry import load_registry
+
+    codecs = {n: e for n, e in load_registry().models.items() if e.kind == "codec"}
+    assert len(codecs) >= 3
+    for name, entry in codecs.items():
+        loaded = load_codec(entry.resolved_path(), entry.sha256)
+        assert choose_entropy(loaded, None, name) == "int", name
+        assert TileCodec(loaded, entropy="int").int_prior_sha256 == entry.int_prior.sha256
