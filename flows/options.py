@@ -39,6 +39,10 @@ class ProcessOptions(BaseModel):
     synthesis: Literal["float32", "float64"] = Field(
         "float32", description="pixel synthesis: float64 makes the decoded pixels bit-identical on every x86 CPU "
         "(about 3x the decode time); the whole product is written in one mode")
+    decode_mode: Literal["tile", "mosaic"] = Field(
+        "mosaic", description="how pixels are made from the tiles' latents: mosaic = ELIC's synthesis over the "
+        "stitched latent mosaic, no seams at codec-tile boundaries; tile = synthesis per codec tile (a grid of "
+        "seams; the products made before the mosaic mode); part of the product version")
     cog: bool = Field(False, description="also write a Cloud-Optimized GeoTIFF beside the product, "
                       "PRODUCTS/PASS_ID/VERSION.enhanced.tif (.decoded.tif for a decoded-only product): RGB, "
                       "valid as its internal mask, overviews; listed in the STAC Item (--cog)")
@@ -69,7 +73,8 @@ class ProcessOptions(BaseModel):
 
 def station_options(**overrides) -> ProcessOptions:
     """The options a run gets when none are given: the model defaults with the station file's pixel synthesis
-    (``decode.synthesis``), as ``gsp process`` fills them."""
+    and decode mode (``decode.synthesis``, ``decode.mode``), as ``gsp process`` fills them."""
     from groundstation.config import load_station
 
-    return ProcessOptions(**{"synthesis": load_station().decode.synthesis, **overrides})
+    decode = load_station().decode
+    return ProcessOptions(**{"synthesis": decode.synthesis, "decode_mode": decode.mode, **overrides})

@@ -48,6 +48,7 @@ from groundstation.errors import ConfigError, ProductError
 from groundstation.metrics import summarize_passes, tiles_frame
 from groundstation.product import create_product, status
 from groundstation.stac import cog_path
+from groundstation.synthesis import latent_store_path
 from tasks.plan import PassInfo, choose_core_tiles, validate_pass
 
 from .cluster import cluster_info, make_task_runner, warm_workers
@@ -61,7 +62,7 @@ from .options import ProcessOptions
 from .report import RunProgress
 from .runtime import prefect_api, start_api_early
 from .scheduler import STOP_AFTER_ENV, hook_value
-from .stages import TileStages, product_lock
+from .stages import TileStages, ensure_latent_store, product_lock
 
 __all__ = ["process_pass", "run_process_pass"]
 
@@ -130,7 +131,8 @@ def process_pass(pass_path: str, out_dir: str, options: ProcessOptions | None = 
 
 
 def _prepare_product(plan: RunPlan) -> bool:
-    """Create the product, or check that an incomplete one is ours to resume; True when resuming."""
+    """Create the product (and, in decode mode ``mosaic``, its latent store), or check that an incomplete one
+    is ours to resume; True when resuming."""
     paths = plan.paths
     if paths.product.exists():
         import zarr
@@ -138,13 +140,17 @@ def _prepare_product(plan: RunPlan) -> bool:
         attrs = dict(zarr.open_group(str(paths.product), mode="r").attrs)
         if attrs.get("gsp_run", {}).get("version") != plan.version:
             raise ProductError(f"{paths.product}: an incomplete product of another version; move it away")
+        ensure_latent_store(plan)
         return True
     shutil.rmtree(paths.state, ignore_errors=True)  # markers without their product mean nothing
+    shutil.rmtree(latent_store_path(paths.product), ignore_errors=True)  # latents without their product too
     paths.folder.mkdir(parents=True, exist_ok=True)
     run_attrs = {"pass_uid": plan.header.pass_uid, "version": plan.version, "options": plan.options.model_dump()}
     create_product(paths.product, plan.header, arrays=plan.arrays,
                    attrs={"gsp_pass": plan.header.model_dump(), "gsp_run": run_attrs})
+    ensure_latent_store(plan)
     return False
+
 
 
 def _run(pass_path, info: PassInfo | None, plan: RunPlan, t_start: float) -> dict:
@@ -194,6 +200,7 @@ def _run(pass_path, info: PassInfo | None, plan: RunPlan, t_start: float) -> dic
         "codec": {"name": plan.codec.name, "sha256": plan.codec.sha256, **plan.codec.info},
         "enhancer": ({"name": enh.name, "sha256": enh.sha256, "seed": opts.seed, "temperature": opts.temperature,
                       "halo": opts.halo, "core": header.tiling.tile_size * core_tiles, **enh.info} if enh else None),
+        "decode": plan.decode_provenance,
         "reference": opts.reference, "perceptual": stages.perceptual,
         "devices": stages.device_summary(),
         "cluster": dict(cluster),

@@ -148,7 +148,8 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
         f"- time: {_fmt(s['timings']['total_s'], '.1f')} s in all; batches run {s['batches']['run']}, "
         f"reused from an earlier run {s['batches']['skipped']}, failed {s['batches']['failed']}",
         *_timeliness_lines(s.get("timeliness")),
-        *([f"- seams (step across codec-tile boundaries / step inside tiles; about 1 in a source scene): "
+        *([f"- seams (step across codec-tile boundaries / step inside tiles; about 1 in a source scene; decode "
+           f"mode {(s.get('decode') or {}).get('mode', 'tile')}): "
            + ", ".join(f"{k} {_fmt(v, '.2f')}" for k, v in s["seam_ratio"].items())] if s.get("seam_ratio") else []),
         "",
         "## Quality",

@@ -27,7 +27,9 @@ class BatchScheduler:
     """Run batches in dependency order with at most ``max_in_flight`` submitted at a time.
 
     ``submit(batch)`` returns a Prefect future; it is called only when every batch in ``batch.deps`` has
-    finished (done or failed), so it can use upstream results. Ready batches of later stages go first
+    finished (done or failed), so it can use upstream results. A batch that depends on a failed synthesis,
+    enhance or evaluate batch is not run (failed: "not run: ... failed"), since its input was not made; a failed
+    decode batch only costs its tiles (masked as lost), so what depends on it runs. Ready batches of later stages go first
     (evaluate, then enhance, then decode), so enhancement overlaps decoding instead of waiting for all of it.
     ``on_progress(done, total)`` is called after each batch, ``on_failure(batch, why)`` after a batch failed and
     before anything that depends on it is submitted. ``stop_after`` (test hook) stops submitting after
@@ -81,13 +83,22 @@ class BatchScheduler:
                 for b in list(pending):
                     if len(in_flight) >= self.max_in_flight:
                         break
+                    broken = sorted(d for d in b.deps if d in self.failures and not d.startswith("decode"))
+                    if broken and all(d in self.results or d in self.failures for d in b.deps):
+                        # its input pixels were not made: running it would keep wrong work under a done marker
+                        pending.remove(b)
+                        self.failures[b.key] = f"not run: {', '.join(broken)} failed"
+                        if self.on_failure is not None:
+                            self.on_failure(b, self.failures[b.key])
+                        self._progress(total)
+                        continue
                     if all(d in self.results or d in self.failures for d in b.deps):
                         fut = self.submit(b)
                         fut.add_done_callback(done_q.put)
                         in_flight[fut] = b
                         pending.remove(b)
             if not in_flight and source_done:
-                if stopping:
+                if stopping or not pending:
                     break
                 raise RuntimeError(f"batches {[b.key for b in pending]} wait for batches that are not planned")
             try:

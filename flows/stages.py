@@ -1,8 +1,11 @@
 """The stages every flow that makes pixels shares: decode, enhance and evaluate batches of one product, submitted
 through one :class:`~flows.scheduler.BatchScheduler` and collected as typed results.
 
-``process-pass`` runs them over a whole pass, ``apply-supplement`` over the resent tiles and the enhancement
-windows they touch. A :class:`TileStages` knows the run's identity (:class:`~flows.identity.RunPlan`), the
+``process-pass`` runs them over a whole pass, ``apply-supplement`` over the resent tiles and the synthesis and
+enhancement windows they touch. In decode mode ``mosaic`` (the default) a ``synthesize`` stage sits between
+decoding and enhancement: decode batches store each tile's latent, synthesis batches make the ``decoded`` pixels
+of windows of the latent mosaic (:mod:`groundstation.synthesis`), and enhancement waits for the synthesis
+batches that wrote the pixels it reads. A :class:`TileStages` knows the run's identity (:class:`~flows.identity.RunPlan`), the
 container the decode batches read, the product and its state folder; it plans batches, submits each when the
 batches it depends on are done (a window is ready when every tile its read box touches is decoded or known
 lost), masks the tiles of a decode batch that failed, and keeps per tile what happened:
@@ -20,10 +23,13 @@ from dataclasses import dataclass, field
 from groundstation.decode import TileOutcome
 from groundstation.errors import ProductError
 from groundstation.metrics import TileMetrics
-from tasks.decode import decode_tiles
+from groundstation.synthesis import (DEFAULT_CORE_TILES, HALO_LATENT, LatentStore, TileGrid, create_latent_store,
+                                     latent_store_path, synthesis_windows, windows_reading)
+from tasks.decode import decode_tiles, synthesize_windows
 from tasks.enhance import enhance_windows
 from tasks.evaluate import evaluate_tiles
-from tasks.plan import Batch, enhancement_windows, plan_decode, plan_enhance, plan_evaluate, tiles_in_box
+from tasks.plan import (Batch, enhancement_windows, plan_decode, plan_enhance, plan_evaluate, plan_synthesis,
+                        tiles_in_box)
 from tasks.results import EnhancedTile, result_from_json
 from tasks.state import ExclusiveLock, LockHeld, read_markers
 
@@ -32,7 +38,7 @@ from .identity import RunPlan
 from .names import batch_task_name
 from .scheduler import BatchScheduler
 
-__all__ = ["TileStages", "product_lock", "reusable_results"]
+__all__ = ["TileStages", "ensure_latent_store", "product_lock", "reusable_results"]
 
 
 @contextlib.contextmanager
@@ -47,6 +53,17 @@ def product_lock(paths, then: str):
         yield
     finally:
         lock.release()
+
+
+def ensure_latent_store(plan: RunPlan) -> None:
+    """Decode mode ``mosaic``: the product's latent store (one chunk per tile, beside the product), made when
+    missing. It is dropped once the product is complete with no tile lost (:func:`flows.delivery.deliver`):
+    only a supplement of lost tiles re-synthesises from it."""
+    if plan.options.decode_mode != "mosaic" or latent_store_path(plan.paths.product).exists():
+        return
+    dtype = "float64" if plan.header.codec.entropy == "float64" else "float32"
+    create_latent_store(plan.paths.product, TileGrid.from_header(plan.header), int(plan.codec.info["arch"]["M"]),
+                        dtype)
 
 
 def _box(b) -> tuple[int, int, int, int]:
@@ -94,11 +111,17 @@ class TileStages:
         self.paths = self.plan.paths
         self.windows = (enhancement_windows(self.plan.header, self.plan.options.halo, self.core_tiles)
                         if self.plan.enhancer else [])
+        self.mosaic = self.plan.options.decode_mode == "mosaic"
+        #: decode mode ``mosaic``: the synthesis windows of the scene (cores of DEFAULT_CORE_TILES codec tiles)
+        self.synth_windows = (synthesis_windows(TileGrid.from_header(self.plan.header), DEFAULT_CORE_TILES,
+                                                HALO_LATENT) if self.mosaic else [])
+        self.synth_ms: dict[int, float] = {}
         self.outcomes: dict[int, TileOutcome] = dict(self.known)
         self.enhanced: dict[int, tuple[EnhancedTile, str]] = {}
         self.evaluated: dict[tuple[int, str], TileMetrics] = {}
         self.perceptual: str | None = None
         self.devices: dict[str, set[str]] = {"decode": set(), "enhance": set()}
+        self.known_lost: set[int] = set()
         self.sched = BatchScheduler(submit=self._submit, max_in_flight=self.max_in_flight,
                                     on_failure=self._failed, stop_after=self.stop_after)
 
@@ -106,13 +129,34 @@ class TileStages:
     def decode_batches(self, tiles) -> list[Batch]:
         return plan_decode(sorted(tiles), self.plan.options.tiles_per_batch)
 
-    def enhance_batches(self, decode: list[Batch], windows: list[int] | None = None) -> list[Batch]:
-        """Batches over ``windows`` (indices into :attr:`windows`; all when None), each waiting for the decode
-        batches its read boxes touch."""
+    def synthesis_batches(self, decode: list[Batch], tiles=None) -> list[Batch]:
+        """Decode mode ``mosaic``: batches over the synthesis windows (those that read any of ``tiles``; all when
+        None), each waiting for the decode batches of the tiles its windows read. Tile mode: none."""
+        if not self.mosaic:
+            return []
+        chosen = None if tiles is None else [self.synth_windows.index(w)
+                                             for w in windows_reading(self.synth_windows, tiles)]
+        return plan_synthesis(self.synth_windows, self.plan.options.tiles_per_batch, decode, DEFAULT_CORE_TILES,
+                              chosen)
+
+    def enhance_batches(self, upstream: list[Batch], windows: list[int] | None = None) -> list[Batch]:
+        """Batches over ``windows`` (indices into :attr:`windows`; all when None), each waiting for the
+        ``upstream`` batches (those that wrote the ``decoded`` pixels: decode batches, or synthesis batches in
+        mosaic mode) of the tiles its read boxes touch."""
         if not self.plan.enhancer:
             return []
-        return plan_enhance(self.plan.header, self.plan.options.halo, self.plan.options.tiles_per_batch, decode,
+        return plan_enhance(self.plan.header, self.plan.options.halo, self.plan.options.tiles_per_batch, upstream,
                             self.core_tiles, windows=windows)
+
+    def mark_lost(self, tiles) -> None:
+        """Decode mode ``mosaic``: tell the latent store that ``tiles`` are lost (never stitched into the mosaic),
+        so the synthesis windows that read them can run. Written by the flow: no decode batch owns these tiles."""
+        tiles = sorted(set(tiles) - self.known_lost)
+        if self.mosaic and tiles:
+            store = LatentStore(self.paths.product)
+            for t in tiles:
+                store.put(t, None)
+        self.known_lost.update(tiles)
 
     def evaluate_batches(self, tiles, upstream: list[Batch]) -> list[Batch]:
         if not self.plan.options.reference:
@@ -152,9 +196,12 @@ class TileStages:
             already[b.key] = result
             decode.append(b)
             owner.update({t: b.key for t in b.tiles})
-        enhance_plan = self.enhance_batches([])
-        already.update(reusable_results(state, enhance_plan))
+        synth_plan = self.synthesis_batches([])
+        enhance_plan = self.enhance_batches(synth_plan)  # mosaic: their deps (synthesis batches) are known now
+        already.update(reusable_results(state, synth_plan + enhance_plan))
+        waiting_synth = list(synth_plan)
         waiting = [b for b in enhance_plan]
+        released: set[str] = set()
         queued: list[int] = []
         first_queued = [0.0]
         next_index = [max((b.index for b in decode), default=-1) + 1]
@@ -210,14 +257,27 @@ class TileStages:
                 out.append(b)
                 first_queued[0] = time.monotonic()
             lost = set(feed.info.lost) if ended[0] else set()
+            self.mark_lost(lost)  # before any synthesis window that reads them runs
+            for b in list(waiting_synth):
+                reads = {t for w in b.windows for t in self.synth_windows[w].read_tiles}
+                if all(t in owner or t in lost for t in reads):
+                    waiting_synth.remove(b)
+                    released.add(b.key)
+                    out.append(Batch(b.stage, b.index, b.tiles, frozenset(owner[t] for t in reads if t in owner),
+                                     windows=b.windows))
             for b in list(waiting):
+                if self.mosaic:  # waits for the synthesis batches that write the pixels it reads
+                    if b.deps <= released:
+                        waiting.remove(b)
+                        out.append(b)
+                    continue
                 reads = read_boxes(b)
                 if all(t in owner or t in lost for t in reads):
                     waiting.remove(b)
                     out.append(Batch(b.stage, b.index, b.tiles, frozenset(owner[t] for t in reads if t in owner),
                                      windows=b.windows))
             if ended[0] and not queued and not waiting and not evaluate:
-                evaluate.extend(self.evaluate_batches(feed.info.records, decode + enhance_plan)
+                evaluate.extend(self.evaluate_batches(feed.info.records, decode + synth_plan + enhance_plan)
                                 or [Batch("evaluate", -1, ())])  # (a marker that nothing is left to plan)
                 real = [b for b in evaluate if b.index >= 0]
                 already.update(reusable_results(state, real))
@@ -238,9 +298,9 @@ class TileStages:
         self.sched.run([], already, more=more, on_progress=finished)
         self.sched.on_progress = progress
         tell()
-        self._finish(decode + enhance_plan + [b for b in evaluate if b.index >= 0])
+        self._finish(decode + synth_plan + enhance_plan + [b for b in evaluate if b.index >= 0])
         return {"skipped": len(already), "first_decoded": timeline.get("first_decoded"),
-                "batches": len(decode) + len(enhance_plan) + sum(b.index >= 0 for b in evaluate)}
+                "batches": len(decode) + len(synth_plan) + len(enhance_plan) + sum(b.index >= 0 for b in evaluate)}
 
     def _finish(self, batches: list[Batch]) -> None:
         for b in batches:
@@ -261,9 +321,13 @@ class TileStages:
 
     def _collect(self, b: Batch, result) -> None:
         if b.stage == "decode":
-            self.devices["decode"].add(result.device)
+            if not self.mosaic:
+                self.devices["decode"].add(result.device)
             for o in result.outcomes:
                 self.outcomes[o.tile] = o
+        elif b.stage == "synthesize":
+            self.devices["decode"].add(result.device)
+            self.synth_ms.update(result.ms)
         elif b.stage == "enhance":
             self.devices["enhance"].add(result.device)
             for t in result.tiles:
@@ -280,6 +344,8 @@ class TileStages:
         log.error("%s failed (%s)", b.key, why)
         if b.stage == "decode":  # its tiles are lost: none of their pixels may look valid to the enhancer
             _mask_tiles(str(self.paths.product), self.plan.header, b.tiles, self.plan.arrays)
+            self.known_lost.difference_update(b.tiles)
+            self.mark_lost(b.tiles)
             log.error("tiles %s are reported lost (decode_error) and masked", list(b.tiles))
             for t in b.tiles:
                 self.outcomes[t] = TileOutcome(
@@ -311,7 +377,13 @@ class TileStages:
         if b.stage == "decode":
             return decode_tiles.with_options(task_run_name=batch_task_name(decode_tiles.name, b.index)).submit(
                 self.source, product, state, b.index, {t: self.records[t] for t in b.tiles}, plan.codec.path,
-                plan.codec.sha256, synthesis=opts.synthesis, use_gpu=self.use_gpu)
+                plan.codec.sha256, synthesis=opts.synthesis, use_gpu=self.use_gpu, latents=self.mosaic)
+        if b.stage == "synthesize":
+            return synthesize_windows.with_options(task_run_name=batch_task_name(synthesize_windows.name, b.index)
+                                                   ).submit(product, state, b.index, list(b.windows),
+                                                            DEFAULT_CORE_TILES, HALO_LATENT, plan.codec.path,
+                                                            plan.codec.sha256, synthesis=opts.synthesis,
+                                                            use_gpu=self.use_gpu)
         if b.stage == "enhance":
             wins = [(_box(self.windows[w].core), _box(self.windows[w].read)) for w in b.windows]
             covered = [(t, header.tile_window(t)) for t in b.tiles]
@@ -325,7 +397,7 @@ class TileStages:
             if o is None or o.status != "ok":
                 continue
             e, edev = self._enhanced(t) if plan.enhancer else (None, "")
-            tiles.append({"tile": t, "window": header.tile_window(t), "bytes": o.bytes, "decode_ms": o.decode_ms,
+            tiles.append({"tile": t, "window": header.tile_window(t), "bytes": o.bytes, "decode_ms": self._decode_ms(o),
                           "decode_device": "cpu", "enhance_ms": e.enhance_ms if e else math.nan,
                           "enhance_device": edev})
         with gpu_annotation(self.use_gpu):
@@ -347,10 +419,18 @@ class TileStages:
         return TileMetrics(
             pass_id=header.pass_id, tile_index=tile, product=product, product_version=self.plan.version,
             height=r1 - r0, width=c1 - c0, compressed_bytes=int(o.bytes or 0),
-            decode_ms=o.decode_ms if ok else math.nan,
+            decode_ms=self._decode_ms(o) if ok else math.nan,
             enhance_ms=(e.enhance_ms if e else math.nan) if product == "enhanced" else math.nan,
             device=(edev if product == "enhanced" else "cpu") if ok else "",
             status=o.status, note=o.detail if not ok else "")
+
+    def _decode_ms(self, o: TileOutcome) -> float:
+        """A tile's decode time: entropy decoding plus (mosaic mode) its share of the synthesis windows."""
+        if self.mosaic and o.tile not in self.synth_ms:
+            for key, result in self.sched.results.items():
+                if key.startswith("synthesize") and o.tile in result.ms:
+                    return o.decode_ms + result.ms[o.tile]
+        return o.decode_ms + self.synth_ms.get(o.tile, 0.0)
 
     def device_summary(self) -> dict[str, str]:
         """Where each stage ran (decode: where g_s ran; entropy decoding is always on the CPU)."""

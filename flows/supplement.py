@@ -13,8 +13,10 @@ applies it to every product of that pass under the products folder whose lost ti
 2. the product is marked ``incomplete`` with ``gsp_supplement_pending`` (a crash half way leaves it so; the same
    supplement applied again redoes the work, anything else is refused until then);
 3. ``decode-tiles`` writes the resent tiles' ``decoded`` and ``valid`` chunks (the product's codec and pixel
-   synthesis); ``enhance-windows`` recomputes only the enhancement windows whose read box (core + halo) touches
-   a newly decoded tile: their cores and the neighbours whose halo reads it (same core size, halo, seed and
+   synthesis; in decode mode ``mosaic`` their latents into the product's latent store, and
+   ``synthesize-windows`` redoes the synthesis windows that read them, so their neighbours' pixels near the
+   shared boundaries are made from both tiles' latents as a one-shot run would); ``enhance-windows`` recomputes
+   only the enhancement windows whose read box (core + halo) touches a tile whose decoded pixels changed: their cores and the neighbours whose halo reads it (same core size, halo, seed and
    temperature as the product's run, so the same windows); with a reference scene, ``evaluate-tiles`` redoes
    the metrics of the tiles whose pixels changed;
 4. then what ``process-pass`` writes at its end (:func:`flows.delivery.deliver`): overview pyramid, COG when
@@ -47,6 +49,7 @@ from groundstation.container import PassHeader, PassReader
 from groundstation.decode import TileOutcome
 from groundstation.errors import PassFormatError, ProductError
 from groundstation.metrics import read_parquet, summarize_passes, tiles_frame
+from groundstation.synthesis import latent_store_path
 from tasks.plan import PassInfo, read_pass_info, tiles_in_box
 
 from .cluster import cluster_info, make_task_runner
@@ -241,7 +244,9 @@ def _apply_one(supplement_path: str, info: PassInfo, target: SupplementTarget, p
     header = PassHeader.model_validate(attrs["gsp_pass"])  # the pass as first processed
     summary = dict(attrs["gsp_summary"])
     # the product's own models and options (a changed checkpoint fails here)
-    plan = resolve_run(header, ProcessOptions.model_validate(attrs["gsp_run"]["options"]), products)
+    # (a product made before the mosaic decode mode has no ``decode_mode`` option: it was decoded tile by tile)
+    plan = resolve_run(header, ProcessOptions.model_validate({"decode_mode": "tile", **attrs["gsp_run"]["options"]}),
+                       products)
     if plan.version != target.version:
         raise ProductError(f"{target.product}: its models resolve to version {plan.version} now; the supplement "
                            "needs the checkpoints the product was made with")
@@ -250,6 +255,10 @@ def _apply_one(supplement_path: str, info: PassInfo, target: SupplementTarget, p
         raise ProductError(f"{target.product} was evaluated against {opts.reference}, which is gone; the "
                            "metrics of the resent tiles could not be computed")
     tiles = target.tiles
+    if opts.decode_mode == "mosaic" and not latent_store_path(paths.product).exists():
+        raise ProductError(f"{target.product} was decoded as a latent mosaic but its latent store "
+                           f"{latent_store_path(paths.product).name} is gone, so the resent tiles' neighbours "
+                           "cannot be synthesised again; reprocess the pass and its supplement together")
     log.info("Supplement %s: tiles %s of pass %s into %s", name, _fmt(tiles), sup.pass_id, paths.product)
     _set_attrs(paths.product, {"gsp_status": "incomplete", PENDING_ATTR: {
         "name": name, "pass_uid": sup.pass_uid, "tiles": tiles}})
@@ -268,14 +277,20 @@ def _apply_one(supplement_path: str, info: PassInfo, target: SupplementTarget, p
         if o.status != "ok":
             log.warning("Supplement: tile %d lost again: %s (%s)", t, o.status, o.detail)
             stages.outcomes[t] = replace(o, detail=f"{o.detail} (resent in {name})")
-    # ---- then the enhancement windows whose read box touches a newly decoded tile, and the metrics of the
-    # tiles whose pixels changed (with the reference scene, as the run did)
-    fresh = set(decoded_ok)
+    # ---- mosaic decoding: the synthesis windows that read a newly decoded tile (their cores' pixels near the
+    # resent tiles change too); then the enhancement windows whose read box touches a tile whose decoded pixels
+    # changed, and the metrics of the tiles whose pixels changed (with the reference scene, as the run did)
+    synth = stages.synthesis_batches(decode, decoded_ok) if decoded_ok else []
+    repainted = {t for b in synth for t in b.tiles}
+    fresh = set(decoded_ok) | repainted
     affected = [i for i, w in enumerate(stages.windows) if fresh & set(tiles_in_box(header, w.read))]
-    enhance = stages.enhance_batches(decode, affected) if affected else []
-    changed = sorted(set(new) | {t for b in enhance for t in b.tiles})
-    evaluate = stages.evaluate_batches(changed, decode + enhance)
-    stages.run(enhance + evaluate)
+    enhance = stages.enhance_batches(synth if stages.mosaic else decode, affected) if affected else []
+    changed = sorted(set(new) | repainted | {t for b in enhance for t in b.tiles})
+    evaluate = stages.evaluate_batches(changed, decode + synth + enhance)
+    stages.run(synth + enhance + evaluate)
+    if synth:
+        log.info("Supplement: %d of %d synthesis windows of the latent mosaic redone (tiles %s)",
+                 sum(len(b.windows) for b in synth), len(stages.synth_windows), _fmt(sorted(repainted)))
     if plan.enhancer:
         log.info("Supplement: %d of %d enhancement windows recomputed (%s)", len(affected), len(stages.windows),
                  _fmt(affected))
@@ -283,7 +298,7 @@ def _apply_one(supplement_path: str, info: PassInfo, target: SupplementTarget, p
     # ---- the metrics table: the changed tiles' rows replaced
     recomputed = {t for b in enhance for t in b.tiles}
     replace_rows = [(t, p) for t in changed for p in plan.arrays
-                    if (t, p) in stages.evaluated or (p == "decoded" and t in new)
+                    if (t, p) in stages.evaluated or (p == "decoded" and (t in new or t in repainted))
                     or (p == "enhanced" and (t in new or t in recomputed))]
     old = read_parquet(paths.metrics)
     perceptual = stages.perceptual or _perceptual_of(paths.metrics)
@@ -306,7 +321,9 @@ def _apply_one(supplement_path: str, info: PassInfo, target: SupplementTarget, p
         "sent": sup.supplement.sent if sup.supplement else None, "applied": now,
         "tiles": tiles, "tiles_ok": decoded_ok, "tiles_still_lost": sorted(set(tiles) - set(decoded_ok)),
         "windows_recomputed": affected, "windows_total": len(stages.windows), "core_tiles": core_tiles,
-        "batches": {"decode": len(decode), "enhance": len(enhance), "evaluate": len(evaluate)},
+        "tiles_resynthesised": sorted(repainted),
+        "batches": {"decode": len(decode), "synthesize": len(synth), "enhance": len(enhance),
+                    "evaluate": len(evaluate)},
         "flow_run_id": str(flow_run.id), "seconds": None,
     }
     history = list(attrs.get(SUPPLEMENTS_ATTR) or [])

@@ -48,6 +48,10 @@ class DecodeDefaults(_Strict):
     device: str = "cpu"
     synthesis: Literal["float32", "float64"] = Field(
         "float32", description="float64: pixels bit-identical on every x86 CPU, at about 3x the decode time")
+    mode: Literal["tile", "mosaic"] = Field(
+        "mosaic", description="how pixels are made from the tiles' latents: mosaic (g_s over the stitched latent "
+        "mosaic in windows: no seams at codec-tile boundaries, docs/seams.md) or tile (g_s per codec tile, as "
+        "products made before the mosaic mode)")
 
     @field_validator("device")
     @classmethod

@@ -165,6 +165,8 @@ def decode_records(tc: TileCodec, reader: PassReader, tiles, group, *, notes: li
         try:
             rec = reader.read(index)
         except Exception as exc:  # unpack errors: inconsistent lengths inside an intact frame, or the file changed
+            if store is not None:
+                store.put(index, None)
             yield TileOutcome(tile=index, status="malformed", detail=str(exc)[:200])
             continue
         if notes is not None and rec.witness is None and header.witness is not None:

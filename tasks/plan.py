@@ -4,6 +4,11 @@ The plan has three stages over the pass's codec tiles (row-major tile indices):
 
 * ``decode`` batches: the tiles that have an intact record, ``tiles_per_batch`` at a time. Each batch writes
   the ``decoded`` and ``valid`` chunks of its own tiles only (a codec tile is one chunk).
+* ``synthesize`` batches (decode mode ``mosaic``): the decode batches then write only ``valid`` and each
+  tile's latent (the product's latent store); a synthesis batch runs ELIC's g_s over synthesis windows of the
+  latent mosaic (:func:`groundstation.synthesis.synthesis_windows`: cores of whole codec tiles, a latent halo)
+  and writes their ``decoded`` cores. It depends on the decode batches of every tile its windows read; the
+  enhance batches then depend on the synthesis batches that wrote the pixels they read.
 * ``enhance`` batches: enhancement windows whose core is a block of ``core_tiles x core_tiles`` codec tiles
   (whole chunks of ``enhanced``: a chunk has one writer) and whose read box is the core grown by ``halo``
   (:func:`enhancer.tiling.plan_windows`). Bigger cores spend less on the halo (256 px cores with a 32 px halo
@@ -29,9 +34,9 @@ from groundstation.container import PassHeader, PassReader, ScanResult
 from .state import retry_unless_operator_error
 
 __all__ = ["Batch", "PassInfo", "choose_core_tiles", "chunked", "enhancement_windows", "pass_info", "plan_decode",
-           "plan_enhance", "plan_evaluate", "read_pass_info", "tiles_in_box", "validate_pass"]
+           "plan_enhance", "plan_evaluate", "plan_synthesis", "read_pass_info", "tiles_in_box", "validate_pass"]
 
-STAGES = ("decode", "enhance", "evaluate")
+STAGES = ("decode", "synthesize", "enhance", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,9 @@ class Batch:
     index: int
     tiles: tuple[int, ...]
     deps: frozenset[str] = field(default_factory=frozenset)
-    windows: tuple[int, ...] = ()  # enhance batches: indices into enhancement_windows(); tiles = what they cover
+    #: enhance / synthesize batches: indices into enhancement_windows() / synthesis_windows(); tiles = the codec
+    #: tiles their cores cover
+    windows: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -159,6 +166,22 @@ def plan_enhance(header: PassHeader, halo: int, tiles_per_batch: int, decode: li
         tiles = tuple(sorted(n for w in wins for n in tiles_in_box(header, boxes[w].core)))
         deps = {owner[n] for w in wins for n in tiles_in_box(header, boxes[w].read) if n in owner}
         out.append(Batch("enhance", i, tiles, frozenset(deps), windows=tuple(wins)))
+    return out
+
+
+def plan_synthesis(windows: list, tiles_per_batch: int, decode: list[Batch], core_tiles: int,
+                   chosen: list[int] | None = None) -> list[Batch]:
+    """Synthesis batches over ``windows`` (:class:`groundstation.synthesis.SynthesisWindow`, or the ``chosen``
+    indices into them): about ``tiles_per_batch`` tiles' worth of windows each; each waits for the decode
+    batches of the tiles its windows read. ``Batch.tiles``: the codec tiles the cores cover."""
+    owner = _owner(decode)
+    per_batch = max(1, tiles_per_batch // (core_tiles * core_tiles))
+    picked = list(range(len(windows))) if chosen is None else sorted(chosen)
+    out = []
+    for i, wins in enumerate(chunked(picked, per_batch)):
+        tiles = tuple(sorted(t for w in wins for t in windows[w].core_tiles))
+        deps = {owner[t] for w in wins for t in windows[w].read_tiles if t in owner}
+        out.append(Batch("synthesize", i, tiles, frozenset(deps), windows=tuple(wins)))
     return out
 
 

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from groundstation.decode import TileOutcome
 from groundstation.metrics import TileMetrics
 
-__all__ = ["DecodeResult", "EnhanceResult", "EnhancedTile", "EvaluateResult", "RESULT_TYPES", "result_from_json"]
+__all__ = ["DecodeResult", "EnhanceResult", "EnhancedTile", "EvaluateResult", "RESULT_TYPES", "SynthesisResult",
+           "result_from_json"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,28 @@ class DecodeResult:
         known = {f.name for f in fields(TileOutcome)}
         return cls(outcomes=tuple(TileOutcome(**{k: v for k, v in o.items() if k in known})
                                   for o in data["outcomes"]),
+                   worker=data.get("worker", ""), device=data.get("device", "cpu"),
+                   seconds=float(data.get("seconds", 0.0)))
+
+
+@dataclass(frozen=True)
+class SynthesisResult:
+    """A synthesis batch (decode mode ``mosaic``): the core tiles it wrote, the g_s time per decoded tile."""
+
+    tiles: tuple[int, ...]
+    ms: dict[int, float] = field(default_factory=dict)  # decoded core tile -> its share of the windows' g_s time
+    worker: str = ""
+    device: str = "cpu"
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"tiles": list(self.tiles), "ms": {str(t): v for t, v in self.ms.items()}, "worker": self.worker,
+                "device": self.device, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SynthesisResult":
+        return cls(tiles=tuple(int(t) for t in data["tiles"]),
+                   ms={int(t): float(v) for t, v in (data.get("ms") or {}).items()},
                    worker=data.get("worker", ""), device=data.get("device", "cpu"),
                    seconds=float(data.get("seconds", 0.0)))
 
@@ -87,7 +110,8 @@ class EvaluateResult:
 
 
 #: The result type of each stage (for done markers).
-RESULT_TYPES = {"decode": DecodeResult, "enhance": EnhanceResult, "evaluate": EvaluateResult}
+RESULT_TYPES = {"decode": DecodeResult, "synthesize": SynthesisResult, "enhance": EnhanceResult,
+                "evaluate": EvaluateResult}
 
 
 def result_from_json(stage: str, data: dict):

@@ -93,7 +93,7 @@ class CrashOnTiles(WorkerPlugin):
 
         import groundstation.decode as decode
 
-        real = decode.decode_tile
+        real = decode.decode_tile_latent  # entropy decoding: what both decode modes run first
         tiles = self.tiles
 
         def crashing(tc, rec, header):
@@ -102,9 +102,9 @@ class CrashOnTiles(WorkerPlugin):
             return real(tc, rec, header)
 
         self._real = real
-        decode.decode_tile = crashing
+        decode.decode_tile_latent = crashing
 
     def teardown(self, worker) -> None:
         import groundstation.decode as decode
 
-        decode.decode_tile = getattr(self, "_real", decode.decode_tile)
+        decode.decode_tile_latent = getattr(self, "_real", decode.decode_tile_latent)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SeamStats", "product_seam_ratios", "seam_ratio", "seam_stats", "seam_stats_blocks"]
+__all__ = ["scene_seam_ratio", "SeamStats", "product_seam_ratios", "seam_ratio", "seam_stats", "seam_stats_blocks"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,27 @@ def seam_ratio(image: np.ndarray, tile_size: int, valid: np.ndarray | None = Non
                origin: tuple[int, int] = (0, 0)) -> float:
     """Mean step across tile boundaries / mean step inside tiles (see :func:`seam_stats`); NaN if undefined."""
     return seam_stats(image, tile_size, valid, origin=origin).ratio
+
+
+def scene_seam_ratio(path, tile_size: int, bands=None, rows: int = 1024) -> float:
+    """Seam ratio of a source scene (read in row bands) on a codec-tile grid of ``tile_size``, made 8-bit RGB by
+    ``bands`` (a pass header's :class:`~groundstation.container.BandInfo`; None: the scene's own rule): what a
+    product of it is judged against (a natural scene is near 1 on any grid)."""
+    from pathlib import Path
+
+    import rasterio
+
+    from groundstation.scene import Scene, open_scene
+
+    if bands is None:
+        with open_scene(path) as scene:
+            return _scene_ratio(scene, tile_size, rows)
+    with rasterio.open(path) as ds:
+        return _scene_ratio(Scene(path=Path(path), ds=ds, bands=bands), tile_size, rows)
+
+
+def _scene_ratio(scene, tile_size: int, rows: int) -> float:
+    def read(y0, y1):
+        return scene.read_rgb(y0, y1, 0, scene.width)
+
+    return seam_stats_blocks(read, scene.height, scene.width, tile_size, rows).ratio

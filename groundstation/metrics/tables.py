@@ -161,6 +161,10 @@ PASS_SCHEMA = pa.schema(
         ("first_tile_decoded_at", pa.timestamp("us", tz="UTC")),
         ("complete_at", pa.timestamp("us", tz="UTC")),
         ("latency_s", pa.float64()),  # last byte -> product complete
+        # seams: step across codec-tile boundaries / step inside tiles (groundstation.metrics.seams), of this
+        # product and of the reference scene on the same grid (null without a reference)
+        ("seam_ratio", pa.float64()),
+        ("seam_ratio_source", pa.float64()),
     ]
 )
 HISTORY_KEY = ("pass_id", "product", "product_version")

@@ -60,10 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--synthesis", choices=["float32", "float64"],
                    help="pixel synthesis (default: station decode.synthesis, float32); float64: pixels "
                    "bit-identical on every x86 CPU at about 3x the decode time")
-    d.add_argument("--decode-mode", choices=["tile", "mosaic"], default="tile",
-                   help="tile: g_s per codec tile (seams at tile boundaries); mosaic: g_s over the stitched latent "
-                   "mosaic in windows, no seams (latents kept beside the product in NAME.latents.zarr); see "
-                   "docs/seams.md")
+    d.add_argument("--decode-mode", choices=["tile", "mosaic"],
+                   help="mosaic (default: station decode.mode): g_s over the stitched latent mosaic in windows, "
+                   "no seams (latents kept beside the product in NAME.latents.zarr); tile: g_s per codec tile "
+                   "(seams at tile boundaries); see docs/seams.md")
     d.add_argument("--json", action="store_true", help="print a machine-readable summary")
 
     dm = sub.add_parser("demo", help="run the whole job on the embedded demo pass (Blue Marble scene)",
@@ -144,7 +144,7 @@ def cmd_decode(args) -> int:
     st = station().decode
     summary = decode_pass(args.pass_file, args.out, codec=args.codec, threads=args.threads or st.threads,
                           device=args.device or st.device, synthesis=args.synthesis or st.synthesis,
-                          decode_mode=args.decode_mode, progress=progress() and not args.json)
+                          decode_mode=args.decode_mode or st.mode, progress=progress() and not args.json)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

@@ -40,6 +40,10 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
     g.add_argument("--synthesis", choices=["float32", "float64"],
                    help="pixel synthesis (default: station decode.synthesis); float64: bit-identical pixels on "
                    "every x86 CPU, about 3x the decode time")
+    g.add_argument("--decode-mode", choices=["tile", "mosaic"],
+                   help="mosaic (default: station decode.mode): ELIC's synthesis over the stitched latent mosaic, "
+                   "no seams at codec-tile boundaries; tile: synthesis per codec tile, as products made before "
+                   "the mosaic mode (docs/seams.md)")
     g.add_argument("--reference", metavar="SCENE",
                    help="source GeoTIFF: adds PSNR, MS-SSIM and a perceptual distance per tile")
     d = p.add_argument_group("execution")
@@ -185,6 +189,7 @@ def _options(args):
         enhance=not getattr(args, "no_enhance", False), seed=args.seed, temperature=args.temperature,
         halo=args.halo, tiles_per_batch=args.tiles_per_batch, core_tiles=args.core_tiles, device=args.device,
         synthesis=getattr(args, "synthesis", None) or station().decode.synthesis,
+        decode_mode=getattr(args, "decode_mode", None) or station().decode.mode,
         cog=getattr(args, "cog", False) or None)
 
 
@@ -214,8 +219,8 @@ def cmd_process(args) -> int:
     res = run_process_pass(pass_file, out, opts, dask_address=args.dask_address, n_workers=_workers(args))
     if args.json:
         keys = ("status", "pass_id", "product", "metrics", "report", "cog", "version", "tiles_total", "tiles_ok",
-                "tiles_lost", "lost", "bytes", "bpp", "timings", "timeliness", "seam_ratio", "batches", "devices",
-                "flow_run_id", "exit_code")
+                "tiles_lost", "lost", "bytes", "bpp", "timings", "timeliness", "decode", "seam_ratio", "batches",
+                "devices", "flow_run_id", "exit_code")
         print(json.dumps({k: res.get(k) for k in keys}, indent=2))
     else:
         state = " (already complete, nothing done)" if res["status"] == "already-complete" else ""

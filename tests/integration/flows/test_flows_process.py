@@ -71,7 +71,10 @@ def test_product_version_names_models_and_parameters():
     e2 = ModelRef("inn-demo", "e2.pt", "c" * 64, {})
     base = ProcessOptions(temperature=1.0)  # the temperature is decided before a version is named
     v = product_version(codec, e1, base)
-    assert v == "elic-0032-aaaaaaaa__inn-demo-bbbbbbbb-s0-t1-h32"
+    assert v == "elic-0032-aaaaaaaa-mosaic__inn-demo-bbbbbbbb-s0-t1-h32"  # the default: synthesis over the mosaic
+    # tile-wise products keep the names they had before the mosaic mode, so they stay found (and complete)
+    tile = ProcessOptions(temperature=1.0, decode_mode="tile")
+    assert product_version(codec, e1, tile) == "elic-0032-aaaaaaaa__inn-demo-bbbbbbbb-s0-t1-h32"
     assert product_version(codec, e2, base) != v  # another checkpoint under the same name
     assert product_version(codec, e1, ProcessOptions(seed=1, temperature=1.0)) != v
     assert product_version(codec, e1, ProcessOptions(temperature=0.5)) != v
@@ -224,8 +227,11 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
     res = e2e["res"]
     assert e2e["code"] == 0 and res["status"] == "complete"
     assert res["tiles_total"] == res["tiles_ok"] == TILES and res["tiles_lost"] == 0
-    # 3 decode, 3 enhance (6 one-tile windows: the cheapest cores for this scene on 2 workers), 3 evaluate
-    assert res["batches"] == {"total": 9, "run": 9, "skipped": 0, "failed": 0}
+    # 3 decode, 2 synthesize (windows of 2x2 tiles over the latent mosaic: the decode mode by default),
+    # 3 enhance (6 one-tile windows: the cheapest cores for this scene on 2 workers), 3 evaluate
+    assert res["batches"] == {"total": 11, "run": 11, "skipped": 0, "failed": 0}
+    assert res["decode"] == {"mode": "mosaic", "synthesis": "float32", "entropy": res["decode"]["entropy"],
+                             "core_tiles": 2, "halo_latent": 4}
     product = Path(res["product"])
     assert product.parent == e2e["out"] / "flow-pass-1" and product.name == res["version"] + ".zarr"
     ds = open_product(product)
@@ -240,7 +246,10 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
     assert not np.array_equal(dec, enh)
     assert (enh[:, ~mask] == 0).all()  # nodata stays nodata
     s = ds.attrs["gsp_summary"]
-    assert res["version"] == f"tiny-pt-{s['codec']['sha256'][:8]}__enh-a-pt-{s['enhancer']['sha256'][:8]}-s0-t1-h32"
+    assert res["version"] == (f"tiny-pt-{s['codec']['sha256'][:8]}-mosaic__enh-a-pt-{s['enhancer']['sha256'][:8]}"
+                              "-s0-t1-h32")
+    assert s["decode"]["mode"] == "mosaic"  # provenance
+    assert not Path(str(product).replace(".zarr", ".latents.zarr")).exists()  # no tile lost: latents not kept
 
     tiles = read_parquet(res["metrics"])
     assert len(tiles) == 2 * TILES and set(tiles["product"]) == {"decoded", "enhanced"}
@@ -257,9 +266,14 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
     assert "| MS-SSIM | lpips_alex | lpips_vgg | stlpips_alex |" in report and "(lpips_alex, the paper's, first)" in report
     assert (e2e["out"] / "history.parquet").is_file()
     assert not Path(str(product).replace(".zarr", ".state")).exists()
-    # the seam ratio of each mosaic (tile-wise decoding: steps at tile boundaries), in the summary and the report
-    assert set(res["seam_ratio"]) == {"decoded", "enhanced"} and all(0 < v < 50 for v in res["seam_ratio"].values())
-    assert f"decoded {res['seam_ratio']['decoded']:.2f}" in report
+    # the seam ratio of each mosaic and of the reference scene on the same grid, in the summary, the report and
+    # the station history
+    assert set(res["seam_ratio"]) == {"decoded", "enhanced", "source"}
+    assert all(0 < v < 50 for v in res["seam_ratio"].values())
+    assert f"decoded {res['seam_ratio']['decoded']:.2f}" in report and f"source {res['seam_ratio']['source']:.2f}" in report
+    history = read_parquet(e2e["out"] / "history.parquet").set_index("product")
+    assert history.loc["decoded", "seam_ratio"] == res["seam_ratio"]["decoded"]
+    assert (history["seam_ratio_source"] == res["seam_ratio"]["source"]).all()
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -325,8 +339,9 @@ def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path,
     product = Path(str(tmp_path / "flow-pass-1" / e2e["res"]["version"]) + ".zarr")
     state = product.with_suffix(".state")
     assert status(product) == "incomplete"
-    done = {f"{s}-{i:05d}" for s in ("decode", "enhance") for i in read_markers(state, s)}
-    assert 3 <= len(done) < 2 * TILES
+    done = {f"{s}-{i:05d}" for s in ("decode", "synthesize", "enhance") for i in read_markers(state, s)}
+    planned = 2 * TILES + 2  # one-tile decode and enhance batches, two synthesis windows of 2x2 tiles
+    assert 3 <= len(done) < planned
     stamps = {p.name: p.stat().st_mtime_ns for p in state.glob("*.json")}
 
     monkeypatch.delenv(STOP_AFTER_ENV)
@@ -343,7 +358,8 @@ def test_interrupted_run_is_finished_without_redoing_done_batches(e2e, tmp_path,
     monkeypatch.setattr("flows.stages.read_markers", spy)
     res = run_process_pass(e2e["pass"], tmp_path, opts, dask_address=dask_cluster.scheduler_address)
     assert res["status"] == "complete" and res["tiles_ok"] == TILES
-    assert res["batches"]["skipped"] == len(done) and res["batches"]["run"] == 2 * TILES - len(done)
+    assert res["batches"]["total"] == planned
+    assert res["batches"]["skipped"] == len(done) and res["batches"]["run"] == planned - len(done)
     assert {k: seen[k] for k in stamps} == stamps  # the first run's markers were reused untouched
     assert not state.exists()
     # the resumed product holds exactly the bytes of a one-shot run (seeded latent, whole-chunk writes)

@@ -128,6 +128,7 @@ def test_supplement_through_the_inbox_completes_the_product_as_a_one_shot_run(
     from groundstation.metrics import read_parquet
     from groundstation.product import open_product, status
     from groundstation.stac import lost_path
+    from groundstation.synthesis import TileGrid, latent_store_path, synthesis_windows, windows_reading
     from tasks.plan import enhancement_windows, tiles_in_box
 
     opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=1,
@@ -142,6 +143,7 @@ def test_supplement_through_the_inbox_completes_the_product_as_a_one_shot_run(
     product = Path(first["product"])
     assert lost_path(product).is_file()
     enhanced_before = _mtimes(product / "enhanced")
+    decoded_before = _mtimes(product / "decoded")
     cog_before = Path(first["cog"]).stat().st_mtime_ns
 
     inbox = tmp_path / "inbox"
@@ -169,18 +171,25 @@ def test_supplement_through_the_inbox_completes_the_product_as_a_one_shot_run(
     # float rounding where the batching differs, test_flows_process.py)
     assert np.array_equal(a.enhanced.values, b.enhanced.values)
 
-    # ---- only the windows whose read box touches a resent tile were recomputed
+    # ---- decode mode mosaic: the synthesis windows that read a resent tile were redone (their cores' pixels
+    # near the resent tiles change); then only the enhancement windows whose read box touches a tile whose
+    # decoded pixels changed were recomputed
     header = PassReader(sup_pass["full"]).header
+    entry = s["supplements"][-1]
+    synth = synthesis_windows(TileGrid.from_header(header))
+    repainted = sorted({t for w in windows_reading(synth, LOST) for t in w.core_tiles})
+    assert entry["tiles_resynthesised"] == repainted and set(LOST) <= set(repainted) < set(range(8))
+    t = header.tiling.tile_size
+    touched = {k for k, v in _mtimes(product / "decoded").items() if decoded_before.get(k) != v}
+    assert touched - {".zattrs", ".zarray"} == {f"0.{i // 4}.{i % 4}" for i in repainted}  # the others: untouched
     core = s["enhancer"]["core"] // header.tiling.tile_size
     windows = enhancement_windows(header, opts.halo, core)
-    expected = [i for i, w in enumerate(windows) if set(tiles_in_box(header, w.read)) & set(LOST)]
-    entry = s["supplements"][-1]
-    assert entry["windows_recomputed"] == expected and 0 < len(expected) < len(windows)
+    expected = [i for i, w in enumerate(windows) if set(tiles_in_box(header, w.read)) & set(repainted)]
+    assert entry["windows_recomputed"] == expected and 0 < len(expected) <= len(windows)
     assert entry["tiles_ok"] == list(LOST) and entry["name"] == "sup-pass.resend.gsp" and entry["sent"]
     assert a.attrs["gsp_supplements"] == s["supplements"] and a.attrs.get("gsp_supplement_pending") is None
     after = _mtimes(product / "enhanced")
     touched = {k for k, v in after.items() if enhanced_before.get(k) != v}
-    t = header.tiling.tile_size
     cores = {f"0.{r}.{c}" for i in expected for r in range(windows[i].core.y0 // t, (windows[i].core.y1 - 1) // t + 1)
              for c in range(windows[i].core.x0 // t, (windows[i].core.x1 - 1) // t + 1)}
     assert touched - {".zattrs", ".zarray"} == cores  # the other windows' chunks were left as they were
@@ -198,6 +207,8 @@ def test_supplement_through_the_inbox_completes_the_product_as_a_one_shot_run(
     item = json.loads(Path(s["stac_item"]).read_text())
     assert item["properties"]["gsp:tiles_lost"] == 0 and item["properties"]["gsp:supplements"][0]["tiles_ok"] == [0, 4]
     assert not lost_path(product).exists()
+    # the latent store was kept while tiles were lost (the supplement re-synthesised from it); not any more
+    assert not latent_store_path(product).exists()
     assert Path(s["cog"]).stat().st_mtime_ns != cog_before
     import rasterio
 
