@@ -1,7 +1,7 @@
 """Where a tile's decode time goes, and what batching the synthesis over tiles would buy.
 
-Per 256 px tile of a real pass (a 1536x1536 crop of a drone frame, the registry's default codec, the pass's
-entropy mode), interleaved tile by tile in one process on ``--threads`` threads:
+Per 256 px tile of a real pass (a 1536x1536 crop of a drone frame, the registry's default codec, the default
+entropy mode for new passes), interleaved tile by tile in one process on ``--threads`` threads:
 
 * the entropy path (hyper-synthesis, contexts, parameters, range decoding: what decides the symbols),
 * the synthesis transform g_s (float32) on the CPU, one tile at a time and as batches of ``--batch`` tiles,
@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     model = tc._model()
     latent, _ = tc._entropy_path(model)
     ctx = (lambda: _default_dtype(torch.float64)) if header.codec.entropy == "float64" else contextlib.nullcontext
+
+    def entropy_decode(rec) -> torch.Tensor:
+        if header.codec.entropy == "int":  # the integer prior networks (no witness: as the float paths here)
+            return tc._int_coder().decompress(rec.strings, rec.z_hw, torch.device("cpu"), lambda _s: None)
+        with ctx():
+            return latent.decompress([[s] for s in rec.strings], shape)["y_hat"]
     records = [reader.read(t) for t in sorted(reader.scan().records)]
     shape0 = (records[0].z_hw, records[0].y_hw)
     records = [r for r in records if (r.z_hw, r.y_hw) == shape0][: args.tiles + 2]
@@ -67,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for i, rec in enumerate(records):
             t0 = time.perf_counter()
-            with ctx():
-                y = latent.decompress([[s] for s in rec.strings], shape)["y_hat"]
+            y = entropy_decode(rec)
             t1 = time.perf_counter()
             model.g_s(y.float())
             t2 = time.perf_counter()

@@ -786,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inject", default="", help="self-test of the watchdog: e.g. 3:crash,5:hang")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/fuzz_container.json)")
     ap.add_argument("--entropy", default=None, choices=["float32", "float64", "int"],
-                    help="entropy mode of the fuzzed pass (default: the default for new passes)")
+                    help="entropy mode of the fuzzed pass (default: the default for new passes: the tiny codec has no "
+                    "integer prior, so float64)")
     args = ap.parse_args(argv)
     from _results import RESULTS, write_result
 

@@ -81,13 +81,18 @@ def make_scene(tiles: int, out: Path) -> Path:
 
 
 def make_pass(tiles: int, work: Path) -> Path:
-    path = work / f"drone-{tiles}.pass"
+    """The ``tiles``-tile pass in the default entropy mode for new passes (kept in ``work``, named by the mode,
+    so a pass cached under another default is not reused)."""
+    from groundstation.container import DEFAULT_ENTROPY
+
+    path = work / f"drone-{tiles}.{DEFAULT_ENTROPY}.pass"
     if path.exists():
         return path
     scene = make_scene(tiles, work / f"drone-{tiles}.tif")
     _say(f"encoding the {tiles}-tile pass (once; kept in {work})")
     subprocess.run([str(GSP), "encode", str(scene), "-o", str(path), "--pass-id", f"drone-{tiles}",
-                    "--acquired", "2026-06-01T10:00:00Z"], check=True, stdout=subprocess.DEVNULL)
+                    "--acquired", "2026-06-01T10:00:00Z", "--entropy", DEFAULT_ENTROPY], check=True,
+                   stdout=subprocess.DEVNULL)
     return path
 
 
@@ -123,7 +128,7 @@ def naive_loop(pass_path: Path, out: Path, m: dict, seed: int = 0) -> dict:
     header = reader.header
     scan = reader.scan()
     codec = TileCodec(load_codec(m["codec"], header.codec.sha256), threads=None, entropy=header.codec.entropy,
-                      witness_kind=header.witness)
+                      witness_kind=header.witness, int_prior_sha256=header.codec.int_prior_sha256)
     model, _, _ = load_enhancer(m["enhancer_path"])
     s = header.scene
     profile = dict(driver="GTiff", width=s.width, height=s.height, count=3, dtype="uint8", tiled=True,

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             grid = TileGrid.from_header(header)
             _, ckpt, sha, _ = resolve_model(point.codec, "codec")
             tc = TileCodec(load_codec(ckpt, sha), threads=1, entropy=header.codec.entropy,
-                           witness_kind=header.witness)
+                           witness_kind=header.witness, int_prior_sha256=header.codec.int_prior_sha256)
             latents, t_entropy = {}, 0.0
             tilewise = np.zeros_like(ref)
             for index in sorted(reader.scan().records):

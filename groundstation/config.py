@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .container import DEFAULT_ENTROPY, ENTROPY_MODES
+from .container import DEFAULT_ENTROPY, ENTROPY_MODES, FALLBACK_ENTROPY
 from .errors import ConfigError
 from .registry import REPO_ROOT, load_yaml
 
@@ -26,10 +26,12 @@ class _Strict(BaseModel):
 class EncodeDefaults(_Strict):
     tile_size: int = Field(256, description="codec tile size in pixels (multiple of 64)")
     threads: int = Field(1, ge=1, le=256, description="torch threads on the encoder (recorded in the header)")
-    entropy: Literal[ENTROPY_MODES] = Field(
-        DEFAULT_ENTROPY, description="numeric mode of the entropy-parameter path, recorded in each pass: float64 "
-        "decodes on every x86 CPU; int is exact on every CPU and GPU by "
-        "construction (docs/determinism.md; needs the codec's integer prior); float32 is CompressAI as it is")
+    entropy: Literal[ENTROPY_MODES] | None = Field(
+        None, description=f"numeric mode of the entropy-parameter path, recorded in each pass. Unset: "
+        f"{DEFAULT_ENTROPY}, exact on every CPU and GPU by construction (docs/determinism.md), for a codec that "
+        f"has an integer prior (every registry codec), else {FALLBACK_ENTROPY} with a logged note. Set: that mode "
+        "whatever the codec (int without an integer prior is an error); float64 decodes on every x86 CPU "
+        "measured; float32 is CompressAI as it is")
     require_crs: bool = Field(False, description="refuse scenes without a CRS instead of processing them as "
                               "pixel grids")
 

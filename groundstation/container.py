@@ -55,9 +55,12 @@ WITNESS_KIND_Y = "crc32-int32-decoded-y-symbols"
 WITNESS_KINDS = (WITNESS_KIND, WITNESS_KIND_Y)
 #: Numeric modes of the entropy-parameter path a pass may name (``codec.entropy``; groundstation.codec says what
 #: each computes) and the one new passes get unless the station or the command says otherwise: the one place
-#: the default lives.
+#: the default lives. ``int`` needs the codec's integer prior; a codec without one (no registry ``int_prior``,
+#: no ``NAME.int.pt`` beside it: a codec just trained, say) gets ``FALLBACK_ENTROPY`` when nobody chose a mode,
+#: with a logged note (groundstation.encode.choose_entropy). A mode chosen explicitly is never replaced.
 ENTROPY_MODES = ("float32", "float64", "int")
-DEFAULT_ENTROPY = "float64"
+DEFAULT_ENTROPY = "int"
+FALLBACK_ENTROPY = "float64"
 #: ``scene.crs_wkt`` of a scene without a CRS: a pixel grid (no georeferencing; the transform maps pixels).
 PIXEL_GRID = ""
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .codec import ARCHITECTURE, CODEC_ALIGN, TileCodec, load_codec
-from .container import (DEFAULT_ENTROPY, PIXEL_GRID, CodecInfo, EncoderInfo, FORMAT_VERSION, PassHeader, PassReader, PassWriter, SceneInfo,
+from .container import (DEFAULT_ENTROPY, ENTROPY_MODES, FALLBACK_ENTROPY, PIXEL_GRID, CodecInfo, EncoderInfo, FORMAT_VERSION, PassHeader, PassReader, PassWriter, SceneInfo,
                         SupplementInfo, TileRecord, TilingInfo, pack_mask)
 from .errors import CheckpointError, ConfigError, SceneError
 from .registry import resolve_model
@@ -47,13 +47,14 @@ def encode_scene(
     device: str = "cpu",
     progress: bool = False,
     require_crs: bool = False,
-    entropy: str = DEFAULT_ENTROPY,
+    entropy: str | None = None,
     tiles: list[int] | None = None,
     supplement_of: str | Path | None = None,
 ) -> EncodeResult:
     """Encode a scene into a pass container. Memory: one tile at a time (windowed reads).
 
-    ``tiles`` with ``supplement_of`` (the full pass as first sent): a *supplement*, the retransmission of those
+    ``entropy``: the numeric mode of the entropy path (recorded in the header); None: the default for new passes
+    (:func:`choose_entropy`). ``tiles`` with ``supplement_of`` (the full pass as first sent): a *supplement*, the retransmission of those
     tiles only (:func:`encode_supplement`)."""
     if tiles is not None or supplement_of is not None:
         if tiles is None or supplement_of is None:
@@ -65,6 +66,7 @@ def encode_scene(
         raise ConfigError(f"--tile-size {tile_size}: must be a multiple of {CODEC_ALIGN} between 64 and 4096")
     name, ckpt, sha, entry = resolve_model(codec, "codec")
     loaded = load_codec(ckpt, sha)
+    entropy = choose_entropy(loaded, entropy, name)
     tc = TileCodec(loaded, device=device, threads=threads, entropy=entropy)
     out = Path(out)
     with open_scene(scene_path, bands, require_crs=require_crs) as scene:
@@ -94,6 +96,28 @@ def encode_scene(
     bpp = total * 8 / (header.scene.width * header.scene.height)
     log.info("wrote %s: %d tiles, %d bytes of ELIC strings, %.4f bpp", out, header.tiling.n_tiles, total, bpp)
     return EncodeResult(path=out, pass_id=header.pass_id, tiles=header.tiling.n_tiles, bytes=total, bpp=bpp, header=header)
+
+
+def choose_entropy(loaded, entropy: str | None, name: str) -> str:
+    """The entropy mode a new pass is encoded in. A mode given (``--entropy``, the station's ``encode.entropy``)
+    is used as it is: ``int`` without the codec's integer prior is then a CheckpointError saying how to make
+    one. None, the default: ``int`` (DEFAULT_ENTROPY) when the codec has an integer prior (a registry
+    ``int_prior``, or ``NAME.int.pt`` beside the checkpoint), else ``float64`` (FALLBACK_ENTROPY, which
+    decodes on every x86 CPU) with a logged note: a codec just trained still encodes, and its passes say which
+    mode they are in."""
+    from .intprior import has_int_prior, quantise_hint, sidecar_path
+
+    if entropy is not None:
+        if entropy not in ENTROPY_MODES:
+            raise ConfigError(f"entropy mode {entropy!r}: choose one of {', '.join(ENTROPY_MODES)}")
+        return entropy
+    if DEFAULT_ENTROPY != "int" or has_int_prior(loaded):
+        return DEFAULT_ENTROPY
+    log.warning("codec %s has no integer prior (no registry int_prior, no %s beside it): encoding in entropy mode "
+                "%s, not the default %s; to get %s, %s (--entropy chooses a mode explicitly)", name,
+                sidecar_path(loaded.path or "CODEC.pt").name, FALLBACK_ENTROPY, DEFAULT_ENTROPY, DEFAULT_ENTROPY,
+                quantise_hint(loaded.path or None))
+    return FALLBACK_ENTROPY
 
 
 def parse_tiles(text: str) -> list[int]:

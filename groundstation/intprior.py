@@ -402,7 +402,7 @@ def load_int_prior(path: str | Path, expected_sha256: str | None = None, *, code
     prior = IntPrior.from_state_dict(sd.tensors, str(path))
     if codec_sha256 and prior.codec_sha256 != codec_sha256:
         raise CheckpointError(f"{path}: integer prior of codec {prior.codec_sha256[:16]}..., not of the loaded "
-                              f"codec {codec_sha256[:16]}...; quantise this codec (benchmarks/int_prior_quantise.py)")
+                              f"codec {codec_sha256[:16]}...; {quantise_hint(None)}")
     prior.sha256 = sd.sha256
     return prior
 
@@ -411,26 +411,55 @@ def load_int_prior(path: str | Path, expected_sha256: str | None = None, *, code
 SIDECAR_SUFFIX = ".int.pt"
 
 
-def int_prior_for(codec, expected_sha256: str | None = None) -> IntPrior:
-    """The integer prior of a loaded codec (:class:`~groundstation.codec.LoadedCodec`): the registry entry
-    with the codec's sha256 names it (``int_prior``), else ``NAME.int.pt`` beside the checkpoint.
-    ``expected_sha256`` (a pass header's ``codec.int_prior_sha256``) must match the file when given."""
+def sidecar_path(checkpoint: str | Path) -> Path:
+    """Where a codec checkpoint's integer prior lies when no registry entry names it: ``NAME.int.pt`` beside
+    ``NAME.pt`` (the name the quantiser writes, ``benchmarks/int_prior_quantise.py``)."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + SIDECAR_SUFFIX)
+
+
+def quantise_hint(checkpoint: str | Path | None) -> str:
+    """How to make a codec's integer prior, as one line for an error or a log note."""
+    return (f"quantise it (writes {sidecar_path(checkpoint or 'CODEC.pt').name} beside it): python "
+            f"benchmarks/int_prior_quantise.py TRAIN_IMAGE_DIR --codecs {checkpoint or 'CODEC'}")
+
+
+def _registry_int_prior(codec):
+    """The registry entries of a loaded codec (same sha256) that name an integer prior."""
     from .registry import load_registry
 
     for entry in load_registry().models.values():
         if entry.kind == "codec" and entry.sha256 == codec.sha256 and entry.int_prior is not None:
-            if expected_sha256 and expected_sha256 != entry.int_prior.sha256:
-                continue
-            return load_int_prior(entry.int_prior.resolved_path(), entry.int_prior.sha256,
-                                  codec_sha256=codec.sha256)
-    beside = Path(codec.path).with_suffix("").with_suffix(SIDECAR_SUFFIX) if codec.path else None
+            yield entry
+
+
+def has_int_prior(codec) -> bool:
+    """Whether a loaded codec has an integer prior to use: a registry entry with its sha256 names one, or
+    ``NAME.int.pt`` lies beside the checkpoint. Says nothing of the file's soundness: loading it
+    (:func:`int_prior_for`) proves it, and a named but damaged or missing sidecar is an error there, never a
+    reason to pick another mode."""
+    if any(True for _ in _registry_int_prior(codec)):
+        return True
+    return bool(codec.path) and sidecar_path(codec.path).is_file()
+
+
+def int_prior_for(codec, expected_sha256: str | None = None) -> IntPrior:
+    """The integer prior of a loaded codec (:class:`~groundstation.codec.LoadedCodec`): the registry entry
+    with the codec's sha256 names it (``int_prior``), else ``NAME.int.pt`` beside the checkpoint.
+    ``expected_sha256`` (a pass header's ``codec.int_prior_sha256``) must match the file when given."""
+    for entry in _registry_int_prior(codec):
+        if expected_sha256 and expected_sha256 != entry.int_prior.sha256:
+            continue
+        return load_int_prior(entry.int_prior.resolved_path(), entry.int_prior.sha256,
+                              codec_sha256=codec.sha256)
+    beside = sidecar_path(codec.path) if codec.path else None
     if beside is not None and beside.is_file():
         return load_int_prior(beside, expected_sha256, codec_sha256=codec.sha256)
     raise CheckpointError(
         f"{codec.path}: no integer prior for this codec (sha256 {codec.sha256[:16]}...) "
         + (f"with sha256 {expected_sha256[:16]}... " if expected_sha256 else "")
-        + "in the registry or beside it; quantise it with benchmarks/int_prior_quantise.py, or encode with "
-          "--entropy float64")
+        + f"in the registry or beside it, which the int entropy mode needs; {quantise_hint(codec.path)}; or "
+          "encode with --entropy float64")
 
 
 # ----------------------------------------------------------------------------------------- entropy path

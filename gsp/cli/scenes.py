@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, help="torch threads for encoding (default: station config, 1; recorded in the header)")
     e.add_argument("--entropy", choices=list(ENTROPY_MODES),
                    help="numeric mode of the entropy path, recorded in the pass (default: station encode.entropy, "
-                   "float64: the pass decodes on every x86 CPU; int: exact integer prior, every CPU and GPU, "
-                   "needs the codec's integer prior; float32: CompressAI as it is)")
+                   "else int: the exact integer prior, same symbols on every CPU and GPU, for a codec that has "
+                   "one (every registry codec; NAME.int.pt beside a checkpoint file), float64 with a logged note "
+                   "for one that has none; float64: decodes on every x86 CPU; float32: CompressAI as it is)")
     e.add_argument("--require-crs", action="store_true", default=None,
                    help="refuse a scene without a CRS (default: station encode.require_crs, off: such scenes, "
                    "e.g. drone JPEGs, become pixel-grid products without georeferencing)")
@@ -97,7 +98,8 @@ def cmd_encode(args) -> int:
                        threads=args.threads or st.threads, progress=progress(),
                        require_crs=st.require_crs if args.require_crs is None else args.require_crs,
                        entropy=args.entropy or st.entropy)
-    print(f"{res.path}: pass {res.pass_id}, {res.tiles} tiles, {res.bytes} bytes, {res.bpp:.4f} bpp")
+    print(f"{res.path}: pass {res.pass_id}, {res.tiles} tiles, {res.bytes} bytes, {res.bpp:.4f} bpp, entropy "
+          f"{res.header.codec.entropy}")
     return 0
 
 

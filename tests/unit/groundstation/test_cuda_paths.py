@@ -13,12 +13,13 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 
 @pytest.mark.cuda
 @cuda
-def test_golden_pass_with_synthesis_on_the_gpu_keeps_its_symbols_and_pixels():
+@pytest.mark.parametrize("golden", ["float32", "int"])
+def test_golden_pass_with_synthesis_on_the_gpu_keeps_its_symbols_and_pixels(golden):
     """Entropy decoding stays on the CPU (witnesses exact); g_s on the GPU stays within the golden tolerance."""
     from golden.make_golden import compare, decode_symbols
 
-    witnesses, decoded = decode_symbols(synthesis_device="cuda")
-    assert compare(witnesses, decoded) == []
+    witnesses, decoded = decode_symbols(synthesis_device="cuda", golden=golden)
+    assert compare(witnesses, decoded, golden=golden) == []
 
 
 @pytest.mark.cuda

@@ -188,3 +188,94 @@ def test_the_int_path_gives_the_same_integers_on_cuda(int_codec):
     assert torch.equal(y_gpu.cpu(), y_cpu)
     assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(cpu_syms, gpu_syms))
     assert strings_gpu == strings
+
+
+# ------------------------------------------------------------------------------- the default for new passes
+def test_new_passes_are_int_by_default_where_the_codec_has_an_integer_prior(int_codec, tmp_path):
+    from groundstation.container import DEFAULT_ENTROPY
+    from groundstation.decode import decode_pass
+    from groundstation.encode import encode_scene
+    from synth import write_scene
+
+    assert DEFAULT_ENTROPY == "int"
+    scene = write_scene(tmp_path / "s.tif", 64, 128, crs="EPSG:32633", seed=5)
+    res = encode_scene(scene, tmp_path / "p.gsp", codec=str(int_codec), tile_size=64)  # no entropy given
+    header = PassReader(tmp_path / "p.gsp").header
+    assert res.header.codec.entropy == header.codec.entropy == "int"
+    assert header.codec.int_prior_sha256 == load_int_prior(_sidecar(int_codec)).sha256
+    summary = decode_pass(tmp_path / "p.gsp", tmp_path / "o.zarr", codec=str(int_codec))
+    assert summary.lost == [] and summary.retried == [] and summary.entropy == "int"
+
+
+def test_a_codec_without_integer_prior_gets_float64_with_a_note_saying_how_to_make_one(tmp_path, caplog):
+    import logging
+
+    from groundstation.decode import decode_pass
+    from groundstation.encode import encode_scene
+    from synth import write_scene
+
+    bare = tiny_codec_checkpoint(tmp_path / "fresh.pt", seed=5)  # a codec just trained: no fresh.int.pt
+    scene = write_scene(tmp_path / "s.tif", 64, 128, crs="EPSG:32633", seed=5)
+    with caplog.at_level(logging.WARNING, logger="groundstation.encode"):
+        encode_scene(scene, tmp_path / "p.gsp", codec=str(bare), tile_size=64)
+    header = PassReader(tmp_path / "p.gsp").header
+    assert header.codec.entropy == "float64" and header.codec.int_prior_sha256 is None
+    notes = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(notes) == 1 and "\n" not in notes[0], notes
+    assert "fresh.int.pt" in notes[0] and "entropy mode float64, not the default int" in notes[0]
+    assert f"benchmarks/int_prior_quantise.py TRAIN_IMAGE_DIR --codecs {bare}" in notes[0]
+    summary = decode_pass(tmp_path / "p.gsp", tmp_path / "o.zarr", codec=str(bare))
+    assert summary.lost == [] and summary.entropy == "float64"
+    # a mode chosen explicitly is never replaced: int without an integer prior is the error, float32 is float32
+    caplog.clear()
+    with pytest.raises(CheckpointError, match=r"no integer prior for this codec .*int_prior_quantise\.py "
+                                              r"TRAIN_IMAGE_DIR --codecs .*fresh\.pt; or encode with --entropy"):
+        encode_scene(scene, tmp_path / "q.gsp", codec=str(bare), tile_size=64, entropy="int")
+    assert not (tmp_path / "q.gsp").exists() and not (tmp_path / "q.gsp.part").exists()
+    encode_scene(scene, tmp_path / "f.gsp", codec=str(bare), tile_size=64, entropy="float32")
+    assert PassReader(tmp_path / "f.gsp").header.codec.entropy == "float32"
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]  # no note when a mode was chosen
+
+
+def test_a_damaged_sidecar_is_an_error_not_a_reason_to_fall_back(int_codec, tmp_path):
+    import shutil
+
+    from groundstation.encode import encode_scene
+    from synth import write_scene
+
+    codec = tmp_path / "copy.pt"
+    shutil.copy(int_codec, codec)
+    sd = torch.load(_sidecar(int_codec))
+    sd.pop("pa.2.2.thresholds")
+    torch.save(sd, _sidecar(codec))
+    scene = write_scene(tmp_path / "s.tif", 64, 64, crs="EPSG:32633", seed=5)
+    with pytest.raises(CheckpointError, match="not an integer prior"):
+        encode_scene(scene, tmp_path / "p.gsp", codec=str(codec), tile_size=64)
+    assert not (tmp_path / "p.gsp").exists()
+
+
+def test_the_sidecar_is_found_beside_a_checkpoint_with_dots_in_its_name(int_codec, tmp_path):
+    """``NAME.pt`` -> ``NAME.int.pt`` where the quantiser writes it, also for ``run.v2.pt`` (not ``run.int.pt``)."""
+    import shutil
+
+    from groundstation.intprior import has_int_prior, int_prior_for, sidecar_path
+
+    assert sidecar_path(tmp_path / "run.v2.pt") == tmp_path / "run.v2.int.pt"
+    codec = tmp_path / "run.v2.pt"
+    shutil.copy(int_codec, codec)
+    loaded = load_codec(codec)
+    assert not has_int_prior(loaded)
+    shutil.copy(_sidecar(int_codec), tmp_path / "run.v2.int.pt")
+    assert has_int_prior(loaded) and int_prior_for(loaded).sha256 == load_int_prior(_sidecar(int_codec)).sha256
+
+
+def test_every_registry_codec_has_an_integer_prior_so_its_new_passes_are_int():
+    from groundstation.encode import choose_entropy
+    from groundstation.registry import load_registry
+
+    codecs = {n: e for n, e in load_registry().models.items() if e.kind == "codec"}
+    assert len(codecs) >= 3
+    for name, entry in codecs.items():
+        loaded = load_codec(entry.resolved_path(), entry.sha256)
+        assert choose_entropy(loaded, None, name) == "int", name
+        assert TileCodec(loaded, entropy="int").int_prior_sha256 == entry.int_prior.sha256
