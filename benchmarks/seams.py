@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             tilewise = np.zeros_like(ref)
             for index in sorted(reader.scan().records):
                 rec = reader.read(index)
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 latents[index], _ = tc.decode_latent_checked(rec.strings, rec.z_hw, rec.y_hw, rec.witness,
                                                              what=f"tile {index}")
-                t1 = time.perf_counter()
+                t1 = time.process_time()
                 r0, r1, c0, c1 = grid.tile_window(index)
                 img = to_uint8_hwc(tc.synthesize(latents[index])[0, :, : r1 - r0, : c1 - c0])
                 t_entropy += t1 - t0
@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
                 def sink(y0, y1, x0, x1, block, _out=enhanced):
                     _out[:, y0:y1, x0:x1] = block
 
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 enhance_mosaic(model, lambda y0, y1, x0, x1, _d=decoded: _d[:, y0:y1, x0:x1], sink,
                                decoded.shape[1:], core=256, halo=32, seed=0, temperature=point.temperature)
-                t_enh = time.perf_counter() - t0
+                t_enh = time.process_time() - t0
                 enhanced[:, ~valid] = 0
                 row = {"scene": Path(scene_path).name, "rate_point": rp, "decode_mode": mode, "tiles": n,
                        "size": [grid.height, grid.width], "bpp": round(enc.bpp, 4),
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows)
     write_result(args.out, {
         "command": "benchmarks/seams.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "load": "2 shared CPU cores, one torch thread; other engineers' jobs running (timings side by side)",
+        "load": "2 shared CPU cores, one torch thread; timings are this process's CPU time (time.process_time), "
+                "so other jobs on the machine barely move them",
         "tile_size": 256, "core_tiles": core_tiles, "halo_latent": HALO_LATENT,
         "perceptual_metrics": {p.name: p.description for p in perceptuals}, "goals": {"seam_ratio_vs_source": SEAM_GOAL,
                                                                "decode_cost_per_tile": COST_GOAL},
@@ -234,12 +235,12 @@ def time_synthesis(tc, grid, latents, core_tiles: int, repeats: int, blends=BLEN
     runs: dict[str, list[float]] = {}
     for _ in range(repeats):
         for blend in (None, *blends):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             if blend is None:
                 tilewise()
             else:
                 synthesize_mosaic(tc, grid, latents, core_tiles=core_tiles, blend=blend)
-            runs.setdefault(mode_name(blend), []).append(time.perf_counter() - t0)
+            runs.setdefault(mode_name(blend), []).append(time.process_time() - t0)
     return {mode: statistics.median(v) for mode, v in runs.items()}
 
 

@@ -226,15 +226,16 @@ def synthesize_mosaic(tc: TileCodec, grid: TileGrid, latents: Mapping[int, torch
 
 
 # ------------------------------------------------------------------------------------------- the latent store
-#: Beside ``<name>.zarr``: ``<name>.latents.zarr``, the entropy-decoded latents of the product's tiles. A
+#: Beside ``<name>.zarr``: ``<name>.latents`` (a Zarr store not named ``*.zarr``, so nothing that looks for
+#: products takes it for one), the entropy-decoded latents of the product's tiles. A
 #: synthesis window reads it; a supplement re-synthesises from it the windows its tiles touch.
-LATENT_SUFFIX = ".latents.zarr"
+LATENT_SUFFIX = ".latents"
 #: Per-tile state in the store: not yet known, decoded (its latent is stored), lost (never stitched in).
 TILE_UNKNOWN, TILE_DECODED, TILE_LOST = 0, 1, 2
 
 
 def latent_store_path(product: str | Path) -> Path:
-    """``<name>.latents.zarr`` beside the product ``<name>.zarr``."""
+    """``<name>.latents`` beside the product ``<name>.zarr``."""
     product = Path(product)
     return product.with_name(product.name.removesuffix(".zarr") + LATENT_SUFFIX)
 

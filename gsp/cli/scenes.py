@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "bit-identical on every x86 CPU at about 3x the decode time")
     d.add_argument("--decode-mode", choices=["tile", "mosaic"],
                    help="mosaic (default: station decode.mode): g_s over the stitched latent mosaic in windows, "
-                   "no seams (latents kept beside the product in NAME.latents.zarr); tile: g_s per codec tile "
+                   "no seams (latents kept beside the product in NAME.latents); tile: g_s per codec tile "
                    "(seams at tile boundaries); see docs/seams.md")
     d.add_argument("--json", action="store_true", help="print a machine-readable summary")
 

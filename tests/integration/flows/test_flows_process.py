@@ -249,7 +249,7 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
     assert res["version"] == (f"tiny-pt-{s['codec']['sha256'][:8]}-mosaic__enh-a-pt-{s['enhancer']['sha256'][:8]}"
                               "-s0-t1-h32")
     assert s["decode"]["mode"] == "mosaic"  # provenance
-    assert not Path(str(product).replace(".zarr", ".latents.zarr")).exists()  # no tile lost: latents not kept
+    assert not Path(str(product).replace(".zarr", ".latents")).exists()  # no tile lost: latents not kept
 
     tiles = read_parquet(res["metrics"])
     assert len(tiles) == 2 * TILES and set(tiles["product"]) == {"decoded", "enhanced"}
