@@ -34,7 +34,8 @@ from groundstation.errors import GSPError
 from groundstation.roots import KINDS, PathNotAllowed, StationRoots
 
 __all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "PassFile", "PathNotAllowed", "ProductsDir",
-           "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment", "refusal",
+           "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment",
+           "leave_sigint_to_the_runner", "refusal",
            "roots_in_force", "validated_or_refused"]
 
 #: Set by Prefect's runners and workers in the process that executes a deployment's flow run.
@@ -163,6 +164,48 @@ class _QuietRefusal(logging.Filter):
 
 
 logging.getLogger("prefect.flow_runs").addFilter(_QuietRefusal())
+
+
+def leave_sigint_to_the_runner() -> None:
+    """In a process that executes a deployment's run (``gsp serve``'s runner or a worker started it), from its
+    main thread: ignore SIGINT from now on, and so do the processes it starts after (Dask workers, process
+    pools). Ctrl-C in ``gsp serve``'s terminal reaches every process of its group; ``gsp serve`` cancels its
+    runs in order instead (flows.deployments.serve_station, "Stopping"). It starts them with SIGINT blocked,
+    which holds until something unblocks it (multiprocessing's resource tracker does, in the thread that starts
+    processes first): so this is called before processes are started (:func:`flows.cluster.local_cluster`),
+    and at this module's import when that is in the main thread."""
+    import signal
+    import threading
+
+    if os.environ.get(FLOW_RUN_ENV) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_when_a_finalizer_swallows_sigterm() -> None:
+    """In a process that executes a deployment's run: Prefect turns the SIGTERM its runner sends to cancel the
+    run into an exception raised wherever the main thread is; raised inside a finalizer (a weakref callback, a
+    ``__del__``), Python prints "Exception ignored in ..." with a traceback and drops it, and the run goes on
+    until the runner kills it 30 s later. Such a dropped termination is quietly sent again, so that it is
+    raised where the run unwinds (closing its Dask cluster)."""
+    import signal
+    import sys
+
+    if not os.environ.get(FLOW_RUN_ENV):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        exc = unraisable.exc_value
+        if type(exc).__name__ == "TerminationSignal" and type(exc).__module__.startswith("prefect"):
+            os.kill(os.getpid(), getattr(exc, "signal", signal.SIGTERM) or signal.SIGTERM)
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
+leave_sigint_to_the_runner()
+_stop_when_a_finalizer_swallows_sigterm()
 
 
 def validated_or_refused(job, parameters: dict):

@@ -397,12 +397,16 @@ class InboxTrigger:
     are safe (exactly once, see the module docstring)."""
 
     def __init__(self, inbox: str | Path, sweep, *, poll_s: float = 0.5, station: str = "") -> None:
+        import contextvars
         import threading
 
         self.inbox, self.sweep, self.poll_s, self.station = Path(inbox), sweep, poll_s, station
         self._stop = threading.Event()
         self._seen = self._names()
-        self.thread = threading.Thread(target=self._loop, name="gsp-inbox-trigger", daemon=True)
+        # the creator's Prefect settings (the API URL gsp serve uses) hold in the thread; without them a sweep
+        # and the event would go to an ephemeral API of the thread's own
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
+                                       name="gsp-inbox-trigger", daemon=True)
 
     def _names(self) -> set[str]:
         try:
@@ -431,8 +435,8 @@ class InboxTrigger:
             try:
                 self.sweep(new)
             except Exception as exc:  # noqa: BLE001 - the interval sweep is the safety net
-                log.warning("Inbox: %s arrived but no sweep could be started (%s); the next scheduled sweep "
-                          "takes it", ", ".join(new), exc)
+                log.warning("Inbox: %s arrived but no sweep could be started (%s: %s); the next scheduled sweep "
+                            "takes it", ", ".join(new), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             if os.environ.get("PREFECT_API_URL"):  # a station's server: the event shows in its event feed
                 try:
                     from prefect.events import emit_event
