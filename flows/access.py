@@ -35,8 +35,8 @@ from groundstation.roots import KINDS, PathNotAllowed, StationRoots
 
 __all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "PassFile", "PathNotAllowed", "ProductsDir",
            "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment",
-           "leave_sigint_to_the_runner", "refusal",
-           "roots_in_force", "validated_or_refused"]
+           "leave_sigint_to_the_runner", "parameters_refused",
+           "refusal", "roots_in_force", "run_checked", "RunFailed", "validated_or_refused"]
 
 #: Set by Prefect's runners and workers in the process that executes a deployment's flow run.
 FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
@@ -154,13 +154,18 @@ class RunRefused(GSPError):
     """A run's parameters broke a rule (the message says which, in one line); the run did nothing."""
 
 
+class RunFailed(GSPError):
+    """A deployment's run stopped on an error the operator can fix (a :class:`GSPError`: a folder that does not
+    exist, a file that is no pass...), said in one line."""
+
+
 class _QuietRefusal(logging.Filter):
-    """Drops the traceback Prefect's engine logs for a failed run when the failure is a :class:`RunRefused`:
-    its one line is logged already (installed on ``prefect.flow_runs`` when this module is imported, which a
-    deployment's run does before its engine starts)."""
+    """Drops the traceback Prefect's engine logs for a failed run when the failure is a :class:`RunRefused` or
+    :class:`RunFailed`: its one line is logged already (installed on ``prefect.flow_runs`` when this module is
+    imported, which a deployment's run does before its engine starts)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], RunRefused))
+        return not (record.exc_info and isinstance(record.exc_info[1], (RunRefused, RunFailed)))
 
 
 logging.getLogger("prefect.flow_runs").addFilter(_QuietRefusal())
@@ -210,9 +215,9 @@ _stop_when_a_finalizer_swallows_sigterm()
 
 def validated_or_refused(job, parameters: dict):
     """``(parameters, None)`` validated as ``job``'s annotations say (the root-checked paths, the options
-    model), or ``(None, Failed state)``: one logged line naming the parameter and the rule, which is also the
-    run's state message. A flow with ``validate_parameters=False`` calls this first, so that a refused run says
-    why in one line instead of the engine's traceback."""
+    model, the ranges), or ``(None, Failed state)``: one logged line naming the parameter and the rule, which is
+    also the run's state message. A flow with ``validate_parameters=False`` calls this first (through
+    :func:`run_checked`), so that a refused run says why in one line instead of the engine's traceback."""
     from prefect import get_run_logger
     from prefect.states import Failed
 
@@ -222,3 +227,36 @@ def validated_or_refused(job, parameters: dict):
         message = f"refused: {refusal(exc)}"
         get_run_logger().error(message)
         return None, Failed(message=message, data=RunRefused(message))
+
+
+def parameters_refused(job, parameters: dict) -> bool:
+    """Whether :func:`validated_or_refused` will refuse these parameters (the run-name functions name such a run
+    ``refused: ...`` without reading what it names)."""
+    try:
+        _validate(job.fn, parameters)
+    except Exception:  # noqa: BLE001 - any validation failure
+        return True
+    return False
+
+
+def run_checked(job, parameters: dict, body):
+    """The body of every deployment's flow (``job``, declared with ``validate_parameters=False``):
+    ``body(**parameters)`` once they are validated (:func:`validated_or_refused`: refused in one line, nothing
+    done). In a run a deployment started, an error the operator can fix that the body raises (a
+    :class:`GSPError`: a folder that does not exist, a file that is no pass) also ends the run in one line, its
+    state's message ``failed: ...``, instead of the engine's traceback; elsewhere (``gsp`` commands, tests) it is
+    raised as it is, for the caller to report."""
+    from prefect import get_run_logger
+    from prefect.states import Failed
+
+    params, refused = validated_or_refused(job, parameters)
+    if refused is not None:
+        return refused
+    if not from_deployment():
+        return body(**params)
+    try:
+        return body(**params)
+    except GSPError as exc:
+        message = f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        get_run_logger().error(message)
+        return Failed(message=message, data=RunFailed(message))

@@ -17,8 +17,10 @@ NAME               job``
 root declares the same four for ``prefect deploy`` onto a process work pool.
 
 Parameters are typed (pydantic: :class:`flows.options.ProcessOptions` and the root-checked path types of
-:mod:`flows.access`), so the UI's run form validates what an operator types, and a run from a deployment is
-refused before it starts when a path lies outside the station's roots. Defaults come from the station file
+:mod:`flows.access`), so the UI's run form validates what an operator types, and every deployment's flow
+validates them first (:func:`flows.access.run_checked`): a run whose parameter breaks a rule (a path outside
+the station's roots, an unknown option) is refused before it does anything, in one line naming the parameter
+and the rule, under a run name that names what it was given (``refused: p.gsp``). Defaults come from the station file
 (roots, pixel synthesis) and the model registry (its default enhancer; the temperature stays unset, which means
 the operating point the registry records for the enhancer's rate point).
 
@@ -43,7 +45,7 @@ from groundstation.config import load_station
 from groundstation.errors import GSPError
 from groundstation.roots import StationRoots
 
-from .access import PassFile, ProductsDir, validated_or_refused
+from .access import PassFile, ProductsDir, run_checked
 from .events import ProductConsole
 from .inbox import InboxTrigger
 from .names import pass_run_name, supplement_run_name
@@ -75,12 +77,9 @@ def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
         out_dir: products folder, under the station's products root (default: the products root)
         options: what to do with the pass (default: the station's options)
     """
-    params, refused = validated_or_refused(process_pass_job, {"pass_path": pass_path, "out_dir": out_dir,
-                                                              "options": options})
-    if refused:
-        return refused
-    out = params["out_dir"] or load_station().roots.products
-    return process_pass.fn(params["pass_path"], out, params["options"] or station_options())
+    return run_checked(process_pass_job, {"pass_path": pass_path, "out_dir": out_dir, "options": options},
+                       lambda pass_path, out_dir, options: process_pass.fn(
+                           pass_path, out_dir or load_station().roots.products, options or station_options()))
 
 
 @flow(name="apply-supplement", task_runner=process_pass.task_runner, validate_parameters=False,
@@ -97,11 +96,9 @@ def apply_supplement_job(supplement_path: PassFile, products: ProductsDir | None
     """
     from .supplement import apply_supplement
 
-    params, refused = validated_or_refused(apply_supplement_job, {"supplement_path": supplement_path,
-                                                                  "products": products})
-    if refused:
-        return refused
-    return apply_supplement.fn(params["supplement_path"], params["products"] or load_station().roots.products)
+    return run_checked(apply_supplement_job, {"supplement_path": supplement_path, "products": products},
+                       lambda supplement_path, products: apply_supplement.fn(
+                           supplement_path, products or load_station().roots.products))
 
 
 def _default_options(options: ProcessOptions | None) -> ProcessOptions:

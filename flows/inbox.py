@@ -37,8 +37,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from groundstation.config import load_station
 from groundstation.container import PassReader
@@ -46,7 +48,7 @@ from groundstation.errors import GSPError, PassFormatError
 from groundstation.fileio import write_text_atomic
 from tasks.state import ExclusiveLock, LockHeld, claim
 
-from .access import InboxDir, PathNotAllowed, ProductsDir, checked
+from .access import InboxDir, PathNotAllowed, ProductsDir, checked, run_checked
 from .arrivals import PART, final_name
 from .cluster import dask_address as cluster_address
 from .cluster import make_task_runner
@@ -351,10 +353,11 @@ def _apply_supplement(path: Path, inbox: Path, products: Path, runner) -> dict:
             "already_complete": False, "moved_to": str(dest)}
 
 
-@flow(name="watch-inbox", validate_parameters=True, flow_run_name=inbox_run_name)
+@flow(name="watch-inbox", validate_parameters=False, flow_run_name=inbox_run_name)
 def watch_inbox(inbox: InboxDir | None = None, products: ProductsDir | None = None,
-                options: ProcessOptions | None = None, dask_address: str | None = None, settle_s: float = 2.0,
-                stale_after_s: float | None = 3600.0) -> list[dict]:
+                options: ProcessOptions | None = None, dask_address: str | None = None,
+                settle_s: Annotated[float, Field(ge=0)] = 2.0,
+                stale_after_s: Annotated[float | None, Field(gt=0)] = 3600.0) -> list[dict]:
     """Process every complete new pass in ``inbox`` once (see the module docstring), products in ``products``.
 
     ``inbox`` / ``products`` default to the station's roots, ``options`` to the model defaults with the
@@ -369,6 +372,11 @@ def watch_inbox(inbox: InboxDir | None = None, products: ProductsDir | None = No
         settle_s: a pass must be unchanged this many seconds before it is touched
         stale_after_s: process a pass without end-of-pass trailer once unchanged this long (None: never)
     """
+    return run_checked(watch_inbox, dict(locals()), _watch)
+
+
+def _watch(inbox, products, options, dask_address, settle_s, stale_after_s) -> list[dict]:
+    """The body of :func:`watch_inbox`, its parameters validated."""
     roots = load_station().roots
     inbox, products = inbox or roots.inbox, products or roots.products
     options = options or station_options()
