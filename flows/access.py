@@ -34,8 +34,9 @@ from groundstation.errors import GSPError
 from groundstation.roots import KINDS, PathNotAllowed, StationRoots
 
 __all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "PassFile", "PathNotAllowed", "ProductsDir",
-           "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment", "refusal",
-           "roots_in_force", "validated_or_refused"]
+           "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment",
+           "leave_sigint_to_the_runner", "parameters_refused",
+           "refusal", "roots_in_force", "run_checked", "RunFailed", "validated_or_refused"]
 
 #: Set by Prefect's runners and workers in the process that executes a deployment's flow run.
 FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
@@ -153,23 +154,70 @@ class RunRefused(GSPError):
     """A run's parameters broke a rule (the message says which, in one line); the run did nothing."""
 
 
+class RunFailed(GSPError):
+    """A deployment's run stopped on an error the operator can fix (a :class:`GSPError`: a folder that does not
+    exist, a file that is no pass...), said in one line."""
+
+
 class _QuietRefusal(logging.Filter):
-    """Drops the traceback Prefect's engine logs for a failed run when the failure is a :class:`RunRefused`:
-    its one line is logged already (installed on ``prefect.flow_runs`` when this module is imported, which a
-    deployment's run does before its engine starts)."""
+    """Drops the traceback Prefect's engine logs for a failed run when the failure is a :class:`RunRefused` or
+    :class:`RunFailed`: its one line is logged already (installed on ``prefect.flow_runs`` when this module is
+    imported, which a deployment's run does before its engine starts)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], RunRefused))
+        return not (record.exc_info and isinstance(record.exc_info[1], (RunRefused, RunFailed)))
 
 
 logging.getLogger("prefect.flow_runs").addFilter(_QuietRefusal())
 
 
+def leave_sigint_to_the_runner() -> None:
+    """In a process that executes a deployment's run (``gsp serve``'s runner or a worker started it), from its
+    main thread: ignore SIGINT from now on, and so do the processes it starts after (Dask workers, process
+    pools). Ctrl-C in ``gsp serve``'s terminal reaches every process of its group; ``gsp serve`` cancels its
+    runs in order instead (flows.deployments.serve_station, "Stopping"). It starts them with SIGINT blocked,
+    which holds until something unblocks it (multiprocessing's resource tracker does, in the thread that starts
+    processes first): so this is called before processes are started (:func:`flows.cluster.local_cluster`),
+    and at this module's import when that is in the main thread."""
+    import signal
+    import threading
+
+    if os.environ.get(FLOW_RUN_ENV) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_when_a_finalizer_swallows_sigterm() -> None:
+    """In a process that executes a deployment's run: Prefect turns the SIGTERM its runner sends to cancel the
+    run into an exception raised wherever the main thread is; raised inside a finalizer (a weakref callback, a
+    ``__del__``), Python prints "Exception ignored in ..." with a traceback and drops it, and the run goes on
+    until the runner kills it 30 s later. Such a dropped termination is quietly sent again, so that it is
+    raised where the run unwinds (closing its Dask cluster)."""
+    import signal
+    import sys
+
+    if not os.environ.get(FLOW_RUN_ENV):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        exc = unraisable.exc_value
+        if type(exc).__name__ == "TerminationSignal" and type(exc).__module__.startswith("prefect"):
+            os.kill(os.getpid(), getattr(exc, "signal", signal.SIGTERM) or signal.SIGTERM)
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
+leave_sigint_to_the_runner()
+_stop_when_a_finalizer_swallows_sigterm()
+
+
 def validated_or_refused(job, parameters: dict):
     """``(parameters, None)`` validated as ``job``'s annotations say (the root-checked paths, the options
-    model), or ``(None, Failed state)``: one logged line naming the parameter and the rule, which is also the
-    run's state message. A flow with ``validate_parameters=False`` calls this first, so that a refused run says
-    why in one line instead of the engine's traceback."""
+    model, the ranges), or ``(None, Failed state)``: one logged line naming the parameter and the rule, which is
+    also the run's state message. A flow with ``validate_parameters=False`` calls this first (through
+    :func:`run_checked`), so that a refused run says why in one line instead of the engine's traceback."""
     from prefect import get_run_logger
     from prefect.states import Failed
 
@@ -179,3 +227,36 @@ def validated_or_refused(job, parameters: dict):
         message = f"refused: {refusal(exc)}"
         get_run_logger().error(message)
         return None, Failed(message=message, data=RunRefused(message))
+
+
+def parameters_refused(job, parameters: dict) -> bool:
+    """Whether :func:`validated_or_refused` will refuse these parameters (the run-name functions name such a run
+    ``refused: ...`` without reading what it names)."""
+    try:
+        _validate(job.fn, parameters)
+    except Exception:  # noqa: BLE001 - any validation failure
+        return True
+    return False
+
+
+def run_checked(job, parameters: dict, body):
+    """The body of every deployment's flow (``job``, declared with ``validate_parameters=False``):
+    ``body(**parameters)`` once they are validated (:func:`validated_or_refused`: refused in one line, nothing
+    done). In a run a deployment started, an error the operator can fix that the body raises (a
+    :class:`GSPError`: a folder that does not exist, a file that is no pass) also ends the run in one line, its
+    state's message ``failed: ...``, instead of the engine's traceback; elsewhere (``gsp`` commands, tests) it is
+    raised as it is, for the caller to report."""
+    from prefect import get_run_logger
+    from prefect.states import Failed
+
+    params, refused = validated_or_refused(job, parameters)
+    if refused is not None:
+        return refused
+    if not from_deployment():
+        return body(**params)
+    try:
+        return body(**params)
+    except GSPError as exc:
+        message = f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        get_run_logger().error(message)
+        return Failed(message=message, data=RunFailed(message))

@@ -9,7 +9,9 @@ the same file processed afterwards are judged alike.
 * :class:`ArrivingFile`: ``NAME.part`` while a writer appends to it (the inbox protocol: the writer renames it
   to ``NAME`` when done). The pass ends with the rename, with the end-of-pass trailer, or when the file has
   not grown for ``stale_after_s`` seconds; until then a record that is damaged or has not come is not
-  declared lost (a later copy may still come). Records are read through a hard link in the product's state
+  declared lost (a later copy may still come). A file that has not grown for :data:`STALL_NOTICE_S` seconds is
+  said to be waiting, once per stall: a WARNING in the run's log and the event ``gsp.pass.waiting``
+  ("waiting for the rest of NAME until 14:05 UTC"), which ``gsp serve``'s console prints. Records are read through a hard link in the product's state
   folder, so the workers' path stays valid when the writer renames the file.
 """
 
@@ -27,6 +29,8 @@ from tasks.plan import PassInfo, pass_info, read_pass_info
 __all__ = ["ArrivingFile", "CompleteFile", "arriving_path", "final_name", "open_feed"]
 
 PART = ".part"
+#: A pass arriving into the inbox that has not grown for this long is reported as waiting for the rest.
+STALL_NOTICE_S = 30.0
 
 
 def final_name(path: str | Path) -> Path:
@@ -90,6 +94,7 @@ class ArrivingFile:
         self.info: PassInfo | None = None
         self._seen: set[int] = set()
         self._size, self._grown_at = -1, time.monotonic()
+        self._told_stall = False
         self.ended_by = ""
         self.timeline = {"header_seen": utc(time.time())}
 
@@ -99,7 +104,7 @@ class ArrivingFile:
         renamed = not self.watch.exists()  # before the scan: every byte was written before the rename
         res = self.scanner.advance(final=False)
         if res.size != self._size:
-            self._size, self._grown_at = res.size, time.monotonic()
+            self._size, self._grown_at, self._told_stall = res.size, time.monotonic(), False
         if renamed:
             self.ended_by = f"renamed to {final_name(self.watch).name}"
         elif res.trailer:
@@ -113,7 +118,30 @@ class ArrivingFile:
             self.timeline["last_byte"] = utc(Path(self.path).stat().st_mtime)
         new = {t: r for t, r in res.records.items() if t not in self._seen}
         self._seen |= set(new)
+        if not ended and not self._told_stall and time.monotonic() - self._grown_at >= STALL_NOTICE_S:
+            self._told_stall = True
+            self._tell_stall()
         return new, ended
+
+    def _tell_stall(self) -> None:
+        """The file stopped growing a while ago: say until when the run waits for the rest (see the module
+        docstring); never fails the run."""
+        from .events import clock_time, emit_pass_waiting
+
+        name = final_name(self.watch).name
+        quiet = time.monotonic() - self._grown_at
+        until = time.time() + max(0.0, self.stale_after_s - quiet)
+        total = self.header.tiling.n_tiles
+        message = (f"waiting for the rest of {name} until {clock_time(until)} ({len(self._seen)} of {total} tiles "
+                   f"received, nothing new for {quiet:.0f} s): then it ends with the tiles it has, the missing ones "
+                   "listed for retransmission, unless the rest comes first")
+        try:
+            from prefect import get_run_logger
+
+            get_run_logger().warning("%s", message)
+        except Exception:  # noqa: BLE001 - outside a run (tests): the event still goes out
+            pass
+        emit_pass_waiting(self.watch.parent, name, message, until, (len(self._seen), total))
 
     @property
     def received(self) -> int:

@@ -46,6 +46,9 @@ def local_cluster(**kwargs):
     CUDA: looked at when the cluster starts, never when a flow module is imported."""
     from distributed import LocalCluster
 
+    from .access import leave_sigint_to_the_runner
+
+    leave_sigint_to_the_runner()  # in a served run: Ctrl-C in gsp serve's terminal is gsp serve's to handle
     return LocalCluster(**{**kwargs, **({"resources": {"GPU": 1}} if _local_gpus() else {})})
 
 

@@ -12,6 +12,14 @@
     from the last byte to the product in ``latency_s``) and ``metrics``: per product (``decoded`` / ``enhanced``) the pass's summary row
     (``bpp``, ``psnr_db``, ``ms_ssim``, the perceptual distance... with a reference scene; NaN as null).
 
+``gsp.pass.waiting``
+    a pass in the inbox stopped short: its header and some records are there, its end-of-pass trailer is not,
+    and the watcher waits for the rest until ``stale_after_s`` after its last change (then it is processed with
+    the tiles it has). Resource ``gsp.inbox.<station>.<file>``; payload: ``file``, ``inbox``, ``until`` (ISO 8601
+    UTC, null when it waits for ever), ``tiles_received``, ``tiles_total`` and ``message`` (the line the sweep
+    logs: "waiting for the rest of NAME until 14:05 UTC ..."). Emitted by every sweep that finds it;
+    ``gsp serve``'s console prints it once per file and time.
+
 Resources carry ``gsp.station`` (the station's name), so one server can tell stations apart. Prefect adds the
 flow run, flow and deployment as related resources itself. Emitting never fails a run.
 """
@@ -21,12 +29,14 @@ from __future__ import annotations
 import logging
 import math
 
-__all__ = ["PASS_TILES_LOST", "PRODUCT_COMPLETE", "ProductConsole", "console_line", "emit_pass_events"]
+__all__ = ["PASS_TILES_LOST", "PASS_WAITING", "PRODUCT_COMPLETE", "ProductConsole", "clock_time", "console_line",
+           "emit_pass_events", "emit_pass_waiting"]
 
 log = logging.getLogger(__name__)
 
 PASS_TILES_LOST = "gsp.pass.tiles-lost"
 PRODUCT_COMPLETE = "gsp.product.complete"
+PASS_WAITING = "gsp.pass.waiting"
 #: Reason details are cut to this many characters (an event must stay small).
 DETAIL_CHARS = 200
 
@@ -101,6 +111,34 @@ def emit_pass_events(summary: dict, passes_df=None) -> list:
     return emitted
 
 
+def clock_time(ts: float) -> str:
+    """``14:05 UTC``: a POSIX time as the station's clock shows it, with the date when that is not today."""
+    import time
+
+    fmt = "%H:%M %Z" if time.localtime(ts)[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M %Z"
+    return time.strftime(fmt, time.localtime(ts))
+
+
+def emit_pass_waiting(inbox, name: str, message: str, until: float | None, tiles: tuple[int, int]) -> None:
+    """Emit ``gsp.pass.waiting`` for inbox file ``name`` (see the module docstring); never raises."""
+    from datetime import datetime, timezone
+
+    from prefect.events import emit_event
+
+    from groundstation.config import load_station
+
+    try:
+        station = load_station().station
+        emit_event(event=PASS_WAITING, resource={"prefect.resource.id": f"gsp.inbox.{station}.{name}",
+                                                 "prefect.resource.name": name, "gsp.station": station},
+                   payload={"file": name, "inbox": str(inbox), "message": str(message),
+                            "until": datetime.fromtimestamp(until, timezone.utc).isoformat(timespec="seconds")
+                            if until is not None else None,
+                            "tiles_received": tiles[0], "tiles_total": tiles[1]})
+    except Exception as exc:  # noqa: BLE001 - the console is told by courtesy; the watcher goes on
+        log.warning("could not emit %s for %s: %s", PASS_WAITING, name, exc)
+
+
 def console_line(payload: dict) -> str:
     """One line for ``gsp serve``'s console about a completed product (a ``gsp.product.complete`` payload): the
     pass, when its last byte came, the product, the tiles lost and the latency."""
@@ -117,8 +155,9 @@ def console_line(payload: dict) -> str:
 
 class ProductConsole:
     """Prints :func:`console_line` for every ``gsp.product.complete`` event of ``station`` on the API in
-    force (``gsp serve``: one line per pass, whichever run made it), polling every ``poll_s`` seconds from
-    now on, in a daemon thread; :meth:`stop` ends it."""
+    force (``gsp serve``: one line per pass, whichever run made it), and ``inbox: waiting for the rest of NAME
+    until ...`` once per ``gsp.pass.waiting`` file and time, polling every ``poll_s`` seconds from now on, in a
+    daemon thread; :meth:`stop` ends it."""
 
     def __init__(self, station: str, print_fn=print, poll_s: float = 3.0) -> None:
         import threading
@@ -147,17 +186,23 @@ class ProductConsole:
         from prefect.client.orchestration import get_client
         from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
-        since, seen = datetime.now(timezone.utc), set()
+        since, seen, waiting = datetime.now(timezone.utc), set(), set()
         while not self._stop.wait(self.poll_s):
             try:
                 with get_client(sync_client=True) as client:
                     page = client.read_events(filter=EventFilter(
-                        event=EventNameFilter(name=[PRODUCT_COMPLETE]), occurred=EventOccurredFilter(since=since)),
-                        limit=50)
+                        event=EventNameFilter(name=[PRODUCT_COMPLETE, PASS_WAITING]),
+                        occurred=EventOccurredFilter(since=since)), limit=50)
                 for ev in sorted(page.events, key=lambda e: e.occurred):
                     if ev.id in seen or ev.resource.get("gsp.station") != self.station:
                         continue
                     seen.add(ev.id)
+                    if ev.event == PASS_WAITING:
+                        key = (ev.payload.get("file"), ev.payload.get("until"))
+                        if key not in waiting:  # every sweep that finds it says so: printed once
+                            waiting.add(key)
+                            self.print_fn(f"inbox: {ev.payload.get('message')}")
+                        continue
                     self.print_fn(console_line(ev.payload))
             except Exception as exc:  # noqa: BLE001 - the console is a courtesy; the station goes on
                 log.debug("product console: %s", exc)

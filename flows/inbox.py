@@ -16,7 +16,9 @@ processed at once: ``process-pass`` decodes records as they land and finishes wh
 **Once complete.** A pass that was not taken while arriving is **ready** when its name does not end in
 ``.part``, it has not changed for ``settle_s`` seconds, its header parses and it ends with the end-of-pass
 trailer. A pass without a trailer is left alone until it has not changed for ``stale_after_s`` seconds (a
-downlink cut short for good), then processed with its missing tiles reported for retransmission.
+downlink cut short for good), then processed with its missing tiles reported for retransmission; every sweep
+that finds it says so at WARNING ("waiting for the rest of NAME until 14:05 UTC") and emits
+``gsp.pass.waiting``, which ``gsp serve``'s console prints once.
 
 **Supplements.** A pass whose header marks it as a supplement (resent tiles), or whose pass uid already has a
 complete product here with lost tiles that it carries intact records of, is applied to that product
@@ -37,8 +39,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from groundstation.config import load_station
 from groundstation.container import PassReader
@@ -46,10 +50,11 @@ from groundstation.errors import GSPError, PassFormatError
 from groundstation.fileio import write_text_atomic
 from tasks.state import ExclusiveLock, LockHeld, claim
 
-from .access import InboxDir, PathNotAllowed, ProductsDir, checked
+from .access import InboxDir, PathNotAllowed, ProductsDir, checked, run_checked
 from .arrivals import PART, final_name
 from .cluster import dask_address as cluster_address
 from .cluster import make_task_runner
+from .events import clock_time, emit_pass_waiting
 from .names import inbox_run_name
 from .options import station_options
 from .runtime import prefect_api
@@ -57,7 +62,8 @@ from .identity import pass_header, resolve_run
 from .process_pass import ProcessOptions, process_pass
 from .supplement import apply_supplement, is_supplement
 
-__all__ = ["InboxTrigger", "claim_stream", "find_arriving", "find_ready", "run_sweep", "sweep_inbox", "watch_inbox"]
+__all__ = ["InboxTrigger", "Waiting", "claim_stream", "find_arriving", "find_ready", "run_sweep", "sweep_inbox",
+           "watch_inbox"]
 
 PROCESSING, DONE, FAILED, LOCKS, STREAMS = "processing", "done", "failed", ".locks", ".streams"
 SKIP_SUFFIXES = (".part", ".tmp", ".error.txt")
@@ -115,9 +121,32 @@ def claim_stream(part: Path, inbox: Path) -> bool:
         lock.release()
 
 
+class Waiting(str):
+    """Why a file is left alone for now (a str). For a pass that stopped short (its header and some records are
+    there, its end-of-pass trailer is not): ``until``, the POSIX time at which it is processed with the tiles it
+    has unless the rest comes first (None: never, ``stale_after_s`` is off), and ``tiles`` (received, total)."""
+
+    until: float | None = None
+    tiles: tuple[int, int] | None = None
+
+
+def _stopped_short(name: str, scan, mtime: float, stale_after_s: float | None) -> Waiting:
+    received, total = len(scan.records), scan.header.tiling.n_tiles
+    if stale_after_s is None:
+        why = Waiting(f"waiting for the rest of {name} ({received} of {total} tiles, no end-of-pass trailer); "
+                      "stale_after_s is off: it waits until the rest comes")
+    else:
+        why = Waiting(f"waiting for the rest of {name} until {clock_time(mtime + stale_after_s)} ({received} of "
+                      f"{total} tiles, no end-of-pass trailer): then it is processed with the tiles it has, the "
+                      "missing ones listed for retransmission, unless the rest comes first")
+        why.until = mtime + stale_after_s
+    why.tiles = (received, total)
+    return why
+
+
 def find_ready(inbox: str | Path, settle_s: float = 2.0, stale_after_s: float | None = 3600.0,
                now: float | None = None) -> tuple[list[Path], dict[str, str]]:
-    """(passes ready to claim, {name: why another file is left alone for now})."""
+    """(passes ready to claim, {name: why another file is left alone for now (a :class:`Waiting`)})."""
     inbox = Path(inbox)
     now = time.time() if now is None else now
     ready, waiting = [], {}
@@ -131,7 +160,7 @@ def find_ready(inbox: str | Path, settle_s: float = 2.0, stale_after_s: float | 
             waiting[path.name] = f"changed {age:.1f} s ago (still being written?)"
             continue
         try:
-            trailer = PassReader(path).scan().trailer
+            scan = PassReader(path).scan()
         except PassFormatError as exc:
             if stale_after_s is not None and age < stale_after_s:
                 waiting[path.name] = f"not a readable pass yet: {exc}"
@@ -140,8 +169,8 @@ def find_ready(inbox: str | Path, settle_s: float = 2.0, stale_after_s: float | 
             continue
         except FileNotFoundError:
             continue
-        if not trailer and (stale_after_s is None or age < stale_after_s):
-            waiting[path.name] = "no end-of-pass trailer yet (downlink still arriving?)"
+        if not scan.trailer and (stale_after_s is None or age < stale_after_s):
+            waiting[path.name] = _stopped_short(path.name, scan, st.st_mtime, stale_after_s)
             continue
         ready.append(path)
     return ready, waiting
@@ -175,7 +204,11 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
         _refuse_outside_roots(path, inbox)  # before find_ready reads a header through a symlink
     ready, waiting = find_ready(inbox, settle_s, stale_after_s)
     for name, why in waiting.items():
-        log.info("Inbox: leaving %s alone for now: %s", name, why)
+        if getattr(why, "tiles", None):  # a pass that stopped short: said plainly, and to gsp serve's console
+            log.warning("Inbox: %s", why)
+            emit_pass_waiting(inbox, name, why, why.until, why.tiles)
+        else:
+            log.info("Inbox: leaving %s alone for now: %s", name, why)
     for path in ready:
         lock = _locked(inbox, path.name)
         if lock is None:
@@ -351,10 +384,11 @@ def _apply_supplement(path: Path, inbox: Path, products: Path, runner) -> dict:
             "already_complete": False, "moved_to": str(dest)}
 
 
-@flow(name="watch-inbox", validate_parameters=True, flow_run_name=inbox_run_name)
+@flow(name="watch-inbox", validate_parameters=False, flow_run_name=inbox_run_name)
 def watch_inbox(inbox: InboxDir | None = None, products: ProductsDir | None = None,
-                options: ProcessOptions | None = None, dask_address: str | None = None, settle_s: float = 2.0,
-                stale_after_s: float | None = 3600.0) -> list[dict]:
+                options: ProcessOptions | None = None, dask_address: str | None = None,
+                settle_s: Annotated[float, Field(ge=0)] = 2.0,
+                stale_after_s: Annotated[float | None, Field(gt=0)] = 3600.0) -> list[dict]:
     """Process every complete new pass in ``inbox`` once (see the module docstring), products in ``products``.
 
     ``inbox`` / ``products`` default to the station's roots, ``options`` to the model defaults with the
@@ -369,6 +403,11 @@ def watch_inbox(inbox: InboxDir | None = None, products: ProductsDir | None = No
         settle_s: a pass must be unchanged this many seconds before it is touched
         stale_after_s: process a pass without end-of-pass trailer once unchanged this long (None: never)
     """
+    return run_checked(watch_inbox, dict(locals()), _watch)
+
+
+def _watch(inbox, products, options, dask_address, settle_s, stale_after_s) -> list[dict]:
+    """The body of :func:`watch_inbox`, its parameters validated."""
     roots = load_station().roots
     inbox, products = inbox or roots.inbox, products or roots.products
     options = options or station_options()
@@ -397,12 +436,16 @@ class InboxTrigger:
     are safe (exactly once, see the module docstring)."""
 
     def __init__(self, inbox: str | Path, sweep, *, poll_s: float = 0.5, station: str = "") -> None:
+        import contextvars
         import threading
 
         self.inbox, self.sweep, self.poll_s, self.station = Path(inbox), sweep, poll_s, station
         self._stop = threading.Event()
         self._seen = self._names()
-        self.thread = threading.Thread(target=self._loop, name="gsp-inbox-trigger", daemon=True)
+        # the creator's Prefect settings (the API URL gsp serve uses) hold in the thread; without them a sweep
+        # and the event would go to an ephemeral API of the thread's own
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
+                                       name="gsp-inbox-trigger", daemon=True)
 
     def _names(self) -> set[str]:
         try:
@@ -431,8 +474,8 @@ class InboxTrigger:
             try:
                 self.sweep(new)
             except Exception as exc:  # noqa: BLE001 - the interval sweep is the safety net
-                log.warning("Inbox: %s arrived but no sweep could be started (%s); the next scheduled sweep "
-                          "takes it", ", ".join(new), exc)
+                log.warning("Inbox: %s arrived but no sweep could be started (%s: %s); the next scheduled sweep "
+                            "takes it", ", ".join(new), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             if os.environ.get("PREFECT_API_URL"):  # a station's server: the event shows in its event feed
                 try:
                     from prefect.events import emit_event

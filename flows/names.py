@@ -14,8 +14,11 @@ The same functions add tags to the run: ``station:<name>``, ``codec:<name>`` and
 ``enhancer:none`` for a decoded-only product), so runs can be filtered by station and model. Task runs are
 named after their stage and batch in the flow (``decode-tiles-b0003``: :func:`batch_task_name`).
 
-Naming never fails a run: when the pass cannot be read here (the flow itself then reports why), the run is
-named after the file.
+A run whose parameters break a rule (a path outside the station's roots, an unknown option) is named
+``refused: <what it was given>`` (``refused: p.gsp``, ``refused: sweep inbox``), and nothing it names is read
+to name it; the run then fails with the one line that says why (:func:`flows.access.run_checked`). Naming
+never fails a run: when the pass cannot be read here (the flow itself then reports why), the run is named
+after the file.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["batch_task_name", "inbox_run_name", "job_run_name", "pass_label", "pass_run_name", "supplement_run_name",
-           "reprocess_run_name", "station_tags"]
+__all__ = ["batch_task_name", "inbox_run_name", "job_run_name", "pass_label", "pass_run_name", "run_refused",
+           "supplement_run_name", "reprocess_run_name", "station_tags"]
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +86,24 @@ def _params() -> dict:
     return dict(flow_run.parameters or {})
 
 
+def run_refused(params: dict) -> bool:
+    """Whether the current flow run's parameters break a rule (:func:`flows.access.validated_or_refused` will
+    refuse them): its name then says ``refused: ...`` and names what it was given, without reading it."""
+    from prefect.context import FlowRunContext
+
+    from .access import parameters_refused
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow is None:
+        return False
+    return parameters_refused(ctx.flow, params)
+
+
 def pass_run_name() -> str:
     """``flow_run_name`` of process-pass (see the module docstring)."""
     params = _params()
     path = str(params.get("pass_path", "pass"))
-    try:
-        from .access import checked
-
-        checked("pass_path", path, "pass")  # a pass outside the roots is not read, not even its header
-    except Exception:  # noqa: BLE001 - the flow refuses it, in one line
+    if run_refused(params):  # a pass outside the roots is not read, not even its header
         return f"refused: {Path(path).name or path}"
     try:
         name, tags = pass_label(path, _options(params))
@@ -107,6 +119,8 @@ def supplement_run_name() -> str:
     pass parser), tagged with the station."""
     params = _params()
     path = str(params.get("supplement_path", "supplement"))
+    if run_refused(params):  # a supplement outside the roots is not read to name the run
+        return f"refused: {Path(path).name or path}"
     try:
         from .identity import pass_header
 
@@ -125,6 +139,8 @@ def reprocess_run_name() -> str:
     archive = Path(str(params.get("archive") or "archive")).name
     since, until = params.get("since"), params.get("until")
     window = f" {since or ''}..{until or ''}" if since or until else ""
+    if run_refused(params):
+        return f"refused: reprocess {archive}{window}"
     try:
         opts = _options(params)
         enhancer = (Path(opts.enhancer).name if opts.enhancer else "default") if opts.enhance else "decoded-only"
@@ -139,11 +155,14 @@ def reprocess_run_name() -> str:
 def inbox_run_name() -> str:
     """``flow_run_name`` of watch-inbox: ``sweep <inbox>``."""
     params = _params()
+    name = f"sweep {Path(str(params.get('inbox') or 'inbox')).name}"
+    if run_refused(params):
+        return f"refused: {name}"
     try:
         _tag_run(station_tags())
     except Exception as exc:  # noqa: BLE001
         log.debug("tagging the sweep: %s", exc)
-    return f"sweep {Path(str(params.get('inbox') or 'inbox')).name}"
+    return name
 
 
 #: Parameters that name what a training or evaluation run reads, in order of preference.
@@ -160,9 +179,12 @@ def job_run_name() -> str:
     if isinstance(source, (list, tuple)):
         source = ",".join(Path(str(s)).name for s in source) if source else None
     out = params.get("out")
+    src = Path(str(source)).name if source and "," not in str(source) else (source or "?")
+    name = f"{src} -> {Path(str(out)).name if out else f'(runs)/{flow_run.flow_name}'}"
+    if run_refused(params):
+        return f"refused: {name}"
     try:
         _tag_run(station_tags())
     except Exception as exc:  # noqa: BLE001
         log.debug("tagging the job: %s", exc)
-    src = Path(str(source)).name if source and "," not in str(source) else (source or "?")
-    return f"{src} -> {Path(str(out)).name if out else f'(runs)/{flow_run.flow_name}'}"
+    return name

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import AfterValidator, ValidationInfo
 
 from groundstation.config import load_station
 from groundstation.errors import ConfigError, GSPError, PassFormatError
 from groundstation.product import status
 
-from .access import ArchiveDir, PathNotAllowed, ProductsDir, roots_in_force
+from .access import ArchiveDir, PathNotAllowed, ProductsDir, roots_in_force, run_checked
 from .cluster import dask_address as cluster_address
 from .cluster import make_task_runner
 from .identity import pass_header, resolve_run
@@ -101,10 +103,26 @@ def reprocess_one(pass_path: str, products: str, options: ProcessOptions, addres
             "tiles_lost": summary["tiles_lost"], "exit_code": summary["exit_code"]}
 
 
-@flow(name="reprocess-archive", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True,
+def _when(end: bool):
+    def validate(text: str, info: ValidationInfo) -> str:
+        try:
+            parse_when(text, end=end)
+        except ConfigError as exc:
+            raise ConfigError(f"{info.field_name} {exc}") from None
+        return text
+
+    return AfterValidator(validate)
+
+
+#: ``since``: acquired at or after; ``until``: acquired before the end of this day / before this time.
+Since = Annotated[str, _when(end=False)]
+Until = Annotated[str, _when(end=True)]
+
+
+@flow(name="reprocess-archive", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=False,
       flow_run_name=reprocess_run_name)
 def reprocess_archive(archive: ArchiveDir | None = None, products: ProductsDir | None = None,
-                      options: ProcessOptions | None = None, since: str | None = None, until: str | None = None,
+                      options: ProcessOptions | None = None, since: Since | None = None, until: Until | None = None,
                       glob: str = "**/*", dask_address: str | None = None) -> list[dict]:
     """New versioned products for the selected passes; complete ones are skipped. Concurrency is the task
     runner's (``run_reprocess`` sets it).
@@ -122,6 +140,11 @@ def reprocess_archive(archive: ArchiveDir | None = None, products: ProductsDir |
         glob: files under the archive (default every file)
         dask_address: scheduler of an existing Dask cluster (default: a LocalCluster per run)
     """
+    return run_checked(reprocess_archive, dict(locals()), _reprocess)
+
+
+def _reprocess(archive, products, options, since, until, glob, dask_address) -> list[dict]:
+    """The body of :func:`reprocess_archive`, its parameters validated."""
     log = get_run_logger()
     roots = load_station().roots
     archive = archive or roots.archive

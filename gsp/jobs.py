@@ -54,7 +54,7 @@ from typing import Annotated, Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.access import CheckpointFile, DatasetPath, ProductsDir, RunFolder
+from flows.access import CheckpointFile, DatasetPath, ProductsDir, RunFolder, run_checked
 from flows.names import job_run_name
 from groundstation.config import load_station
 from groundstation.errors import ConfigError, GSPError
@@ -219,11 +219,15 @@ def _training_report(title: str, res: dict, options: dict) -> str:
 
 # -------------------------------------------------------------------------------------------------- flows
 
-@flow(name="train-codec", validate_parameters=True, flow_run_name=job_run_name,
+@flow(name="train-codec", validate_parameters=False, flow_run_name=job_run_name,
       description="Train (or resume) a Chandelier ELIC codec into a run folder under the runs root; export it.")
 def train_codec_job(data: list[DatasetPath], out: RunFolder | None = None, options: CodecTrainOptions | None = None,
                     export: CheckpointFile | None = None) -> dict:
     """``gsp train-codec DATA... -o OUT [options] [--export FILE]`` as a flow: resumes from ``OUT/last.pt``."""
+    return run_checked(train_codec_job, dict(locals()), _train_codec)
+
+
+def _train_codec(data, out, options, export) -> dict:
     import torch
 
     from .training.codec import export_codec, train_codec
@@ -262,12 +266,16 @@ def train_codec_job(data: list[DatasetPath], out: RunFolder | None = None, optio
     return res
 
 
-@flow(name="train-enhancer", validate_parameters=True, flow_run_name=job_run_name,
+@flow(name="train-enhancer", validate_parameters=False, flow_run_name=job_run_name,
       description="Train (or resume) an INN-RSIC enhancer on ELIC pairs into a run folder under the runs root; "
       "export it.")
 def train_enhancer_job(pairs: DatasetPath, out: RunFolder | None = None, options: EnhancerTrainOptions | None = None,
                        export: CheckpointFile | None = None) -> dict:
     """``gsp train-enhancer PAIRS -o OUT [options] [--export FILE]`` as a flow: resumes from ``OUT/last.pt``."""
+    return run_checked(train_enhancer_job, dict(locals()), _train_enhancer)
+
+
+def _train_enhancer(pairs, out, options, export) -> dict:
     from groundstation.fileio import write_json_atomic
 
     from .training.enhancer import config_from_options, export_enhancer, train_enhancer
@@ -309,7 +317,7 @@ def train_enhancer_job(pairs: DatasetPath, out: RunFolder | None = None, options
     return res
 
 
-@flow(name="evaluate", validate_parameters=True, flow_run_name=job_run_name,
+@flow(name="evaluate", validate_parameters=False, flow_run_name=job_run_name,
       description="The paper's evaluation (ELIC then the enhancer at each rate point) on an image folder, into a "
       "run folder under the runs root; optionally the perception-distortion sweep.")
 def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points: list[str] | None = None,
@@ -318,6 +326,10 @@ def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points:
                  seed: int = 0, reference: DatasetPath | None = None, sweep: SweepOptions | None = None) -> dict:
     """``gsp evaluate IMAGES -o OUT [--rate-points ...] [--sweep ...]`` as a flow: resumes from
     ``OUT/per_image.csv`` (and ``perception_distortion.csv``)."""
+    return run_checked(evaluate_job, dict(locals()), _evaluate)
+
+
+def _evaluate(images, out, rate_points, temperature, limit, workers, seed, reference, sweep) -> dict:
     from flows.report import table_rows
 
     from .evaluation import evaluate_folder, resolve_rate_points
@@ -358,17 +370,24 @@ def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points:
 def _export_run_name() -> str:
     from prefect.runtime import flow_run
 
+    from flows.names import run_refused
+
     product = Path(str(flow_run.parameters.get("product", "?")))
-    return f"export {product.parent.name}/{product.name}"
+    name = f"export {product.parent.name}/{product.name}"
+    return f"refused: {name}" if run_refused(dict(flow_run.parameters or {})) else name
 
 
-@flow(name="export-product", validate_parameters=True, flow_run_name=_export_run_name,
+@flow(name="export-product", validate_parameters=False, flow_run_name=_export_run_name,
       description="Export a complete product: its Cloud-Optimized GeoTIFF beside it (<version>.<array>.tif) "
       "and/or its STAC Item in the station catalogue (gsp export).")
 def export_job(product: ProductsDir, cog: bool = True, array: Literal["enhanced", "decoded"] | None = None,
                overviews: bool = True, stac: bool = True) -> dict:
     """``gsp export PRODUCT --cog <beside it> --stac`` as a flow (a product made before ``--cog`` existed, or
     whose COG or Item an operator wants rewritten); the result is a markdown artifact."""
+    return run_checked(export_job, dict(locals()), _export)
+
+
+def _export(product, cog, array, overviews, stac) -> dict:
     from groundstation.product import arrays
     from groundstation.stac import cog_path
 

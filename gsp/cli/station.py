@@ -90,7 +90,8 @@ def register(sub) -> None:
         "Runs from a deployment only take paths under the station's roots (station file, roots). Set "
         "PREFECT_API_URL to use a Prefect server and its UI; without it a local `prefect server start` on --host "
         "lives as long as this command. A server's UI on a port other than 4200 also needs "
-        "PREFECT_SERVER_UI_API_URL; see docs/operations.md.")
+        "PREFECT_SERVER_UI_API_URL; see docs/operations.md. Ctrl-C (SIGINT) or SIGTERM stops it cleanly: no new "
+        "runs, the runs in progress cancelled (a pass being processed is resumed at the next start), exit status 0.")
     s.add_argument("--inbox", metavar="DIR", help="the inbox to watch (default: the station's inbox root)")
     s.add_argument("--products", metavar="DIR", help="products folder (default: the station's products root)")
     s.add_argument("--archive", metavar="DIR",

@@ -245,6 +245,9 @@ def run_jobs(jobs: list[tuple], workers: int, fn: Callable[[tuple], list[dict]] 
         return
     import multiprocessing as mp
 
+    from flows.access import leave_sigint_to_the_runner
+
+    leave_sigint_to_the_runner()  # in a served run (evaluate): Ctrl-C in gsp serve's terminal is gsp serve's
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_init_worker) as pool:
         yield from pool.map(fn, jobs)

@@ -19,6 +19,7 @@ def _truncate(src, dest, cut: int = 40):
 
 
 def test_ready_means_renamed_settled_and_trailer_present(tmp_path, flow_pass):
+    from flows.events import clock_time
     from flows.inbox import find_ready
 
     inbox = tmp_path / "inbox"
@@ -29,7 +30,12 @@ def test_ready_means_renamed_settled_and_trailer_present(tmp_path, flow_pass):
     (inbox / ".hidden").write_bytes(b"x")
     ready, waiting = find_ready(inbox, settle_s=0)
     assert [p.name for p in ready] == ["a.gsp"]
-    assert "trailer" in waiting["c.gsp"]
+    # stopped short: until when it waits for the rest (the station's clock), and what it has
+    until = (inbox / "c.gsp").stat().st_mtime + 3600
+    assert waiting["c.gsp"].startswith(f"waiting for the rest of c.gsp until {clock_time(until)} (5 of 6 tiles, "
+                                       "no end-of-pass trailer)"), waiting["c.gsp"]
+    assert waiting["c.gsp"].until == until and waiting["c.gsp"].tiles == (5, 6)
+    assert find_ready(inbox, settle_s=0, stale_after_s=None)[1]["c.gsp"].until is None
     ready, waiting = find_ready(inbox, settle_s=60)  # a.gsp changed just now: wait until it settles
     assert ready == [] and "still being written" in waiting["a.gsp"]
     old = time.time() - 7200

@@ -189,3 +189,82 @@ def test_a_refused_parameter_is_one_line_naming_it(tmp_path, monkeypatch):
         line = refusal(exc.value)
         assert line.startswith(start) and "\n" not in line, line
     assert _validate(process_pass_job.fn, {"pass_path": inside, "options": {"halo": 4}})["options"].halo == 4
+
+
+def _run_record(state):
+    """(the run's name, its ERROR lines, all its log lines) on the API, once its final line is there."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        for _ in range(100):
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            if any(log.message.startswith("Finished in state") for log in logs):
+                break
+            time.sleep(0.2)
+        return (client.read_flow_run(run_id).name, [log.message for log in logs if log.level >= 40],
+                [log.message for log in logs])
+
+
+@pytest.mark.slow
+def test_every_deployment_refuses_bad_parameters_in_one_line_under_a_named_run(station, tmp_path, prefect_harness):
+    """Each of the eight deployments' flows, given a parameter that breaks a rule: the run fails before it
+    does anything, with one line (its state message and its one error log line, no traceback) that names the
+    parameter and the rule, under a run name that says ``refused`` and names what it was given."""
+    from flows.deployments import apply_supplement_job, process_pass_job
+    from flows.inbox import watch_inbox
+    from flows.reprocess import reprocess_archive
+    from gsp.jobs import evaluate_job, export_job, train_codec_job, train_enhancer_job
+
+    outside = tmp_path / "outside"
+    before = _tree(tmp_path)
+    cases = [
+        (process_pass_job, {"pass_path": f"{outside}/p.gsp"}, "refused: p.gsp",
+         "refused: pass_path "),
+        (apply_supplement_job, {"supplement_path": f"{outside}/s.gsp"}, "refused: s.gsp",
+         "refused: supplement_path "),
+        (reprocess_archive, {"archive": str(outside)}, "refused: reprocess outside", "refused: archive "),
+        (reprocess_archive, {"since": "2024-13-45"}, "refused: reprocess archive 2024-13-45..",
+         "refused: since '2024-13-45': give a date as YYYY-MM-DD"),
+        (watch_inbox, {"inbox": str(outside)}, "refused: sweep outside", "refused: inbox "),
+        (watch_inbox, {"settle_s": -1}, "refused: sweep inbox",
+         "refused: parameter settle_s: Input should be greater than or equal to 0"),
+        (train_codec_job, {"data": [str(outside)]}, "refused: outside -> (runs)/train-codec", "refused: data "),
+        (train_enhancer_job, {"pairs": str(station / "runs" / "pairs"), "out": str(outside / "run")},
+         "refused: pairs -> run", "refused: out "),
+        (evaluate_job, {"images": str(station / "archive"), "workers": 0}, "refused: archive -> (runs)/evaluate",
+         "refused: parameter workers: Input should be greater than or equal to 1"),
+        (export_job, {"product": f"{outside}/p/v.zarr"}, "refused: export p/v.zarr", "refused: product "),
+    ]
+    for job, params, name, message in cases:
+        state = job(**params, return_state=True)
+        assert state.is_failed() and state.message.startswith(message) and "\n" not in state.message, \
+            (job.name, state.message)
+        run_name, errors, lines = _run_record(state)
+        assert run_name == name, (job.name, run_name)
+        assert errors == [state.message], (job.name, errors)  # the one line
+        assert not any("Traceback" in line for line in lines), (job.name, lines)
+    assert _tree(tmp_path) == before  # nothing read or written
+
+
+@pytest.mark.slow
+def test_an_error_the_operator_can_fix_ends_a_deployment_run_in_one_line(station, tmp_path, prefect_harness,
+                                                                        monkeypatch):
+    """In a run a deployment started, a GSPError raised after the parameters were accepted (here: the archive
+    folder does not exist) ends the run in one line (``failed: ...``), not the engine's traceback; a local
+    operator's command gets the error itself, to print."""
+    from groundstation.errors import ConfigError
+    from flows.reprocess import reprocess_archive
+
+    missing = str(station / "archive" / "no-such-day")
+    with pytest.raises(ConfigError, match="no such folder"):
+        reprocess_archive(archive=missing)
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "00000000-0000-0000-0000-000000000000")  # as runners set it
+    state = reprocess_archive(archive=missing, return_state=True)
+    assert state.is_failed() and state.message == f"failed: --archive {missing}: no such folder", state.message
+    name, errors, lines = _run_record(state)
+    assert name == "reprocess no-such-day -> default" and errors == [state.message]
+    assert not any("Traceback" in line for line in lines), lines

@@ -119,23 +119,26 @@ def test_training_and_evaluation_deployments_take_their_defaults_from_the_statio
 def test_serve_station_serves_the_callers_deployments_too(station, monkeypatch):
     import signal
 
-    import prefect
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    import flows.deployments
     from flows.deployments import serve_station
     from gsp.jobs import job_deployments
 
-    served = {}
-    monkeypatch.setattr(prefect, "serve", lambda *deps, **kw: served.update(deps=deps, kw=kw))
+    served, said = {}, []
+    monkeypatch.setattr(flows.deployments, "_serve_until_stopped",
+                        lambda deps, limit, *args: served.update(deps=deps, limit=limit))
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # set: no local server is started
-    sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-            serve_station(extra_deployments=job_deployments(), limit=1)
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert serve_station(extra_deployments=job_deployments(), limit=1, say=said.append) is None
     assert sorted(d.flow_name for d in served["deps"]) == ["apply-supplement", "evaluate", "export-product", "process-pass", "reprocess-archive",
                                                            "train-codec", "train-enhancer", "watch-inbox"]
+    assert served["limit"] == 1 and said[-1].startswith("gsp serve: stopped (the runner ended)")
+    # the signal handlers and the mask are as they were (SIGINT is blocked only while serving)
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
 
 
 def test_the_server_gsp_serve_starts_tells_its_ui_the_api_and_forgets_old_runs(tmp_path, monkeypatch):

@@ -96,3 +96,62 @@ def test_the_serve_console_says_one_line_per_product():
                                                          "latency_s": 12.34}})
     assert line == ("pass p1: received 04:50:01, product /products/p1/v.zarr, tiles lost 1 of 6 (listed for "
                     "retransmission), latency 12.3 s")
+
+
+def test_a_pass_that_stops_arriving_says_until_when_it_waits_once_per_stall(tmp_path, tiny_codec, prefect_harness,
+                                                                           monkeypatch):
+    """``NAME.part`` that stops growing: after STALL_NOTICE_S one gsp.pass.waiting event (and log line) says
+    until when the run waits for the rest and what has come; not again while it stays still, again after it
+    grew and stopped anew."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    import flows.arrivals as arrivals
+    from flows.events import PASS_WAITING, clock_time
+
+    _, p = make_pass(tmp_path / "src", tiny_codec, "slow-pass", height=200, width=300)  # 6 tiles
+    data = p.read_bytes()
+    part = tmp_path / "inbox" / "slow-pass.gsp.part"
+    part.parent.mkdir()
+    part.write_bytes(data[: 3 * len(data) // 4])
+    monkeypatch.setattr(arrivals, "STALL_NOTICE_S", 0.3)
+    feed = arrivals.ArrivingFile(part, tmp_path / "state" / "arriving.gsp", stale_after_s=600)
+
+    def events() -> list:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(filter=EventFilter(event=EventNameFilter(name=[PASS_WAITING])), limit=50)
+        return sorted((e for e in page.events if e.payload["file"] == "slow-pass.gsp"), key=lambda e: e.occurred)
+
+    feed.poll()
+    assert not events()
+    time.sleep(0.4)
+    t = time.time()
+    feed.poll(), feed.poll()
+    got = []
+    for _ in range(50):
+        got = events()
+        if got:
+            break
+        time.sleep(0.2)
+    assert len(got) == 1, got
+    received, total = feed.received, 6
+    assert 0 < received < total
+    message = got[0].payload["message"]
+    assert message.startswith(f"waiting for the rest of slow-pass.gsp until {clock_time(t + 600 - 0.4)}") or \
+        message.startswith(f"waiting for the rest of slow-pass.gsp until {clock_time(t + 600)}"), message
+    assert f"({received} of {total} tiles received" in message
+    assert (got[0].payload["tiles_received"], got[0].payload["tiles_total"]) == (received, total)
+    time.sleep(0.4)
+    feed.poll()  # still still: said once
+    part.write_bytes(data[:-40])  # it grew, then stopped again: said again
+    feed.poll()
+    time.sleep(0.4)
+    feed.poll()
+    for _ in range(50):
+        got = events()
+        if len(got) > 1:
+            break
+        time.sleep(0.2)
+    assert len(got) == 2, got
