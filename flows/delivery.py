@@ -2,7 +2,8 @@
 ``apply-supplement``.
 
 In this order: the overview pyramid (level by level on the Dask workers), the COG (when asked), the metrics
-Parquet, the station history, the report, the lost tiles (GeoJSON), the STAC Item, then the complete flag
+Parquet, the station history, the quicklook picture, the report, the lost tiles (GeoJSON), the STAC Item, then
+the complete flag
 (last: a crash before it leaves an incomplete product that the next run finishes), and the Prefect artifacts
 and events. :func:`pass_totals` is the one place that counts lost and decoded tiles, bytes and bpp.
 """
@@ -25,6 +26,7 @@ from groundstation.metrics import TILE_SCHEMA, add_tile_bounds, append_history, 
 from groundstation.metrics.seams import product_seam_ratios, scene_seam_ratio
 from groundstation.overviews import create_levels, open_levels
 from groundstation.product import finalize, write_gdal_views
+from groundstation.quicklook import image_data_uri, product_quicklook
 from groundstation.stac import item_path, lost_path, write_item
 from groundstation.synthesis import latent_store_path
 from tasks.export import cog_array, write_cog
@@ -84,6 +86,16 @@ def tiles_attr(outcomes: dict[int, TileOutcome]) -> dict:
             for t, o in sorted(outcomes.items())}
 
 
+def _quicklook(product: str, header, lost: list[dict], log) -> str | None:
+    """The product's quicklook (:func:`groundstation.quicklook.product_quicklook`: coordinates, scale bar, tile
+    grid, lost tiles) beside it; None, with a warning, when it cannot be drawn (a picture never fails a run)."""
+    try:
+        return str(product_quicklook(product, lost=[d["tile"] for d in lost]).path)
+    except Exception as exc:  # noqa: BLE001 - the product is what matters
+        log.warning("Pass %s: no quicklook (%s: %s)", header.pass_id, type(exc).__name__, exc)
+        return None
+
+
 def build_pyramid(product: str, arrays) -> list[dict]:
     """The product's overview levels, each filled by ``build-overviews`` tasks on the flow's task runner once the
     level below is complete; then the GDAL views that use them. Returns the levels (``multiscales``)."""
@@ -134,6 +146,7 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
         if when.get("last_byte"):
             when["latency_s"] = round(now - datetime.fromisoformat(when["last_byte"]).timestamp(), 2)
     append_history(_with_timeliness(passes_df, summary.get("timeliness")), paths.history)
+    summary["quicklook"] = _quicklook(product, header, lost, log)
     summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
     report = render_report(summary, passes_df, perceptual)
     write_text_atomic(paths.report, report)
@@ -152,8 +165,12 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
     if progress_id is not None:
         update_progress_artifact(progress_id, 100.0)
     create_table_artifact(tile_table_rows(tiles_df), key=artifact_key(header.pass_id, "tiles"),
-                          description=f"Pass {header.pass_id}, product {version}: metrics per tile and product")
-    create_markdown_artifact(report, key=artifact_key(header.pass_id, "report"),
+                          description=f"Pass {header.pass_id}: metrics per tile and product (the version and the "
+                          "totals are in the report)")
+    # the report with its picture inside (a data URI: the UI shows it; a path on the station's disk would not load)
+    picture = image_data_uri(summary["quicklook"]) if summary["quicklook"] else None
+    create_markdown_artifact(render_report(summary, passes_df, perceptual, quicklook_src=picture) if picture
+                             else report, key=artifact_key(header.pass_id, "report"),
                              description=f"Pass {header.pass_id}: report")
     if lost:
         log.warning("Pass %s: %d of %d tiles lost (masked as nodata); ask for retransmission of tiles %s",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import pandas as pd
 
@@ -92,17 +93,32 @@ def table_rows(tiles: pd.DataFrame) -> list[dict]:
 
 
 #: Left out of the UI's tile table: the same on every row (the pass and the version are in the run's name and
-#: report) or for GIS (footprints; all of them stay in the Parquet table beside the product).
-TILE_TABLE_DROP = ("pass_id", "product_version", "height", "width", "crs_xmin", "crs_ymin", "crs_xmax", "crs_ymax",
-                   "lon_min", "lat_min", "lon_max", "lat_max")
+#: report), for GIS (footprints) or said better by another column (MSE: PSNR); all of them stay in the Parquet
+#: table beside the product.
+TILE_TABLE_DROP = ("pass_id", "product_version", "height", "width", "mse", "crs_xmin", "crs_ymin", "crs_xmax",
+                   "crs_ymax", "lon_min", "lat_min", "lon_max", "lat_max")
+#: The UI's short column names (with units) for the Parquet table's columns.
+TILE_TABLE_NAMES = {"tile_index": "tile", "compressed_bytes": "bytes", "psnr_db": "PSNR dB", "ms_ssim": "MS-SSIM",
+                    "lpips_alex": "LPIPS-Alex", "lpips_vgg": "LPIPS-VGG", "stlpips_alex": "ST-LPIPS",
+                    "decode_ms": "decode ms", "enhance_ms": "enhance ms"}
+#: Left out when the same on every row (said once in the report).
+TILE_TABLE_DROP_IF_SAME = ("device",)
 
 
 def tile_table_rows(tiles: pd.DataFrame) -> list[dict]:
-    """The tile table as the UI shows it: ``tile``, ``product`` and ``status`` first, then the figures; columns
-    that are empty on every row (the quality metrics without a reference scene) and :data:`TILE_TABLE_DROP`
-    left out."""
-    t = tiles.drop(columns=[c for c in TILE_TABLE_DROP if c in tiles.columns]).dropna(axis=1, how="all")
-    t = t.rename(columns={"tile_index": "tile"})
+    """The tile table as the UI shows it: ``tile``, ``product`` and ``status`` first, then the figures under
+    short names with units (:data:`TILE_TABLE_NAMES`), timings in whole milliseconds; left out: columns empty on
+    every row (the quality metrics without a reference scene, notes when there are none), a device that is the
+    same on every row, and :data:`TILE_TABLE_DROP`."""
+    t = tiles.drop(columns=[c for c in TILE_TABLE_DROP if c in tiles.columns])
+    for c in t.select_dtypes(include="object").columns:
+        t[c] = t[c].mask(t[c] == "")  # an empty note is no note
+    t = t.dropna(axis=1, how="all")
+    t = t.drop(columns=[c for c in TILE_TABLE_DROP_IF_SAME if c in t.columns and t[c].nunique(dropna=False) <= 1])
+    for c in ("decode_ms", "enhance_ms"):
+        if c in t.columns:
+            t[c] = [None if pd.isna(v) else int(round(v)) for v in t[c]]
+    t = t.rename(columns=TILE_TABLE_NAMES)
     first = [c for c in ("tile", "product", "status") if c in t.columns]
     return table_rows(t[first + [c for c in t.columns if c not in first]])
 
@@ -125,8 +141,11 @@ def _timeliness_lines(when: dict | None) -> list[str]:
             f"product complete {when['product_complete']}{seen}; acquired {when['acquisition_time']})"]
 
 
-def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = None) -> str:
-    """The run's markdown report (also written next to the product)."""
+def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = None, *,
+                  quicklook_src: str | None = None) -> str:
+    """The run's markdown report (also written next to the product). With a quicklook (``summary["quicklook"]``)
+    the picture comes first: the file beside the report, or ``quicklook_src`` (the report artifact gives a
+    ``data:`` URI, which the UI shows)."""
     s = summary
     lines = [
         f"# Pass {s['pass_id']}",
@@ -134,6 +153,8 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
         f"Acquired {s.get('acquisition_time', '?')}; scene {s['scene']}; {s['tiles_total']} codec tiles of "
         f"{s['tile_size']} px.",
         "",
+        *([f"![Quicklook of pass {s['pass_id']}: tile grid, lost tiles hatched in red]"
+           f"({quicklook_src or Path(s['quicklook']).name})", ""] if s.get("quicklook") else []),
         "## Summary",
         "",
         f"- tiles decoded: **{s['tiles_ok']} of {s['tiles_total']}**"
@@ -194,6 +215,8 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
         f"- metrics table: `{s['metrics']}`",
         f"- report: `{s['report']}`",
     ]
+    if s.get("quicklook"):
+        lines.append(f"- quicklook (coordinates, scale bar, tile grid, lost tiles): `{s['quicklook']}`")
     if s.get("lost_geojson"):
         lines.append(f"- lost tiles (GeoJSON, EPSG:4326, with the reason): `{s['lost_geojson']}`")
     if s.get("stac_item"):

@@ -34,6 +34,7 @@ from .errors import ProductError
 from .fileio import file_lock, write_json_atomic
 from .footprints import Grid, geometry_bbox, valid_footprint
 from .product import ARRAYS, arrays, gdal_view_path, zarr_format
+from .quicklook import quicklook_path
 
 CATALOG_NAME = "catalog.json"
 CATALOG_ID = "gsp-station"
@@ -182,6 +183,11 @@ def build_item(product: str | Path, *, summary: dict | None = None, cogs: dict[s
             ("lost-tiles", lost_path(product), pystac.MediaType.GEOJSON, "lost tiles (ask for retransmission)")):
         if path.is_file():
             item.add_asset(key, pystac.Asset(f"./{path.name}", title=title, media_type=media, roles=["metadata"]))
+    picture = quicklook_path(product)
+    if picture.is_file():
+        item.add_asset("quicklook", pystac.Asset(
+            f"./{picture.name}", title="quicklook: coordinates, scale bar, tile grid, lost tiles",
+            media_type=pystac.MediaType.PNG, roles=["thumbnail", "overview"]))
     return item
 
 

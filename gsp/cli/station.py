@@ -219,15 +219,17 @@ def cmd_process(args) -> int:
     pass_file, out = checked("PASS", args.pass_file, "pass"), checked("--out", args.out, "products")
     res = run_process_pass(pass_file, out, opts, dask_address=args.dask_address, n_workers=_workers(args))
     if args.json:
-        keys = ("status", "pass_id", "product", "metrics", "report", "cog", "version", "tiles_total", "tiles_ok",
-                "tiles_lost", "lost", "bytes", "bpp", "timings", "timeliness", "decode", "seam_ratio", "batches",
-                "devices", "flow_run_id", "exit_code")
+        keys = ("status", "pass_id", "product", "metrics", "report", "quicklook", "cog", "version", "tiles_total",
+                "tiles_ok", "tiles_lost", "lost", "bytes", "bpp", "timings", "timeliness", "decode", "seam_ratio",
+                "batches", "devices", "flow_run_id", "exit_code")
         print(json.dumps({k: res.get(k) for k in keys}, indent=2))
     else:
         state = " (already complete, nothing done)" if res["status"] == "already-complete" else ""
         print(f"{res['product']}{state}: {res['tiles_ok']}/{res['tiles_total']} tiles, {res['bpp']:.4f} bpp, "
               f"{res['timings']['total_s']} s")
         print(f"metrics: {res['metrics']}\nreport:  {res['report']}")
+        if res.get("quicklook"):
+            print(f"picture: {res['quicklook']}")
         if res.get("cog"):
             print(f"cog:     {res['cog']}")
         for d in res["lost"]:

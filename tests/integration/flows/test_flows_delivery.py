@@ -77,7 +77,8 @@ def test_run_delivers_footprints_geojson_stac_and_gdal_view(run):
     assert item.properties["gsp:codec"]["sha256"] == summary["codec"]["sha256"]
     assert item.properties["gsp:lost_tiles"] == [4]
     assert {"product", "decoded-gdal", "enhanced-gdal", "enhanced-cog", "metrics", "report",
-            "lost-tiles"} == set(item.assets)
+            "lost-tiles", "quicklook"} == set(item.assets)
+    assert item.assets["quicklook"].roles == ["thumbnail", "overview"]
     for asset in item.assets.values():
         assert Path(asset.get_absolute_href()).exists()
     cat = pystac.Catalog.from_file(str(run["out"] / CATALOG_NAME))

@@ -286,8 +286,12 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
         assert by_type["table"].key == "gsp-flow-pass-1-tiles" and by_type["progress"].key == "gsp-flow-pass-1-progress"
         table = by_type["table"].data
         table = json.loads(table) if isinstance(table, str) else table
-        assert len(table) == 2 * TILES and {"psnr_db", "lpips_alex", "lpips_vgg", "stlpips_alex", "bpp"} <= set(table[0])
+        assert len(table) == 2 * TILES and {"PSNR dB", "LPIPS-Alex", "LPIPS-VGG", "ST-LPIPS", "bpp"} <= set(table[0])
         assert "Damaged tiles" in by_type["markdown"].data
+        # the report artifact shows the quicklook inside (a data URI); the report file links the file beside it
+        assert "![Quicklook of pass flow-pass-1" in by_type["markdown"].data
+        assert "](data:image/jpeg;base64," in by_type["markdown"].data
+        assert f"]({Path(res['quicklook']).name})" in report and Path(res["quicklook"]).is_file()
         assert float(by_type["progress"].data) == 100.0
         run = client.read_flow_run(by_type["table"].flow_run_id)
         assert run.state.is_completed() and run.name

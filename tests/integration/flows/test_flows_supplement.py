@@ -142,6 +142,9 @@ def test_supplement_through_the_inbox_completes_the_product_as_a_one_shot_run(
     assert first["exit_code"] == EXIT_TILES_LOST and [d["tile"] for d in first["lost"]] == list(LOST)
     product = Path(first["product"])
     assert lost_path(product).is_file()
+    # complete with its lost tiles stated (gsp_tiles_lost), hatched on its quicklook
+    assert status(product) == "complete" and open_product(product).attrs["gsp_tiles_lost"] == len(LOST)
+    quicklook_before = Path(first["quicklook"]).read_bytes()
     enhanced_before = _mtimes(product / "enhanced")
     decoded_before = _mtimes(product / "decoded")
     cog_before = Path(first["cog"]).stat().st_mtime_ns
@@ -163,6 +166,7 @@ def test_supplement_through_the_inbox_completes_the_product_as_a_one_shot_run(
     s = a.attrs["gsp_summary"]
     assert s["version"] == one_shot["version"] == first["version"]  # the inbox's other enhancer was not used
     assert s["tiles_ok"] == 8 and s["tiles_lost"] == 0 and s["lost"] == [] and s["exit_code"] == 0
+    assert a.attrs["gsp_tiles_lost"] == 0 and Path(s["quicklook"]).read_bytes() != quicklook_before  # redrawn
     valid = a.valid.values.astype(bool)
     assert np.array_equal(valid, b.valid.values.astype(bool))
     assert valid[20:].all() and valid[:, 30:].all() and not valid[:20, :30].any()  # all but the scene's nodata box

@@ -1,8 +1,10 @@
 """The station in the Prefect UI, driven in headless Chromium (Debian's ``chromium`` through Playwright; no
 browser is downloaded): a real ``prefect server start`` on a non-default port (the UI told its API URL by
 flows.runtime.local_prefect_server), ``gsp serve`` on a station folder, one pass processed and one refused from
-the process-pass deployment; then the deployments page, the run form, the finished run with its report and
-metrics table, and the refused run with its reason, as an operator sees them.
+the process-pass deployment (and one from reprocess-archive), a pass that stopped short dropped into the inbox;
+then the deployments page, the run form, the finished run with its report (its quicklook picture shown) and
+metrics table, the refused runs with their reason, and the sweep that says until when it waits for the rest
+of the short pass, as an operator sees them.
 
 Set GSP_UI_SCREENSHOTS=docs/images to refresh the screenshots the docs show (the tests always write them under
 their temporary folder)."""
@@ -30,7 +32,8 @@ PAGE_TIMEOUT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
-    """(UI base URL, API URL, {"done": run, "refused": run}, screenshot folder) after both runs finished."""
+    """(UI base URL, API URL, {"done": run, "refused": run, "refused-archive": run}, screenshot folder) after the
+    three runs finished."""
     chromium_path()  # skip before starting anything where the browser is absent
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -55,7 +58,13 @@ def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
         started = {"done": run_deployment(f"process-pass/{STATION}", timeout=0,
                                           parameters={"pass_path": str(home / "archive" / "ui-pass-1.gsp")}),
                    "refused": run_deployment(f"process-pass/{STATION}", timeout=0,
-                                             parameters={"pass_path": str(outside)})}
+                                             parameters={"pass_path": str(outside)}),
+                   "refused-archive": run_deployment(f"reprocess-archive/{STATION}", timeout=0,
+                                                     parameters={"archive": str(outside.parent)})}
+        # a pass that stopped short (no end-of-pass trailer) lands in the inbox: a sweep says until when it waits
+        short = make_pass(tmp / "short", tiny_codec, "ui-short", seed=9)[1].read_bytes()[:-40]
+        (home / "inbox" / "ui-short.gsp.tmp").write_bytes(short)
+        (home / "inbox" / "ui-short.gsp.tmp").rename(home / "inbox" / "ui-short.gsp")
         runs = {key: wait_for(f"the {key} run", lambda r=run: (x := client.read_flow_run(r.id)).state.is_final()
                               and x, 600, log_path) for key, run in started.items()}
         yield api.removesuffix("/api"), api, runs, tmp / "screenshots"
@@ -141,14 +150,20 @@ def test_a_finished_run_shows_its_name_its_report_and_its_table(station_ui, brow
         page.get_by_text("Artifacts", exact=True).first.click()
         page.get_by_text(key).first.click()
 
-    artifact("gsp-ui-pass-1-report")  # the markdown report
+    artifact("gsp-ui-pass-1-report")  # the markdown report, its quicklook shown inside it
     page.get_by_text("tiles decoded").first.wait_for()
     assert "ui-pass-1" in page.inner_text("body")
+    picture = page.locator("img[alt^='Quicklook of pass ui-pass-1']").first
+    picture.wait_for()
+    size = picture.evaluate("i => [i.complete, i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width]")
+    assert size[0] and size[1] >= 300 and size[2] >= 150 and size[3] >= 200, size  # decoded and on screen
     _screenshot(page, shots, "ui-report.png")
-    artifact("gsp-ui-pass-1-tiles")  # the metrics table
+    artifact("gsp-ui-pass-1-tiles")  # the metrics table: short columns, the version not repeated
     page.get_by_role("table").first.wait_for()
-    header = page.get_by_role("table").first.inner_text()
-    assert "tile" in header and "bpp" in header
+    header = page.get_by_role("table").first.inner_text().splitlines()[0]
+    assert header.split("\t")[:5] == ["tile", "product", "status", "bytes", "bpp"], header
+    assert "decode ms" in header and "product_version" not in header and "note" not in header
+    assert run.name.split(" @ ")[1] not in page.get_by_role("table").first.inner_text()
     _screenshot(page, shots, "ui-metrics-table.png")
 
 
@@ -161,3 +176,27 @@ def test_a_refused_run_shows_the_reason(station_ui, browser):
     page.get_by_text("outside the station's roots").first.wait_for()
     assert "Traceback" not in page.inner_text("body")  # one line, not the engine's traceback
     _screenshot(page, shots, "ui-refused-run.png")
+    # reprocess-archive alike (every deployment validates its parameters first: tests/unit/flows/test_access.py)
+    run = runs["refused-archive"]
+    assert run.state.is_failed() and run.state.message.startswith("refused: archive "), run.state.message
+    assert run.name == "refused: reprocess outside"
+    page = _open(browser, f"{ui}/runs/flow-run/{run.id}", run.name)
+    page.get_by_text("outside the station's roots").first.wait_for()
+    assert "Traceback" not in page.inner_text("body")
+
+
+def test_a_pass_that_stopped_short_is_said_at_once_on_the_console_and_in_the_sweep(station_ui, browser):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ui, api, _, shots = station_ui
+    said = wait_for("the console's waiting line", lambda: [
+        line for line in (shots.parent / "serve.log").read_text(errors="replace").splitlines()
+        if line.startswith("inbox: waiting for the rest of ui-short.gsp until ")], 120)
+    assert "(5 of 6 tiles, no end-of-pass trailer)" in said[0]
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        sweep = wait_for("a finished sweep", lambda: [r for r in client.read_flow_runs()
+                                                      if r.name == "sweep inbox" and r.state.is_final()], 120)[0]
+    page = _open(browser, f"{ui}/runs/flow-run/{sweep.id}", "sweep inbox")
+    page.get_by_text("waiting for the rest of ui-short.gsp until").first.wait_for()
+    _screenshot(page, shots, "ui-inbox-waiting.png")

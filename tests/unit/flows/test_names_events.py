@@ -81,11 +81,21 @@ def test_the_ui_tile_table_is_short_and_leads_with_tile_product_status():
     from flows.report import tile_table_rows
 
     tiles = pd.DataFrame({"pass_id": ["p", "p"], "tile_index": [0, 1], "product": ["decoded", "enhanced"],
-                          "product_version": ["v" * 70] * 2, "bpp": [0.1, 0.2], "psnr_db": [float("nan")] * 2,
-                          "status": ["ok", "ok"], "lon_min": [1.0, 1.0]})
+                          "product_version": ["v" * 70] * 2, "compressed_bytes": [252, 252], "bpp": [0.1, 0.2],
+                          "mse": [1.0, 2.0], "psnr_db": [float("nan")] * 2, "decode_ms": [2711.0978, 1629.07],
+                          "enhance_ms": [float("nan"), 1486.74], "device": ["cpu", "cpu"], "status": ["ok", "ok"],
+                          "note": ["", ""], "lon_min": [1.0, 1.0]})
     rows = tile_table_rows(tiles)
-    assert list(rows[0]) == ["tile", "product", "status", "bpp"]
-    assert rows[1] == {"tile": 1, "product": "enhanced", "status": "ok", "bpp": 0.2}
+    assert list(rows[0]) == ["tile", "product", "status", "bytes", "bpp", "decode ms", "enhance ms"]
+    assert rows[1] == {"tile": 1, "product": "enhanced", "status": "ok", "bytes": 252, "bpp": 0.2, "decode ms": 1629,
+                       "enhance ms": 1487}
+    assert rows[0]["enhance ms"] is None
+    # with a reference scene: the quality columns under short names; a device that varies and notes stay
+    tiles = tiles.assign(psnr_db=[30.123456, 31.0], ms_ssim=[0.9, 0.95], lpips_alex=[0.2, 0.1],
+                         device=["cpu", "cuda:0"], note=["", "MS-SSIM: tile below 161 px"])
+    columns = list(tile_table_rows(tiles)[0])
+    assert columns[:3] == ["tile", "product", "status"] and set(columns[3:]) == {
+        "bytes", "bpp", "PSNR dB", "MS-SSIM", "LPIPS-Alex", "decode ms", "enhance ms", "device", "note"}
 
 
 def test_the_serve_console_says_one_line_per_product():
