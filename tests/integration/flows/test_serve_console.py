@@ -68,9 +68,13 @@ def served(tmp_path_factory, tiny_codec, enhancer_ckpts):
             out_path.read_text(errors="replace")), 300, err_path)
         yield home, proc, out_path, err_path, first.group(1), big
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        if proc.poll() is None:  # as systemd stops it: SIGTERM, so that it stops the Prefect server it started
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
 
 
 def test_a_pass_that_stopped_short_is_reported_at_once(served, tiny_codec):
