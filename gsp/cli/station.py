@@ -214,9 +214,9 @@ def cmd_process(args) -> int:
     pass_file, out = checked("PASS", args.pass_file, "pass"), checked("--out", args.out, "products")
     res = run_process_pass(pass_file, out, opts, dask_address=args.dask_address, n_workers=_workers(args))
     if args.json:
-        keys = ("status", "pass_id", "product", "metrics", "report", "quicklook", "cog", "version", "tiles_total", "tiles_ok",
-                "tiles_lost", "lost", "bytes", "bpp", "timings", "timeliness", "seam_ratio", "batches", "devices",
-                "flow_run_id", "exit_code")
+        keys = ("status", "pass_id", "product", "metrics", "report", "quicklook", "cog", "version", "tiles_total",
+                "tiles_ok", "tiles_lost", "lost", "bytes", "bpp", "timings", "timeliness", "seam_ratio", "batches",
+                "devices", "flow_run_id", "exit_code")
         print(json.dumps({k: res.get(k) for k in keys}, indent=2))
     else:
         state = " (already complete, nothing done)" if res["status"] == "already-complete" else ""
