@@ -475,7 +475,8 @@ class InboxTrigger:
                 self.sweep(new)
             except Exception as exc:  # noqa: BLE001 - the interval sweep is the safety net
                 log.warning("Inbox: %s arrived but no sweep could be started (%s: %s); the next scheduled sweep "
-                            "takes it", ", ".join(new), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                            "takes it", ", ".join(new), type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "")
             if os.environ.get("PREFECT_API_URL"):  # a station's server: the event shows in its event feed
                 try:
                     from prefect.events import emit_event

@@ -5,7 +5,8 @@ its smallest overview level that is still large enough, decimated to at most ``m
 
 * **coordinates**: axes in the product's CRS (longitude/latitude in degrees for a geographic CRS, easting and
   northing in its unit for a projected one; pixel columns and rows for a pixel-grid product or a rotated grid);
-* a **scale bar** of a round length (1, 2 or 5 x 10^k m, about a fifth of the width; none on a pixel grid);
+* a **scale bar** of a round length (1, 2 or 5 x 10^k m, about a fifth of the width; on a geographic CRS it
+  holds at the centre latitude, which its label names; none on a pixel grid);
 * the **codec-tile grid**, and the **lost tiles** hatched in red with their numbers (masked pixels are grey);
 * a title: the pass, the mosaic, the tiles decoded and lost.
 
@@ -75,11 +76,12 @@ def _level(root, max_side: int) -> tuple[int, str]:
     return best
 
 
-def _axes(grid: Grid) -> tuple[tuple | None, str, str, float | None]:
-    """(extent for imshow or None for pixel axes, xlabel, ylabel, metres per x unit or None)."""
+def _axes(grid: Grid) -> tuple[tuple | None, str, str, float | None, str]:
+    """(extent for imshow or None for pixel axes, xlabel, ylabel, metres per x unit or None, what the scale bar
+    holds for: '' or ' at 41N', the latitude where a degree of longitude has that length)."""
     a, b, c, d, e, f = grid.transform
     if not grid.georeferenced or b or d:  # a pixel grid, or a rotated one: pixel axes
-        return None, "column (px)", "row (px)", None
+        return None, "column (px)", "row (px)", None, ""
     from pyproj import CRS
 
     crs = CRS.from_wkt(grid.crs_wkt)
@@ -88,11 +90,12 @@ def _axes(grid: Grid) -> tuple[tuple | None, str, str, float | None]:
     extent = (c, c + a * grid.width, f + e * grid.height, f)
     if crs.is_geographic:
         lat = f + e * grid.height / 2
-        return extent, f"longitude (deg, {name})", f"latitude (deg, {name})", 111_320.0 * math.cos(math.radians(lat))
+        return (extent, f"longitude (deg, {name})", f"latitude (deg, {name})",
+                111_320.0 * math.cos(math.radians(lat)), f" at {abs(lat):.0f}{'N' if lat >= 0 else 'S'}")
     unit = crs.axis_info[0].unit_name if crs.axis_info else "m"
     factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
     short = {"metre": "m", "US survey foot": "ftUS", "foot": "ft"}.get(unit, unit)
-    return extent, f"easting ({short}, {name})", f"northing ({short}, {name})", factor
+    return extent, f"easting ({short}, {name})", f"northing ({short}, {name})", factor, ""
 
 
 def product_quicklook(product: str | Path, png: str | Path | None = None, *, lost=(), title: str = "",
@@ -124,7 +127,7 @@ def product_quicklook(product: str | Path, png: str | Path | None = None, *, los
     rgb = np.moveaxis(np.asarray(group[array][:, ::step, ::step]), 0, -1).copy()
     valid = np.asarray(group["valid"][::step, ::step]).astype(bool)
     rgb[~valid] = 128  # nodata and lost tiles: grey under the marks
-    extent, xlabel, ylabel, m_per_unit = _axes(grid)
+    extent, xlabel, ylabel, m_per_unit, where = _axes(grid)
 
     aspect = grid.height / grid.width
     fig_w = 8.0
@@ -157,6 +160,7 @@ def product_quicklook(product: str | Path, png: str | Path | None = None, *, los
     if m_per_unit:
         width_m = abs(grid.transform[0]) * grid.width * m_per_unit
         length_m, scale = scale_bar(width_m)
+        scale += where
         ax.add_artist(AnchoredSizeBar(ax.transData, length_m / m_per_unit, scale, "lower left", pad=0.5,
                                       color="white", frameon=True, size_vertical=0,
                                       fontproperties=FontProperties(size=9)))

@@ -50,7 +50,7 @@ def test_a_product_with_a_lost_tile_shows_it_on_a_map_with_coordinates_and_a_sca
 
 def test_geographic_and_pixel_grid_products(products):
     g = product_quicklook(products["geographic"]["product"])
-    assert g.xlabel == "longitude (deg, EPSG:4326)" and g.scale == "500 m"  # 0.03 deg at 40.7 N: 2.5 km wide
+    assert g.xlabel == "longitude (deg, EPSG:4326)" and g.scale == "500 m at 41N"  # 0.03 deg at 40.7 N: 2.5 km
     p = product_quicklook(products["pixel"]["product"])
     assert (p.xlabel, p.ylabel, p.scale, p.lost) == ("column (px)", "row (px)", None, [2, 3])
 
