@@ -65,6 +65,7 @@ class BatchScheduler:
         finished_here = 0
         stopping = False
         source_done = more is None
+        cut_short = False  # stopped while more batches were still to come
 
         def add(new: list[Batch] | None) -> bool:
             nonlocal total
@@ -119,11 +120,11 @@ class BatchScheduler:
                     stopping = True
             if not source_done and not stopping:
                 source_done = add(more())
-            elif stopping:
-                source_done = True
+            elif stopping and not source_done:
+                source_done = cut_short = True
             if fut is not None or more is not None:
                 self._progress(total)
-        if stopping and (pending or len(self.results) + len(self.failures) < total):
+        if stopping and (cut_short or pending or len(self.results) + len(self.failures) < total):
             raise RunInterrupted(f"stopped after {finished_here} batches on request ({STOP_AFTER_ENV}); "
                                  "run again to finish")
 

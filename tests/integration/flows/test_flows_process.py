@@ -137,6 +137,13 @@ def test_scheduler_respects_dependencies_records_failures_and_stops_on_request()
         s.run(batches, already={})
     assert 1 <= len(s.results) < 4  # what was in flight finished; nothing new was submitted
 
+    # stopped while the source (a pass still arriving) had more to give, with nothing left pending: interrupted
+    fed = iter([[Batch("decode", 0, (0,))], [], [Batch("decode", 1, (1,))], None])
+    s = BatchScheduler(submit=lambda b: _Fut(lambda: {}), max_in_flight=2, stop_after=1)
+    with pytest.raises(RunInterrupted, match="run again"):
+        s.run([], already={}, more=lambda: next(fed), poll_s=0.01)
+    assert list(s.results) == ["decode-00000"]
+
 
 def test_claims_and_locks_are_exclusive(tmp_path):
     from tasks.state import ExclusiveLock, LockHeld, claim
