@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - create .venv, install, run the whole job on the embedded demo pass
-#   make test   - create .venv, install, run the test suite
+#   make test   - create .venv, install, run the test suite (make test-all: with the extended tests)
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
@@ -25,10 +25,17 @@ $(STAMP): pyproject.toml Makefile
 demo: venv
 	$(VENV)/bin/gsp demo -o demo-out
 
+# The layering (import contracts in pyproject.toml), then the tests: the unit tests two at a time (each file in
+# one process), then the integration tests one at a time (real servers, clusters and timings).
+# `make test` leaves out what is marked `extended` (a 12-megapixel drone photo end to end); `make test-all` runs it.
+PYTEST_MARK ?= not extended
 test: venv
-	# the layering (import contracts in pyproject.toml), then the tests
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest -q --durations=15
+	$(VENV)/bin/python -m pytest -q --durations=10 -m "$(PYTEST_MARK)" -n 2 --dist loadfile tests/unit
+	$(VENV)/bin/python -m pytest -q --durations=15 -m "$(PYTEST_MARK)" tests/integration
+
+test-all:
+	$(MAKE) test PYTEST_MARK="extended or not extended"
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -13,7 +13,7 @@ weights moves thousands of values by several DN; tests/test_golden.py shows that
 
     .venv/bin/python tests/golden/make_golden.py [--golden int]            # regenerate pass + references (only on purpose)
     .venv/bin/python tests/golden/make_golden.py [--golden int] --pixels   # keep the pass, refresh the reference pixels
-    .venv/bin/python tests/golden/make_golden.py [--golden int] --check    # decode and check; exit 0 when it holds (JSON out)
+    .venv/bin/python tests/golden/make_golden.py [--golden int|all] --check  # decode and check; exit 0 when it holds (JSON out)
 
 Regenerate only when the committed codec changes on purpose: the point of the golden files is that a library
 upgrade or a machine that decodes them differently fails CI, not a station.
@@ -176,17 +176,21 @@ def _regenerate(golden: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--golden", choices=sorted(GOLDENS), default="float32",
-                   help="which golden pass (its entropy mode; default: float32, the original)")
+    p.add_argument("--golden", choices=[*sorted(GOLDENS), "all"], default="float32",
+                   help="which golden pass (its entropy mode; default: float32, the original); all: every one, "
+                   "with --check only (one process: the suite's other-CPU checks)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--pixels", action="store_true", help="keep the pass; refresh reference pixels and symbol CRCs")
     g.add_argument("--check", action="store_true", help="decode and compare; print JSON, exit 0 if it holds")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.check:
-        res = check(args.golden)
-        print(json.dumps(res))
-        return 0 if res["ok"] else 1
+        results = [check(golden) for golden in (sorted(GOLDENS) if args.golden == "all" else [args.golden])]
+        for res in results:
+            print(json.dumps(res))
+        return 0 if all(res["ok"] for res in results) else 1
+    if args.golden == "all":
+        p.error("--golden all: only with --check (regenerate one golden at a time, on purpose)")
     _write_pixels(args.golden) if args.pixels else _regenerate(args.golden)
     print(GOLDENS[args.golden].expected.read_text())
     return 0

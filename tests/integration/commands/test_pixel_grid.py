@@ -66,6 +66,7 @@ def test_inspect_says_pixel_grid(tmp_path, tiny_codec, capsys):
 
 @pytest.mark.slow
 @pytest.mark.data
+@pytest.mark.extended  # ~3 min: the pixel grid of a JPEG without CRS is also tested small, through the flow (below)
 def test_a_real_drone_jpeg_encodes_and_decodes(tmp_path, tiny_codec):
     """A 4000x3000 drone photo (no CRS, JPEG): 192 codec tiles of 256 px, all decoded, as a pixel grid."""
     frames = sorted(needs_shared("data", "scenes", "drone_frames").glob("*.jpg"))

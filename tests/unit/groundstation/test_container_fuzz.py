@@ -24,7 +24,7 @@ from groundstation.container import _BODY, PassReader  # noqa: E402
 from groundstation.errors import PassFormatError  # noqa: E402
 
 SEED = 7  # the benchmark's 10,000 cases use seed 0: the suite covers other cases
-N_CASES = 200
+N_CASES = 100
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +50,9 @@ def test_fuzzed_passes_end_as_designed(ctx):
     assert not failed, "\n".join(json.dumps(r, default=str)[:600] for r in failed[:5])
     assert collateral == 0, "a damaged record cost a tile whose record bytes were intact"
     # the seeded cases reach every outcome and every way of losing a tile
-    assert outcomes["header_error"] >= 20 and outcomes["decoded"] >= 100, outcomes
+    assert outcomes["header_error"] >= 10 and outcomes["decoded"] >= 50, outcomes
     assert {"crc_mismatch", "malformed", "missing", "desync", "foreign", "conflict", "truncated"} <= set(lost), lost
-    assert sum(n for k, n in families.items() if k.startswith("record_crc_fixed")) >= 30, families
+    assert sum(n for k, n in families.items() if k.startswith("record_crc_fixed")) >= 15, families
 
 
 def _with_header(ctx, path: Path, field: str, value) -> Path:
