@@ -25,14 +25,14 @@ $(STAMP): pyproject.toml Makefile
 demo: venv
 	$(VENV)/bin/gsp demo -o demo-out
 
-# The layering (import contracts in pyproject.toml), then the tests: two at a time (pytest-xdist, each file in one
-# process), then the ones that start a real Prefect server and `gsp serve` one at a time (marked `server`).
+# The layering (import contracts in pyproject.toml), then the tests: the unit tests two at a time (each file in
+# one process), then the integration tests one at a time (real servers, clusters and timings).
 # `make test` leaves out what is marked `extended` (a 12-megapixel drone photo end to end); `make test-all` runs it.
 PYTEST_MARK ?= not extended
 test: venv
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest -q --durations=15 -m "($(PYTEST_MARK)) and not server" -n 2 --dist loadfile
-	$(VENV)/bin/python -m pytest -q --durations=10 -m "($(PYTEST_MARK)) and server"
+	$(VENV)/bin/python -m pytest -q --durations=10 -m "$(PYTEST_MARK)" -n 2 --dist loadfile tests/unit
+	$(VENV)/bin/python -m pytest -q --durations=15 -m "$(PYTEST_MARK)" tests/integration
 
 test-all:
 	$(MAKE) test PYTEST_MARK="extended or not extended"
