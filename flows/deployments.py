@@ -47,7 +47,7 @@ from groundstation.roots import StationRoots
 
 from .access import PassFile, ProductsDir, run_checked
 from .events import ProductConsole
-from .inbox import RUN_SLOTS_ENV, InboxTrigger
+from .inbox import InboxTrigger
 from .names import pass_run_name, supplement_run_name
 from .options import ProcessOptions, station_options
 from .process_pass import process_pass
@@ -70,7 +70,7 @@ def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
                      options: ProcessOptions | None = None) -> dict:
     """``process-pass`` as a deployment runs it: the same flow (one run, the same name, artifacts and events),
     with its paths checked against the station's roots before the run starts, and the station's options when
-    none are given. The station's inbox sweeps start one such run per pass (:func:`flows.inbox.pass_deployment`).
+    none are given.
 
     Args:
         pass_path: the pass container to process, a file under the station's inbox or archive root
@@ -174,10 +174,8 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
     without it a local ``prefect server start`` on ``host`` (127.0.0.1 unless told otherwise; a free port, UI
     included) runs as long as this command: Prefect's ephemeral API has no scheduler. ``pause_on_shutdown`` is
     off: a station restarts ``gsp serve`` (systemd, a container) and its inbox schedule must keep running. At
-    most ``limit`` runs at a time; with 2 or more, a sweep runs each pass as its own process-pass run (listed
-    under that deployment, :func:`flows.inbox.pass_deployment`) and waits for it, and one sweep at a time
-    processes passes (others only claim); each run starts its own Dask LocalCluster unless the deployment names
-    a cluster. ``say`` (default: print) writes the console's
+    most ``limit`` runs at a time (sweeps: one at a time, the deployment's own limit); each run starts its own
+    Dask LocalCluster unless the deployment names a cluster. ``say`` (default: print) writes the console's
     lines: what is served, one line per pass (:class:`flows.events.ProductConsole`), the stop.
 
     **Stopping.** SIGINT or SIGTERM: no new runs; the runs in progress are cancelled (each run's process is
@@ -215,7 +213,6 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
                 url = stack.enter_context(local_prefect_server(host=host))
             stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
             os.environ["PREFECT_API_URL"] = url  # the runs the runner starts are subprocesses
-            os.environ[RUN_SLOTS_ENV] = str(limit)  # a sweep's passes are runs of their own when there is room
             stack.enter_context(announce_server(url))  # gsp process uses this server while it runs
             stack.callback(ProductConsole(station.station, say).start().stop)
 

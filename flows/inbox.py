@@ -36,7 +36,6 @@ returns at once), which covers the last gap (a crash between completing the prod
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
@@ -51,7 +50,7 @@ from groundstation.errors import GSPError, PassFormatError
 from groundstation.fileio import write_text_atomic
 from tasks.state import ExclusiveLock, LockHeld, claim
 
-from .access import InboxDir, PathNotAllowed, ProductsDir, RunFailed, checked, run_checked
+from .access import InboxDir, PathNotAllowed, ProductsDir, checked, run_checked
 from .arrivals import PART, final_name
 from .cluster import dask_address as cluster_address
 from .cluster import make_task_runner
@@ -63,15 +62,10 @@ from .identity import pass_header, resolve_run
 from .process_pass import ProcessOptions, process_pass
 from .supplement import apply_supplement, is_supplement
 
-__all__ = ["InboxTrigger", "Waiting", "claim_stream", "find_arriving", "find_ready", "pass_deployment", "RUN_SLOTS_ENV",
-           "run_sweep", "sweep_inbox", "watch_inbox"]
+__all__ = ["InboxTrigger", "Waiting", "claim_stream", "find_arriving", "find_ready", "run_sweep", "sweep_inbox",
+           "watch_inbox"]
 
 PROCESSING, DONE, FAILED, LOCKS, STREAMS = "processing", "done", "failed", ".locks", ".streams"
-#: The lock (in ``.locks/``) of the one sweep that processes passes when each is its own deployment run.
-SWEEPER = ".sweeper"
-#: How many runs the process serving the station's deployments runs at once (``gsp serve --limit``; set it in
-#: a worker's environment to its limit): with 2 or more, each pass of a sweep is its own process-pass run.
-RUN_SLOTS_ENV = "GSP_RUN_SLOTS"
 SKIP_SUFFIXES = (".part", ".tmp", ".error.txt")
 
 
@@ -196,10 +190,8 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
                 stale_after_s: float | None = 3600.0) -> list[dict]:
     """One sweep: claim ready passes, then process every pass in ``processing/`` that no one else holds.
 
-    Runs inside a flow. Started by a deployment (``gsp serve``), each pass is its own run of the station's
-    process-pass deployment (:func:`pass_deployment`), which the sweep waits for; otherwise ``process-pass``
-    runs as a subflow per pass, and one Dask cluster serves the whole sweep: ``dask_address``, or a
-    LocalCluster started only when there is something to process.
+    Runs inside a flow (``process-pass`` runs as a subflow per pass). One Dask cluster serves the whole sweep:
+    ``dask_address``, or a LocalCluster started only when there is something to process.
     """
     log = get_run_logger()
     inbox, products = Path(inbox), Path(products)
@@ -230,72 +222,40 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
         if not _refuse_outside_roots(part, inbox) and claim_stream(part, inbox):
             log.info("Inbox: %s is arriving: processing it while it does", final_name(part).name)
     results: list[dict] = []
-    via = pass_deployment()
-    if via is None:
-        with contextlib.ExitStack() as stack:
-            cluster = []  # the given scheduler, or a LocalCluster: either way prepared once, when first needed
-
-            def address() -> str:
-                if not cluster:
-                    cluster.append(stack.enter_context(cluster_address(dask_address)))
-                return cluster[0]
-
-            for path, streaming in _claimed(inbox):
-                results.extend(_take(path, streaming, inbox, products, options, stale_after_s, address, None))
-        return results
-    # each pass its own run: one sweep at a time processes (a second one only claims), and it goes on until
-    # nothing it has not handled is claimed, so what a second sweep claimed meanwhile is not left waiting
-    handled: set[tuple[Path, bool]] = set()
-    while True:
-        sweeper = _locked(inbox, SWEEPER)
-        if sweeper is None:
-            log.info("Inbox: another sweep is processing passes; it takes what this one claimed")
-            break
-        try:
-            while todo := [c for c in _claimed(inbox) if c not in handled]:
-                for path, streaming in todo:
-                    handled.add((path, streaming))
-                    results.extend(_take(path, streaming, inbox, products, options, stale_after_s, None, via))
-        finally:
-            sweeper.release()
-        if not [c for c in _claimed(inbox) if c not in handled]:  # claimed after the last look: go on
-            break
-    return results
-
-
-def _claimed(inbox: Path) -> list[tuple[Path, bool]]:
-    """What is claimed and waits to be processed: (path, streaming) for ``processing/`` and ``.streams/``."""
-    processing = inbox / PROCESSING
-    claimed = [(p, False) for p in sorted(processing.iterdir()) if p.is_file()] if processing.is_dir() else []
-    if (inbox / STREAMS).is_dir():
-        claimed += [(inbox / d.name, True) for d in sorted((inbox / STREAMS).iterdir()) if d.is_dir()]
-    return claimed
-
-
-def _take(path: Path, streaming: bool, inbox: Path, products: Path, options: ProcessOptions | None,
-          stale_after_s: float | None, address, via: str | None) -> list[dict]:
-    """Process one claimed pass under its lock (nothing when another watcher holds it, or it is gone); ``address``:
-    a function giving the Dask scheduler for a subflow; ``via``: the deployment that runs it instead."""
-    lock = _locked(inbox, path.name)
-    if lock is None:
-        return []  # another watcher is on it
+    address_ctx = None
+    address = None
     try:
-        if streaming:
-            path = _stream_source(path, inbox)
-        if path is None or not path.exists():  # finished by another watcher just before we got the lock
-            return []
-        if _refuse_outside_roots(path, inbox):
-            return []
-        if streaming:
-            finished = _stream_finished(path, inbox, products, options, stale_after_s)
-            if finished is not None:  # processed while it arrived: only the move to done/ may be left
-                return finished
-        result = _process_one(path, inbox, products, options, address() if address else None, stale_after_s, via)
-        return [result] if result is not None else []
+        claimed = [(p, False) for p in sorted(processing.iterdir()) if p.is_file()]
+        if (inbox / STREAMS).is_dir():
+            claimed += [(inbox / d.name, True) for d in sorted((inbox / STREAMS).iterdir()) if d.is_dir()]
+        for path, streaming in claimed:
+            lock = _locked(inbox, path.name)
+            if lock is None:
+                continue  # another watcher is on it
+            try:
+                if streaming:
+                    path = _stream_source(path, inbox)
+                if path is None or not path.exists():  # finished by another watcher just before we got the lock
+                    continue
+                if _refuse_outside_roots(path, inbox):
+                    continue
+                if streaming:
+                    finished = _stream_finished(path, inbox, products, options, stale_after_s)
+                    if finished is not None:  # processed while it arrived: only the move to done/ may be left
+                        results.extend(finished)
+                        continue
+                if address is None:  # the given scheduler, or a LocalCluster: either way prepared once
+                    address_ctx = cluster_address(dask_address)
+                    address = address_ctx.__enter__()
+                results.append(_process_one(path, inbox, products, options, address, stale_after_s))
+            finally:
+                if streaming:
+                    _release_stream(inbox, path)
+                lock.release()
     finally:
-        if streaming:
-            _release_stream(inbox, path)
-        lock.release()
+        if address_ctx is not None:
+            address_ctx.__exit__(None, None, None)
+    return results
 
 
 def _stream_finished(path: Path, inbox: Path, products: Path, options: ProcessOptions | None,
@@ -363,74 +323,14 @@ def _refuse_outside_roots(path: Path, inbox: Path) -> bool:
     return False
 
 
-def pass_deployment() -> str | None:
-    """In a sweep that a deployment started (``gsp serve``, a worker): the station's process-pass deployment of
-    the same name, so that each pass is its own run listed under it (its own page, state, logs and artifacts in
-    the UI), not a subflow nested in a sweep; that run starts its own LocalCluster. Only where the process that
-    serves the deployments runs at least two runs at a time (:data:`RUN_SLOTS_ENV`, which ``gsp serve`` sets):
-    the sweep waits for the pass's run, which needs a slot of its own. None elsewhere (``gsp serve --once``,
-    a ``prefect worker`` without that variable, tests) and for a sweep given a Dask cluster (``dask_address``):
-    there each pass is a subflow of the sweep, on the sweep's cluster."""
-    from prefect.runtime import deployment
-
-    name = deployment.name
-    try:
-        slots = int(os.environ.get(RUN_SLOTS_ENV) or 0)
-    except ValueError:
-        slots = 0
-    if not name or slots < 2 or not os.environ.get("PREFECT_API_URL") or deployment.parameters.get("dask_address"):
-        return None
-    return f"process-pass/{name}"
-
-
-def _run_pass_deployment(deployment: str, path: Path, products: Path, options: ProcessOptions | None) -> dict | None:
-    """Process ``path`` as a run of ``deployment`` and wait for it; the summary its product records (status
-    ``already-complete`` when the product was complete before). None when another run is writing that product
-    (a sweep that stopped while its pass's run went on): this sweep leaves the pass alone. A run that ended on
-    an error the operator can fix (state message ``failed: ...`` or ``refused: ...``) raises RunFailed; any
-    other end (crashed, cancelled) a RuntimeError, so the pass stays claimed and a later sweep resumes it."""
-    import zarr
-    from prefect.deployments import run_deployment
-
-    from groundstation.product import status
-
-    options = options or station_options()
-    paths = resolve_run(pass_header(path), options, products, load=False).paths
-    try:
-        ExclusiveLock(paths.lock).acquire().release()
-    except LockHeld:
-        get_run_logger().info("Inbox: %s is being processed by another run; left to it", final_name(path).name)
-        return None
-    before = status(paths.product) if paths.product.exists() else None
-    run = run_deployment(deployment, parameters={"pass_path": str(path), "out_dir": str(products),
-                                                 "options": options.model_dump(mode="json")},
-                         as_subflow=False, timeout=None, poll_interval=1)
-    state = run.state
-    if state is None or not state.is_completed():
-        message = (state.message or state.name) if state is not None else "no state"
-        if message.startswith(("failed: ", "refused: ")):
-            raise RunFailed(f"run {run.name!r}: {message.split(': ', 1)[1]}")
-        raise RuntimeError(f"run {run.name!r} ended {state.name if state else 'without a state'}: {message}")
-    summary = dict(zarr.open_group(str(paths.product), mode="r").attrs).get("gsp_summary") or {}
-    return {**summary, "status": "already-complete" if before == "complete" else summary.get("status", "complete")}
-
-
-def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOptions | None, address: str | None,
-                 stale_after_s: float | None = None, via: str | None = None) -> dict | None:
-    """Process one claimed pass (or apply a supplement): as a subflow on ``address``'s cluster, or with ``via``
-    (:func:`pass_deployment`) as its own run of that deployment; then move it to ``done/`` or ``failed/``.
-    None: another run is on it."""
+def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOptions | None, address: str,
+                 stale_after_s: float | None = None) -> dict:
     log = get_run_logger()
+    runner = make_task_runner(address)
     if is_supplement(path, products):
-        return _apply_supplement(path, inbox, products, make_task_runner(address))
+        return _apply_supplement(path, inbox, products, runner)
     try:
-        if via:
-            summary = _run_pass_deployment(via, path, products, options)
-            if summary is None:
-                return None
-        else:
-            summary = process_pass.with_options(task_runner=make_task_runner(address))(str(path), str(products),
-                                                                                       options)
+        summary = process_pass.with_options(task_runner=runner)(str(path), str(products), options)
     except GSPError as exc:
         dest = _move(final_name(path) if final_name(path).exists() else path, inbox / FAILED)
         write_text_atomic(dest.with_name(dest.name + ".error.txt"), f"{type(exc).__name__}: {exc}\n")

@@ -105,7 +105,7 @@ def register(sub) -> None:
                    help="process a pass without end-of-pass trailer once unchanged this long (default 3600)")
     s.add_argument("--name", help="name of the deployments (default: the station's name)")
     s.add_argument("--limit", type=int, default=2, metavar="N",
-                   help="runs of all deployments at a time (default 2: a sweep and the pass it runs as its own process-pass run; with 1 a sweep runs its passes inside itself)")
+                   help="runs of all deployments at a time (default 2; sweeps: one at a time)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address the local Prefect server listens on when PREFECT_API_URL is not set "
                    "(default 127.0.0.1; elsewhere set PREFECT_SERVER_API_AUTH_STRING, docs/operations.md 'Auth')")

@@ -125,10 +125,8 @@ def test_ctrl_c_stops_gsp_serve_cleanly_in_the_middle_of_a_pass(served):
     assert rc == 0, out + err
     assert "Traceback" not in err and "Traceback" not in out, out + err
     lines = out.strip().splitlines()
-    # the sweep and the pass's own process-pass run (listed under its deployment, not nested in the sweep)
-    stopping = [line for line in lines if line.startswith("gsp serve: SIGINT: stopping; no new runs; cancelling 2 "
-                                                          "run(s) in progress: ")]
-    assert stopping and "'sweep inbox'" in stopping[0] and "'stop-pass @ " in stopping[0], out
+    assert any(line.startswith("gsp serve: SIGINT: stopping; no new runs; cancelling 1 run(s) in progress: "
+                               "'sweep inbox'") for line in lines), out
     assert lines[-1].startswith(f"gsp serve: stopped (SIGINT); station {STATION} takes no runs"), out
     assert stopped_s < 120, f"stopping took {stopped_s:.0f} s"
     # every process of the group has ended (the run, its Dask scheduler and workers) and the local server too

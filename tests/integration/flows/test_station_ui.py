@@ -65,12 +65,8 @@ def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
         short = make_pass(tmp / "short", tiny_codec, "ui-short", seed=9)[1].read_bytes()[:-40]
         (home / "inbox" / "ui-short.gsp.tmp").write_bytes(short)
         (home / "inbox" / "ui-short.gsp.tmp").rename(home / "inbox" / "ui-short.gsp")
-        # a complete pass lands in the inbox: the sweep it starts runs it as its own process-pass run
-        _, landed = make_pass(tmp / "landing", tiny_codec, "ui-inbox-1", seed=11, height=128, width=256)
-        os.rename(shutil.copy(landed, home / "inbox" / "ui-inbox-1.gsp.tmp"), home / "inbox" / "ui-inbox-1.gsp")
         runs = {key: wait_for(f"the {key} run", lambda r=run: (x := client.read_flow_run(r.id)).state.is_final()
                               and x, 600, log_path) for key, run in started.items()}
-        wait_for("the inbox pass done", lambda: (home / "inbox" / "done" / "ui-inbox-1.gsp").exists(), 600, log_path)
         yield api.removesuffix("/api"), api, runs, tmp / "screenshots"
 
 
@@ -169,21 +165,6 @@ def test_a_finished_run_shows_its_name_its_report_and_its_table(station_ui, brow
     assert "decode ms" in header and "product_version" not in header and "note" not in header
     assert run.name.split(" @ ")[1] not in page.get_by_role("table").first.inner_text()
     _screenshot(page, shots, "ui-metrics-table.png")
-
-
-def test_a_pass_from_the_inbox_is_its_own_run_under_the_process_pass_deployment(station_ui):
-    """Not a subflow nested in the sweep: the runs list shows it under process-pass, as a pass run from the UI."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    _, api, _, _ = station_ui
-    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(f"process-pass/{STATION}")
-        runs = [r for r in client.read_flow_runs() if r.name.startswith("ui-inbox-1 @ ")]
-        assert len(runs) == 1, [r.name for r in runs]  # once
-        run = runs[0]
-        assert run.state.is_completed(), run.state.message
-        assert run.deployment_id == deployment.id and run.parent_task_run_id is None, run
 
 
 def test_a_refused_run_shows_the_reason(station_ui, browser):
