@@ -19,6 +19,7 @@ behind by a pass. Loopback only, bounded in time (--max-minutes; each pass --pas
 
     .venv/bin/python benchmarks/soak.py                  # 40 passes (about 15 min on 2 busy cores)
     .venv/bin/python benchmarks/soak.py --passes 8       # quick look
+    .venv/bin/python benchmarks/soak.py --workers 0      # no station cluster: each pass its own process-pass run
 
 Results: benchmarks/results/soak.json (one row per pass) and a markdown table on stdout (docs/operations.md).
 """
@@ -175,10 +176,14 @@ def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_mi
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(TMPDIR=str(tmpdir), PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                OMP_NUM_THREADS="1")
-    dask = start_dask(station_dir, env, workers)
     cmd = [sys.executable, "-m", "gsp.cli", "--station", str(station), "serve", "--interval", str(interval),
-           "--settle", "0.5", "--limit", "1", "--dask-address", json.loads((station_dir / "scheduler.json")
-                                                                          .read_text())["address"]]
+           "--settle", "0.5"]
+    if workers:  # the station's long-lived cluster: each pass a subflow of its sweep, on that cluster
+        dask = start_dask(station_dir, env, workers)
+        cmd += ["--limit", "1", "--dask-address", json.loads((station_dir / "scheduler.json").read_text())["address"]]
+    else:  # gsp serve's default: each pass its own process-pass run, with a LocalCluster of its own
+        dask = []
+        cmd += ["--limit", "2"]
     log = open(station_dir / "serve.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             cwd=REPO)
@@ -206,7 +211,7 @@ def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_mi
                 time.sleep(0.5)  # the sweep moves it to done/ after the product is complete
             time.sleep(2.0)  # let the run's subprocess and its LocalCluster end
             row = {"pass": i, "latency_s": round(latency, 1), **sample(proc.pid, tmpdir, inbox, prefect_home),
-                   **dask_sample(dask)}
+                   **(dask_sample(dask) if dask else {"scheduler_rss_mib": None, "worker_rss_mib": []})}
             rows.append(row)
             _say(" ".join(f"{k}={v}" for k, v in row.items()))
     finally:
@@ -235,8 +240,9 @@ def verdict(rows: list[dict]) -> dict:
     last = rows[-1]
     return {"passes": len(rows), "serve_rss_ratio_last_vs_5": round(last["serve_rss_mib"] / ref["serve_rss_mib"], 3),
             "server_rss_ratio_last_vs_5": round(last["server_rss_mib"] / ref["server_rss_mib"], 3),
-            "worker_rss_ratio_last_vs_5": round(max(last["worker_rss_mib"]) / max(ref["worker_rss_mib"]), 3),
-            "scheduler_rss_ratio_last_vs_5": round(last["scheduler_rss_mib"] / ref["scheduler_rss_mib"], 3),
+            **({"worker_rss_ratio_last_vs_5": round(max(last["worker_rss_mib"]) / max(ref["worker_rss_mib"]), 3),
+                "scheduler_rss_ratio_last_vs_5": round(last["scheduler_rss_mib"] / ref["scheduler_rss_mib"], 3)}
+               if last["worker_rss_mib"] else {}),
             "max_other_processes_after_a_pass": max(r["other_processes"] for r in rows),
             "serve_fds_first_last": [rows[0]["serve_fds"], last["serve_fds"]],
             "tmp_files_last": last["tmp_files"], "processing_files_last": last["processing_files"],
@@ -257,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--passes", type=int, default=40)
     ap.add_argument("--interval", type=float, default=10.0, help="watch-inbox sweep interval, s (default 10)")
-    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes of the station's long-lived "
+                    "cluster (default 2); 0: none, gsp serve's default (each pass its own process-pass run with its "
+                    "own LocalCluster, --limit 2)")
     ap.add_argument("--pass-timeout", type=float, default=300.0, help="seconds one pass may take (default 300)")
     ap.add_argument("--max-minutes", type=float, default=40.0, help="stop feeding passes after this (default 40)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gsp-soak",
