@@ -162,6 +162,10 @@ def station_deployments(*, name: str | None = None, inbox: str | Path | None = N
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: How long Prefect's runner lets a cancelled run's process stop before it kills it (its fixed grace period).
 CANCEL_GRACE_S = 30
+#: How often ``gsp serve`` asks the server for runs to start (Prefect's runner default is 10 s: a run started
+#: from the UI's Run button, or a triggered sweep, would wait up to that long before it starts). The query is
+#: small; PREFECT_RUNNER_POLL_FREQUENCY, where set, is used instead.
+SERVE_POLL_S = 2.0
 
 
 def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments: Sequence = (), say=None,
@@ -373,6 +377,12 @@ class _StopSignals:
         self.attach(lambda name, count: None)
 
 
+def serve_poll_seconds() -> float:
+    """How often the runner looks for runs to start and runs to cancel: PREFECT_RUNNER_POLL_FREQUENCY where the
+    operator set it, else :data:`SERVE_POLL_S`."""
+    return float(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") or SERVE_POLL_S)
+
+
 def _serve_until_stopped(deployments: Sequence, limit: int, say, stop: _StopSignals, registered,
                          on_stopping) -> None:
     """Serve ``deployments`` with a Prefect ``Runner`` (as ``prefect.serve`` does; ``registered()`` is called
@@ -385,7 +395,7 @@ def _serve_until_stopped(deployments: Sequence, limit: int, say, stop: _StopSign
     from prefect.runner import Runner
 
     since = datetime.now(timezone.utc)
-    runner = Runner(pause_on_shutdown=False, limit=limit)
+    runner = Runner(pause_on_shutdown=False, limit=limit, query_seconds=serve_poll_seconds())
     for deployment in deployments:
         runner.add_deployment(deployment)  # registered on the server now
     registered()

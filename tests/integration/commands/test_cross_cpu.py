@@ -5,6 +5,7 @@ A high-rate pass (the demo codec with its analysis output scaled up: many large 
 scale to sit on a table boundary) is encoded with the float64 entropy path, and with its integer prior in the
 default mode for new passes, ``int``; decoded under AVX2 and SSE4.1 (the int pass also with 1 and 4 threads) each
 must lose no tile and need no retry, and with float64 synthesis its pixels must be bit-identical everywhere.
+(How far float32 synthesis may differ between CPUs is the golden test's part: tests/unit/groundstation/test_golden.py.)
 """
 
 from __future__ import annotations
@@ -60,36 +61,24 @@ def _decoded(path: Path) -> np.ndarray:
 
 
 def test_a_float64_pass_decodes_on_other_cpus_without_loss(boosted, tmp_path):
+    """Encoded under AVX2 kernels (an AVX2-only CPU), decoded here, under AVX2 and under SSE4.1."""
     codec, scene = boosted
     _gsp(["encode", str(scene), "-o", str(tmp_path / "p.gsp"), "--codec", str(codec), "--tile-size", "128",
-          "--entropy", "float64"], None, tmp_path)
+          "--entropy", "float64"], "AVX2", tmp_path)
     from groundstation.container import PassReader
 
     header = PassReader(tmp_path / "p.gsp").header
     assert header.codec.entropy == "float64"
     products = {}
-    for isa, synthesis in ((None, "float64"), ("AVX2", "float32"), ("AVX2", "float64"), ("SSE41", "float32"),
-                           ("SSE41", "float64")):  # this CPU's float64 pixels are the reference
-        out = tmp_path / f"{isa}-{synthesis}.zarr"
+    for isa in (None, "AVX2", "SSE41"):  # this CPU's pixels are the reference
+        out = tmp_path / f"{isa}.zarr"
         res = _gsp(["decode", str(tmp_path / "p.gsp"), "-o", str(out), "--codec", str(codec), "--json",
-                    "--synthesis", synthesis], isa, tmp_path)
-        assert res["tiles_lost"] == 0 and res["retried"] == [], (isa, synthesis, res)
+                    "--synthesis", "float64"], isa, tmp_path)
+        assert res["tiles_lost"] == 0 and res["retried"] == [] and res["entropy"] == "float64", (isa, res)
         assert res["bpp"] > 2.0  # a high-rate pass, or the test would prove little
-        products[isa, synthesis] = _decoded(out)
-    ref = products[None, "float64"]
+        products[isa] = _decoded(out)
     for isa in ("AVX2", "SSE41"):
-        assert np.array_equal(products[isa, "float64"], ref), f"float64 pixels differ under {isa}"
-        diff = np.abs(products[isa, "float32"].astype(int) - ref.astype(int))
-        assert diff.max() <= 2 and (diff > 0).mean() < 0.01, (isa, diff.max(), (diff > 0).mean())
-
-
-def test_a_pass_encoded_on_an_avx2_cpu_decodes_here(boosted, tmp_path):
-    codec, scene = boosted
-    _gsp(["encode", str(scene), "-o", str(tmp_path / "p.gsp"), "--codec", str(codec), "--tile-size", "128",
-          "--entropy", "float64"], "AVX2", tmp_path)
-    res = _gsp(["decode", str(tmp_path / "p.gsp"), "-o", str(tmp_path / "o.zarr"), "--codec", str(codec),
-                "--json"], "SSE41", tmp_path)
-    assert res["tiles_lost"] == 0 and res["retried"] == [] and res["entropy"] == "float64"
+        assert np.array_equal(products[isa], products[None]), f"float64 pixels differ under {isa}"
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +109,7 @@ def test_an_int_pass_decodes_to_the_same_integers_on_other_cpus_and_thread_count
     _gsp(["encode", str(scene), "-o", str(tmp_path / "p.gsp"), "--codec", str(codec), "--tile-size", "128"],
          "AVX2", tmp_path)
     products = {}
-    for isa, threads in ((None, 1), ("AVX2", 4), ("SSE41", 1), ("SSE41", 4)):
+    for isa, threads in ((None, 1), ("AVX2", 4), ("SSE41", 1)):  # encoded under AVX2 with the default threads
         out = tmp_path / f"{isa}-{threads}.zarr"
         res = _gsp(["decode", str(tmp_path / "p.gsp"), "-o", str(out), "--codec", str(codec), "--json",
                     "--threads", str(threads), "--synthesis", "float64"], isa, tmp_path)

@@ -1,16 +1,21 @@
-"""The station in the Prefect UI, driven in headless Chromium (Debian's ``chromium`` through Playwright; no
-browser is downloaded): a real ``prefect server start`` on a non-default port (the UI told its API URL by
-flows.runtime.local_prefect_server), ``gsp serve`` on a station folder, one pass processed and one refused from
-the process-pass deployment (and one from reprocess-archive), a pass that stopped short dropped into the inbox;
-then the deployments page, the run form, the finished run with its report (its quicklook picture shown) and
-metrics table, the refused runs with their reason, and the sweep that says until when it waits for the rest
-of the short pass, as an operator sees them.
+"""The station served to its operators, as in production (docs/operations.md): a real ``prefect server start``
+with Prefect's basic authentication on PostgreSQL (a throwaway cluster; SQLite where PostgreSQL is not
+installed), on a non-default port (the UI told its API URL by flows.runtime.local_prefect_server); ``gsp serve``
+(authenticated) serving every job as a deployment on a station folder. Through the API, as the UI's Run button
+does: a pass processed, a pass whose downlink was cut, an archive reprocessed, a pass outside the station's roots
+refused (and an archive alike); a pass that stopped short dropped into the inbox. Then the API's checks (the auth
+string, names, tags, artifacts, events) and, in headless Chromium (Debian's ``chromium`` through Playwright; no
+browser is downloaded) after the UI's login, the deployments page, the run form, the finished run with its report
+(its quicklook picture shown) and metrics table, the refused runs with their reason, and the sweep that says
+until when it waits for the rest of the short pass, as an operator sees them. One server and one ``gsp serve``
+for the whole module.
 
 Set GSP_UI_SCREENSHOTS=docs/images to refresh the screenshots the docs show (the tests always write them under
 their temporary folder)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -19,32 +24,54 @@ from pathlib import Path
 import pytest
 
 from helpers import make_pass
-from servers import CHROMIUM_ARGS, chromium_path, make_station, prefect_server, served_station, wait_for
+from servers import (CHROMIUM_ARGS, chromium_path, make_station, postgres_cluster, prefect_server, served_station,
+                     wait_for)
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 STATION = "ui-station"
+#: The station's basic-auth string (server and clients; the UI asks for it at its login).
+AUTH = "station-operator:correct-horse-battery"
 JOBS = ("process-pass", "reprocess-archive", "watch-inbox", "apply-supplement", "train-codec", "train-enhancer",
         "evaluate", "export-product")
 #: How long a page may take to show what it is asked for (the UI loads its data after the page itself).
 PAGE_TIMEOUT_MS = 30_000
 
 
+def _settings(url: str, auth: str | None = AUTH):
+    """Prefect client settings for ``url``, with the auth string or explicitly without one."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    updates = {PREFECT_API_URL: url}
+    if auth is not None:
+        updates[PREFECT_API_AUTH_STRING] = auth
+    return temporary_settings(updates=updates, restore_defaults=set() if auth else {PREFECT_API_AUTH_STRING})
+
+
 @pytest.fixture(scope="module")
 def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
-    """(UI base URL, API URL, {"done": run, "refused": run, "refused-archive": run}, screenshot folder) after the
-    three runs finished."""
-    chromium_path()  # skip before starting anything where the browser is absent
+    """(UI base URL, API URL, {"done", "refused", "refused-archive", "cut", "archive": run}, screenshot folder,
+    station home, serve process) after the five runs finished."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     tmp = tmp_path_factory.mktemp("station-ui")
     home, station = make_station(tmp, STATION, tiny_codec, enhancer_ckpts[0])
     make_pass(home / "archive", tiny_codec, "ui-pass-1", seed=5)
+    _, damaged = make_pass(tmp / "src", tiny_codec, "dep-pass-1", seed=6)
+    (home / "archive" / "cut").mkdir()
+    (home / "archive" / "cut" / "dep-pass-1.gsp").write_bytes(damaged.read_bytes()[:-40])  # last record cut short
+    make_pass(home / "archive" / "good", tiny_codec, "dep-pass-2", seed=8)
     _, outside = make_pass(tmp / "outside", tiny_codec, "outside-pass", seed=7, height=64, width=64)
-    with prefect_server(tmp / "server-home") as api, served_station(tmp, station, api, "--limit", "2") as proc, \
-            temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+    with contextlib.ExitStack() as stack:
+        try:
+            database = stack.enter_context(postgres_cluster())
+        except pytest.skip.Exception:
+            database = None
+        api = stack.enter_context(prefect_server(tmp / "server-home", database, PREFECT_SERVER_API_AUTH_STRING=AUTH))
+        proc = stack.enter_context(served_station(tmp, station, api, "--limit", "3", PREFECT_API_AUTH_STRING=AUTH))
+        stack.enter_context(_settings(api))
+        client = stack.enter_context(get_client(sync_client=True))
         log_path = tmp / "serve.log"
 
         def served():
@@ -55,8 +82,13 @@ def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
                 return None
 
         wait_for("the served deployments", served, 300, log_path)
+        # what the UI's Run button does; all at once (gsp serve runs up to --limit 3, the rest wait their turn)
         started = {"done": run_deployment(f"process-pass/{STATION}", timeout=0,
                                           parameters={"pass_path": str(home / "archive" / "ui-pass-1.gsp")}),
+                   "cut": run_deployment(f"process-pass/{STATION}", timeout=0,
+                                         parameters={"pass_path": str(home / "archive" / "cut" / "dep-pass-1.gsp")}),
+                   "archive": run_deployment(f"reprocess-archive/{STATION}", timeout=0,
+                                             parameters={"glob": "good/*.gsp"}),
                    "refused": run_deployment(f"process-pass/{STATION}", timeout=0,
                                              parameters={"pass_path": str(outside)}),
                    "refused-archive": run_deployment(f"reprocess-archive/{STATION}", timeout=0,
@@ -66,8 +98,8 @@ def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
         (home / "inbox" / "ui-short.gsp.tmp").write_bytes(short)
         (home / "inbox" / "ui-short.gsp.tmp").rename(home / "inbox" / "ui-short.gsp")
         runs = {key: wait_for(f"the {key} run", lambda r=run: (x := client.read_flow_run(r.id)).state.is_final()
-                              and x, 600, log_path) for key, run in started.items()}
-        yield api.removesuffix("/api"), api, runs, tmp / "screenshots"
+                              and x, 900, log_path) for key, run in started.items()}
+        yield api.removesuffix("/api"), api, runs, tmp / "screenshots", home, proc
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +114,24 @@ def browser(station_ui):
                 profile, executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True,
                 viewport={"width": 1400, "height": 1000})
             context.set_default_timeout(PAGE_TIMEOUT_MS)
+            _login(context, station_ui[0])
             yield context
             context.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _login(browser, ui: str) -> None:
+    """The UI's first page asks for the station's auth string (the server has one); once given, the UI keeps it
+    for the session (its local storage) and every page loads."""
+    page = browser.new_page()
+    page.goto(ui)
+    field = page.get_by_placeholder("admin:pass")
+    field.wait_for()
+    field.fill(AUTH)
+    page.get_by_role("button", name="Login").click()
+    page.get_by_text("Dashboard").first.wait_for()
+    page.close()
 
 
 def _screenshot(page, shots: Path, name: str) -> None:
@@ -106,7 +152,7 @@ def _open(browser, url: str, expect: str):
 
 
 def test_the_deployments_page_lists_every_job(station_ui, browser):
-    ui, _, _, shots = station_ui
+    ui, _, _, shots, _, _ = station_ui
     page = _open(browser, f"{ui}/deployments", "export-product")
     text = page.inner_text("body")
     assert f"{len(JOBS)} Deployments" in text
@@ -118,8 +164,8 @@ def test_the_deployments_page_lists_every_job(station_ui, browser):
 def test_the_run_form_shows_every_field_with_its_description(station_ui, browser):
     import httpx
 
-    ui, api, _, shots = station_ui
-    dep = httpx.get(f"{api}/deployments/name/process-pass/{STATION}").json()
+    ui, api, _, shots, _, _ = station_ui
+    dep = httpx.get(f"{api}/deployments/name/process-pass/{STATION}", auth=tuple(AUTH.split(":", 1))).json()
     schema = dep["parameter_openapi_schema"]
     fields = dict(schema["properties"])
     for ref in schema.get("definitions", {}).values():  # the options model's fields, shown nested in the form
@@ -134,7 +180,7 @@ def test_the_run_form_shows_every_field_with_its_description(station_ui, browser
 
 
 def test_a_finished_run_shows_its_name_its_report_and_its_table(station_ui, browser):
-    ui, _, runs, shots = station_ui
+    ui, _, runs, shots, _, _ = station_ui
     run = runs["done"]
     assert run.state.is_completed(), run.state.message
     assert run.name.startswith("ui-pass-1 @ ")
@@ -168,7 +214,7 @@ def test_a_finished_run_shows_its_name_its_report_and_its_table(station_ui, brow
 
 
 def test_a_refused_run_shows_the_reason(station_ui, browser):
-    ui, _, runs, shots = station_ui
+    ui, _, runs, shots, _, _ = station_ui
     run = runs["refused"]
     assert run.state.is_failed() and run.state.message.startswith("refused: pass_path "), run.state.message
     assert run.name == "refused: outside-pass.gsp"  # named after the pass, whose file was not read
@@ -187,16 +233,113 @@ def test_a_refused_run_shows_the_reason(station_ui, browser):
 
 def test_a_pass_that_stopped_short_is_said_at_once_on_the_console_and_in_the_sweep(station_ui, browser):
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    ui, api, _, shots = station_ui
+    ui, api, _, shots, _, _ = station_ui
     said = wait_for("the console's waiting line", lambda: [
         line for line in (shots.parent / "serve.log").read_text(errors="replace").splitlines()
         if line.startswith("inbox: waiting for the rest of ui-short.gsp until ")], 120)
     assert "(5 of 6 tiles, no end-of-pass trailer)" in said[0]
-    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+    with _settings(api), get_client(sync_client=True) as client:
         sweep = wait_for("a finished sweep", lambda: [r for r in client.read_flow_runs()
                                                       if r.name == "sweep inbox" and r.state.is_final()], 120)[0]
     page = _open(browser, f"{ui}/runs/flow-run/{sweep.id}", "sweep inbox")
     page.get_by_text("waiting for the rest of ui-short.gsp until").first.wait_for()
     _screenshot(page, shots, "ui-inbox-waiting.png")
+
+
+def test_the_server_refuses_a_client_without_the_auth_string(station_ui):
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    api = station_ui[1]
+    assert httpx.post(f"{api}/flows/filter", json={}).status_code == 401
+    assert httpx.post(f"{api}/flows/filter", json={}, auth=("station-operator", "wrong")).status_code == 401
+    user, password = AUTH.split(":", 1)
+    assert httpx.post(f"{api}/flows/filter", json={}, auth=(user, password)).status_code == 200
+    with _settings(api, None), get_client(sync_client=True) as client:
+        with pytest.raises(PrefectHTTPStatusError) as exc:
+            client.read_flows()
+        assert exc.value.response.status_code == 401
+    with _settings(api), get_client(sync_client=True) as client:
+        client.read_flows()  # PREFECT_API_AUTH_STRING on the client: accepted
+
+
+def _summary(home, pass_id: str) -> dict:
+    import zarr
+
+    (product,) = (home / "products" / pass_id).glob("*.zarr")
+    return dict(zarr.open_group(str(product), mode="r").attrs)["gsp_summary"]
+
+
+def test_every_job_runs_from_its_deployment(station_ui):
+    """The served deployments' parameters and tags; process-pass on a cut pass and reprocess-archive (started
+    by the fixture, as the Run button does) completed with readable names, tags, artifacts and events; a pass
+    outside the roots failed before it started."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter,
+                                                FlowRunFilterId, FlowRunFilterParentFlowRunId)
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from groundstation.product import status
+
+    _, api, runs, _, home, _ = station_ui
+    with _settings(api), get_client(sync_client=True) as client:
+        by_flow = {job: client.read_deployment_by_name(f"{job}/{STATION}") for job in JOBS}
+        # training and evaluation (gsp.jobs), served beside them; run in test_flows_jobs.py, not here
+        for job in ("train-codec", "train-enhancer", "evaluate"):
+            assert by_flow[job].parameters["out"] == str(home / "runs" / job)
+            assert "station:ui-station" in by_flow[job].tags
+            assert by_flow[job].entrypoint == f"gsp.jobs.{job.replace('-', '_')}_job"
+        assert by_flow["apply-supplement"].parameters == {"products": str(home / "products")}
+        assert by_flow["process-pass"].parameters["out_dir"] == str(home / "products")
+        assert by_flow["watch-inbox"].schedules and "station:ui-station" in by_flow["watch-inbox"].tags
+
+        # process-pass: completed with its lost tiles listed, named after the pass and the version, tagged
+        run = runs["cut"]
+        assert run.state.is_completed(), run.state.message
+        result = _summary(home, "dep-pass-1")  # the run's return value, as the product stores it
+        assert result["tiles_lost"] >= 1 and status(result["product"]) == "complete"
+        assert result["flow_run_id"] == str(run.id)
+        assert result["product"].startswith(str(home / "products"))
+        assert run.name == f"dep-pass-1 @ {result['version']}"
+        assert {"gsp", "station:ui-station", "codec:tiny.pt", "enhancer:enh-a.pt"} <= set(run.tags)
+        tasks = wait_for("task runs", lambda: [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[run.id]))) if t.state and t.state.is_completed()], 60)
+        task_names = {t.name for t in tasks}
+        assert "decode-tiles-b0000" in task_names and "enhance-windows-b0000" in task_names
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[run.id])))
+        assert sorted(a.type for a in arts) == ["markdown", "progress", "table"]
+
+        # reprocess-archive: completed, named after the archive, one process-pass subflow named after its pass
+        run = runs["archive"]
+        assert run.state.is_completed(), run.state.message
+        assert run.name == "reprocess archive -> enh-a.pt"
+        assert _summary(home, "dep-pass-2")["tiles_lost"] == 0
+        subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))
+        assert [s.name.split(" @ ")[0] for s in subflows] == ["dep-pass-2"]
+
+        # a pass outside the roots: the run failed before it started, nothing was written
+        run = runs["refused"]
+        assert run.state.is_failed() and "outside the station's roots" in (run.state.message or ""), run.state
+        assert not [p for p in (home / "products").rglob("*") if "outside" in p.name]
+        assert not client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+
+        # the events, through the API
+        def events():
+            page = client.read_events(filter=EventFilter(event=EventNameFilter(
+                name=["gsp.pass.tiles-lost", "gsp.product.complete"])), limit=50)
+            got = {(e.event, e.payload["pass_id"]): e for e in page.events}
+            return got if len(got) >= 3 else None
+
+        got = wait_for("the events", events, 90)
+        lost = got[("gsp.pass.tiles-lost", "dep-pass-1")]
+        assert lost.resource.id == "gsp.pass.dep-pass-1"
+        assert [r["tile"] for r in lost.payload["retransmission"]] == [d["tile"] for d in result["lost"]]
+        done = got[("gsp.product.complete", "dep-pass-1")]
+        assert done.payload["paths"]["product"] == result["product"]
+        assert set(done.payload["metrics"]) == {"decoded", "enhanced"}
+        assert ("gsp.product.complete", "dep-pass-2") in got
+        assert ("gsp.pass.tiles-lost", "dep-pass-2") not in got

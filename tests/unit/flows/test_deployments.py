@@ -141,6 +141,16 @@ def test_serve_station_serves_the_callers_deployments_too(station, monkeypatch):
     assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
 
 
+def test_gsp_serve_looks_for_runs_every_two_seconds_unless_the_operator_says_otherwise(monkeypatch):
+    """A run started from the UI (or a triggered sweep) starts within 2 s, not Prefect's 10 s runner default."""
+    from flows.deployments import SERVE_POLL_S, serve_poll_seconds
+
+    monkeypatch.delenv("PREFECT_RUNNER_POLL_FREQUENCY", raising=False)
+    assert serve_poll_seconds() == SERVE_POLL_S == 2.0
+    monkeypatch.setenv("PREFECT_RUNNER_POLL_FREQUENCY", "15")
+    assert serve_poll_seconds() == 15.0
+
+
 def test_the_server_gsp_serve_starts_tells_its_ui_the_api_and_forgets_old_runs(tmp_path, monkeypatch):
     """``gsp serve``'s own server: the UI calls the API where it really is (not Prefect's default port), and
     runs older than the station's keep_runs_days are vacuumed; what the operator set is left as it is."""
