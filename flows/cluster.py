@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Any, Iterator
 
-__all__ = ["LOCAL_THREADS", "LOCAL_WORKERS", "cluster_info", "dask_address", "gpu_annotation",
-           "local_cluster_kwargs", "make_task_runner", "prepare_workers", "warm_workers"]
+__all__ = ["LOCAL_THREADS", "LOCAL_WORKERS", "STATION_CLUSTER_ENV", "cluster_info", "dask_address", "gpu_annotation",
+           "local_cluster_kwargs", "make_task_runner", "prepare_workers", "station_cluster", "warm_workers"]
 
 LOCAL_WORKERS = 2
 LOCAL_THREADS = 1
 #: A batch whose worker died is retried once on another worker, then reported (KilledWorker): a crash that
 #: repeats on the same data must not take every worker down in turn.
 LOCAL_ALLOWED_FAILURES = 1
+#: The scheduler of the station's own Dask cluster, where ``gsp serve --dask-address`` was given: ``gsp serve``
+#: sets it for the runs it starts, so that a pass started from the UI runs there, as the inbox's passes do.
+STATION_CLUSTER_ENV = "GSP_DASK_ADDRESS"
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,11 @@ def local_cluster(**kwargs):
 
     leave_sigint_to_the_runner()  # in a served run: Ctrl-C in gsp serve's terminal is gsp serve's to handle
     return LocalCluster(**{**kwargs, **({"resources": {"GPU": 1}} if _local_gpus() else {})})
+
+
+def station_cluster() -> str | None:
+    """The station cluster's scheduler address (:data:`STATION_CLUSTER_ENV`), or None: a LocalCluster per run."""
+    return os.environ.get(STATION_CLUSTER_ENV) or None
 
 
 def make_task_runner(address: str | None = None, n_workers: int = LOCAL_WORKERS,

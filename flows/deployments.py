@@ -46,6 +46,7 @@ from groundstation.errors import GSPError
 from groundstation.roots import StationRoots
 
 from .access import PassFile, ProductsDir, run_checked
+from .cluster import STATION_CLUSTER_ENV, make_task_runner, prepare_workers, station_cluster
 from .events import ProductConsole
 from .inbox import InboxTrigger
 from .names import pass_run_name, supplement_run_name
@@ -63,7 +64,7 @@ JOBS = {
 }
 
 
-@flow(name=process_pass.name, task_runner=process_pass.task_runner, validate_parameters=False,
+@flow(name=process_pass.name, task_runner=make_task_runner(station_cluster()), validate_parameters=False,
       flow_run_name=pass_run_name,
       description="Decode, enhance and evaluate one pass into a versioned product (paths under the station's roots).")
 def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
@@ -82,7 +83,7 @@ def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
                            pass_path, out_dir or load_station().roots.products, options or station_options()))
 
 
-@flow(name="apply-supplement", task_runner=process_pass.task_runner, validate_parameters=False,
+@flow(name="apply-supplement", task_runner=make_task_runner(station_cluster()), validate_parameters=False,
       flow_run_name=supplement_run_name,
       description="Apply a retransmitted supplement (resent tiles of a pass) to its product(s): decode those "
       "tiles, re-enhance the windows they touch, deliver, mark complete.")
@@ -208,6 +209,9 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
     # folders outside the roots fail here, before anything starts
     deployments = [*station_deployments(**kwargs), *extra_deployments]
     name = kwargs.get("name") or station.station
+    if kwargs.get("dask_address"):  # the station's cluster: every run started from here uses it (the UI's too)
+        prepare_workers(kwargs["dask_address"])
+        os.environ[STATION_CLUSTER_ENV] = kwargs["dask_address"]
     stop = _StopSignals()
     runs_output = _RunsOutput(Path(station.roots.home) / STOPPED_RUNS_LOG)
     try:

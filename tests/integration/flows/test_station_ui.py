@@ -49,8 +49,10 @@ def _settings(url: str, auth: str | None = AUTH):
 
 
 @pytest.fixture(scope="module")
-def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
-    """(UI base URL, API URL, {"done", "refused", "refused-archive", "cut", "archive": run}, screenshot folder,
+def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts, dask_cluster):
+    """The station runs its passes on a long-lived Dask cluster (``--dask-address``, the session's), as a station
+    with its own cluster does; ``gsp serve``'s default (a LocalCluster per run) is tested in test_serve_console.py.
+    (UI base URL, API URL, {"done", "refused", "refused-archive", "cut", "archive": run}, screenshot folder,
     station home, serve process) after the five runs finished."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -69,7 +71,8 @@ def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
         except pytest.skip.Exception:
             database = None
         api = stack.enter_context(prefect_server(tmp / "server-home", database, PREFECT_SERVER_API_AUTH_STRING=AUTH))
-        proc = stack.enter_context(served_station(tmp, station, api, "--limit", "3", PREFECT_API_AUTH_STRING=AUTH))
+        proc = stack.enter_context(served_station(tmp, station, api, "--limit", "3", "--dask-address",
+                                                  dask_cluster.scheduler_address, PREFECT_API_AUTH_STRING=AUTH))
         stack.enter_context(_settings(api))
         client = stack.enter_context(get_client(sync_client=True))
         log_path = tmp / "serve.log"
@@ -99,7 +102,7 @@ def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
         (home / "inbox" / "ui-short.gsp.tmp").rename(home / "inbox" / "ui-short.gsp")
         runs = {key: wait_for(f"the {key} run", lambda r=run: (x := client.read_flow_run(r.id)).state.is_final()
                               and x, 900, log_path) for key, run in started.items()}
-        yield api.removesuffix("/api"), api, runs, tmp / "screenshots", home, proc
+        yield api.removesuffix("/api"), api, runs, tmp / "screenshots", home, dask_cluster.scheduler_address
 
 
 @pytest.fixture(scope="module")
@@ -279,11 +282,12 @@ def test_every_job_runs_from_its_deployment(station_ui):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter,
                                                 FlowRunFilterId, FlowRunFilterParentFlowRunId)
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.events.filters import EventFilter, EventNameFilter
 
     from groundstation.product import status
 
-    _, api, runs, _, home, _ = station_ui
+    _, api, runs, _, home, station_cluster = station_ui
     with _settings(api), get_client(sync_client=True) as client:
         by_flow = {job: client.read_deployment_by_name(f"{job}/{STATION}") for job in JOBS}
         # training and evaluation (gsp.jobs), served beside them; run in test_flows_jobs.py, not here
@@ -311,6 +315,10 @@ def test_every_job_runs_from_its_deployment(station_ui):
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
             any_=[run.id])))
         assert sorted(a.type for a in arts) == ["markdown", "progress", "table"]
+        # it ran on the station's cluster (gsp serve --dask-address), not on a LocalCluster of its own
+        said = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[run.id])))]
+        assert any(m.startswith(f"Dask cluster at {station_cluster}: ") for m in said), said
 
         # reprocess-archive: completed, named after the archive, one process-pass subflow named after its pass
         run = runs["archive"]
