@@ -124,7 +124,9 @@ def product_quicklook(product: str | Path, png: str | Path | None = None, *, los
     array = "enhanced" if "enhanced" in group else "decoded"
     h, w = group["valid"].shape
     step = max(1, math.ceil(max(h, w) / max_side))
-    rgb = np.moveaxis(np.asarray(group[array][:, ::step, ::step]), 0, -1).copy()
+    rgb = np.moveaxis(np.asarray(group[array][:, ::step, ::step]), 0, -1)
+    # 8-bit for imshow: an overview level can hold floats in 0..255, which imshow would clip to 0..1 (white)
+    rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8) if rgb.dtype != np.uint8 else rgb.copy()
     valid = np.asarray(group["valid"][::step, ::step]).astype(bool)
     rgb[~valid] = 128  # nodata and lost tiles: grey under the marks
     extent, xlabel, ylabel, m_per_unit, where = _axes(grid)

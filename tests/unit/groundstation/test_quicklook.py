@@ -64,3 +64,21 @@ def test_the_embedded_copy_is_a_jpeg_small_enough_for_an_artifact(products):
     small = image_data_uri(q.path, max_bytes=30_000)  # scaled down until it fits, or none
     assert small is None or len(small) <= 30_000
     assert image_data_uri(q.path, max_bytes=100) is None
+
+
+def test_a_quicklook_from_an_overview_level_shows_the_same_picture(tmp_path, tiny_codec):
+    """Large products are drawn from an overview level, whose pixels may be floats in 0..255: shown as 8-bit, not
+    clipped to 0..1 (a white picture)."""
+    import zarr
+
+    from groundstation.overviews import build_levels_serial
+
+    made = decoded_product(tmp_path / "o", tiny_codec)
+    build_levels_serial(made["product"])
+    levels = (dict(zarr.open_group(str(made["product"]), mode="r").attrs).get("multiscales") or [{}])[0]
+    assert [d["level"] for d in levels.get("datasets", []) if d["level"] > 0], "the product has no overview"
+    full = np.asarray(Image.open(product_quicklook(made["product"], made["product"].parent / "full.png").path)
+                      .convert("L")).astype(float)
+    small = np.asarray(Image.open(product_quicklook(made["product"], made["product"].parent / "level.png",
+                                                    max_side=50).path).convert("L")).astype(float)
+    assert full.shape == small.shape and abs(full.mean() - small.mean()) < 8, (full.mean(), small.mean())
