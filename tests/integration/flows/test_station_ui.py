@@ -308,10 +308,15 @@ def test_every_job_runs_from_its_deployment(station_ui):
         assert result["product"].startswith(str(home / "products"))
         assert run.name == f"dep-pass-1 @ {result['version']}"
         assert {"gsp", "station:ui-station", "codec:tiny.pt", "enhancer:enh-a.pt"} <= set(run.tags)
-        tasks = wait_for("task runs", lambda: [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[run.id]))) if t.state and t.state.is_completed()], 60)
-        task_names = {t.name for t in tasks}
-        assert "decode-tiles-b0000" in task_names and "enhance-windows-b0000" in task_names
+        # task runs reach the API through events, after the flow run's own final state: wait for the named ones
+        wanted = {"decode-tiles-b0000", "enhance-windows-b0000"}
+
+        def completed_task_names():
+            names = {t.name for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[run.id]))) if t.state and t.state.is_completed()}
+            return names if wanted <= names else None
+
+        wait_for("the run's decode and enhance task runs", completed_task_names, 90)
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
             any_=[run.id])))
         assert sorted(a.type for a in arts) == ["markdown", "progress", "table"]
