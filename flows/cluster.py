@@ -9,8 +9,9 @@ import logging
 import os
 from typing import Any, Iterator
 
-__all__ = ["LOCAL_THREADS", "LOCAL_WORKERS", "STATION_CLUSTER_ENV", "cluster_info", "dask_address", "gpu_annotation",
-           "local_cluster_kwargs", "make_task_runner", "prepare_workers", "station_cluster", "warm_workers"]
+__all__ = ["LOCAL_THREADS", "LOCAL_WORKERS", "STATION_CLUSTER_ENV", "cluster_info", "dask_address",
+           "gpu_annotation", "local_cluster_kwargs", "make_task_runner", "prepare_workers", "station_cluster",
+           "warm_workers"]
 
 LOCAL_WORKERS = 2
 LOCAL_THREADS = 1

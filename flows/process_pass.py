@@ -173,7 +173,8 @@ def _run(pass_path, info: PassInfo | None, plan: RunPlan, t_start: float) -> dic
                         core_tiles=core_tiles, max_in_flight=max(2, 2 * cluster["threads"] or 4),
                         stop_after=int(hook_value(STOP_AFTER_ENV)) if hook_value(STOP_AFTER_ENV) else None)
     log.info("Dask cluster at %s: %d workers, %d threads, %d GPU slots; enhancement cores of %dx%d tiles (%d "
-             "windows)%s", cluster["scheduler"], cluster["workers"], cluster["threads"], cluster["gpus"], core_tiles, core_tiles, len(stages.windows),
+             "windows)%s", cluster["scheduler"], cluster["workers"], cluster["threads"], cluster["gpus"], core_tiles,
+             core_tiles, len(stages.windows),
              "; resuming an unfinished run (work already done is kept)" if resuming else "")
     progress = RunProgress(header.pass_id, header.tiling.n_tiles, stages=len(plan.arrays), log=log)
     try:
