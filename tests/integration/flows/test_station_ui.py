@@ -49,13 +49,18 @@ def _settings(url: str, auth: str | None = AUTH):
 
 
 @pytest.fixture(scope="module")
-def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts, dask_cluster):
-    """The station runs its passes on a long-lived Dask cluster (``--dask-address``, the session's), as a station
-    with its own cluster does; ``gsp serve``'s default (a LocalCluster per run) is tested in test_serve_console.py.
+def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
+    """The station runs its passes on a long-lived Dask cluster of its own (``--dask-address``), as a station with
+    its own cluster does; ``gsp serve``'s default (a LocalCluster per run) is tested in test_serve_console.py. Not
+    the session's shared cluster: its workers already reported task runs to the session's test API, and a
+    worker keeps reporting to the API it first talked to (one station, one API: as in production).
     (UI base URL, API URL, {"done", "refused", "refused-archive", "cut", "archive": run}, screenshot folder,
     station home, serve process) after the five runs finished."""
+    from distributed import LocalCluster
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
+
+    from flows.cluster import local_cluster_kwargs
 
     tmp = tmp_path_factory.mktemp("station-ui")
     home, station = make_station(tmp, STATION, tiny_codec, enhancer_ckpts[0])
@@ -71,8 +76,9 @@ def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts, dask_cluster):
         except pytest.skip.Exception:
             database = None
         api = stack.enter_context(prefect_server(tmp / "server-home", database, PREFECT_SERVER_API_AUTH_STRING=AUTH))
+        cluster = stack.enter_context(LocalCluster(**local_cluster_kwargs()))
         proc = stack.enter_context(served_station(tmp, station, api, "--limit", "3", "--dask-address",
-                                                  dask_cluster.scheduler_address, PREFECT_API_AUTH_STRING=AUTH))
+                                                  cluster.scheduler_address, PREFECT_API_AUTH_STRING=AUTH))
         stack.enter_context(_settings(api))
         client = stack.enter_context(get_client(sync_client=True))
         log_path = tmp / "serve.log"
@@ -102,7 +108,7 @@ def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts, dask_cluster):
         (home / "inbox" / "ui-short.gsp.tmp").rename(home / "inbox" / "ui-short.gsp")
         runs = {key: wait_for(f"the {key} run", lambda r=run: (x := client.read_flow_run(r.id)).state.is_final()
                               and x, 900, log_path) for key, run in started.items()}
-        yield api.removesuffix("/api"), api, runs, tmp / "screenshots", home, dask_cluster.scheduler_address
+        yield api.removesuffix("/api"), api, runs, tmp / "screenshots", home, cluster.scheduler_address
 
 
 @pytest.fixture(scope="module")
