@@ -64,12 +64,14 @@ def station_cluster() -> str | None:
 
 def make_task_runner(address: str | None = None, n_workers: int = LOCAL_WORKERS,
                      threads_per_worker: int = LOCAL_THREADS):
-    """A DaskTaskRunner on ``address`` (an existing scheduler) or on a new LocalCluster (started by the run)."""
-    from prefect_dask import DaskTaskRunner
+    """A Dask task runner (:class:`~flows.task_runner.StationTaskRunner`) on ``address`` (an existing scheduler)
+    or on a new LocalCluster (started by the run)."""
+    from .task_runner import StationTaskRunner
 
     if address:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=local_cluster_kwargs(n_workers, threads_per_worker))
+        return StationTaskRunner(address=address)
+    return StationTaskRunner(cluster_class=local_cluster,
+                             cluster_kwargs=local_cluster_kwargs(n_workers, threads_per_worker))
 
 
 @contextlib.contextmanager
