@@ -323,16 +323,19 @@ def _train_enhancer(pairs, out, options, export) -> dict:
 def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points: list[str] | None = None,
                  temperature: Annotated[float | None, Field(ge=0)] = None,
                  limit: Annotated[int | None, Field(ge=1)] = None, workers: Annotated[int, Field(ge=1)] = 1,
-                 seed: int = 0, reference: DatasetPath | None = None, sweep: SweepOptions | None = None) -> dict:
-    """``gsp evaluate IMAGES -o OUT [--rate-points ...] [--sweep ...]`` as a flow: resumes from
-    ``OUT/per_image.csv`` (and ``perception_distortion.csv``)."""
+                 seed: int = 0, reference: DatasetPath | None = None, sweep: SweepOptions | None = None,
+                 tile_size: Annotated[int, Field(ge=0, le=4096, multiple_of=64)] = 0,
+                 decode_mode: Literal["tile", "mosaic"] | None = None) -> dict:
+    """``gsp evaluate IMAGES -o OUT [--rate-points ...] [--sweep ...] [--tile-size PX --decode-mode M]`` as a
+    flow: resumes from ``OUT/per_image.csv`` (and ``perception_distortion.csv``)."""
     return run_checked(evaluate_job, dict(locals()), _evaluate)
 
 
-def _evaluate(images, out, rate_points, temperature, limit, workers, seed, reference, sweep) -> dict:
+def _evaluate(images, out, rate_points, temperature, limit, workers, seed, reference, sweep, tile_size=0,
+              decode_mode=None) -> dict:
     from flows.report import table_rows
 
-    from .evaluation import evaluate_folder, resolve_rate_points
+    from .evaluation import Tiling, evaluate_folder, resolve_rate_points
 
     run = _out(out, "evaluate")
     spec = sweep.spec() if sweep is not None else None  # bad sweep options fail before any work
@@ -340,7 +343,7 @@ def _evaluate(images, out, rate_points, temperature, limit, workers, seed, refer
     progress = _Progress(_key("evaluate", run, "progress"),
                          f"evaluate {run}: image evaluations done" + (" (then the sweep)" if spec else ""))
     res = evaluate_folder(images, run, points, limit=limit, workers=workers, seed=seed, reference=reference,
-                          on_progress=progress)
+                          on_progress=progress, tiling=Tiling.of(tile_size, decode_mode))
     progress.finish()
     report = Path(res.files["markdown"]).read_text()
     table = table_rows(res.summary)

@@ -43,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the registry's (to choose one on a validation set)")
     ev.add_argument("--workers", type=int, default=1, help="worker processes, 1 torch thread each (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the enhancer's latent field")
+    ev.add_argument("--tile-size", type=int, default=0, metavar="PX",
+                    help="code every image as the satellite codes a scene, PX codec tiles each on its own (the "
+                    "station's 256), and decode it as the station does; adds the seam ratio of each product and "
+                    "of the original (default: whole images, the paper's protocol)")
+    ev.add_argument("--decode-mode", choices=["tile", "mosaic"],
+                    help="with --tile-size: how pixels are made from the tiles' latents, mosaic (seamless) or tile "
+                    "(g_s per tile) (default: the station's decode.mode)")
     sw = ev.add_argument_group("perception-distortion sweep (--sweep)")
     sw.add_argument("--sweep", action="store_true",
                     help="also sweep the enhancer's temperature and the two controls and write "
@@ -88,14 +95,20 @@ def _sweep_spec(args):
 
 
 def cmd_evaluate(args) -> int:
-    from gsp.evaluation import evaluate_folder, resolve_rate_points
+    from gsp.evaluation import Tiling, evaluate_folder, resolve_rate_points
 
     names = [n.strip() for n in args.rate_points.split(",") if n.strip()] if args.rate_points else None
     spec = _sweep_spec(args)  # bad sweep options fail before any work
+    tiling = Tiling.of(args.tile_size, args.decode_mode)
     points = resolve_rate_points(names, temperature=args.temperature)
     res = evaluate_folder(args.images, args.out, points, limit=args.limit, workers=args.workers, seed=args.seed,
-                          reference=args.reference, progress=progress())
-    print(f"{res.images} images x {len(points)} rate points: {res.computed} evaluated, {res.skipped} already done")
+                          reference=args.reference, progress=progress(), tiling=tiling)
+    print(f"{res.images} images x {len(points)} rate points: {res.computed} evaluated, {res.skipped} already done"
+          + (f" (coded in {tiling.label} tiles)" if tiling.tile_size else ""))
+    if tiling.tile_size:
+        for r in res.summary.to_dict("records"):
+            print(f"  {r['rate_point']} {r['product']}: seam ratio {r['seam_ratio']:.3f} (original "
+                  f"{r['seam_ratio_source']:.3f})")
     for row in res.effects.to_dict("records"):
         print(f"  {row['rate_point']}: {res.summary.perceptual_metric.iloc[0]} {row['d_perceptual']:+.4f} "
               f"({row['perceptual_change_pct']:+.1f}%, better on {row['perceptual_helped']}/{row['images']} "

@@ -63,8 +63,14 @@ def _md_table(df: pd.DataFrame, columns: list[tuple[str, str, int]]) -> list[str
 
 
 def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[ResolvedPoint], *, image_dir: str,
-                    images: int, metric: str, reference: pd.DataFrame | None, files: dict[str, str]) -> str:
-    lines = [f"# Evaluation on `{image_dir}` ({images} images)", "",
+                    images: int, metric: str, reference: pd.DataFrame | None, files: dict[str, str],
+                    tile_size: int = 0, decode_mode: str = "") -> str:
+    tiled = tile_size > 0
+    coded = (f"Each image coded as the station codes a scene, {tile_size} px codec tiles each on its own, and "
+             f"decoded as the station decodes a pass (decode mode `{decode_mode}`); seam ratio: mean step across "
+             "tile boundaries / mean step inside tiles, the original's beside it." if tiled
+             else "Each image coded whole (the paper's protocol).")
+    lines = [f"# Evaluation on `{image_dir}` ({images} images)", "", coded, "",
              f"Perceptual distance: `{metric}` (the primary; lower is better), with "
              f"{', '.join(f'`{c}`' for c in SECONDARY_PERCEPTUAL)} beside it (not on its scale). Means over images; bpp from the real ELIC "
              "bitstreams (the enhancer adds no bits). Enhancer time: seconds per megapixel, 1 CPU thread per "
@@ -76,7 +82,9 @@ def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[R
     lines += _md_table(summary, [("rate_point", "rate point", 0), ("product", "product", 0), ("images", "images", 0),
                                  ("bpp", "bpp", 4), ("psnr_db", "PSNR dB", 2), ("ms_ssim", "MS-SSIM", 4),
                                  ("perceptual", metric, 4), *((c, c, 4) for c in SECONDARY_PERCEPTUAL),
-                                 ("enhance_s_per_mp", "enhancer s/MP", 2)])
+                                 ("enhance_s_per_mp", "enhancer s/MP", 2),
+                                 *((("seam_ratio", "seam ratio", 3), ("seam_ratio_source", "original's", 3))
+                                   if tiled else ())])
     lines += ["", "## Enhanced minus decoded (paired over images, 95% Student-t interval)", ""]
     if not effects.empty:
         eff = effects.copy()

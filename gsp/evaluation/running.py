@@ -8,6 +8,13 @@ LPIPS-Alex, the paper's metric and the primary one (column ``perceptual``, named
 beside it LPIPS-VGG and ST-LPIPS-Alex (columns ``lpips_vgg``, ``stlpips_alex``).
 The enhancer adds no bits, so decoded and enhanced share the bpp.
 
+With ``--tile-size PX`` (:class:`Tiling`) every image is coded as the satellite codes a scene, each PX codec
+tile on its own, and decoded as the station decodes a pass (``--decode-mode``: the station's, by default the
+seamless ``mosaic``; ``tile`` for the tile-wise decoding): bpp, PSNR and the perceptual distances are then
+those of the station's products, and the per-image rows also hold the seam ratio of each product and of the
+original (:func:`groundstation.metrics.seams.seam_ratio`: mean step across tile boundaries over mean step
+inside tiles; a seamless product is near the original's).
+
 OUT receives
 
 * ``per_image.csv``: one row per (rate point, image, product); appended as images finish, so an interrupted
@@ -52,7 +59,7 @@ from .points import ResolvedPoint
 from .report import markdown_report, read_reference_points
 from .stats import SECONDARY_PERCEPTUAL, paired_effects, summarize
 
-__all__ = ["CACHE", "PER_IMAGE_COLUMNS", "PER_IMAGE_CSV", "EvaluationResult", "codec_and_enhancer",
+__all__ = ["CACHE", "PER_IMAGE_COLUMNS", "PER_IMAGE_CSV", "WHOLE", "EvaluationResult", "Tiling", "codec_and_enhancer",
            "evaluate_folder", "evaluate_image", "image_names", "original_and_decoded", "read_resumable_csv",
            "run_jobs"]
 
@@ -61,7 +68,46 @@ log = logging.getLogger(__name__)
 PER_IMAGE_CSV = "per_image.csv"
 PER_IMAGE_COLUMNS = ["rate_point", "image", "product", "height", "width", "bytes", "bpp", "psnr_db", "ms_ssim",
                      "perceptual", "perceptual_metric", "enhance_s", "temperature", "codec_sha256",
-                     "enhancer_sha256", "lpips_vgg", "stlpips_alex"]
+                     "enhancer_sha256", "lpips_vgg", "stlpips_alex", "tiling", "seam_ratio", "seam_ratio_source"]
+#: Columns a per-image file of an older ``gsp evaluate`` may lack (its rows are whole-image ones, kept).
+_LATER_COLUMNS = ("tiling", "seam_ratio", "seam_ratio_source")
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How the images are coded: whole (``tile_size`` 0, the paper's protocol) or in codec tiles of
+    ``tile_size`` px decoded in ``decode_mode`` (the station's protocol); see the module docstring."""
+
+    tile_size: int = 0
+    decode_mode: str = "mosaic"
+
+    def __post_init__(self) -> None:
+        from groundstation.codec import CODEC_ALIGN
+        from groundstation.synthesis import DECODE_MODES
+
+        if self.tile_size < 0 or self.tile_size % CODEC_ALIGN:
+            raise ConfigError(f"--tile-size {self.tile_size}: give a positive multiple of {CODEC_ALIGN} px (the "
+                              "station codes 256 px tiles), or leave it out to code whole images")
+        if self.decode_mode not in DECODE_MODES:
+            raise ConfigError(f"--decode-mode {self.decode_mode}: one of {', '.join(DECODE_MODES)}")
+
+    @classmethod
+    def of(cls, tile_size: int = 0, decode_mode: str | None = None) -> "Tiling":
+        """From ``--tile-size`` / ``--decode-mode`` (None: the station's ``decode.mode``)."""
+        from groundstation.config import load_station
+
+        if decode_mode and not tile_size:
+            raise ConfigError("--decode-mode only applies to tiled coding: add --tile-size 256")
+        return cls(tile_size, decode_mode or load_station().decode.mode)
+
+    @property
+    def label(self) -> str:
+        """The ``tiling`` column: ``whole`` or e.g. ``256px mosaic``."""
+        return f"{self.tile_size}px {self.decode_mode}" if self.tile_size else "whole"
+
+
+#: The paper's protocol: every image coded whole.
+WHOLE = Tiling()
 
 
 class _ProcessCache:
@@ -114,50 +160,61 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def original_and_decoded(point: ResolvedPoint, path: str):
-    """(original, decoded, bytes) of one image at one rate point: real ELIC compress and decompress."""
+def original_and_decoded(point: ResolvedPoint, path: str, tiling: Tiling = WHOLE):
+    """(original, decoded, bytes) of one image at one rate point: real ELIC compress and decompress, of the
+    whole image or tile by tile (``tiling``)."""
     from groundstation.images import load_rgb
+    from groundstation.synthesis import roundtrip_tiled
 
     tc, *_ = CACHE.models(point)
     try:
         image = load_rgb(path).copy()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read as an RGB image ({exc})") from exc
+    if tiling.tile_size:
+        decoded, nbytes = roundtrip_tiled(tc, image, tiling.tile_size, tiling.decode_mode, what=path)
+        return image, decoded, nbytes
     decoded, enc, _ = tc.roundtrip(image, what=path)  # a persistent desync is a DesyncError (exit 2)
     return image, decoded, enc.nbytes
 
 
-def codec_and_enhancer(point: ResolvedPoint, path: str, seed: int):
+def codec_and_enhancer(point: ResolvedPoint, path: str, seed: int, tiling: Tiling = WHOLE):
     """(original, decoded, enhanced, bytes, enhance seconds) of one image at one rate point."""
     from enhancer.inference import enhance_array
 
     _, model, *_ = CACHE.models(point)
-    image, decoded, nbytes = original_and_decoded(point, path)
+    image, decoded, nbytes = original_and_decoded(point, path, tiling)
     t0 = time.perf_counter()
     enhanced = enhance_array(model, decoded, seed=seed, temperature=point.temperature)
     return image, decoded, enhanced, nbytes, time.perf_counter() - t0
 
 
-def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0) -> list[dict]:
+def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0, tiling: Tiling = WHOLE) -> list[dict]:
     """Compress, decompress and enhance one image at one rate point: two rows (decoded, enhanced)."""
     from groundstation.metrics import ms_ssim, psnr_db
+    from groundstation.metrics.seams import seam_ratio
 
     _, _, csha, esha = CACHE.models(point)
     perceptual = CACHE.metric("perceptual")
-    image, decoded, enhanced, nbytes, enhance_s = codec_and_enhancer(point, path, seed)
+    image, decoded, enhanced, nbytes, enhance_s = codec_and_enhancer(point, path, seed, tiling)
     h, w = image.shape[:2]
+
+    def seams(img: np.ndarray) -> float:
+        return seam_ratio(img, tiling.tile_size) if tiling.tile_size else math.nan
+
     base = {"rate_point": point.name, "image": name, "height": h, "width": w, "bytes": nbytes,
             "bpp": nbytes * 8 / (h * w), "perceptual_metric": perceptual.name,
-            "temperature": point.temperature, "codec_sha256": csha, "enhancer_sha256": esha}
+            "temperature": point.temperature, "codec_sha256": csha, "enhancer_sha256": esha,
+            "tiling": tiling.label, "seam_ratio_source": seams(image)}
     rows = []
     for product, img, secs in (("decoded", decoded, math.nan), ("enhanced", enhanced, enhance_s)):
         rows.append({**base, "product": product, "psnr_db": psnr_db(image, img), "ms_ssim": ms_ssim(image, img).value,
-                     "perceptual": perceptual.distance(image, img), "enhance_s": secs,
+                     "perceptual": perceptual.distance(image, img), "enhance_s": secs, "seam_ratio": seams(img),
                      **{m: CACHE.metric(m).distance(image, img) for m in SECONDARY_PERCEPTUAL}})
     return rows
 
 
-def _job(args: tuple[ResolvedPoint, str, str, int]) -> list[dict]:
+def _job(args: tuple[ResolvedPoint, str, str, int, Tiling]) -> list[dict]:
     return evaluate_image(*args)
 
 
@@ -176,12 +233,15 @@ def read_resumable_csv(path: Path, columns, writer: str, dtype: dict | None = No
     return df
 
 
-def _read_done(path: Path, points: list[ResolvedPoint]) -> pd.DataFrame:
-    """Rows already computed with the same model files (sha256), temperature and perceptual metrics; others
-    are dropped."""
+def _read_done(path: Path, points: list[ResolvedPoint], tiling: Tiling = WHOLE) -> pd.DataFrame:
+    """Rows already computed with the same model files (sha256), temperature, perceptual metrics and tiling;
+    others are dropped."""
     from groundstation.metrics import PRIMARY
 
-    df = read_resumable_csv(path, [c for c in PER_IMAGE_COLUMNS if c not in SECONDARY_PERCEPTUAL], "gsp evaluate")
+    df = read_resumable_csv(path, [c for c in PER_IMAGE_COLUMNS if c not in (*SECONDARY_PERCEPTUAL, *_LATER_COLUMNS)],
+                            "gsp evaluate")
+    if "tiling" not in df:  # written before tiled coding existed: whole images
+        df = df.assign(tiling=WHOLE.label, seam_ratio=math.nan, seam_ratio_source=math.nan)
     if df.empty or any(c not in df for c in SECONDARY_PERCEPTUAL):
         if len(df):  # written before those columns existed: recompute all
             log.warning("%s: rows without %s; recomputing them", path, ", ".join(SECONDARY_PERCEPTUAL))
@@ -195,10 +255,11 @@ def _read_done(path: Path, points: list[ResolvedPoint]) -> pd.DataFrame:
             same &= df.enhancer_sha256 == p.enhancer_sha256
         keep |= same.to_numpy()
     keep &= (df.perceptual_metric == PRIMARY).to_numpy()  # rows of another primary metric are recomputed
+    keep &= (df.tiling == tiling.label).to_numpy()
     stale = (~keep) & df.rate_point.isin([p.name for p in points]).to_numpy()
     if stale.any():
-        log.warning("%s: %d rows were computed with other model files, temperatures or metrics; recomputing them",
-                    path, int(stale.sum()))
+        log.warning("%s: %d rows were computed with other model files, temperatures, metrics or tiling; "
+                    "recomputing them", path, int(stale.sum()))
     df = df[keep]
     complete = df.groupby(["rate_point", "image"]).product.transform("nunique") == 2  # both products present
     return df[complete].reset_index(drop=True)
@@ -253,11 +314,12 @@ def run_jobs(jobs: list[tuple], workers: int, fn: Callable[[tuple], list[dict]] 
         yield from pool.map(fn, jobs)
 
 
-def _examples(points: list[ResolvedPoint], path: str, seed: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+def _examples(points: list[ResolvedPoint], path: str, seed: int,
+              tiling: Tiling = WHOLE) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """(label, original, decoded, enhanced) of one image at every rate point, for :func:`plots.example_strip`."""
     rows = []
     for point in points:
-        image, decoded, enhanced, nbytes, _ = codec_and_enhancer(point, path, seed)
+        image, decoded, enhanced, nbytes, _ = codec_and_enhancer(point, path, seed, tiling)
         h, w = image.shape[:2]
         rows.append((f"{point.name}: {nbytes * 8 / (h * w):.3f} bpp | original, decoded, enhanced "
                      f"T={point.temperature:g}", image, decoded, enhanced))
@@ -267,7 +329,8 @@ def _examples(points: list[ResolvedPoint], path: str, seed: int) -> list[tuple[s
 def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPoint], *,
                     limit: int | None = None, workers: int = 1, seed: int = 0,
                     reference: str | Path | None = None, progress: bool = False,
-                    on_progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
+                    on_progress: Callable[[int, int], None] | None = None,
+                    tiling: Tiling = WHOLE) -> EvaluationResult:
     """Evaluate every rate point on the images of ``image_dir``; write the tables and plots into ``out``.
 
     ``on_progress(done, total)`` is called before the first image and after each (``total``: the image
@@ -281,10 +344,10 @@ def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[Resolve
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / PER_IMAGE_CSV
-    done = _read_done(csv_path, points)
+    done = _read_done(csv_path, points, tiling)
     _rewrite(csv_path, done)  # drop stale or half-written rows before appending
     have = set(zip(done.rate_point, done.image))
-    jobs = [(p, str(path), name, seed) for p in points for name, path in items if (p.name, name) not in have]
+    jobs = [(p, str(path), name, seed, tiling) for p in points for name, path in items if (p.name, name) not in have]
     skipped = len(points) * len(items) - len(jobs)
     if skipped:
         log.info("resuming: %d of %d image evaluations already in %s", skipped, len(points) * len(items), csv_path)
@@ -306,7 +369,7 @@ def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[Resolve
         bar.close()
     per_image = pd.read_csv(csv_path)
     per_image = per_image[per_image.rate_point.isin([p.name for p in points])
-                          & per_image.image.isin([n for n, _ in items])]
+                          & per_image.image.isin([n for n, _ in items]) & (per_image.tiling == tiling.label)]
     summary = summarize(per_image, points)
     effects = paired_effects(per_image)
     files = {"per_image": str(csv_path), "csv": str(out / "evaluation.csv"), "markdown": str(out / "evaluation.md"),
@@ -316,8 +379,10 @@ def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[Resolve
         summary.to_csv(tmp, index=False, float_format="%.6g")
     metric = str(per_image.perceptual_metric.iloc[0]) if len(per_image) else "perceptual"
     write_text_atomic(files["markdown"], markdown_report(summary, effects, points, image_dir=str(image_dir),
-                                                         images=len(items), metric=metric, reference=ref, files=files))
+                                                         images=len(items), metric=metric, reference=ref, files=files,
+                                                         tile_size=tiling.tile_size,
+                                                         decode_mode=tiling.decode_mode))
     plot_curves(summary, metric, files["rd_png"], files["rate_perception_png"], reference=ref)
-    example_strip(_examples(points, str(items[len(items) // 2][1]), seed), files["examples_png"])
+    example_strip(_examples(points, str(items[len(items) // 2][1]), seed, tiling), files["examples_png"])
     return EvaluationResult(out=str(out), images=len(items), computed=len(jobs), skipped=skipped,
                             summary=summary, effects=effects, files=files)

@@ -218,3 +218,21 @@ def test_the_demo_scene_decodes_seamlessly_with_its_symbols_unchanged(tmp_path):
               for name in ("tile", "mosaic")}
     assert ratios["tile"] > 2 * source, (ratios, source)
     assert ratios["mosaic"] <= 1.15 * source, (ratios, source)
+
+
+def test_a_tiled_roundtrip_is_the_stations_decode_of_its_tiles(codec_and_latents):
+    """``gsp evaluate --tile-size``'s coding: the tiles' symbols as a pass carries them, pixels made as the
+    station makes them (tile-wise: each tile's own decode; mosaic: the windows over the latent mosaic)."""
+    from groundstation.synthesis import roundtrip_tiled
+
+    tc, grid, scene, latents, tilewise = codec_and_latents
+    rgb = np.ascontiguousarray(scene.transpose(1, 2, 0))
+    tile, nbytes = roundtrip_tiled(tc, rgb, TILE, "tile")
+    assert np.array_equal(tile, tilewise.transpose(1, 2, 0))
+    mosaic, nbytes2 = roundtrip_tiled(tc, rgb, TILE, "mosaic")
+    assert np.array_equal(mosaic, synthesize_mosaic(tc, grid, latents).transpose(1, 2, 0))
+    expected = sum(tc.encode(np.ascontiguousarray(rgb[r0:r1, c0:c1])).nbytes
+                   for r0, r1, c0, c1 in map(grid.tile_window, range(grid.n_tiles)))
+    assert nbytes == nbytes2 == expected
+    with pytest.raises(ValueError, match="decode mode 'blend'"):
+        roundtrip_tiled(tc, rgb, TILE, "blend")

@@ -193,3 +193,53 @@ def test_written_tables_have_the_usual_permissions(evaluated):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((out / PER_IMAGE_CSV).stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_tiled_coding_measures_the_seams_and_resumes_by_tiling(tmp_path, images, registry, evaluated):
+    """--tile-size: every image coded in codec tiles as a pass is, decoded as the station decodes; each row has
+    the seam ratio of its product and of the original; rows of another tiling are never mixed in."""
+    from gsp.evaluation import WHOLE, Tiling
+    from groundstation.codec import TileCodec, load_codec
+    from groundstation.images import load_rgb
+    from groundstation.metrics.seams import seam_ratio
+    from groundstation.synthesis import roundtrip_tiled
+
+    points = resolve_rate_points(["hi"], registry)
+    tiled = Tiling(64, "mosaic")
+    res = evaluate_folder(images, tmp_path, points, tiling=tiled)
+    assert res.computed == 3
+    per = pd.read_csv(tmp_path / PER_IMAGE_CSV)
+    assert (per.tiling == "64px mosaic").all() and per.seam_ratio.notna().all()
+    assert (per.groupby("image").seam_ratio_source.nunique() == 1).all()  # the original's, once per image
+    # the decoded row is the station's decode of the tiles: bytes and PSNR of that decode, not of a whole-image one
+    image = load_rgb(images / "sub" / "c.png").copy()
+    decoded, nbytes = roundtrip_tiled(TileCodec(load_codec(points[0].codec_path), threads=1), image, 64, "mosaic")
+    row = per[(per.image == "sub__c") & (per["product"] == "decoded")].iloc[0]
+    assert row.bytes == nbytes and row.seam_ratio == pytest.approx(seam_ratio(decoded, 64))
+    assert row.seam_ratio_source == pytest.approx(seam_ratio(image, 64))
+    whole = pd.read_csv(evaluated[1] / PER_IMAGE_CSV)
+    assert row.bytes > whole[(whole.image == "sub__c") & (whole.rate_point == "hi")].bytes.iloc[0]  # 12 tiles' headers
+    summary = pd.read_csv(tmp_path / "evaluation.csv")
+    assert summary.seam_ratio.notna().all() and summary.seam_ratio_source.notna().all()
+    md = (tmp_path / "evaluation.md").read_text()
+    assert "64 px codec tiles" in md and "| seam ratio | original's |" in md
+    # same tiling: nothing to do; the whole-image protocol in the same folder: everything again
+    assert evaluate_folder(images, tmp_path, points, tiling=tiled).computed == 0
+    assert evaluate_folder(images, tmp_path, points, tiling=WHOLE).computed == 3
+    assert pd.read_csv(tmp_path / PER_IMAGE_CSV).seam_ratio.isna().all()
+    assert "(the paper's protocol)" in (tmp_path / "evaluation.md").read_text()
+
+
+def test_tiling_options_get_clear_errors(tmp_path):
+    from gsp.evaluation import Tiling
+
+    with pytest.raises(ConfigError, match="--tile-size 100: give a positive multiple of 64"):
+        Tiling(100)
+    with pytest.raises(ConfigError, match="--decode-mode blur: one of tile, mosaic"):
+        Tiling(256, "blur")
+    with pytest.raises(ConfigError, match="--decode-mode only applies to tiled coding"):
+        Tiling.of(0, "tile")
+    assert Tiling.of(256).decode_mode == "mosaic"  # the station's default
+    out = subprocess.run([sys.executable, "-m", "gsp.cli", "evaluate", str(tmp_path), "-o", str(tmp_path / "o"),
+                          "--tile-size", "100"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--tile-size 100" in out.stderr and "Traceback" not in out.stderr
