@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 b[tag] = streaming(src, runs, opts, addr, dur, tag)
                 _say(f"(b) {tag}: {b[tag]['latency_s']} s")
                 partial(args.out, m, {"complete_then_process": a, "streaming": b})
-                if tag == "matched" and not args.only_matched:  # the loop next: the ratios that matter most come first on a busy machine
+                # the loop next: the ratios that matter most come first on a busy machine
+                if tag == "matched" and not args.only_matched:
                     _say("(c) reference loop on the complete file")
                     loop = naive_loop(src, runs / "loop.tif", m)
                     c = {"latency_s": round(loop["seconds"], 2),
