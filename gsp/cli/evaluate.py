@@ -104,7 +104,7 @@ def cmd_evaluate(args) -> int:
     res = evaluate_folder(args.images, args.out, points, limit=args.limit, workers=args.workers, seed=args.seed,
                           reference=args.reference, progress=progress(), tiling=tiling)
     print(f"{res.images} images x {len(points)} rate points: {res.computed} evaluated, {res.skipped} already done"
-          + (f" (coded in {tiling.label} tiles)" if tiling.tile_size else ""))
+          + (f" (coded in {tiling.tile_size} px tiles, decode mode {tiling.decode_mode})" if tiling.tile_size else ""))
     if tiling.tile_size:
         for r in res.summary.to_dict("records"):
             print(f"  {r['rate_point']} {r['product']}: seam ratio {r['seam_ratio']:.3f} (original "
