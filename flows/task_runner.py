@@ -1,10 +1,10 @@
 """The flows' Dask task runner: prefect-dask's, less a per-task cost that grows with the run's length.
 
 For every task it submits, Prefect serialises the whole run context, settings included, to ship it to the
-worker; the settings part (several hundred fields walked by pydantic) costs ~45 ms of the flow process's CPU per
-task on this project's 2-core machines (measured: ``benchmarks/task_overhead.py``), about as much as the
-decode of a small tile, and it is the same for every task of a run. Here it is serialised once per settings
-object and reused: the workers receive the same dictionary as before.
+worker; the settings part (several hundred fields walked by pydantic) is the same for every task of a run, and
+on this project's 2-core machines it was most of the flow process's CPU per task: 104 ms with prefect-dask's
+runner, 37 ms with this one (``benchmarks/task_overhead.py``; CPU the workers then lack). Here it is
+serialised once per settings object and reused: the workers receive the same dictionary as before.
 """
 
 from __future__ import annotations
