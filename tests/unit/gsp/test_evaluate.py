@@ -77,6 +77,7 @@ def test_tables_and_plots_are_written(evaluated, images):
             assert im.size[0] > 300
     md = (out / "evaluation.md").read_text()
     assert "| hi | decoded |" in md and "| lpips_alex | lpips_vgg | stlpips_alex |" in md
+    assert "Each image coded whole (the paper's protocol)." in md and "seam ratio" not in md
     assert "Δ lpips_alex %" in md and "Δ lpips_vgg %" in md and "Δ stlpips_alex %" in md
     assert "stlpips_alex are not on the scale" in md  # a reference in another metric is listed, not drawn
     # LPIPS-Alex is the primary metric; LPIPS-VGG and ST-LPIPS-Alex are computed beside it, each in its column
@@ -199,6 +200,7 @@ def test_tiled_coding_measures_the_seams_and_resumes_by_tiling(tmp_path, images,
     """--tile-size: every image coded in codec tiles as a pass is, decoded as the station decodes; each row has
     the seam ratio of its product and of the original; rows of another tiling are never mixed in."""
     from gsp.evaluation import WHOLE, Tiling
+    from gsp.evaluation.running import _read_done
     from groundstation.codec import TileCodec, load_codec
     from groundstation.images import load_rgb
     from groundstation.metrics.seams import seam_ratio
@@ -223,11 +225,14 @@ def test_tiled_coding_measures_the_seams_and_resumes_by_tiling(tmp_path, images,
     assert summary.seam_ratio.notna().all() and summary.seam_ratio_source.notna().all()
     md = (tmp_path / "evaluation.md").read_text()
     assert "64 px codec tiles" in md and "| seam ratio | original's |" in md
-    # same tiling: nothing to do; the whole-image protocol in the same folder: everything again
+    # same tiling: nothing to do; another tiling (here the whole-image protocol) finds nothing done
     assert evaluate_folder(images, tmp_path, points, tiling=tiled).computed == 0
-    assert evaluate_folder(images, tmp_path, points, tiling=WHOLE).computed == 3
-    assert pd.read_csv(tmp_path / PER_IMAGE_CSV).seam_ratio.isna().all()
-    assert "(the paper's protocol)" in (tmp_path / "evaluation.md").read_text()
+    assert len(_read_done(tmp_path / PER_IMAGE_CSV, points, tiled)) == 6
+    assert _read_done(tmp_path / PER_IMAGE_CSV, points, WHOLE).empty
+    assert _read_done(evaluated[1] / PER_IMAGE_CSV, points, tiled).empty
+    older = tmp_path / "older.csv"  # written before tiled coding existed: read as whole-image rows
+    whole.drop(columns=["tiling", "seam_ratio", "seam_ratio_source"]).to_csv(older, index=False)
+    assert len(_read_done(older, points, WHOLE)) == 6 and _read_done(older, points, tiled).empty
 
 
 def test_tiling_options_get_clear_errors(tmp_path):
