@@ -37,8 +37,6 @@ class StationTaskRunner(DaskTaskRunner):
 
     def _settings_context(self) -> SettingsContext:
         current = SettingsContext.get()
-        if isinstance(current, _SerialisedSettings):
-            return current
         if self._settings is None or self._settings[0] is not current:
             self._settings = (current, current.serialize())
         ctx = _SerialisedSettings(profile=current.profile, settings=current.settings)

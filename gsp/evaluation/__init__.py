@@ -15,7 +15,8 @@ metrics in :mod:`groundstation.metrics.backends`.
 
 from .points import ResolvedPoint, resolve_rate_points
 from .report import markdown_report, read_reference_points, sweep_markdown
-from .running import PER_IMAGE_COLUMNS, PER_IMAGE_CSV, WHOLE, EvaluationResult, Tiling, evaluate_folder, evaluate_image
+from .running import (PER_IMAGE_COLUMNS, PER_IMAGE_CSV, WHOLE, EvaluationResult, Tiling, evaluate_folder,
+                      evaluate_image)
 from .stats import ci95, paired_effects, summarize
 from .sweep import (SWEEP_COLUMNS, SWEEP_CSV, SweepResult, chosen_effects, controls_at_cost, interpolate_at,
                     matched_strength, rule_choice, summarize_sweep, sweep_folder)
@@ -24,7 +25,7 @@ from .variants import (DEFAULT_NOISE, DEFAULT_TEMPERATURES, DEFAULT_UNSHARP, RUL
 
 __all__ = ["DEFAULT_NOISE", "DEFAULT_TEMPERATURES", "DEFAULT_UNSHARP", "PER_IMAGE_COLUMNS", "PER_IMAGE_CSV",
            "RULE_MAX_COST_DB", "SWEEP_COLUMNS", "SWEEP_CSV", "WHOLE", "EvaluationResult", "ResolvedPoint",
-           "SweepResult", "SweepSpec", "Tiling", "Variant", "add_gaussian_noise", "chosen_effects", "ci95", "controls_at_cost",
-           "evaluate_folder", "evaluate_image", "interpolate_at", "markdown_report", "matched_strength",
-           "paired_effects", "parse_values", "read_reference_points", "resolve_rate_points", "rule_choice",
+           "SweepResult", "SweepSpec", "Tiling", "Variant", "add_gaussian_noise", "chosen_effects", "ci95",
+           "controls_at_cost", "evaluate_folder", "evaluate_image", "interpolate_at", "markdown_report",
+           "matched_strength", "paired_effects", "parse_values", "read_reference_points", "resolve_rate_points", "rule_choice",
            "summarize", "summarize_sweep", "sweep_folder", "sweep_markdown", "unsharp_mask"]

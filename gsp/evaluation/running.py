@@ -59,9 +59,9 @@ from .points import ResolvedPoint
 from .report import markdown_report, read_reference_points
 from .stats import SECONDARY_PERCEPTUAL, paired_effects, summarize
 
-__all__ = ["CACHE", "PER_IMAGE_COLUMNS", "PER_IMAGE_CSV", "WHOLE", "EvaluationResult", "Tiling", "codec_and_enhancer",
-           "evaluate_folder", "evaluate_image", "image_names", "original_and_decoded", "read_resumable_csv",
-           "run_jobs"]
+__all__ = ["CACHE", "PER_IMAGE_COLUMNS", "PER_IMAGE_CSV", "WHOLE", "EvaluationResult", "Tiling",
+           "codec_and_enhancer", "evaluate_folder", "evaluate_image", "image_names", "original_and_decoded",
+           "read_resumable_csv", "run_jobs"]
 
 log = logging.getLogger(__name__)
 
