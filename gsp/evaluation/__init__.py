@@ -27,5 +27,5 @@ __all__ = ["DEFAULT_NOISE", "DEFAULT_TEMPERATURES", "DEFAULT_UNSHARP", "PER_IMAG
            "RULE_MAX_COST_DB", "SWEEP_COLUMNS", "SWEEP_CSV", "WHOLE", "EvaluationResult", "ResolvedPoint",
            "SweepResult", "SweepSpec", "Tiling", "Variant", "add_gaussian_noise", "chosen_effects", "ci95",
            "controls_at_cost", "evaluate_folder", "evaluate_image", "interpolate_at", "markdown_report",
-           "matched_strength", "paired_effects", "parse_values", "read_reference_points", "resolve_rate_points", "rule_choice",
-           "summarize", "summarize_sweep", "sweep_folder", "sweep_markdown", "unsharp_mask"]
+           "matched_strength", "paired_effects", "parse_values", "read_reference_points", "resolve_rate_points",
+           "rule_choice", "summarize", "summarize_sweep", "sweep_folder", "sweep_markdown", "unsharp_mask"]
