@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from typing import Any, Iterator
 
 __all__ = ["LOCAL_THREADS", "LOCAL_WORKERS", "STATION_CLUSTER_ENV", "cluster_info", "dask_address",
@@ -125,21 +126,26 @@ class _Warming:
     def __init__(self, futures: list) -> None:
         self.futures = futures
 
-    def wait(self, timeout: float = 600.0) -> None:
+    def wait(self, timeout: float = 600.0, *, raise_operator_errors: bool = False) -> None:
         """Wait for every worker's warm-up (a task's unpickling must not import the modules the warm-up is
-        importing at the same moment); a failed warm-up is only logged: the batches load the models themselves
-        and report any error."""
-        from distributed import wait
+        importing at the same moment). A failed warm-up is only logged (the batches load the models themselves
+        and report any error), except, with ``raise_operator_errors``, a GSPError (a checkpoint that does not
+        load): raised, so that the run fails with it before anything is written."""
+        from groundstation.errors import GSPError
 
         if not self.futures:
             return
-        with contextlib.suppress(Exception):
-            wait(self.futures, timeout=timeout)
-        for fut in self.futures:
+        futures, self.futures = self.futures, []
+        deadline = time.monotonic() + timeout
+        for fut in futures:  # (distributed.wait would look for a default client, which this one is not)
+            with contextlib.suppress(Exception):
+                fut.result(timeout=max(0.0, deadline - time.monotonic()))
+        for fut in futures:
             if fut.status == "error":
-                log.warning("warming up a worker failed (%s); its batches load the models themselves",
-                            fut.exception())
-        self.futures = []
+                exc = fut.exception()
+                if raise_operator_errors and isinstance(exc, GSPError):
+                    raise exc
+                log.warning("warming up a worker failed (%s); its batches load the models themselves", exc)
 
 
 @contextlib.contextmanager

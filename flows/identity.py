@@ -179,11 +179,11 @@ def _models(header: PassHeader, opts: ProcessOptions, load: bool) -> tuple[Model
         raise CheckpointError(
             f"codec {name!r} in the registry has sha256 {expected[:16]}..., the pass was encoded with "
             f"{header.codec.sha256[:16]}... ({header.codec.name}); pass --codec with the matching checkpoint")
-    if load:
-        from groundstation.codec import load_codec
+    if load:  # checked as the workers load it, without building it here (they do)
+        from groundstation.codec import inspect_codec
 
-        loaded = load_codec(path, header.codec.sha256)
-        codec = ModelRef(name, str(path), loaded.sha256, {"arch": loaded.arch.as_dict(), "tables": loaded.tables})
+        info = inspect_codec(path, header.codec.sha256)
+        codec = ModelRef(name, str(path), info.sha256, {"arch": info.arch.as_dict(), "tables": info.tables})
     else:
         codec = ModelRef(name, str(path), header.codec.sha256, {})
     if not opts.enhance:

@@ -163,6 +163,14 @@ def _run(pass_path, info: PassInfo | None, plan: RunPlan, t_start: float) -> dic
     if opts.device == "cuda" and cluster["gpus"] == 0:
         raise ConfigError("--device cuda, but the Dask cluster offers no GPU resource; start GPU workers with "
                           "`dask worker SCHEDULER --resources GPU=1` (docs/operations.md) or use --device auto")
+    # ---- the models, loaded into every worker at once before the first batch (each worker loads them once;
+    # a checkpoint that does not load fails the run here, before anything is written)
+    codec, enhancer = plan.warm_models
+    if opts.device != "cpu" and cluster["gpus"] > 0:
+        enhancer = None  # enhanced on a GPU: the first batch loads it there
+    if cluster["scheduler"]:
+        with warm_workers(cluster["scheduler"], codec, enhancer) as warming:
+            warming.wait(raise_operator_errors=True)
     resuming = _prepare_product(plan)
     downlink = load_station().downlink
     feed = open_feed(pass_path, paths.state / "arriving.gsp", info, downlink.stale_after_s)

@@ -162,9 +162,34 @@ def load_codec(
     return codec_from_state_dict(sd.tensors, digest=sd.sha256, path=str(path), arch=arch)
 
 
-def codec_from_state_dict(
-    sd: dict[str, torch.Tensor], *, digest: str = "", path: str = "<memory>", arch: CodecArch | None = None
-) -> LoadedCodec:
+@dataclass(frozen=True)
+class CodecInfo:
+    """What a codec checkpoint is, read from its state dict without building the network (no CompressAI
+    import): what a flow records in provenance and sizes the latent store by (:func:`inspect_codec`)."""
+
+    arch: CodecArch
+    sha256: str
+    source_format: str
+    tables: str  # "filled" (in the checkpoint) or "computed" (empty: update() runs where it is loaded)
+
+
+def inspect_codec(path: str | Path, expected_sha256: str | None = None) -> CodecInfo:
+    """Read and check an ELIC checkpoint as :func:`load_codec` does (size cap, sha256 before parsing,
+    ``weights_only``, format, architecture, entropy tables) without building the model: a process that only
+    plans a run (the flow) does not pay for importing CompressAI and building ELIC, which the workers that
+    decode do anyway. A file whose sha256 the pass pins is the one its encoder loaded."""
+    sd = read_state_dict(path, expected_sha256=expected_sha256 or None,
+                         mismatch_hint="the pass was encoded with another codec checkpoint: give the matching file "
+                                       "as the codec")
+    _, arch, fmt, state = _checked_state(sd.tensors, str(path), None)
+    return CodecInfo(arch=arch, sha256=sd.sha256, source_format=fmt,
+                     tables="filled" if state == "filled" else "computed")
+
+
+def _checked_state(sd: dict[str, torch.Tensor], path: str,
+                   arch: CodecArch | None) -> tuple[dict[str, torch.Tensor], CodecArch, str, str]:
+    """The state dict under CompressAI's names, its architecture, source format and tables state; raises
+    CheckpointError for anything but a usable ELIC checkpoint."""
     fmt = detect_codec_format(sd)
     if fmt == "inn-rsic":
         n_groups = len({k.split(".")[1] for k in sd if k.startswith("context_prediction.")})
@@ -176,6 +201,13 @@ def codec_from_state_dict(
             f"{path}: some entropy tables are filled and others are empty; re-export the checkpoint with "
             "`gsp train-codec --export` (or CompressAI's update_model) so that all of them are filled"
         )
+    return sd, arch, fmt, state
+
+
+def codec_from_state_dict(
+    sd: dict[str, torch.Tensor], *, digest: str = "", path: str = "<memory>", arch: CodecArch | None = None
+) -> LoadedCodec:
+    sd, arch, fmt, state = _checked_state(sd, path, arch)
     model = build_codec(arch)
     try:
         model.load_state_dict(sd, strict=True)  # CompressAI resizes the CDF buffers to the checkpoint's

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from groundstation.errors import ConfigError
+from groundstation.errors import CheckpointError, ConfigError
 
 TILES = 6  # 200x300 scene, 128-px tiles
 
@@ -176,6 +176,29 @@ def test_default_task_runner_is_a_local_cluster_of_two_single_thread_processes()
     kw = r.cluster_kwargs
     assert (kw["n_workers"], kw["threads_per_worker"], kw["processes"]) == (2, 1, True)
     assert make_task_runner("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+
+
+def test_workers_are_warmed_at_once_and_a_checkpoint_they_cannot_load_stops_the_run(dask_cluster, tiny_codec,
+                                                                                    tmp_path):
+    """The flow loads its models into every worker at once (``warm_workers``) before its first batch; a
+    checkpoint a worker cannot load is the operator's error, raised there (before the product is written)
+    rather than logged and met again by every batch."""
+    from flows.cluster import warm_workers
+    from groundstation.fileio import sha256_file
+
+    address = dask_cluster.scheduler_address
+    codec = (str(tiny_codec), sha256_file(tiny_codec))
+    with warm_workers(address, codec, None) as warming:
+        futures = list(warming.futures)
+        warming.wait(raise_operator_errors=True)
+        done = [f.result() for f in futures]
+    assert len(done) == len(dask_cluster.workers) and all(d["loaded"] == ["codec"] for d in done)
+    assert len({d["worker"] for d in done}) == len(done)  # one per worker
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError), warm_workers(address, (str(tmp_path / "broken.pt"), "0" * 64), None) as w:
+        w.wait(raise_operator_errors=True)
+    with warm_workers(address, (str(tmp_path / "broken.pt"), "0" * 64), None) as w:  # the default only logs
+        w.wait()
 
 
 def test_missing_enhancer_fails_clearly(flow_pass, tiny_codec, tmp_path, monkeypatch):

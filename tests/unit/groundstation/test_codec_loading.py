@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from groundstation.codec import (AUTHORS_KEY_RULES, CodecArch, TileCodec, build_codec, load_codec,
+from groundstation.codec import (AUTHORS_KEY_RULES, CodecArch, TileCodec, build_codec, inspect_codec, load_codec,
                                  rename_authors_keys)
 from groundstation.errors import CheckpointError
 from helpers import needs_shared
@@ -135,6 +135,38 @@ def test_partially_filled_tables_are_refused(tmp_path, tiny_codec):
     torch.save(sd, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="some entropy tables are filled"):
         load_codec(tmp_path / "partial.pt")
+
+
+def test_inspecting_a_checkpoint_checks_what_loading_checks_without_building_it(tmp_path, tiny_codec):
+    """The flow plans a run from :func:`inspect_codec` (the workers build the model): same identity as a load,
+    the same refusals for a wrong file, and no CompressAI import (seconds a flow process need not pay)."""
+    import subprocess
+    import sys
+
+    loaded = load_codec(tiny_codec)
+    info = inspect_codec(tiny_codec, loaded.sha256)
+    assert (info.arch, info.sha256, info.source_format, info.tables) == (loaded.arch, loaded.sha256, "compressai",
+                                                                         "filled")
+    torch.save(to_authors_names(loaded.model.state_dict()), tmp_path / "authors.pth")
+    assert inspect_codec(tmp_path / "authors.pth").source_format == "inn-rsic"
+    sd = torch.load(tiny_codec, weights_only=True)
+    for k in [k for k in sd if k.endswith("._quantized_cdf")]:
+        sd[k] = torch.zeros(0, dtype=torch.int32)
+    torch.save(sd, tmp_path / "training.pt")
+    assert inspect_codec(tmp_path / "training.pt").tables == "computed"
+    sd["latent_codec.hyper.entropy_bottleneck._quantized_cdf"] = torch.ones(1, 3, dtype=torch.int32)
+    torch.save(sd, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="some entropy tables are filled"):
+        inspect_codec(tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="does not match the expected"):
+        inspect_codec(tiny_codec, "0" * 64)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an ELIC"):
+        inspect_codec(tmp_path / "other.pt")
+    code = ("import sys; from groundstation.codec import inspect_codec; "
+            f"print(inspect_codec({str(tiny_codec)!r}).arch); assert 'compressai' not in sys.modules, 'imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_rename_rules_cover_every_manifest_key():
