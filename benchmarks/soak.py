@@ -2,14 +2,17 @@
 one what a long-running station would leak.
 
 ``gsp serve`` runs as an operator starts it (its own local ``prefect server`` on 127.0.0.1, SQLite under its
-PREFECT_HOME, the registry's demo models) on a Dask cluster that lives as long as it does (a scheduler and
---workers single-threaded workers on 127.0.0.1, as a station runs them); its TMPDIR is a folder of its own. Each
+PREFECT_HOME, the registry's demo models) on a Dask cluster that lives as long as it does: by default its own
+(``gsp serve --workers 2``: a LocalCluster inside it), or with --workers N an external one (a ``dask
+scheduler`` and N single-threaded workers on 127.0.0.1, given as --dask-address); --serve-workers 0 measures
+a LocalCluster per run instead. Its TMPDIR is a folder of its own. Each
 pass (a 256x256 window of the demo scene, its own pass id) is written into the inbox as ``NAME.part`` and renamed
 when complete, as a downlink does; the script waits for the product to be complete and then records, pass by pass:
 
 * latency: from the rename to the product's complete flag (includes waiting for the next sweep);
-* RSS of the ``gsp serve`` process, of the Prefect server, of the Dask scheduler and of each Dask worker, and
-  of every other process under ``gsp serve`` (flow-run subprocesses: none should outlive its run), their count;
+* RSS of the ``gsp serve`` process (with its own cluster: its scheduler too), of the Prefect server, of the
+  Dask scheduler (external) and of each Dask worker, and of every other process under ``gsp serve`` (flow-run
+  subprocesses: none should outlive its run; its resource tracker), their count;
 * open file descriptors of ``gsp serve`` and in the whole process tree;
 * files left in ``gsp serve``'s TMPDIR, and in the inbox's ``processing/`` folder;
 * the Prefect database's size (``prefect.db`` plus its WAL) and its flow-run count.
@@ -17,9 +20,10 @@ when complete, as a downlink does; the script waits for the product to be comple
 Goal: RSS of ``gsp serve`` after pass 40 <= 1.1 x after pass 5, no process, descriptor or temporary file left
 behind by a pass. Loopback only, bounded in time (--max-minutes; each pass --pass-timeout).
 
-    .venv/bin/python benchmarks/soak.py                  # 40 passes (about 15 min on 2 busy cores)
-    .venv/bin/python benchmarks/soak.py --passes 8       # quick look
-    .venv/bin/python benchmarks/soak.py --workers 0      # no station cluster: each pass its own process-pass run
+    .venv/bin/python benchmarks/soak.py                      # 40 passes, gsp serve's own cluster (its default)
+    .venv/bin/python benchmarks/soak.py --passes 8           # quick look
+    .venv/bin/python benchmarks/soak.py --serve-workers 0    # no station cluster: each run starts a LocalCluster
+    .venv/bin/python benchmarks/soak.py --workers 2          # an external cluster (dask scheduler + workers)
 
 Results: benchmarks/results/soak.json (one row per pass) and a markdown table on stdout (docs/operations.md).
 """
@@ -122,13 +126,21 @@ def dask_sample(procs: list[subprocess.Popen]) -> dict:
             "worker_rss_mib": [_rss_mib([w]) for w in sorted(workers, key=lambda w: w.pid)]}
 
 
+def _is_worker(proc) -> bool:
+    """A worker process of ``gsp serve``'s own LocalCluster: a direct child started by multiprocessing."""
+    return "multiprocessing.spawn" in " ".join(_safe(proc, lambda q: q.cmdline(), []))
+
+
 def sample(serve_pid: int, tmpdir: Path, inbox: Path, home: Path) -> dict:
-    """RSS (MiB), descriptors and processes of the serve tree, leftover files, database size."""
+    """RSS (MiB), descriptors and processes of the serve tree, leftover files, database size; the workers of
+    ``gsp serve``'s own cluster (its direct children that multiprocessing spawned) as ``worker_rss_mib``."""
     root, children = _tree(serve_pid)
     server = [p for p in children if _is_server(p)]
     server_ids = {p.pid for p in server}
     for p in server:
         server_ids.update(c.pid for c in p.children(recursive=True))
+    workers = sorted((p for p in root.children() if _is_worker(p)), key=lambda p: p.pid)
+    server_ids.update(p.pid for p in workers)
     others = [p for p in children if p.pid not in server_ids]
     mib = _rss_mib
     fds = lambda procs: sum(_safe(p, lambda q: q.num_fds(), 0) for p in procs)  # noqa: E731
@@ -145,7 +157,8 @@ def sample(serve_pid: int, tmpdir: Path, inbox: Path, home: Path) -> dict:
             "other_rss_mib": mib(others), "other_processes": len(others), "serve_fds": fds([root]),
             "tree_fds": fds([root, *children]), "tmp_files": sum(1 for _ in tmpdir.rglob("*")),
             "processing_files": sum(1 for _ in (inbox / "processing").glob("*")) if (inbox / "processing").is_dir()
-            else 0, "db_mib": round(db_bytes / 2**20, 2), "flow_runs": runs, "scheduled_runs": scheduled}
+            else 0, "db_mib": round(db_bytes / 2**20, 2), "flow_runs": runs, "scheduled_runs": scheduled,
+            "scheduler_rss_mib": None, "worker_rss_mib": [_rss_mib([w]) for w in workers]}
 
 
 def _safe(proc, fn, default):
@@ -162,7 +175,7 @@ def _complete(products: Path, pass_id: str) -> bool:
 
 
 def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_minutes: float,
-         workers: int = 2) -> dict:
+         workers: int = 0, serve_workers: int = 2) -> dict:
     passes = make_passes(n_passes, work / "passes")
     station_dir = Path(tempfile.mkdtemp(prefix="gsp-soak-", dir=work))
     home = station_dir / "station"
@@ -178,12 +191,12 @@ def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_mi
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "gsp.cli", "--station", str(station), "serve", "--interval", str(interval),
            "--settle", "0.5"]
-    if workers:  # the station's long-lived cluster: each pass a subflow of its sweep, on that cluster
+    if workers:  # an external long-lived cluster: each pass a subflow of its sweep, on that cluster
         dask = start_dask(station_dir, env, workers)
         cmd += ["--limit", "1", "--dask-address", json.loads((station_dir / "scheduler.json").read_text())["address"]]
-    else:  # gsp serve's default: each pass its own process-pass run, with a LocalCluster of its own
+    else:  # gsp serve's own cluster (its default), or with --serve-workers 0 a LocalCluster per run
         dask = []
-        cmd += ["--limit", "2"]
+        cmd += ["--limit", "2", "--workers", str(serve_workers)]
     log = open(station_dir / "serve.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             cwd=REPO)
@@ -211,7 +224,7 @@ def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_mi
                 time.sleep(0.5)  # the sweep moves it to done/ after the product is complete
             time.sleep(2.0)  # let the run's subprocess and its LocalCluster end
             row = {"pass": i, "latency_s": round(latency, 1), **sample(proc.pid, tmpdir, inbox, prefect_home),
-                   **(dask_sample(dask) if dask else {"scheduler_rss_mib": None, "worker_rss_mib": []})}
+                   **(dask_sample(dask) if dask else {})}
             rows.append(row)
             _say(" ".join(f"{k}={v}" for k, v in row.items()))
     finally:
@@ -240,9 +253,10 @@ def verdict(rows: list[dict]) -> dict:
     last = rows[-1]
     return {"passes": len(rows), "serve_rss_ratio_last_vs_5": round(last["serve_rss_mib"] / ref["serve_rss_mib"], 3),
             "server_rss_ratio_last_vs_5": round(last["server_rss_mib"] / ref["server_rss_mib"], 3),
-            **({"worker_rss_ratio_last_vs_5": round(max(last["worker_rss_mib"]) / max(ref["worker_rss_mib"]), 3),
-                "scheduler_rss_ratio_last_vs_5": round(last["scheduler_rss_mib"] / ref["scheduler_rss_mib"], 3)}
-               if last["worker_rss_mib"] else {}),
+            **({"worker_rss_ratio_last_vs_5": round(max(last["worker_rss_mib"]) / max(ref["worker_rss_mib"]), 3)}
+               if last["worker_rss_mib"] and ref["worker_rss_mib"] else {}),
+            **({"scheduler_rss_ratio_last_vs_5": round(last["scheduler_rss_mib"] / ref["scheduler_rss_mib"], 3)}
+               if last["scheduler_rss_mib"] and ref["scheduler_rss_mib"] else {}),
             "max_other_processes_after_a_pass": max(r["other_processes"] for r in rows),
             "serve_fds_first_last": [rows[0]["serve_fds"], last["serve_fds"]],
             "tmp_files_last": last["tmp_files"], "processing_files_last": last["processing_files"],
@@ -262,10 +276,12 @@ def table(rows: list[dict], every: int = 5) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--passes", type=int, default=40)
-    ap.add_argument("--interval", type=float, default=10.0, help="watch-inbox sweep interval, s (default 10)")
-    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes of the station's long-lived "
-                    "cluster (default 2); 0: none, gsp serve's default (each pass its own process-pass run with its "
-                    "own LocalCluster, --limit 2)")
+    ap.add_argument("--interval", type=float, default=10.0, help="watch-inbox safety-net sweep interval, s (default "
+                    "10; gsp serve's own default is 600: a file landing starts a sweep at once either way)")
+    ap.add_argument("--workers", type=int, default=0, help="worker processes of an external Dask cluster (a dask "
+                    "scheduler and workers, given to gsp serve as --dask-address; default 0: none, gsp serve's own)")
+    ap.add_argument("--serve-workers", type=int, default=2, help="without --workers: gsp serve --workers, the "
+                    "worker processes of its own cluster (default 2, its default); 0: a LocalCluster per run")
     ap.add_argument("--pass-timeout", type=float, default=300.0, help="seconds one pass may take (default 300)")
     ap.add_argument("--max-minutes", type=float, default=40.0, help="stop feeding passes after this (default 40)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gsp-soak",
@@ -274,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.passes <= 1000:
         ap.error(f"--passes {args.passes}: 1 to 1000")
-    res = soak(args.passes, args.work, args.interval, args.pass_timeout, args.max_minutes, args.workers)
+    res = soak(args.passes, args.work, args.interval, args.pass_timeout, args.max_minutes, args.workers,
+               args.serve_workers)
     if not res["rows"]:
         print("no pass finished", file=sys.stderr)
         return 1

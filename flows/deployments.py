@@ -46,7 +46,8 @@ from groundstation.errors import GSPError
 from groundstation.roots import StationRoots
 
 from .access import PassFile, ProductsDir, run_checked
-from .cluster import STATION_CLUSTER_ENV, make_task_runner, prepare_workers, station_cluster
+from .cluster import LOCAL_WORKERS, STATION_CLUSTER_ENV, make_task_runner, prepare_workers, station_cluster
+from .cluster import dask_address as cluster_address
 from .events import ProductConsole
 from .inbox import InboxTrigger
 from .names import pass_run_name, supplement_run_name
@@ -170,7 +171,7 @@ SERVE_POLL_S = 2.0
 
 
 def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments: Sequence = (), say=None,
-                  **kwargs) -> str | None:
+                  workers: int = LOCAL_WORKERS, **kwargs) -> str | None:
     """Serve :func:`station_deployments`, and the caller's ``extra_deployments`` (``RunnerDeployment``s: ``gsp
     serve`` passes training and evaluation, :func:`gsp.jobs.job_deployments`), from this process until SIGINT
     (Ctrl-C) or SIGTERM (``gsp serve``); returns the signal's name.
@@ -179,9 +180,12 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
     without it a local ``prefect server start`` on ``host`` (127.0.0.1 unless told otherwise; a free port, UI
     included) runs as long as this command: Prefect's ephemeral API has no scheduler. ``pause_on_shutdown`` is
     off: a station restarts ``gsp serve`` (systemd, a container) and its inbox schedule must keep running. At
-    most ``limit`` runs at a time (sweeps: one at a time, the deployment's own limit); each run starts its own
-    Dask LocalCluster unless the deployment names a cluster. ``say`` (default: print) writes the console's
-    lines: what is served, one line per pass (:class:`flows.events.ProductConsole`), the stop.
+    most ``limit`` runs at a time (sweeps: one at a time, the deployment's own limit). The runs share the
+    station's Dask cluster: ``dask_address``, or a LocalCluster of ``workers`` processes that lives as long as
+    this command, so a pass finds the task modules imported and its models loaded in every worker (a
+    cold LocalCluster costs a 1-tile pass about 14 s: starting, importing, loading); ``workers`` 0: each run
+    starts and stops a LocalCluster of its own. ``say`` (default: print) writes the console's lines: what is
+    served, one line per pass (:class:`flows.events.ProductConsole`), the stop.
 
     **Stopping.** SIGINT or SIGTERM: no new runs; the runs in progress are cancelled (each run's process is
     asked to stop and closes its Dask cluster, or is killed after :data:`CANCEL_GRACE_S`; a pass it was
@@ -209,6 +213,8 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
     # folders outside the roots fail here, before anything starts
     deployments = [*station_deployments(**kwargs), *extra_deployments]
     name = kwargs.get("name") or station.station
+    if workers < 0:
+        raise GSPError(f"--workers {workers}: must be >= 0 (0: a Dask LocalCluster per run)")
     if kwargs.get("dask_address"):  # the station's cluster: every run started from here uses it (the UI's too)
         prepare_workers(kwargs["dask_address"])
         os.environ[STATION_CLUSTER_ENV] = kwargs["dask_address"]
@@ -222,6 +228,13 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
             stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
             os.environ["PREFECT_API_URL"] = url  # the runs the runner starts are subprocesses
             stack.enter_context(announce_server(url))  # gsp process uses this server while it runs
+            if not kwargs.get("dask_address") and workers:  # started after the API is set: workers report to it
+                address = stack.enter_context(cluster_address(None, workers))
+                os.environ[STATION_CLUSTER_ENV] = address
+                stack.callback(os.environ.pop, STATION_CLUSTER_ENV, None)
+                deployments = [*station_deployments(**{**kwargs, "dask_address": address}), *extra_deployments]
+                say(f"gsp serve: Dask cluster at {address}: {workers} worker processes, kept while this command "
+                    "runs (a pass finds its models loaded)")
             stack.callback(ProductConsole(station.station, say).start().stop)
 
             def registered() -> None:  # the deployments exist: a file landing now starts a sweep

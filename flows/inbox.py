@@ -427,7 +427,8 @@ def run_sweep(inbox: str | Path | None, products: str | Path | None, options: Pr
 
 
 class InboxTrigger:
-    """Starts a sweep within a second of something new landing in the inbox, instead of at the next interval.
+    """Starts a sweep within a second of something new landing in the inbox, instead of at the next interval,
+    and one at its start when the inbox holds passes or claims left from before.
 
     A daemon thread lists the inbox every ``poll_s`` seconds (a ``stat`` of one folder: no load) and, when a file
     it has not seen appears (a ``NAME.part`` starting to arrive, a renamed or copied pass), calls ``sweep()``
@@ -441,16 +442,23 @@ class InboxTrigger:
 
         self.inbox, self.sweep, self.poll_s, self.station = Path(inbox), sweep, poll_s, station
         self._stop = threading.Event()
-        self._seen = self._names()
+        # what is there when the station starts counts as new (passes that landed while it was down, passes it
+        # had claimed when it stopped): one sweep takes them at once instead of the first scheduled one
+        self._seen: set[str] = set()
+        self._left = {f"{PROCESSING}/{n}" for n in self._listing(self.inbox / PROCESSING)} | {
+            f"{STREAMS}/{n}" for n in self._listing(self.inbox / STREAMS, dirs=True)}
         # the creator's Prefect settings (the API URL gsp serve uses) hold in the thread; without them a sweep
         # and the event would go to an ephemeral API of the thread's own
         self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
                                        name="gsp-inbox-trigger", daemon=True)
 
     def _names(self) -> set[str]:
+        return {n for n in self._listing(self.inbox) if not n.startswith(".") and not n.endswith((".tmp", ".error.txt"))}
+
+    @staticmethod
+    def _listing(folder: Path, dirs: bool = False) -> set[str]:
         try:
-            return {e.name for e in os.scandir(self.inbox) if e.is_file() and not e.name.startswith(".")
-                    and not e.name.endswith((".tmp", ".error.txt"))}
+            return {e.name for e in os.scandir(folder) if (e.is_dir() if dirs else e.is_file())}
         except OSError:
             return set()
 
@@ -467,8 +475,8 @@ class InboxTrigger:
         log = logging.getLogger(__name__)
         while not self._stop.wait(self.poll_s):
             names = self._names()
-            new = sorted(names - self._seen)
-            self._seen = names
+            new = sorted((names - self._seen) | self._left)
+            self._seen, self._left = names, set()
             if not new:
                 continue
             try:

@@ -83,10 +83,12 @@ def register(sub) -> None:
         description="Serve the eight deployments process-pass, reprocess-archive, watch-inbox, apply-supplement, "
         "export-product, train-codec, train-enhancer and evaluate (named after the station) from this process, so operators start, watch and "
         "rerun them from the Prefect UI. watch-inbox "
-        "sweeps INBOX within a second of a file landing (and every --interval seconds as a safety net): a pass "
+        "sweeps INBOX at start and within a second of a file landing (and every --interval seconds as a safety "
+        "net): a pass "
         "still arriving (NAME.part with its header) is processed while it arrives; complete passes (trailer "
         "present, unchanged for --settle seconds) are claimed; products go to --products and passes to "
-        "INBOX/done (or INBOX/failed). "
+        "INBOX/done (or INBOX/failed). The runs share a Dask cluster kept while this command runs (--workers, "
+        "or --dask-address), so a pass finds its models loaded. "
         "Runs from a deployment only take paths under the station's roots (station file, roots). Set "
         "PREFECT_API_URL to use a Prefect server and its UI; without it a local `prefect server start` on --host "
         "lives as long as this command. A server's UI on a port other than 4200 also needs "
@@ -106,6 +108,10 @@ def register(sub) -> None:
     s.add_argument("--name", help="name of the deployments (default: the station's name)")
     s.add_argument("--limit", type=int, default=2, metavar="N",
                    help="runs of all deployments at a time (default 2; sweeps: one at a time)")
+    s.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="Dask worker processes of the station's cluster, started with gsp serve and kept while it "
+                   "runs, so each pass finds its models loaded (default 2); 0: each run starts and stops a "
+                   "LocalCluster of its own; not used with --dask-address")
     s.add_argument("--host", default="127.0.0.1",
                    help="address the local Prefect server listens on when PREFECT_API_URL is not set "
                    "(default 127.0.0.1; elsewhere set PREFECT_SERVER_API_AUTH_STRING, docs/operations.md 'Auth')")
@@ -246,6 +252,8 @@ def cmd_serve(args) -> int:
         raise ConfigError(f"--interval {args.interval}: must be > 0 seconds")
     if args.limit < 1:
         raise ConfigError(f"--limit {args.limit}: must be >= 1")
+    if args.workers < 0:
+        raise ConfigError(f"--workers {args.workers}: must be >= 0 (0: a Dask LocalCluster per run)")
     kw = dict(dask_address=args.dask_address, settle_s=args.settle, stale_after_s=args.stale_after)
     if args.once:
         results = run_sweep(args.inbox, args.products, opts, **kw)
@@ -256,7 +264,7 @@ def cmd_serve(args) -> int:
     from gsp.jobs import job_deployments
 
     serve_station(inbox=args.inbox, products=args.products, archive=args.archive, options=opts,
-                  interval=args.interval, name=args.name, limit=args.limit, host=args.host,
+                  interval=args.interval, name=args.name, limit=args.limit, host=args.host, workers=args.workers,
                   extra_deployments=job_deployments(name=args.name), **kw)
     return 0
 

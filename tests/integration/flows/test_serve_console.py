@@ -8,6 +8,7 @@ stopped, the pass left claimed for the next start. The tests run in this order, 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -111,6 +112,14 @@ def test_ctrl_c_stops_gsp_serve_cleanly_in_the_middle_of_a_pass(served):
         (home / "products" / "stop-pass").glob("*.state/*")), 600, err_path)
     children = _group(proc.pid)
     assert any("prefect.engine" in c for c in children), children  # the run's process, in the group
+    # the pass runs on gsp serve's own cluster (its default: kept between runs), which the console announced
+    cluster = re.search(r"^gsp serve: Dask cluster at (tcp://127\.0\.0\.1:\d+): 2 worker processes, kept ",
+                        out_path.read_text(errors="replace"), re.M)
+    assert cluster, out_path.read_text(errors="replace")
+    request = urllib.request.Request(f"{ui}/api/logs/filter", data=b'{"limit": 200}', method="POST",
+                                     headers={"Content-Type": "application/json"})
+    said = [log["message"] for log in json.load(urllib.request.urlopen(request, timeout=30))]
+    assert any(m.startswith(f"Dask cluster at {cluster.group(1)}: 2 workers") for m in said), said
     # this sweep found the short pass again (see above): the console said it once
     time.sleep(4)
     told = [x for x in out_path.read_text(errors="replace").splitlines() if "rest of short-pass.gsp" in x]

@@ -50,8 +50,8 @@ def _settings(url: str, auth: str | None = AUTH):
 
 @pytest.fixture(scope="module")
 def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
-    """The station runs its passes on a long-lived Dask cluster of its own (``--dask-address``), as a station with
-    its own cluster does; ``gsp serve``'s default (a LocalCluster per run) is tested in test_serve_console.py. Not
+    """The station runs its passes on a long-lived external Dask cluster (``--dask-address``), as a station with
+    an external cluster does; ``gsp serve``'s default (a cluster of its own) is tested in test_serve_console.py. Not
     the session's shared cluster: its workers already reported task runs to the session's test API, and a
     worker keeps reporting to the API it first talked to (one station, one API: as in production).
     (UI base URL, API URL, {"done", "refused", "refused-archive", "cut", "archive": run}, screenshot folder,

@@ -187,9 +187,8 @@ def test_the_inbox_trigger_starts_a_sweep_within_a_second_of_a_file_landing(tmp_
 
     from flows.inbox import InboxTrigger
 
-    (tmp_path / "old.gsp").write_bytes(b"x")  # there before the station started: the first sweep takes it
     calls = []
-    trigger = InboxTrigger(tmp_path, calls.append, poll_s=0.05).start()
+    trigger = InboxTrigger(tmp_path, calls.append, poll_s=0.05).start()  # an empty inbox: nothing to sweep
     try:
         time.sleep(0.2)
         assert calls == []
@@ -202,5 +201,26 @@ def test_the_inbox_trigger_starts_a_sweep_within_a_second_of_a_file_landing(tmp_
         (tmp_path / ".hidden").write_bytes(b"x")
         time.sleep(0.5)
         assert calls == [["new.gsp.part"], ["new.gsp"]]
+    finally:
+        trigger.stop()
+
+
+def test_at_its_start_the_inbox_trigger_sweeps_what_arrived_or_was_claimed_while_the_station_was_down(tmp_path):
+    """A pass that landed while gsp serve was stopped, and one it had claimed when it stopped, are swept at once
+    (one sweep), not at the first scheduled sweep (up to --interval later)."""
+    import time
+
+    from flows.inbox import InboxTrigger
+
+    (tmp_path / "old.gsp").write_bytes(b"x")
+    (tmp_path / "processing").mkdir()
+    (tmp_path / "processing" / "claimed.gsp").write_bytes(b"x")
+    (tmp_path / ".streams" / "arriving.gsp").mkdir(parents=True)
+    (tmp_path / "done").mkdir()
+    calls = []
+    trigger = InboxTrigger(tmp_path, calls.append, poll_s=0.05).start()
+    try:
+        time.sleep(0.5)
+        assert calls == [[".streams/arriving.gsp", "old.gsp", "processing/claimed.gsp"]]
     finally:
         trigger.stop()
