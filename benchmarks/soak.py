@@ -140,8 +140,8 @@ def sample(serve_pid: int, tmpdir: Path, inbox: Path, home: Path) -> dict:
     for p in server:
         server_ids.update(c.pid for c in p.children(recursive=True))
     workers = sorted((p for p in root.children() if _is_worker(p)), key=lambda p: p.pid)
-    server_ids.update(p.pid for p in workers)
-    others = [p for p in children if p.pid not in server_ids]
+    worker_ids = {p.pid for p in workers}
+    others = [p for p in children if p.pid not in server_ids | worker_ids]
     mib = _rss_mib
     fds = lambda procs: sum(_safe(p, lambda q: q.num_fds(), 0) for p in procs)  # noqa: E731
     db = home / "prefect.db"
