@@ -453,7 +453,8 @@ class InboxTrigger:
                                        name="gsp-inbox-trigger", daemon=True)
 
     def _names(self) -> set[str]:
-        return {n for n in self._listing(self.inbox) if not n.startswith(".") and not n.endswith((".tmp", ".error.txt"))}
+        return {n for n in self._listing(self.inbox)
+                if not n.startswith(".") and not n.endswith((".tmp", ".error.txt"))}
 
     @staticmethod
     def _listing(folder: Path, dirs: bool = False) -> set[str]:
