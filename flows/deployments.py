@@ -188,9 +188,10 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
     served, one line per pass (:class:`flows.events.ProductConsole`), the stop.
 
     **Stopping.** SIGINT or SIGTERM: no new runs; the runs in progress are cancelled (each run's process is
-    asked to stop and closes its Dask cluster, or is killed after :data:`CANCEL_GRACE_S`; a pass it was
-    processing stays claimed in the inbox and the next start resumes it from its done markers); then the inbox
-    trigger, the console and the local server stop, and one final line says so. Ctrl-C in a terminal reaches every process of the
+    asked to stop and closes its Dask cluster if it started one, or is killed after :data:`CANCEL_GRACE_S`; a
+    pass it was processing stays claimed in the inbox and the next start resumes it from its done markers); then
+    the inbox trigger, the console, the station's LocalCluster and the local server stop, and one final line says
+    so. Ctrl-C in a terminal reaches every process of the
     terminal's process group, the runs' processes and their Dask workers included, which would each die in the
     middle with a traceback: this process blocks SIGINT before it starts any of them, so they inherit it blocked
     and only this process (a thread waiting for it) acts on it; it takes SIGINT also where the shell that
