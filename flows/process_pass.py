@@ -235,16 +235,13 @@ def run_process_pass(pass_path: str | Path, out_dir: str | Path, options: Proces
     """Run :func:`process_pass` on a new LocalCluster (``n_workers`` processes) or on ``dask_address``.
 
     Start-up is overlapped: Prefect's ephemeral API (when ``PREFECT_API_URL`` is not set, see
-    flows/runtime.py) starts in the background while the pass and models are checked, the LocalCluster
-    starts and its workers load the models. GSPErrors (bad pass, wrong checkpoint, missing enhancer...)
-    propagate with their message.
+    flows/runtime.py) starts in the background while the pass and models are checked; the flow loads the
+    models into the workers before its first batch. GSPErrors (bad pass, wrong checkpoint, missing
+    enhancer...) propagate with their message.
     """
     opts = options or ProcessOptions()
     start_api_early()
-    codec, enhancer = preflight(pass_path, opts).warm_models
-    # the API first: a failed start must not tear down a cluster whose workers are still loading models
-    with prefect_api(), cluster_address(dask_address, n_workers) as address, \
-            warm_workers(address, codec, enhancer) as warming:
-        warming.wait()
+    preflight(pass_path, opts)
+    with prefect_api(), cluster_address(dask_address, n_workers) as address:
         runner = make_task_runner(address)
         return process_pass.with_options(task_runner=runner)(str(pass_path), str(out_dir), opts)
