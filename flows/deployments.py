@@ -3,11 +3,13 @@
 ================== ========================================= ================================================
 deployment         flow (entrypoint)                         runs
 ================== ========================================= ================================================
-process-pass/NAME  ``flows/deployments.py:process_pass_job`` one pass -> a product (the Run button; automations)
+process-pass/NAME  ``flows/deployments.py:process_pass_job`` one pass -> a product (the Run button; automations;
+                                                             ``gsp serve``: each pass that lands in the inbox)
 reprocess-archive/ ``flows/reprocess.py:reprocess_archive``  new product versions for an archive
 NAME
-watch-inbox/NAME   ``flows/inbox.py:watch_inbox``            new passes in the inbox, while they arrive: a run
-                                                             as soon as a file lands, and every ``interval`` s
+watch-inbox/NAME   ``flows/inbox.py:watch_inbox``            a sweep of the inbox (each pass a subflow), every
+                                                             ``interval`` s: the safety net; when a pass stops
+                                                             short: says until when it waits
 apply-supplement/  ``flows/deployments.py:apply_supplement_  resent tiles of a pass into its product
 NAME               job``
 ================== ========================================= ================================================
@@ -80,8 +82,18 @@ def process_pass_job(pass_path: PassFile, out_dir: ProductsDir | None = None,
         options: what to do with the pass (default: the station's options)
     """
     return run_checked(process_pass_job, {"pass_path": pass_path, "out_dir": out_dir, "options": options},
-                       lambda pass_path, out_dir, options: process_pass.fn(
-                           pass_path, out_dir or load_station().roots.products, options or station_options()))
+                       _process_pass_job)
+
+
+def _process_pass_job(pass_path: str, out_dir: str | None, options: ProcessOptions | None) -> dict:
+    """The body of :func:`process_pass_job`. A pass claimed in an inbox (``gsp serve`` started this run for
+    it) is processed as the watcher would, under the pass's lock, and moved to ``done/`` or ``failed/``."""
+    from .inbox import inbox_claim, process_claimed
+
+    products, options = out_dir or load_station().roots.products, options or station_options()
+    if inbox_claim(pass_path) is not None:
+        return process_claimed(pass_path, products, options)
+    return process_pass.fn(pass_path, products, options)
 
 
 @flow(name="apply-supplement", task_runner=make_task_runner(station_cluster()), validate_parameters=False,
@@ -149,7 +161,7 @@ def station_deployments(*, name: str | None = None, inbox: str | Path | None = N
                         "dask_address": dask_address},
             description=f"New product versions for the passes under {folders['archive']}", **common),
         watch_inbox.to_deployment(
-            interval=interval,  # the safety net: gsp serve starts a sweep as soon as a file lands (InboxTrigger)
+            interval=interval,  # the safety net: gsp serve takes each pass as soon as it lands (InboxTrigger)
             parameters={"inbox": folders["inbox"], "products": folders["products"], "options": opts,
                         "dask_address": dask_address, "settle_s": settle_s, "stale_after_s": stale_after_s},
             description=f"Process complete passes arriving in {folders['inbox']}", **common),
@@ -238,9 +250,12 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
                     "runs (a pass finds its models loaded)")
             stack.callback(ProductConsole(station.station, say).start().stop)
 
-            def registered() -> None:  # the deployments exist: a file landing now starts a sweep
+            def registered() -> None:  # the deployments exist: a pass landing now gets its run
+                # a pass that lands is claimed at once and gets its own process-pass run
                 stack.callback(InboxTrigger(inbox or station.roots.inbox, lambda files: _start_sweep(name),
-                                            station=name).start().stop)
+                                            station=name, dispatch=lambda path: _start_pass(name, path),
+                                            settle_s=kwargs.get("settle_s", 2.0),
+                                            stale_after_s=kwargs.get("stale_after_s", 3600.0)).start().stop)
                 say(f"gsp serve: station {name}: {len(deployments)} deployments ("
                     + ", ".join(d.flow_name for d in deployments) + f"), at most {limit} runs at a time; UI "
                     f"{url.removesuffix('/api')}/deployments; Ctrl-C or SIGTERM stops it")
@@ -490,3 +505,11 @@ def _start_sweep(name: str) -> None:
     from prefect.deployments import run_deployment
 
     run_deployment(f"watch-inbox/{name}", timeout=0)
+
+
+def _start_pass(name: str, path: Path) -> str:
+    """A run of the station's process-pass deployment for the claimed pass ``path``, now (not waiting for it);
+    its id."""
+    from prefect.deployments import run_deployment
+
+    return str(run_deployment(f"process-pass/{name}", parameters={"pass_path": str(path)}, timeout=0).id)

@@ -62,8 +62,8 @@ from .identity import pass_header, resolve_run
 from .process_pass import ProcessOptions, process_pass
 from .supplement import apply_supplement, is_supplement
 
-__all__ = ["InboxTrigger", "Waiting", "claim_stream", "find_arriving", "find_ready", "run_sweep", "sweep_inbox",
-           "watch_inbox"]
+__all__ = ["InboxTrigger", "Waiting", "claim_new", "claim_stream", "dispatch_claimed", "dispatched_run", "find_arriving",
+           "find_ready", "inbox_claim", "process_claimed", "run_sweep", "sweep_inbox", "watch_inbox"]
 
 PROCESSING, DONE, FAILED, LOCKS, STREAMS = "processing", "done", "failed", ".locks", ".streams"
 SKIP_SUFFIXES = (".part", ".tmp", ".error.txt")
@@ -102,8 +102,9 @@ def _locked(inbox: Path, name: str) -> ExclusiveLock | None:
         return None
 
 
-def claim_stream(part: Path, inbox: Path) -> bool:
-    """Claim an arriving pass (``.streams/NAME``) under its lock; False when another watcher has it."""
+def claim_stream(part: Path, inbox: Path, on_claim=None) -> bool:
+    """Claim an arriving pass (``.streams/NAME``) under its lock; False when another watcher has it.
+    ``on_claim(part)`` is called once claimed, still under the lock (``gsp serve`` starts its run there)."""
     name = final_name(part).name
     lock = _locked(inbox, name)
     if lock is None:
@@ -116,6 +117,8 @@ def claim_stream(part: Path, inbox: Path) -> bool:
             (inbox / STREAMS / name).mkdir()
         except FileExistsError:
             return False
+        if on_claim is not None:
+            on_claim(part)
         return True
     finally:
         lock.release()
@@ -185,10 +188,56 @@ def _move(path: Path, folder: Path) -> Path:
     return dest
 
 
+def _logger():
+    """The run's logger inside a flow run, else this module's (``gsp serve``'s inbox trigger)."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("gsp.inbox")
+
+
+def claim_new(inbox: Path, settle_s: float = 2.0, stale_after_s: float | None = 3600.0,
+              on_claim=None) -> tuple[list[Path], dict[str, str]]:
+    """Claim what is ready in ``inbox``: complete passes (renamed into ``processing/``) and arriving ones
+    (``.streams/NAME``); a file resolving outside the station's roots goes to ``failed/`` unread. Returns (the
+    passes claimed now: ``processing/NAME`` or ``NAME.part``, {name: why another file is left alone}).
+    ``on_claim(path)`` is called for each, under the pass's lock (``gsp serve`` starts the pass's run there)."""
+    log = _logger()
+    processing = inbox / PROCESSING
+    processing.mkdir(exist_ok=True)
+    (inbox / LOCKS).mkdir(exist_ok=True)
+    for path in _candidates(inbox):
+        _refuse_outside_roots(path, inbox)  # before find_ready reads a header through a symlink
+    ready, waiting = find_ready(inbox, settle_s, stale_after_s)
+    claimed: list[Path] = []
+    for path in ready:
+        lock = _locked(inbox, path.name)
+        if lock is None:
+            continue  # another watcher claims or streams it
+        try:
+            if not (inbox / STREAMS / path.name).exists() and (dest := claim(path, processing)) is not None:
+                log.info("Inbox: claimed %s", path.name)
+                claimed.append(Path(dest))
+                if on_claim is not None:
+                    on_claim(Path(dest))
+        finally:
+            lock.release()
+    for part in find_arriving(inbox):
+        if not _refuse_outside_roots(part, inbox) and claim_stream(part, inbox, on_claim):
+            log.info("Inbox: %s is arriving: processing it while it does", final_name(part).name)
+            claimed.append(part)
+    return claimed, waiting
+
+
 def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions | None = None, *,
                 dask_address: str | None = None, settle_s: float = 2.0,
                 stale_after_s: float | None = 3600.0) -> list[dict]:
-    """One sweep: claim ready passes, then process every pass in ``processing/`` that no one else holds.
+    """One sweep: claim ready passes, then process every pass in ``processing/`` that no one else holds and
+    whose own process-pass run (one ``gsp serve`` started for it) is not about to start.
 
     Runs inside a flow (``process-pass`` runs as a subflow per pass). One Dask cluster serves the whole sweep:
     ``dask_address``, or a LocalCluster started only when there is something to process.
@@ -197,65 +246,201 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
     inbox, products = Path(inbox), Path(products)
     if not inbox.is_dir():
         raise GSPError(f"--inbox {inbox}: no such folder")
-    processing, locks = inbox / PROCESSING, inbox / LOCKS
-    processing.mkdir(exist_ok=True)
-    locks.mkdir(exist_ok=True)
-    for path in _candidates(inbox):
-        _refuse_outside_roots(path, inbox)  # before find_ready reads a header through a symlink
-    ready, waiting = find_ready(inbox, settle_s, stale_after_s)
+    _, waiting = claim_new(inbox, settle_s, stale_after_s)
     for name, why in waiting.items():
         if getattr(why, "tiles", None):  # a pass that stopped short: said plainly, and to gsp serve's console
             log.warning("Inbox: %s", why)
             emit_pass_waiting(inbox, name, why, why.until, why.tiles)
         else:
             log.info("Inbox: leaving %s alone for now: %s", name, why)
-    for path in ready:
-        lock = _locked(inbox, path.name)
-        if lock is None:
-            continue  # another watcher claims or streams it
-        try:
-            if not (inbox / STREAMS / path.name).exists() and claim(path, processing) is not None:
-                log.info("Inbox: claimed %s", path.name)
-        finally:
-            lock.release()
-    for part in find_arriving(inbox):
-        if not _refuse_outside_roots(part, inbox) and claim_stream(part, inbox):
-            log.info("Inbox: %s is arriving: processing it while it does", final_name(part).name)
     results: list[dict] = []
-    address_ctx = None
-    address = None
+    runs = _SubflowRuns(dask_address)
     try:
-        claimed = [(p, False) for p in sorted(processing.iterdir()) if p.is_file()]
-        if (inbox / STREAMS).is_dir():
-            claimed += [(inbox / d.name, True) for d in sorted((inbox / STREAMS).iterdir()) if d.is_dir()]
-        for path, streaming in claimed:
+        for path, streaming in claimed_passes(inbox):
             lock = _locked(inbox, path.name)
             if lock is None:
                 continue  # another watcher is on it
             try:
-                if streaming:
-                    path = _stream_source(path, inbox)
-                if path is None or not path.exists():  # finished by another watcher just before we got the lock
+                own_run = dispatched_run(inbox, path.name)
+                if own_run:
+                    log.info("Inbox: %s is left to its own run %s", path.name, own_run)
                     continue
-                if _refuse_outside_roots(path, inbox):
-                    continue
-                if streaming:
-                    finished = _stream_finished(path, inbox, products, options, stale_after_s)
-                    if finished is not None:  # processed while it arrived: only the move to done/ may be left
-                        results.extend(finished)
-                        continue
-                if address is None:  # the given scheduler, or a LocalCluster: either way prepared once
-                    address_ctx = cluster_address(dask_address)
-                    address = address_ctx.__enter__()
-                results.append(_process_one(path, inbox, products, options, address, stale_after_s))
+                results.extend(_take_claimed(path, streaming, inbox, products, options, runs, stale_after_s))
             finally:
-                if streaming:
-                    _release_stream(inbox, path)
                 lock.release()
     finally:
-        if address_ctx is not None:
-            address_ctx.__exit__(None, None, None)
+        runs.close()
     return results
+
+
+def claimed_passes(inbox: Path) -> list[tuple[Path, bool]]:
+    """Every claimed pass: (``processing/NAME``, False) and (``INBOX/NAME`` of ``.streams/NAME``, True)."""
+    processing = inbox / PROCESSING
+    claimed = [(p, False) for p in sorted(processing.iterdir()) if p.is_file()] if processing.is_dir() else []
+    if (inbox / STREAMS).is_dir():
+        claimed += [(inbox / d.name, True) for d in sorted((inbox / STREAMS).iterdir()) if d.is_dir()]
+    return claimed
+
+
+def _take_claimed(path: Path, streaming: bool, inbox: Path, products: Path, options: ProcessOptions | None,
+                  runs, stale_after_s: float | None) -> list[dict]:
+    """Process a claimed pass, its lock held: ``path`` is ``processing/NAME``, or ``INBOX/NAME`` of a streamed
+    one. [] when there is nothing to do (gone, refused, a stream waiting for its writer's rename)."""
+    if streaming:
+        path = _stream_source(path, inbox)
+    try:
+        if path is None or not path.exists():  # finished by another watcher just before we got the lock
+            return []
+        if _refuse_outside_roots(path, inbox):
+            return []
+        if streaming:
+            finished = _stream_finished(path, inbox, products, options, stale_after_s)
+            if finished is not None:  # processed while it arrived: only the move to done/ may be left
+                return finished
+        return [_process_one(path, inbox, products, options, runs, stale_after_s)]
+    finally:
+        if streaming:
+            _release_stream(inbox, path)
+
+
+class _SubflowRuns:
+    """How a sweep runs a pass: process-pass (or apply-supplement) as a subflow on one Dask cluster for the
+    whole sweep (``dask_address``, or a LocalCluster started at the first pass)."""
+
+    keep_going = True  # an unexpected error leaves the pass claimed for the next sweep; the sweep goes on
+
+    def __init__(self, dask_address: str | None) -> None:
+        self.dask_address, self._ctx, self._runner = dask_address, None, None
+
+    def runner(self):
+        if self._runner is None:
+            self._ctx = cluster_address(self.dask_address)
+            self._runner = make_task_runner(self._ctx.__enter__())
+        return self._runner
+
+    def process(self, path: Path, products: Path, options: ProcessOptions | None) -> dict:
+        return process_pass.with_options(task_runner=self.runner())(str(path), str(products), options)
+
+    def supplement(self, path: Path, products: Path) -> list[dict]:
+        return apply_supplement.with_options(task_runner=self.runner())(str(path), str(products))
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+
+
+class _OwnRun:
+    """How a pass's own process-pass run processes it: in that run (its flow's task runner), and an error ends
+    the run (failed/ or, for an unexpected one, left claimed for a sweep)."""
+
+    keep_going = False
+
+    @staticmethod
+    def process(path: Path, products: Path, options: ProcessOptions | None) -> dict:
+        return process_pass.fn(str(path), str(products), options)
+
+    @staticmethod
+    def supplement(path: Path, products: Path) -> list[dict]:
+        return apply_supplement.fn(str(path), str(products))
+
+
+#: ``.locks/NAME.run``: the id of the process-pass run ``gsp serve`` started for a pass it claimed.
+RUN_RECORD = ".run"
+#: A run started for a claimed pass that is still pending after this long has lost its process.
+PENDING_TOO_LONG_S = 300.0
+
+
+def dispatch_claimed(path: Path, inbox: Path, start) -> None:
+    """Under the lock of the pass ``path`` just claimed: ``start(path)`` starts its own run (``gsp serve``: a
+    run of the station's process-pass deployment) and returns the run's id, recorded in ``.locks/NAME.run`` so
+    that a sweep leaves the pass to that run. A run that cannot be started leaves the pass claimed: the next
+    sweep takes it."""
+    name = final_name(path).name
+    try:
+        run_id = start(path)
+    except Exception as exc:  # noqa: BLE001 - the sweep is the safety net
+        _logger().warning("Inbox: no run could be started for %s (%s: %s); the next sweep takes it", name,
+                          type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return
+    write_text_atomic(inbox / LOCKS / f"{name}{RUN_RECORD}", f"{run_id}\n")
+
+
+def dispatched_run(inbox: Path, name: str) -> str | None:
+    """The run ``gsp serve`` started for the claimed pass ``name`` (its name and state) while that run is still
+    to start; None when there is none, or it ended, or it is running with the pass's lock free (its process
+    died: a running pass's run holds the lock throughout), so the caller takes the pass over. Called with the
+    pass's lock held."""
+    from datetime import datetime, timezone
+    from uuid import UUID
+
+    record = inbox / LOCKS / f"{name}{RUN_RECORD}"
+    try:
+        run_id = UUID(record.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+    except ObjectNotFound:
+        record.unlink(missing_ok=True)
+        return None
+    except Exception as exc:  # noqa: BLE001 - cannot tell: leave the pass to its run this time
+        return f"{run_id} (its state unknown: {type(exc).__name__})"
+    state = run.state
+    if state is None or state.type not in (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED):
+        return None
+    if state.type == StateType.PENDING and (datetime.now(timezone.utc) - state.timestamp).total_seconds() > \
+            PENDING_TOO_LONG_S:
+        return None
+    return f"'{run.name}' ({state.name})"
+
+
+def inbox_claim(path: str | Path) -> tuple[Path, bool] | None:
+    """(inbox, streaming) when ``path`` is a pass claimed in an inbox (``INBOX/processing/NAME``, or
+    ``INBOX/NAME.part`` / ``INBOX/NAME`` with ``INBOX/.streams/NAME``), else None."""
+    path = Path(path)
+    if path.parent.name == PROCESSING and (path.parent.parent / LOCKS).is_dir():
+        return path.parent.parent, False
+    if (path.parent / STREAMS / final_name(path).name).is_dir():
+        return path.parent, True
+    return None
+
+
+def process_claimed(path: str | Path, products: str | Path, options: ProcessOptions | None,
+                    stale_after_s: float | None = None) -> dict:
+    """A claimed pass's own run (``process-pass`` started by ``gsp serve`` for ``processing/NAME`` or an
+    arriving ``NAME.part``): processed in this run under the pass's lock, then moved to ``done/`` (or
+    ``failed/`` with the reason, and the run fails in one line). A pass another watcher holds or already
+    finished is left alone."""
+    from groundstation.config import load_station as station
+
+    path, products = Path(path), Path(products)
+    inbox, streaming = inbox_claim(path)
+    name = final_name(path).name
+    stale_after_s = station().downlink.stale_after_s if stale_after_s is None else stale_after_s
+    log = get_run_logger()
+    lock = _locked(inbox, name)
+    if lock is None:
+        log.info("Inbox: another watcher is processing %s: nothing to do here", name)
+        return {"pass": name, "status": "elsewhere"}
+    try:
+        target = inbox / name if streaming else path
+        results = _take_claimed(target, streaming, inbox, products, options, _OwnRun, stale_after_s)
+    finally:
+        (inbox / LOCKS / f"{name}{RUN_RECORD}").unlink(missing_ok=True)
+        lock.release()
+    if not results:
+        log.info("Inbox: %s was already processed (or is waiting for its writer's rename): nothing to do", name)
+        return {"pass": name, "status": "nothing to do"}
+    result = results[0]
+    if result["status"] == "failed":
+        raise GSPError(f"{name} {'refused' if result.get('supplement') else 'could not be processed'}: "
+                       f"{result['error']}; moved to {Path(result['moved_to']).parent}")
+    return result
 
 
 def _stream_finished(path: Path, inbox: Path, products: Path, options: ProcessOptions | None,
@@ -318,19 +503,20 @@ def _refuse_outside_roots(path: Path, inbox: Path) -> bool:
         except FileNotFoundError:  # claimed or refused by another watcher meanwhile
             return True
         write_text_atomic(dest.with_name(dest.name + ".error.txt"), f"{type(exc).__name__}: {exc}\n")
-        get_run_logger().error("Inbox: %s refused, nothing read (%s); moved to %s", path.name, exc, dest.parent)
+        _logger().error("Inbox: %s refused, nothing read (%s); moved to %s", path.name, exc, dest.parent)
         return True
     return False
 
 
-def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOptions | None, address: str,
+def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOptions | None, runs,
                  stale_after_s: float | None = None) -> dict:
+    """Process (or apply, a supplement) the claimed pass ``path`` the way ``runs`` says (:class:`_SubflowRuns`:
+    a sweep's subflow; :class:`_OwnRun`: the pass's own run), then move it to ``done/`` or ``failed/``."""
     log = get_run_logger()
-    runner = make_task_runner(address)
     if is_supplement(path, products):
-        return _apply_supplement(path, inbox, products, runner)
+        return _apply_supplement(path, inbox, products, runs)
     try:
-        summary = process_pass.with_options(task_runner=runner)(str(path), str(products), options)
+        summary = runs.process(path, products, options)
     except GSPError as exc:
         dest = _move(final_name(path) if final_name(path).exists() else path, inbox / FAILED)
         write_text_atomic(dest.with_name(dest.name + ".error.txt"), f"{type(exc).__name__}: {exc}\n")
@@ -339,6 +525,8 @@ def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOption
     except Exception as exc:  # noqa: BLE001 - left in processing/: the next sweep resumes it
         log.error("Inbox: processing %s stopped (%s: %s); it stays in processing/ and the next sweep resumes it",
                   path.name, type(exc).__name__, exc)
+        if not runs.keep_going:
+            raise
         return {"pass": path.name, "status": "interrupted", "error": f"{type(exc).__name__}: {exc}"}
     done_path = final_name(path) if final_name(path).exists() else path  # a stream: renamed by its writer
     if done_path.name.endswith(PART) and (stale_after_s is None or time.time() - done_path.stat().st_mtime
@@ -357,12 +545,12 @@ def _process_one(path: Path, inbox: Path, products: Path, options: ProcessOption
             "already_complete": summary["status"] == "already-complete", "moved_to": str(dest)}
 
 
-def _apply_supplement(path: Path, inbox: Path, products: Path, runner) -> dict:
+def _apply_supplement(path: Path, inbox: Path, products: Path, runs) -> dict:
     """Resent tiles of a pass that has a product here: complete that product (flows/supplement.py) with the
     product's own options; refused (unknown pass, duplicate, other codec...) -> ``failed/`` with the reason."""
     log = get_run_logger()
     try:
-        done = apply_supplement.with_options(task_runner=runner)(str(path), str(products))
+        done = runs.supplement(path, products)
     except GSPError as exc:
         dest = _move(path, inbox / FAILED)
         write_text_atomic(dest.with_name(dest.name + ".error.txt"), f"{type(exc).__name__}: {exc}\n")
@@ -372,6 +560,8 @@ def _apply_supplement(path: Path, inbox: Path, products: Path, runner) -> dict:
     except Exception as exc:  # noqa: BLE001 - left in processing/: the next sweep applies it again
         log.error("Inbox: applying supplement %s stopped (%s: %s); it stays in processing/ and the next sweep "
                   "applies it again", path.name, type(exc).__name__, exc)
+        if not runs.keep_going:
+            raise
         return {"pass": path.name, "status": "interrupted", "supplement": True,
                 "error": f"{type(exc).__name__}: {exc}"}
     dest = _move(path, inbox / DONE)
@@ -427,26 +617,33 @@ def run_sweep(inbox: str | Path | None, products: str | Path | None, options: Pr
 
 
 class InboxTrigger:
-    """Starts a sweep within a second of something new landing in the inbox, instead of at the next interval,
-    and one at its start when the inbox holds passes or claims left from before.
+    """``gsp serve``'s eyes on the inbox: a daemon thread lists it every ``poll_s`` seconds (a ``stat`` of one
+    folder: no load) and emits the Prefect event ``gsp.inbox.arrived`` naming what landed.
 
-    A daemon thread lists the inbox every ``poll_s`` seconds (a ``stat`` of one folder: no load) and, when a file
-    it has not seen appears (a ``NAME.part`` starting to arrive, a renamed or copied pass), calls ``sweep()``
-    (``gsp serve`` starts a run of its watch-inbox deployment) and emits the Prefect event
-    ``gsp.inbox.arrived`` naming the files. The interval schedule stays as the safety net; two sweeps at once
-    are safe (exactly once, see the module docstring)."""
+    With ``dispatch`` (``gsp serve``): when a file lands, and every ``recheck_s`` while files wait in the inbox
+    (settling, a header still arriving), it claims what is ready (:func:`claim_new`) and calls
+    ``dispatch(path)`` under each claimed pass's lock, which starts that pass's own process-pass run
+    (:func:`dispatch_claimed`): one run per pass, listed under that deployment; at its start, a pass left
+    claimed from before whose run is gone gets a new run (it resumes from the product's done markers). It
+    calls ``sweep(names)`` (a watch-inbox run, whose log and event say until when it waits) when a pass stops
+    short. Without ``dispatch``: ``sweep`` on everything new, and at its start when the inbox holds anything. The interval sweep stays the safety net;
+    two at once are safe (exactly once, see the module docstring)."""
 
-    def __init__(self, inbox: str | Path, sweep, *, poll_s: float = 0.5, station: str = "") -> None:
+    def __init__(self, inbox: str | Path, sweep, *, poll_s: float = 0.5, station: str = "", dispatch=None,
+                 settle_s: float = 2.0, stale_after_s: float | None = 3600.0, recheck_s: float = 2.0) -> None:
         import contextvars
         import threading
 
         self.inbox, self.sweep, self.poll_s, self.station = Path(inbox), sweep, poll_s, station
+        self.dispatch, self.settle_s, self.stale_after_s, self.recheck_s = dispatch, settle_s, stale_after_s, recheck_s
         self._stop = threading.Event()
         # what is there when the station starts counts as new (passes that landed while it was down, passes it
-        # had claimed when it stopped): one sweep takes them at once instead of the first scheduled one
+        # had claimed when it stopped): taken at once instead of at the first scheduled sweep
         self._seen: set[str] = set()
         self._left = {f"{PROCESSING}/{n}" for n in self._listing(self.inbox / PROCESSING)} | {
             f"{STREAMS}/{n}" for n in self._listing(self.inbox / STREAMS, dirs=True)}
+        self._next_check = 0.0
+        self._stalled: set[str] = set()
         # the creator's Prefect settings (the API URL gsp serve uses) hold in the thread; without them a sweep
         # and the event would go to an ephemeral API of the thread's own
         self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
@@ -471,26 +668,63 @@ class InboxTrigger:
         self._stop.set()
 
     def _loop(self) -> None:
-        import logging
-
-        log = logging.getLogger(__name__)
         while not self._stop.wait(self.poll_s):
             names = self._names()
             new = sorted((names - self._seen) | self._left)
-            self._seen, self._left = names, set()
-            if not new:
-                continue
-            try:
-                self.sweep(new)
-            except Exception as exc:  # noqa: BLE001 - the interval sweep is the safety net
-                log.warning("Inbox: %s arrived but no sweep could be started (%s: %s); the next scheduled sweep "
-                            "takes it", ", ".join(new), type(exc).__name__,
-                            str(exc).splitlines()[0] if str(exc) else "")
-            if os.environ.get("PREFECT_API_URL"):  # a station's server: the event shows in its event feed
-                try:
-                    from prefect.events import emit_event
+            left, self._seen, self._left = sorted(self._left), names, set()
+            if self.dispatch is None:
+                if new:
+                    self._call(self.sweep, new)
+            else:
+                if left:  # claims left from before: each whose run is gone gets a run of its own again
+                    self._call(self._resume, left)
+                now = time.monotonic()
+                if set(new) - set(left) or (names and now >= self._next_check):
+                    self._next_check = now + self.recheck_s
+                    self._call(self._claim, new)
+            if new:
+                self._emit(new)
 
-                    emit_event("gsp.inbox.arrived", resource={"prefect.resource.id": f"gsp.inbox.{self.station}",
-                                                              "gsp.station": self.station}, payload={"files": new})
-                except Exception as exc:  # noqa: BLE001 - an event is a courtesy
-                    log.debug("inbox event not sent: %s", exc)
+    def _resume(self, left: list[str]) -> None:
+        for path, streaming in claimed_passes(self.inbox):
+            lock = _locked(self.inbox, path.name)
+            if lock is None:
+                continue  # a run (or another watcher) is on it
+            try:
+                source = _stream_source(path, self.inbox) if streaming else path
+                if source is not None and source.exists() and not dispatched_run(self.inbox, path.name):
+                    _logger().info("Inbox: %s was left claimed when the station stopped: a run resumes it",
+                                   path.name)
+                    dispatch_claimed(source, self.inbox, self.dispatch)
+            finally:
+                lock.release()
+
+    def _claim(self, new: list[str]) -> None:
+        _, waiting = claim_new(self.inbox, self.settle_s, self.stale_after_s,
+                               lambda path: dispatch_claimed(path, self.inbox, self.dispatch))
+        stalled = {name for name, why in waiting.items() if getattr(why, "tiles", None)}
+        if stalled - self._stalled:  # stopped short: a sweep says until when it waits (its log, the console)
+            self.sweep(sorted(stalled - self._stalled))
+        self._stalled = stalled
+
+    def _call(self, action, names: list[str]) -> None:
+        import logging
+
+        try:
+            action(names)
+        except Exception as exc:  # noqa: BLE001 - the interval sweep is the safety net
+            logging.getLogger(__name__).warning(
+                "Inbox: %s arrived but could not be taken now (%s: %s); the next scheduled sweep takes it",
+                ", ".join(names), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+
+    def _emit(self, new: list[str]) -> None:
+        import logging
+
+        if os.environ.get("PREFECT_API_URL"):  # a station's server: the event shows in its event feed
+            try:
+                from prefect.events import emit_event
+
+                emit_event("gsp.inbox.arrived", resource={"prefect.resource.id": f"gsp.inbox.{self.station}",
+                                                          "gsp.station": self.station}, payload={"files": new})
+            except Exception as exc:  # noqa: BLE001 - an event is a courtesy
+                logging.getLogger(__name__).debug("inbox event not sent: %s", exc)

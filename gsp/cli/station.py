@@ -82,12 +82,13 @@ def register(sub) -> None:
         "supplement, export, training, evaluation)",
         description="Serve the eight deployments process-pass, reprocess-archive, watch-inbox, apply-supplement, "
         "export-product, train-codec, train-enhancer and evaluate (named after the station) from this process, so operators start, watch and "
-        "rerun them from the Prefect UI. watch-inbox "
-        "sweeps INBOX at start and within a second of a file landing (and every --interval seconds as a safety "
-        "net): a pass "
-        "still arriving (NAME.part with its header) is processed while it arrives; complete passes (trailer "
-        "present, unchanged for --settle seconds) are claimed; products go to --products and passes to "
-        "INBOX/done (or INBOX/failed). The runs share a Dask cluster kept while this command runs (--workers, "
+        "rerun them from the Prefect UI. Within a second of a pass "
+        "landing in INBOX (and at start, for passes left there) it is claimed and gets a process-pass run of "
+        "its own: a pass still arriving (NAME.part with its header) is processed while it arrives; complete "
+        "passes (trailer present, unchanged for --settle seconds) once complete; products go to --products and "
+        "passes to INBOX/done (or INBOX/failed, with the reason). A pass that stopped short (no trailer) starts "
+        "a watch-inbox sweep that says until when it waits; a watch-inbox sweep every --interval seconds is the "
+        "safety net. The runs share a Dask cluster kept while this command runs (--workers, "
         "or --dask-address), so a pass finds its models loaded. "
         "Runs from a deployment only take paths under the station's roots (station file, roots). Set "
         "PREFECT_API_URL to use a Prefect server and its UI; without it a local `prefect server start` on --host "
@@ -99,7 +100,7 @@ def register(sub) -> None:
     s.add_argument("--archive", metavar="DIR",
                    help="default archive of the reprocess-archive deployment (default: the station's archive root)")
     s.add_argument("--interval", type=float, default=600.0, metavar="S",
-                   help="seconds between safety-net sweeps (default 600; new files start a sweep at once)")
+                   help="seconds between safety-net sweeps (default 600; a pass that lands is taken at once)")
     s.add_argument("--once", action="store_true", help="run one sweep now, without serving, and exit")
     s.add_argument("--settle", type=float, default=2.0, metavar="S",
                    help="a pass must be unchanged this long before it is touched (default 2)")

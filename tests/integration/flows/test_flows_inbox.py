@@ -132,3 +132,47 @@ def test_a_pass_that_cannot_be_processed_goes_to_failed_with_the_reason(tmp_path
                     dask_address=dask_cluster.scheduler_address, settle_s=0)
     assert [(r["pass"], r["status"]) for r in res] == [("p.gsp", "failed")]
     assert "checkpoint file not found" in (inbox / "failed" / "p.gsp.error.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_pass_claimed_for_its_own_run_is_processed_there_once_and_moved(tmp_path, prefect_harness, dask_cluster,
+                                                                          tiny_codec, enhancer_ckpts, flow_pass):
+    """What ``gsp serve`` does with a pass that lands: claim it, start a process-pass run for
+    ``processing/NAME``. That run processes it under the pass's lock and moves it to done/; a second run for the
+    same pass finds nothing to do; a bad pass goes to failed/ with its reason and its run fails in one line;
+    a sweep meanwhile leaves a pass whose run is still to start alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from flows.cluster import make_task_runner
+    from flows.deployments import process_pass_job
+    from flows.inbox import claim_new, dispatch_claimed, run_sweep
+    from flows.process_pass import ProcessOptions
+    from groundstation.errors import GSPError
+    from groundstation.product import status
+
+    inbox, products = tmp_path / "inbox", tmp_path / "products"
+    inbox.mkdir()
+    shutil.copy(flow_pass[1], inbox / "a.gsp")
+    (inbox / "bad.gsp").write_bytes(b"GSP" + b"\0" * 200)  # no pass: refused by the parser
+    old = time.time() - 7200
+    os.utime(inbox / "bad.gsp", (old, old))  # unreadable for longer than stale_after_s: taken, to be refused
+    opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=3)
+    job = process_pass_job.with_options(task_runner=make_task_runner(dask_cluster.scheduler_address))
+
+    with get_client(sync_client=True) as client:
+        def start(path):  # as gsp serve's _start_pass: a run still to start
+            return str(client.create_flow_run(job, name=f"own run of {path.name}", state=Scheduled()).id)
+
+        claimed, _ = claim_new(inbox, settle_s=0, on_claim=lambda p: dispatch_claimed(p, inbox, start))
+    assert sorted(p.name for p in claimed) == ["a.gsp", "bad.gsp"]
+    assert run_sweep(inbox, products, opts, dask_address=dask_cluster.scheduler_address, settle_s=0) == []
+
+    summary = job(str(inbox / "processing" / "a.gsp"), str(products), opts)
+    assert summary["status"] == "done" and summary["tiles_lost"] == 0 and status(summary["product"]) == "complete"
+    assert (inbox / "done" / "a.gsp").is_file() and not (inbox / ".locks" / "a.gsp.run").exists()
+    assert job(str(inbox / "processing" / "a.gsp"), str(products), opts)["status"] == "nothing to do"
+
+    with pytest.raises(GSPError, match=r"^bad.gsp could not be processed: .*; moved to .*failed$"):
+        job(str(inbox / "processing" / "bad.gsp"), str(products), opts)
+    assert (inbox / "failed" / "bad.gsp.error.txt").is_file() and not any((inbox / "processing").iterdir())

@@ -1,7 +1,7 @@
 """``gsp serve``'s console, as an operator sees it in the terminal that runs it: a real ``gsp serve`` (its own
 ``prefect server``, as without PREFECT_API_URL). A pass that stopped short lands in the inbox: the console and
-the sweep's log say at once until when it waits for the rest. Then Ctrl-C while a pass is in the middle of its
-run: SIGINT sent to the whole process group (what the terminal does); the exit status, the console (no
+the sweep's log say at once until when it waits for the rest. A pass that lands gets a process-pass run of its
+own. Then Ctrl-C while that pass is in the middle of its run: SIGINT sent to the whole process group (what the terminal does); the exit status, the console (no
 traceback, a final line), every process of the group gone (the run, its Dask workers) and the local server
 stopped, the pass left claimed for the next start. The tests run in this order, on one ``gsp serve``."""
 
@@ -112,6 +112,17 @@ def test_ctrl_c_stops_gsp_serve_cleanly_in_the_middle_of_a_pass(served):
         (home / "products" / "stop-pass").glob("*.state/*")), 600, err_path)
     children = _group(proc.pid)
     assert any("prefect.engine" in c for c in children), children  # the run's process, in the group
+    # the pass has a run of its own, of the process-pass deployment (its page lists it), not a sweep's subflow
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: f"{ui}/api"}), get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.name.startswith("stop-pass")]
+        assert len(runs) == 1 and runs[0].parent_task_run_id is None, runs
+        assert client.read_deployment(runs[0].deployment_id).name == STATION
+        assert client.read_flow(runs[0].flow_id).name == "process-pass"
+        assert not [r for r in client.read_flow_runs() if r.name == "sweep inbox" and r.state.is_running()]
+    run_name = runs[0].name
     # the pass runs on gsp serve's own cluster (its default: kept between runs), which the console announced
     cluster = re.search(r"^gsp serve: Dask cluster at (tcp://127\.0\.0\.1:\d+): 2 worker processes, kept ",
                         out_path.read_text(errors="replace"), re.M)
@@ -120,7 +131,7 @@ def test_ctrl_c_stops_gsp_serve_cleanly_in_the_middle_of_a_pass(served):
                                      headers={"Content-Type": "application/json"})
     said = [log["message"] for log in json.load(urllib.request.urlopen(request, timeout=30))]
     assert any(m.startswith(f"Dask cluster at {cluster.group(1)}: 2 workers") for m in said), said
-    # this sweep found the short pass again (see above): the console said it once
+    # the short pass (see above) is still waiting: the console said it once
     time.sleep(4)
     told = [x for x in out_path.read_text(errors="replace").splitlines() if "rest of short-pass.gsp" in x]
     assert len(told) == 1, told
@@ -135,7 +146,7 @@ def test_ctrl_c_stops_gsp_serve_cleanly_in_the_middle_of_a_pass(served):
     assert "Traceback" not in err and "Traceback" not in out, out + err
     lines = out.strip().splitlines()
     assert any(line.startswith("gsp serve: SIGINT: stopping; no new runs; cancelling 1 run(s) in progress: "
-                               "'sweep inbox'") for line in lines), out
+                               f"'{run_name}'") for line in lines), out
     assert lines[-1].startswith(f"gsp serve: stopped (SIGINT); station {STATION} takes no runs"), out
     assert stopped_s < 120, f"stopping took {stopped_s:.0f} s"
     # every process of the group has ended (the run, its Dask scheduler and workers) and the local server too

@@ -224,3 +224,84 @@ def test_at_its_start_the_inbox_trigger_sweeps_what_arrived_or_was_claimed_while
         assert calls == [[".streams/arriving.gsp", "old.gsp", "processing/claimed.gsp"]]
     finally:
         trigger.stop()
+
+
+def test_under_gsp_serve_the_trigger_claims_each_pass_and_starts_its_own_run_under_its_lock(tmp_path, flow_pass):
+    """Dispatch mode (gsp serve): a complete pass is claimed into processing/ and its run started while its lock
+    is held, the run's id recorded for the sweeps; an arriving pass (its header whole) is claimed as a stream;
+    one that stopped short starts one sweep (which says until when it waits), not one per recheck; nothing is
+    claimed twice."""
+    import os
+    import shutil
+    import time
+
+    from flows.inbox import InboxTrigger, _locked
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = flow_pass[1].read_bytes()
+    started, swept = [], []
+
+    def dispatch(path):
+        assert _locked(inbox, path.name.removesuffix(".part")) is None  # under the pass's lock
+        started.append(path)
+        return f"run-{len(started)}"
+
+    trigger = InboxTrigger(inbox, swept.append, poll_s=0.05, dispatch=dispatch, settle_s=0.2,
+                           recheck_s=0.1).start()
+    try:
+        shutil.copy(flow_pass[1], inbox / "a.gsp")
+        (inbox / "b.gsp.part").write_bytes(data[: len(data) // 2])  # arriving: its header is whole
+        (inbox / "c.gsp").write_bytes(data[:-40])  # no end-of-pass trailer: stopped short
+        t0 = time.monotonic()
+        while len(started) < 2 and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        time.sleep(1.0)  # several rechecks
+        assert sorted(p.relative_to(inbox).as_posix() for p in started) == ["b.gsp.part", "processing/a.gsp"]
+        assert (inbox / ".locks" / "a.gsp.run").read_text().strip() in ("run-1", "run-2")
+        assert (inbox / ".streams" / "b.gsp").is_dir() and (inbox / ".locks" / "b.gsp.run").is_file()
+        assert swept == [["c.gsp"]]
+    finally:
+        trigger.stop()
+        trigger.thread.join(5)
+    # a restart: claims whose runs are gone (their records dropped) each get a run of their own again
+    (inbox / ".locks" / "a.gsp.run").unlink()
+    os.remove(inbox / ".locks" / "b.gsp.run")
+    started.clear()
+    trigger = InboxTrigger(inbox, swept.append, poll_s=0.05, dispatch=dispatch, settle_s=0.2).start()
+    try:
+        time.sleep(0.6)
+        assert sorted(p.relative_to(inbox).as_posix() for p in started) == ["b.gsp.part", "processing/a.gsp"]
+    finally:
+        trigger.stop()
+
+
+def test_a_sweep_leaves_a_claimed_pass_to_its_own_run_only_while_that_run_is_still_to_start(tmp_path,
+                                                                                          prefect_harness):
+    """``.locks/NAME.run`` names the run gsp serve started for a pass: scheduled or (recently) pending, the
+    sweep leaves the pass to it; running with the pass's lock free (its process died), ended, or unknown to the
+    server (the record is dropped): the sweep takes the pass over."""
+    from uuid import uuid4
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Completed, Pending, Running, Scheduled
+
+    from flows.inbox import dispatched_run
+
+    @flow(name="process-pass-probe")
+    def probe() -> None:
+        pass
+
+    record = tmp_path / ".locks" / "p.gsp.run"
+    record.parent.mkdir()
+    assert dispatched_run(tmp_path, "p.gsp") is None  # no record
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(probe, name="p-run", state=Scheduled())
+        record.write_text(f"{run.id}\n")
+        assert dispatched_run(tmp_path, "p.gsp") == "'p-run' (Scheduled)"
+        for state, left in ((Pending(), True), (Running(), False), (Completed(), False), (Cancelled(), False)):
+            client.set_flow_run_state(run.id, state, force=True)
+            assert bool(dispatched_run(tmp_path, "p.gsp")) is left, state
+        record.write_text(f"{uuid4()}\n")  # another server's run
+        assert dispatched_run(tmp_path, "p.gsp") is None and not record.exists()
