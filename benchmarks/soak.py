@@ -9,7 +9,7 @@ a LocalCluster per run instead. Its TMPDIR is a folder of its own. Each
 pass (a 256x256 window of the demo scene, its own pass id) is written into the inbox as ``NAME.part`` and renamed
 when complete, as a downlink does; the script waits for the product to be complete and then records, pass by pass:
 
-* latency: from the rename to the product's complete flag (includes waiting for the next sweep);
+* latency: from the rename to the product's complete flag (includes gsp serve noticing the file);
 * RSS of the ``gsp serve`` process (with its own cluster: its scheduler too), of the Prefect server, of the
   Dask scheduler (external) and of each Dask worker, and of every other process under ``gsp serve`` (flow-run
   subprocesses: none should outlive its run; its resource tracker), their count;
@@ -191,7 +191,7 @@ def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_mi
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "gsp.cli", "--station", str(station), "serve", "--interval", str(interval),
            "--settle", "0.5"]
-    if workers:  # an external long-lived cluster: each pass a subflow of its sweep, on that cluster
+    if workers:  # an external long-lived cluster: each pass's run on that cluster
         dask = start_dask(station_dir, env, workers)
         cmd += ["--limit", "1", "--dask-address", json.loads((station_dir / "scheduler.json").read_text())["address"]]
     else:  # gsp serve's own cluster (its default), or with --serve-workers 0 a LocalCluster per run
@@ -221,7 +221,7 @@ def soak(n_passes: int, work: Path, interval: float, pass_timeout: float, max_mi
                 time.sleep(0.5)
             latency = time.monotonic() - t0
             while (inbox / src.name).exists() or (inbox / "processing" / src.name).exists():
-                time.sleep(0.5)  # the sweep moves it to done/ after the product is complete
+                time.sleep(0.5)  # its run moves it to done/ after the product is complete
             time.sleep(2.0)  # let the run's subprocess and its LocalCluster end
             row = {"pass": i, "latency_s": round(latency, 1), **sample(proc.pid, tmpdir, inbox, prefect_home),
                    **(dask_sample(dask) if dask else {})}
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--passes", type=int, default=40)
     ap.add_argument("--interval", type=float, default=10.0, help="watch-inbox safety-net sweep interval, s (default "
-                    "10; gsp serve's own default is 600: a file landing starts a sweep at once either way)")
+                    "10; gsp serve's own default is 600: a pass that lands is taken at once either way)")
     ap.add_argument("--workers", type=int, default=0, help="worker processes of an external Dask cluster (a dask "
                     "scheduler and workers, given to gsp serve as --dask-address; default 0: none, gsp serve's own)")
     ap.add_argument("--serve-workers", type=int, default=2, help="without --workers: gsp serve --workers, the "

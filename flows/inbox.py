@@ -616,6 +616,11 @@ def run_sweep(inbox: str | Path | None, products: str | Path | None, options: Pr
         return watch_inbox(inbox and str(inbox), products and str(products), options, **kwargs)
 
 
+#: How often gsp serve's trigger looks again at an inbox where only passes that stopped short wait (a file
+#: that lands, or grows under a new name, is looked at at once).
+STALLED_RECHECK_S = 30.0
+
+
 class InboxTrigger:
     """``gsp serve``'s eyes on the inbox: a daemon thread lists it every ``poll_s`` seconds (a ``stat`` of one
     folder: no load) and emits the Prefect event ``gsp.inbox.arrived`` naming what landed.
@@ -703,6 +708,8 @@ class InboxTrigger:
         _, waiting = claim_new(self.inbox, self.settle_s, self.stale_after_s,
                                lambda path: dispatch_claimed(path, self.inbox, self.dispatch))
         stalled = {name for name, why in waiting.items() if getattr(why, "tiles", None)}
+        if waiting and len(stalled) == len(waiting):  # only passes that stopped short wait: no hurry to look again
+            self._next_check = time.monotonic() + STALLED_RECHECK_S
         if stalled - self._stalled:  # stopped short: a sweep says until when it waits (its log, the console)
             self.sweep(sorted(stalled - self._stalled))
         self._stalled = stalled
