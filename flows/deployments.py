@@ -255,7 +255,9 @@ def serve_station(*, limit: int = 2, host: str = "127.0.0.1", extra_deployments:
                 stack.callback(InboxTrigger(inbox or station.roots.inbox, lambda files: _start_sweep(name),
                                             station=name, dispatch=lambda path: _start_pass(name, path),
                                             settle_s=kwargs.get("settle_s", 2.0),
-                                            stale_after_s=kwargs.get("stale_after_s", 3600.0)).start().stop)
+                                            stale_after_s=kwargs.get("stale_after_s", 3600.0),
+                                            products=products or station.roots.products,
+                                            options=_default_options(kwargs.get("options"))).start().stop)
                 say(f"gsp serve: station {name}: {len(deployments)} deployments ("
                     + ", ".join(d.flow_name for d in deployments) + f"), at most {limit} runs at a time; UI "
                     f"{url.removesuffix('/api')}/deployments; Ctrl-C or SIGTERM stops it")

@@ -463,7 +463,7 @@ def _stream_finished(path: Path, inbox: Path, products: Path, options: ProcessOp
         return []
     summary = dict(zarr.open_group(str(paths.product), mode="r").attrs).get("gsp_summary") or {}
     dest = _move(path, inbox / DONE)
-    get_run_logger().info("Inbox: %s: its product %s was made while it arrived; moved to %s", path.name,
+    _logger().info("Inbox: %s: its product %s was made while it arrived; moved to %s", path.name,
                           paths.product, dest.parent)
     return [{"pass": final_name(path).name, "status": "done", "product": str(paths.product),
              "report": str(paths.report), "tiles_lost": summary.get("tiles_lost", 0),
@@ -635,12 +635,14 @@ class InboxTrigger:
     two at once are safe (exactly once, see the module docstring)."""
 
     def __init__(self, inbox: str | Path, sweep, *, poll_s: float = 0.5, station: str = "", dispatch=None,
-                 settle_s: float = 2.0, stale_after_s: float | None = 3600.0, recheck_s: float = 2.0) -> None:
+                 settle_s: float = 2.0, stale_after_s: float | None = 3600.0, recheck_s: float = 2.0,
+                 products: str | Path | None = None, options: ProcessOptions | None = None) -> None:
         import contextvars
         import threading
 
         self.inbox, self.sweep, self.poll_s, self.station = Path(inbox), sweep, poll_s, station
         self.dispatch, self.settle_s, self.stale_after_s, self.recheck_s = dispatch, settle_s, stale_after_s, recheck_s
+        self.products, self.options = products, options
         self._stop = threading.Event()
         # what is there when the station starts counts as new (passes that landed while it was down, passes it
         # had claimed when it stopped): taken at once instead of at the first scheduled sweep
@@ -704,7 +706,33 @@ class InboxTrigger:
             finally:
                 lock.release()
 
+    def _finish_streams(self) -> None:
+        """A pass processed while it arrived whose writer renamed it after its run ended (the run ended at the
+        end-of-pass trailer): moved to ``done/`` here (no run); one whose run is gone before its product was
+        complete gets a run again."""
+        streams = self.inbox / STREAMS
+        if not streams.is_dir():
+            return
+        for claim_dir in sorted(streams.iterdir()):
+            path = self.inbox / claim_dir.name
+            if not claim_dir.is_dir() or not path.exists():
+                continue  # still NAME.part: its run is on it
+            lock = _locked(self.inbox, path.name)
+            if lock is None:
+                continue  # its run is still on it: it moves the pass at its end
+            try:
+                if dispatched_run(self.inbox, path.name):
+                    continue
+                if self.products is not None and _stream_finished(path, self.inbox, Path(self.products),
+                                                                  self.options, self.stale_after_s) is not None:
+                    _release_stream(self.inbox, path)
+                else:
+                    dispatch_claimed(path, self.inbox, self.dispatch)
+            finally:
+                lock.release()
+
     def _claim(self, new: list[str]) -> None:
+        self._finish_streams()
         _, waiting = claim_new(self.inbox, self.settle_s, self.stale_after_s,
                                lambda path: dispatch_claimed(path, self.inbox, self.dispatch))
         stalled = {name for name, why in waiting.items() if getattr(why, "tiles", None)}

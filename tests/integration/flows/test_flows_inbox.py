@@ -140,13 +140,14 @@ def test_a_pass_claimed_for_its_own_run_is_processed_there_once_and_moved(tmp_pa
     """What ``gsp serve`` does with a pass that lands: claim it, start a process-pass run for
     ``processing/NAME``. That run processes it under the pass's lock and moves it to done/; a second run for the
     same pass finds nothing to do; a bad pass goes to failed/ with its reason and its run fails in one line;
-    a sweep meanwhile leaves a pass whose run is still to start alone."""
+    a sweep meanwhile leaves a pass whose run is still to start alone. An arriving pass's run ends at its
+    trailer; its writer's rename afterwards is seen by gsp serve's trigger, which moves it to done/ itself."""
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
     from flows.cluster import make_task_runner
     from flows.deployments import process_pass_job
-    from flows.inbox import claim_new, dispatch_claimed, run_sweep
+    from flows.inbox import InboxTrigger, claim_new, dispatch_claimed, run_sweep
     from flows.process_pass import ProcessOptions
     from groundstation.errors import GSPError
     from groundstation.product import status
@@ -157,6 +158,8 @@ def test_a_pass_claimed_for_its_own_run_is_processed_there_once_and_moved(tmp_pa
     (inbox / "bad.gsp").write_bytes(b"GSP" + b"\0" * 200)  # no pass: refused by the parser
     old = time.time() - 7200
     os.utime(inbox / "bad.gsp", (old, old))  # unreadable for longer than stale_after_s: taken, to be refused
+    _, streamed = make_pass(tmp_path / "src", tiny_codec, "stream-pass", seed=3)
+    shutil.copy(streamed, inbox / "late.gsp.part")  # all of it, trailer included; the rename comes later
     opts = ProcessOptions(codec=str(tiny_codec), enhancer=str(enhancer_ckpts[0]), tiles_per_batch=3)
     job = process_pass_job.with_options(task_runner=make_task_runner(dask_cluster.scheduler_address))
 
@@ -165,7 +168,7 @@ def test_a_pass_claimed_for_its_own_run_is_processed_there_once_and_moved(tmp_pa
             return str(client.create_flow_run(job, name=f"own run of {path.name}", state=Scheduled()).id)
 
         claimed, _ = claim_new(inbox, settle_s=0, on_claim=lambda p: dispatch_claimed(p, inbox, start))
-    assert sorted(p.name for p in claimed) == ["a.gsp", "bad.gsp"]
+    assert sorted(p.name for p in claimed) == ["a.gsp", "bad.gsp", "late.gsp.part"]
     assert run_sweep(inbox, products, opts, dask_address=dask_cluster.scheduler_address, settle_s=0) == []
 
     summary = job(str(inbox / "processing" / "a.gsp"), str(products), opts)
@@ -176,3 +179,11 @@ def test_a_pass_claimed_for_its_own_run_is_processed_there_once_and_moved(tmp_pa
     with pytest.raises(GSPError, match=r"^bad.gsp could not be processed: .*; moved to .*failed$"):
         job(str(inbox / "processing" / "bad.gsp"), str(products), opts)
     assert (inbox / "failed" / "bad.gsp.error.txt").is_file() and not any((inbox / "processing").iterdir())
+
+    summary = job(str(inbox / "late.gsp.part"), str(products), opts)  # ended by its trailer, not yet renamed
+    assert summary["status"] == "done" and summary["moved_to"] is None and status(summary["product"]) == "complete"
+    os.rename(inbox / "late.gsp.part", inbox / "late.gsp")
+    started = []
+    InboxTrigger(inbox, print, dispatch=started.append, products=products, options=opts)._finish_streams()
+    assert (inbox / "done" / "late.gsp").is_file() and not (inbox / ".streams" / "late.gsp").exists()
+    assert started == []
