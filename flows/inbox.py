@@ -25,6 +25,12 @@ complete product here with lost tiles that it carries intact records of, is appl
 (:mod:`flows.supplement`, the product's own options) instead of being processed as a new pass; refused ones
 (unknown pass, duplicate, another codec) go to ``failed/`` with the reason, like other bad passes.
 
+**Who processes a claimed pass.** Under ``gsp serve`` (:class:`InboxTrigger` with ``dispatch``) the pass's own
+``process-pass`` run, started by the trigger as it claims the pass and recorded in ``.locks/NAME.run``; that
+run processes it and moves it (:func:`process_claimed`). Otherwise (``gsp serve --once``, a ``watch-inbox``
+run: the safety net) a sweep, each pass a ``process-pass`` subflow; a sweep leaves a pass to its own run while
+that run is still to start (:func:`dispatched_run`).
+
 **Exactly once.** Every claim and every run of a pass holds the lock of its name in ``.locks/``: a watcher claims
 a ready pass by renaming it into ``processing/`` (a second watcher's rename finds no file and moves on), or an
 arriving one by creating ``.streams/NAME`` (a second mkdir fails), and processes a claimed pass only while
