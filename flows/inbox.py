@@ -631,23 +631,27 @@ class InboxTrigger:
     """``gsp serve``'s eyes on the inbox: a daemon thread lists it every ``poll_s`` seconds (a ``stat`` of one
     folder: no load) and emits the Prefect event ``gsp.inbox.arrived`` naming what landed.
 
-    With ``dispatch`` (``gsp serve``): when a file lands, and every ``recheck_s`` while files wait in the inbox
-    (settling, a header still arriving), it claims what is ready (:func:`claim_new`) and calls
-    ``dispatch(path)`` under each claimed pass's lock, which starts that pass's own process-pass run
-    (:func:`dispatch_claimed`): one run per pass, listed under that deployment; at its start, a pass left
-    claimed from before whose run is gone gets a new run (it resumes from the product's done markers). It
-    calls ``sweep(names)`` (a watch-inbox run, whose log and event say until when it waits) when a pass stops
-    short. Without ``dispatch``: ``sweep`` on everything new, and at its start when the inbox holds anything. The interval sweep stays the safety net;
+    With ``dispatch`` (``gsp serve``): when a file lands, and every ``recheck_s`` (default ``poll_s``) while
+    files wait in the inbox (settling, a header still arriving; every 30 s where only passes that stopped short
+    wait), it claims what is ready (:func:`claim_new`) and calls ``dispatch(path)`` under each claimed pass's
+    lock, which starts that pass's own process-pass run (:func:`dispatch_claimed`): one run per pass, listed
+    under that deployment; at its start, a pass left claimed from before whose run is gone gets a new run (it
+    resumes from the product's done markers). It calls ``sweep(names)`` (a watch-inbox run, whose log and
+    event say until when it waits) when a pass stops short. Without ``dispatch``: ``sweep`` on everything new,
+    and at its start when the inbox holds anything. The interval sweep stays the safety net;
     two at once are safe (exactly once, see the module docstring)."""
 
     def __init__(self, inbox: str | Path, sweep, *, poll_s: float = 0.5, station: str = "", dispatch=None,
-                 settle_s: float = 2.0, stale_after_s: float | None = 3600.0, recheck_s: float = 2.0,
+                 settle_s: float = 2.0, stale_after_s: float | None = 3600.0, recheck_s: float | None = None,
                  products: str | Path | None = None, options: ProcessOptions | None = None) -> None:
         import contextvars
         import threading
 
         self.inbox, self.sweep, self.poll_s, self.station = Path(inbox), sweep, poll_s, station
-        self.dispatch, self.settle_s, self.stale_after_s, self.recheck_s = dispatch, settle_s, stale_after_s, recheck_s
+        # every poll while files wait (a claim that finds nothing reads a few headers): a pass is claimed within
+        # poll_s of settling
+        self.dispatch, self.settle_s, self.stale_after_s = dispatch, settle_s, stale_after_s
+        self.recheck_s = poll_s if recheck_s is None else recheck_s
         self.products, self.options = products, options
         self._stop = threading.Event()
         # what is there when the station starts counts as new (passes that landed while it was down, passes it
