@@ -106,6 +106,8 @@ def station_ui(tmp_path_factory, tiny_codec, enhancer_ckpts):
         short = make_pass(tmp / "short", tiny_codec, "ui-short", seed=9)[1].read_bytes()[:-40]
         (home / "inbox" / "ui-short.gsp.tmp").write_bytes(short)
         (home / "inbox" / "ui-short.gsp.tmp").rename(home / "inbox" / "ui-short.gsp")
+        # a complete pass lands in the inbox: it gets a process-pass run of its own
+        make_pass(tmp / "landed", tiny_codec, "ui-inbox-1", seed=10)[1].rename(home / "inbox" / "ui-inbox-1.gsp")
         runs = {key: wait_for(f"the {key} run", lambda r=run: (x := client.read_flow_run(r.id)).state.is_final()
                               and x, 900, log_path) for key, run in started.items()}
         yield api.removesuffix("/api"), api, runs, tmp / "screenshots", home, cluster.scheduler_address
@@ -238,6 +240,25 @@ def test_a_refused_run_shows_the_reason(station_ui, browser):
     page = _open(browser, f"{ui}/runs/flow-run/{run.id}", run.name)
     page.get_by_text("outside the station's roots").first.wait_for()
     assert "Traceback" not in page.inner_text("body")
+
+
+def test_a_pass_that_lands_in_the_inbox_is_a_run_of_the_process_pass_deployment(station_ui, browser):
+    """Listed on the process-pass deployment's page under the pass's name (not hidden in a sweep), completed,
+    the pass moved to done/."""
+    from prefect.client.orchestration import get_client
+
+    ui, api, _, shots, home, _ = station_ui
+    with _settings(api), get_client(sync_client=True) as client:
+        run = wait_for("the landed pass's run to finish", lambda: [
+            r for r in client.read_flow_runs() if r.name.startswith("ui-inbox-1 @ ") and r.state.is_final()], 300)[0]
+        deployment = client.read_deployment(run.deployment_id)
+    assert run.state.is_completed(), run.state.message
+    assert deployment.name == STATION and run.parent_task_run_id is None
+    assert (home / "inbox" / "done" / "ui-inbox-1.gsp").is_file()
+    page = _open(browser, f"{ui}/deployments/deployment/{deployment.id}", "process-pass")
+    page.get_by_text("Runs", exact=True).first.click()
+    page.get_by_text(run.name).first.wait_for()
+    _screenshot(page, shots, "ui-deployment-runs.png")
 
 
 def test_a_pass_that_stopped_short_is_said_at_once_on_the_console_and_in_the_sweep(station_ui, browser):
