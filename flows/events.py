@@ -15,9 +15,11 @@
 ``gsp.pass.waiting``
     a pass in the inbox stopped short: its header and some records are there, its end-of-pass trailer is not,
     and the watcher waits for the rest until ``stale_after_s`` after its last change (then it is processed with
-    the tiles it has). Resource ``gsp.inbox.<station>.<file>``; payload: ``file``, ``inbox``, ``until`` (ISO 8601
-    UTC, null when it waits for ever), ``tiles_received``, ``tiles_total`` and ``message`` (the line the sweep
-    logs: "waiting for the rest of NAME until 14:05 UTC ..."). Emitted by every sweep that finds it;
+    the tiles it has); or a file in the inbox is no readable pass (left alone until then in case it is still
+    being written, then moved to ``failed/``). Resource ``gsp.inbox.<station>.<file>``; payload: ``file``,
+    ``inbox``, ``until`` (ISO 8601 UTC, null when it waits for ever), ``tiles_received``, ``tiles_total`` (null
+    for a file that is no pass) and ``message`` (the line the sweep logs: "waiting for the rest of NAME until
+    14:05 UTC ..."). Emitted by every sweep that finds it;
     ``gsp serve``'s console prints it once per file and time.
 
 Resources carry ``gsp.station`` (the station's name), so one server can tell stations apart. Prefect adds the
@@ -119,7 +121,7 @@ def clock_time(ts: float) -> str:
     return time.strftime(fmt, time.localtime(ts))
 
 
-def emit_pass_waiting(inbox, name: str, message: str, until: float | None, tiles: tuple[int, int]) -> None:
+def emit_pass_waiting(inbox, name: str, message: str, until: float | None, tiles: tuple[int, int] | None) -> None:
     """Emit ``gsp.pass.waiting`` for inbox file ``name`` (see the module docstring); never raises."""
     from datetime import datetime, timezone
 
@@ -134,7 +136,7 @@ def emit_pass_waiting(inbox, name: str, message: str, until: float | None, tiles
                    payload={"file": name, "inbox": str(inbox), "message": str(message),
                             "until": datetime.fromtimestamp(until, timezone.utc).isoformat(timespec="seconds")
                             if until is not None else None,
-                            "tiles_received": tiles[0], "tiles_total": tiles[1]})
+                            "tiles_received": tiles[0] if tiles else None, "tiles_total": tiles[1] if tiles else None})
     except Exception as exc:  # noqa: BLE001 - the console is told by courtesy; the watcher goes on
         log.warning("could not emit %s for %s: %s", PASS_WAITING, name, exc)
 

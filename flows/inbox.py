@@ -133,10 +133,31 @@ def claim_stream(part: Path, inbox: Path, on_claim=None) -> bool:
 class Waiting(str):
     """Why a file is left alone for now (a str). For a pass that stopped short (its header and some records are
     there, its end-of-pass trailer is not): ``until``, the POSIX time at which it is processed with the tiles it
-    has unless the rest comes first (None: never, ``stale_after_s`` is off), and ``tiles`` (received, total)."""
+    has unless the rest comes first (None: never, ``stale_after_s`` is off), and ``tiles`` (received, total).
+    For a file that is no readable pass: ``unreadable``, and ``until``, when it goes to ``failed/``."""
 
     until: float | None = None
     tiles: tuple[int, int] | None = None
+    unreadable: bool = False
+
+    @property
+    def said(self) -> bool:
+        """Worth telling the operator at once (not a file that is merely settling)."""
+        return self.tiles is not None or self.unreadable
+
+
+def _unreadable(name: str, exc: Exception, mtime: float, stale_after_s: float | None) -> Waiting:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if stale_after_s is None:
+        why = Waiting(f"{name} is not a readable pass ({first}); left alone in case it is still being written "
+                      "(stale_after_s is off)")
+    else:
+        why = Waiting(f"{name} is not a readable pass ({first}); left alone until "
+                      f"{clock_time(mtime + stale_after_s)} in case it is still being written, then moved to "
+                      "failed/ with the reason")
+        why.until = mtime + stale_after_s
+    why.unreadable = True
+    return why
 
 
 def _stopped_short(name: str, scan, mtime: float, stale_after_s: float | None) -> Waiting:
@@ -166,13 +187,13 @@ def find_ready(inbox: str | Path, settle_s: float = 2.0, stale_after_s: float | 
             continue
         age = now - st.st_mtime
         if age < settle_s:
-            waiting[path.name] = f"changed {age:.1f} s ago (still being written?)"
+            waiting[path.name] = Waiting(f"changed {age:.1f} s ago (still being written?)")
             continue
         try:
             scan = PassReader(path).scan()
         except PassFormatError as exc:
             if stale_after_s is not None and age < stale_after_s:
-                waiting[path.name] = f"not a readable pass yet: {exc}"
+                waiting[path.name] = _unreadable(path.name, exc, st.st_mtime, stale_after_s)
                 continue
             ready.append(path)  # processing reports the error and moves it to failed/
             continue
@@ -254,7 +275,7 @@ def sweep_inbox(inbox: str | Path, products: str | Path, options: ProcessOptions
         raise GSPError(f"--inbox {inbox}: no such folder")
     _, waiting = claim_new(inbox, settle_s, stale_after_s)
     for name, why in waiting.items():
-        if getattr(why, "tiles", None):  # a pass that stopped short: said plainly, and to gsp serve's console
+        if getattr(why, "said", False):  # stopped short, or no pass: said plainly, and to gsp serve's console
             log.warning("Inbox: %s", why)
             emit_pass_waiting(inbox, name, why, why.until, why.tiles)
         else:
@@ -745,10 +766,10 @@ class InboxTrigger:
         self._finish_streams()
         _, waiting = claim_new(self.inbox, self.settle_s, self.stale_after_s,
                                lambda path: dispatch_claimed(path, self.inbox, self.dispatch))
-        stalled = {name for name, why in waiting.items() if getattr(why, "tiles", None)}
-        if waiting and len(stalled) == len(waiting):  # only passes that stopped short wait: no hurry to look again
+        stalled = {name for name, why in waiting.items() if getattr(why, "said", False)}
+        if waiting and len(stalled) == len(waiting):  # only stalled or unreadable files wait: no hurry to look again
             self._next_check = time.monotonic() + STALLED_RECHECK_S
-        if stalled - self._stalled:  # stopped short: a sweep says until when it waits (its log, the console)
+        if stalled - self._stalled:  # stopped short, or no pass: a sweep says until when it waits (log, console)
             self.sweep(sorted(stalled - self._stalled))
         self._stalled = stalled
 

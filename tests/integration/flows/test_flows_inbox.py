@@ -187,3 +187,22 @@ def test_a_pass_claimed_for_its_own_run_is_processed_there_once_and_moved(tmp_pa
     InboxTrigger(inbox, print, dispatch=started.append, products=products, options=opts)._finish_streams()
     assert (inbox / "done" / "late.gsp").is_file() and not (inbox / ".streams" / "late.gsp").exists()
     assert started == []
+
+
+def test_a_file_that_is_no_pass_is_said_at_once_and_left_until_it_goes_to_failed(tmp_path):
+    """Not left in silence for stale_after_s: the reason, and when it goes to failed/, is worth saying (the
+    trigger starts a sweep for it, which logs it at WARNING and tells gsp serve's console)."""
+    from flows.events import clock_time
+    from flows.inbox import find_ready
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "junk.gsp").write_bytes(b"GSP not a pass")
+    ready, waiting = find_ready(inbox, settle_s=0, stale_after_s=600)
+    why = waiting["junk.gsp"]
+    until = (inbox / "junk.gsp").stat().st_mtime + 600
+    assert ready == [] and why.said and why.unreadable and why.tiles is None and why.until == until
+    assert why.startswith("junk.gsp is not a readable pass (") and why.endswith(
+        f"left alone until {clock_time(until)} in case it is still being written, then moved to failed/ with the "
+        "reason"), why
+    assert not find_ready(inbox, settle_s=60)[1]["junk.gsp"].said  # merely settling: nothing to say yet

@@ -229,8 +229,8 @@ def test_at_its_start_the_inbox_trigger_sweeps_what_arrived_or_was_claimed_while
 def test_under_gsp_serve_the_trigger_claims_each_pass_and_starts_its_own_run_under_its_lock(tmp_path, flow_pass):
     """Dispatch mode (gsp serve): a complete pass is claimed into processing/ and its run started while its lock
     is held, the run's id recorded for the sweeps; an arriving pass (its header whole) is claimed as a stream;
-    one that stopped short starts one sweep (which says until when it waits), not one per recheck; nothing is
-    claimed twice."""
+    one that stopped short, and a file that is no pass, start one sweep each (which says until when it waits),
+    not one per recheck; nothing is claimed twice."""
     import os
     import shutil
     import time
@@ -253,6 +253,7 @@ def test_under_gsp_serve_the_trigger_claims_each_pass_and_starts_its_own_run_und
         shutil.copy(flow_pass[1], inbox / "a.gsp")
         (inbox / "b.gsp.part").write_bytes(data[: len(data) // 2])  # arriving: its header is whole
         (inbox / "c.gsp").write_bytes(data[:-40])  # no end-of-pass trailer: stopped short
+        (inbox / "junk.gsp").write_bytes(b"GSP junk")  # no pass
         t0 = time.monotonic()
         while len(started) < 2 and time.monotonic() - t0 < 10:
             time.sleep(0.05)
@@ -260,7 +261,7 @@ def test_under_gsp_serve_the_trigger_claims_each_pass_and_starts_its_own_run_und
         assert sorted(p.relative_to(inbox).as_posix() for p in started) == ["b.gsp.part", "processing/a.gsp"]
         assert (inbox / ".locks" / "a.gsp.run").read_text().strip() in ("run-1", "run-2")
         assert (inbox / ".streams" / "b.gsp").is_dir() and (inbox / ".locks" / "b.gsp.run").is_file()
-        assert swept == [["c.gsp"]]
+        assert sorted(n for names in swept for n in names) == ["c.gsp", "junk.gsp"]  # each once
     finally:
         trigger.stop()
         trigger.thread.join(5)
