@@ -206,3 +206,34 @@ def test_a_file_that_is_no_pass_is_said_at_once_and_left_until_it_goes_to_failed
         f"left alone until {clock_time(until)} in case it is still being written, then moved to failed/ with the "
         "reason"), why
     assert not find_ready(inbox, settle_s=60)[1]["junk.gsp"].said  # merely settling: nothing to say yet
+
+
+def test_a_sweep_leaves_a_claimed_pass_to_its_own_run_only_while_that_run_is_still_to_start(tmp_path,
+                                                                                          prefect_harness):
+    """``.locks/NAME.run`` names the run gsp serve started for a pass: scheduled or (recently) pending, the
+    sweep leaves the pass to it; running with the pass's lock free (its process died), ended, or unknown to the
+    server (the record is dropped): the sweep takes the pass over."""
+    from uuid import uuid4
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Completed, Pending, Running, Scheduled
+
+    from flows.inbox import dispatched_run
+
+    @flow(name="process-pass-probe")
+    def probe() -> None:
+        pass
+
+    record = tmp_path / ".locks" / "p.gsp.run"
+    record.parent.mkdir()
+    assert dispatched_run(tmp_path, "p.gsp") is None  # no record
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(probe, name="p-run", state=Scheduled())
+        record.write_text(f"{run.id}\n")
+        assert dispatched_run(tmp_path, "p.gsp") == "'p-run' (Scheduled)"
+        for state, left in ((Pending(), True), (Running(), False), (Completed(), False), (Cancelled(), False)):
+            client.set_flow_run_state(run.id, state, force=True)
+            assert bool(dispatched_run(tmp_path, "p.gsp")) is left, state
+        record.write_text(f"{uuid4()}\n")  # another server's run
+        assert dispatched_run(tmp_path, "p.gsp") is None and not record.exists()

@@ -276,33 +276,3 @@ def test_under_gsp_serve_the_trigger_claims_each_pass_and_starts_its_own_run_und
     finally:
         trigger.stop()
 
-
-def test_a_sweep_leaves_a_claimed_pass_to_its_own_run_only_while_that_run_is_still_to_start(tmp_path,
-                                                                                          prefect_harness):
-    """``.locks/NAME.run`` names the run gsp serve started for a pass: scheduled or (recently) pending, the
-    sweep leaves the pass to it; running with the pass's lock free (its process died), ended, or unknown to the
-    server (the record is dropped): the sweep takes the pass over."""
-    from uuid import uuid4
-
-    from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.states import Cancelled, Completed, Pending, Running, Scheduled
-
-    from flows.inbox import dispatched_run
-
-    @flow(name="process-pass-probe")
-    def probe() -> None:
-        pass
-
-    record = tmp_path / ".locks" / "p.gsp.run"
-    record.parent.mkdir()
-    assert dispatched_run(tmp_path, "p.gsp") is None  # no record
-    with get_client(sync_client=True) as client:
-        run = client.create_flow_run(probe, name="p-run", state=Scheduled())
-        record.write_text(f"{run.id}\n")
-        assert dispatched_run(tmp_path, "p.gsp") == "'p-run' (Scheduled)"
-        for state, left in ((Pending(), True), (Running(), False), (Completed(), False), (Cancelled(), False)):
-            client.set_flow_run_state(run.id, state, force=True)
-            assert bool(dispatched_run(tmp_path, "p.gsp")) is left, state
-        record.write_text(f"{uuid4()}\n")  # another server's run
-        assert dispatched_run(tmp_path, "p.gsp") is None and not record.exists()
