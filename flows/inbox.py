@@ -437,18 +437,15 @@ def inbox_claim(path: str | Path) -> tuple[Path, bool] | None:
     return None
 
 
-def process_claimed(path: str | Path, products: str | Path, options: ProcessOptions | None,
-                    stale_after_s: float | None = None) -> dict:
+def process_claimed(path: str | Path, products: str | Path, options: ProcessOptions | None) -> dict:
     """A claimed pass's own run (``process-pass`` started by ``gsp serve`` for ``processing/NAME`` or an
     arriving ``NAME.part``): processed in this run under the pass's lock, then moved to ``done/`` (or
     ``failed/`` with the reason, and the run fails in one line). A pass another watcher holds or already
     finished is left alone."""
-    from groundstation.config import load_station as station
-
     path, products = Path(path), Path(products)
     inbox, streaming = inbox_claim(path)
     name = final_name(path).name
-    stale_after_s = station().downlink.stale_after_s if stale_after_s is None else stale_after_s
+    stale_after_s = load_station().downlink.stale_after_s
     log = get_run_logger()
     lock = _locked(inbox, name)
     if lock is None:
@@ -724,43 +721,36 @@ class InboxTrigger:
                 self._emit(new)
 
     def _resume(self, left: list[str]) -> None:
+        """At start: every claim left from before whose run is gone is taken again (:meth:`_retake`)."""
         for path, streaming in claimed_passes(self.inbox):
-            lock = _locked(self.inbox, path.name)
-            if lock is None:
-                continue  # a run (or another watcher) is on it
-            try:
-                source = _stream_source(path, self.inbox) if streaming else path
-                if source is not None and source.exists() and not dispatched_run(self.inbox, path.name):
-                    _logger().info("Inbox: %s was left claimed when the station stopped: a run resumes it",
-                                   path.name)
-                    dispatch_claimed(source, self.inbox, self.dispatch)
-            finally:
-                lock.release()
+            self._retake(path, streaming)
 
     def _finish_streams(self) -> None:
-        """A pass processed while it arrived whose writer renamed it after its run ended (the run ended at the
-        end-of-pass trailer): moved to ``done/`` here (no run); one whose run is gone before its product was
-        complete gets a run again."""
-        streams = self.inbox / STREAMS
-        if not streams.is_dir():
-            return
-        for claim_dir in sorted(streams.iterdir()):
-            path = self.inbox / claim_dir.name
-            if not claim_dir.is_dir() or not path.exists():
-                continue  # still NAME.part: its run is on it
-            lock = _locked(self.inbox, path.name)
-            if lock is None:
-                continue  # its run is still on it: it moves the pass at its end
-            try:
-                if dispatched_run(self.inbox, path.name):
-                    continue
-                if self.products is not None and _stream_finished(path, self.inbox, Path(self.products),
-                                                                  self.options, self.stale_after_s) is not None:
-                    _release_stream(self.inbox, path)
-                else:
-                    dispatch_claimed(path, self.inbox, self.dispatch)
-            finally:
-                lock.release()
+        """Passes processed while they arrived that their writer has renamed since (:meth:`_retake`)."""
+        for path, streaming in claimed_passes(self.inbox):
+            if streaming and path.exists():
+                self._retake(path, streaming)
+
+    def _retake(self, path: Path, streaming: bool) -> None:
+        """A claimed pass that no run is on (its lock free, no run of its own still to start): a stream whose
+        writer renamed it after its run completed the product (the run ended at the end-of-pass trailer) is
+        moved to ``done/`` here, without a run; any other gets a run again (it resumes from the product's done
+        markers)."""
+        lock = _locked(self.inbox, path.name)
+        if lock is None:
+            return  # its run (or another watcher) is on it, and moves the pass at its end
+        try:
+            source = _stream_source(path, self.inbox) if streaming else path
+            if source is None or not source.exists() or dispatched_run(self.inbox, path.name):
+                return
+            if streaming and source == path and self.products is not None and _stream_finished(
+                    path, self.inbox, Path(self.products), self.options, self.stale_after_s) is not None:
+                _release_stream(self.inbox, path)
+                return
+            _logger().info("Inbox: %s is claimed but no run is on it: a run resumes it", path.name)
+            dispatch_claimed(source, self.inbox, self.dispatch)
+        finally:
+            lock.release()
 
     def _claim(self, new: list[str]) -> None:
         self._finish_streams()
