@@ -33,7 +33,7 @@ from groundstation.config import load_station, station_path
 from groundstation.errors import GSPError
 from groundstation.roots import KINDS, PathNotAllowed, StationRoots
 
-__all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "PassFile", "PathNotAllowed", "ProductsDir",
+__all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "ModelChoice", "PassFile", "PathNotAllowed", "ProductsDir",
            "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment",
            "leave_sigint_to_the_runner", "parameters_refused",
            "refusal", "roots_in_force", "run_checked", "RunFailed", "validated_or_refused"]
@@ -106,6 +106,8 @@ ArchiveDir = Annotated[str, _under("archive")]
 SceneFile = Annotated[str, _under("scene")]
 #: A checkpoint file read or written by path (a training's start weights, an export): under weights or runs.
 CheckpointFile = Annotated[str, _under("checkpoint")]
+#: A model by registry name, or a checkpoint file under weights or runs (``checked_model``).
+ModelChoice = Annotated[str, AfterValidator(lambda v, info: checked_model(info.field_name or "model", v))]
 #: A training or evaluation run's folder (its checkpoints, logs and tables): under the runs root.
 RunFolder = Annotated[str, _under("run")]
 #: Training images or pairs, evaluation images, a reference-points table: under the archive or the runs root.

@@ -54,7 +54,7 @@ from typing import Annotated, Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.access import CheckpointFile, DatasetPath, ProductsDir, RunFolder, run_checked
+from flows.access import CheckpointFile, DatasetPath, ModelChoice, ProductsDir, RunFolder, run_checked
 from flows.names import job_run_name
 from groundstation.config import load_station
 from groundstation.errors import ConfigError, GSPError
@@ -325,21 +325,21 @@ def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points:
                  limit: Annotated[int | None, Field(ge=1)] = None, workers: Annotated[int, Field(ge=1)] = 1,
                  seed: int = 0, reference: DatasetPath | None = None, sweep: SweepOptions | None = None,
                  tile_size: Annotated[int, Field(ge=0, le=4096, multiple_of=64)] = 0,
-                 decode_mode: Literal["tile", "mosaic"] | None = None) -> dict:
-    """``gsp evaluate IMAGES -o OUT [--rate-points ...] [--sweep ...] [--tile-size PX --decode-mode M]`` as a
-    flow: resumes from ``OUT/per_image.csv`` (and ``perception_distortion.csv``)."""
+                 decode_mode: Literal["tile", "mosaic"] | None = None, enhancer: ModelChoice | None = None) -> dict:
+    """``gsp evaluate IMAGES -o OUT [--rate-points ...] [--sweep ...] [--tile-size PX --decode-mode M]
+    [--enhancer NAME_OR_FILE]`` as a flow: resumes from ``OUT/per_image.csv`` (and ``perception_distortion.csv``)."""
     return run_checked(evaluate_job, dict(locals()), _evaluate)
 
 
 def _evaluate(images, out, rate_points, temperature, limit, workers, seed, reference, sweep, tile_size=0,
-              decode_mode=None) -> dict:
+              decode_mode=None, enhancer=None) -> dict:
     from flows.report import table_rows
 
     from .evaluation import Tiling, evaluate_folder, resolve_rate_points
 
     run = _out(out, "evaluate")
     spec = sweep.spec() if sweep is not None else None  # bad sweep options fail before any work
-    points = resolve_rate_points(rate_points, temperature=temperature)
+    points = resolve_rate_points(rate_points, temperature=temperature, enhancer=enhancer)
     progress = _Progress(_key("evaluate", run, "progress"),
                          f"evaluate {run}: image evaluations done" + (" (then the sweep)" if spec else ""))
     res = evaluate_folder(images, run, points, limit=limit, workers=workers, seed=seed, reference=reference,
@@ -352,7 +352,7 @@ def _evaluate(images, out, rate_points, temperature, limit, workers, seed, refer
     if spec is not None:
         from .evaluation import sweep_folder
 
-        chosen = resolve_rate_points(rate_points) if temperature is not None else points
+        chosen = resolve_rate_points(rate_points, enhancer=enhancer) if temperature is not None else points
         sweep_progress = _Progress(_key("evaluate", run, "sweep-progress"), f"evaluate {run}: sweep rows done")
         sw = sweep_folder(images, run, chosen, spec, limit=limit, workers=workers, seed=seed,
                           on_progress=sweep_progress)

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=Paragraphs,
         epilog="examples:\n  gsp evaluate ../shared/data/rsscn7/val -o runs/eval-val --workers 2 "
         "--reference configs/reference_points.csv\n"
-        "  gsp evaluate runs/data/valrep -o runs/eval-valrep --rate-points l0032 --sweep --temperatures 0,0.5,1")
+        "  gsp evaluate runs/data/valrep -o runs/eval-valrep --rate-points l0032 --sweep --temperatures 0,0.5,1\n"
+        "  gsp evaluate runs/data/valsel -o runs/eval-ablation --rate-points l0032 --enhancer runs/abl/enhancer.pt "
+        "--sweep --noise none --unsharp none")
     ev.add_argument("images", metavar="IMAGE_DIR", help="folder of images (searched recursively)")
     ev.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="output folder")
     ev.add_argument("--rate-points", metavar="NAME,...",
@@ -41,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "folder represented)")
     ev.add_argument("--temperature", type=float, help="use this temperature for every rate point instead of "
                     "the registry's (to choose one on a validation set)")
+    ev.add_argument("--enhancer", metavar="NAME_OR_FILE",
+                    help="evaluate this enhancer (a registry name or a checkpoint file, e.g. a training run's "
+                    "export) instead of the registry's, at the one rate point --rate-points names")
     ev.add_argument("--workers", type=int, default=1, help="worker processes, 1 torch thread each (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the enhancer's latent field")
     ev.add_argument("--tile-size", type=int, default=0, metavar="PX",
@@ -100,7 +105,7 @@ def cmd_evaluate(args) -> int:
     names = [n.strip() for n in args.rate_points.split(",") if n.strip()] if args.rate_points else None
     spec = _sweep_spec(args)  # bad sweep options fail before any work
     tiling = Tiling.of(args.tile_size, args.decode_mode)
-    points = resolve_rate_points(names, temperature=args.temperature)
+    points = resolve_rate_points(names, temperature=args.temperature, enhancer=args.enhancer)
     res = evaluate_folder(args.images, args.out, points, limit=args.limit, workers=args.workers, seed=args.seed,
                           reference=args.reference, progress=progress(), tiling=tiling)
     print(f"{res.images} images x {len(points)} rate points: {res.computed} evaluated, {res.skipped} already done"
@@ -118,7 +123,7 @@ def cmd_evaluate(args) -> int:
         from gsp.evaluation import sweep_folder
 
         # the sweep marks each rate point's registry temperature, also when --temperature replaced it above
-        chosen = resolve_rate_points(names) if args.temperature is not None else points
+        chosen = resolve_rate_points(names, enhancer=args.enhancer) if args.temperature is not None else points
         sw = sweep_folder(args.images, args.out, chosen, spec, limit=args.limit, workers=args.workers,
                           seed=args.seed, progress=progress())
         print(f"sweep: {sw.computed} rows computed, {sw.skipped} already done")

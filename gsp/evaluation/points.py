@@ -27,11 +27,13 @@ class ResolvedPoint:
     lmbda: float | None
 
 
-def resolve_rate_points(names: Iterable[str] | None = None, registry=None,
-                        temperature: float | None = None) -> list[ResolvedPoint]:
+def resolve_rate_points(names: Iterable[str] | None = None, registry=None, temperature: float | None = None,
+                        enhancer: str | None = None) -> list[ResolvedPoint]:
     """The registry's rate points (all, or ``names`` in that order); a clear error for an unknown name.
 
-    ``temperature`` replaces every point's own (to choose one on a validation set)."""
+    ``temperature`` replaces every point's own (to choose one on a validation set); ``enhancer`` (a registry
+    name or a checkpoint file, loaded with the registry's checks) replaces the enhancer of the one rate point
+    ``names`` gives (to evaluate a training run, e.g. an ablation, beside the registry's)."""
     if temperature is not None and not (temperature >= 0 and math.isfinite(temperature)):
         raise ConfigError(f"--temperature {temperature}: give a finite value >= 0")
     from groundstation.registry import load_registry, resolve_model
@@ -41,6 +43,9 @@ def resolve_rate_points(names: Iterable[str] | None = None, registry=None,
     if not wanted:
         raise ConfigError("the model registry defines no rate_points; add codec/enhancer pairs under "
                           "rate_points in configs/models.yaml")
+    if enhancer is not None and (not names or len(wanted) != 1):
+        raise ConfigError(f"--enhancer {enhancer}: an enhancer is trained behind one codec; name its rate point "
+                          f"alone with --rate-points (one of {', '.join(registry.rate_points)})")
     points = []
     for name in wanted:
         point = registry.rate_points.get(name)
@@ -48,9 +53,13 @@ def resolve_rate_points(names: Iterable[str] | None = None, registry=None,
             raise ConfigError(f"--rate-points: no rate point named {name!r}; known: "
                               f"{', '.join(registry.rate_points) or 'none'} (configs/models.yaml)")
         _, cpath, csha, centry = resolve_model(point.codec, "codec", registry)
-        _, epath, esha, _ = resolve_model(point.enhancer, "enhancer", registry)
+        ename, epath, esha, _ = resolve_model(enhancer or point.enhancer, "enhancer", registry)
+        if esha is None:  # a file outside the registry: its digest keys the rows, so a rerun never mixes files
+            from groundstation.fileio import sha256_file
+
+            esha = sha256_file(epath)
         points.append(ResolvedPoint(name=name, codec=point.codec, codec_path=str(cpath), codec_sha256=csha,
-                                    enhancer=point.enhancer, enhancer_path=str(epath), enhancer_sha256=esha,
+                                    enhancer=ename if enhancer else point.enhancer, enhancer_path=str(epath), enhancer_sha256=esha,
                                     temperature=point.temperature if temperature is None else temperature,
                                     lmbda=centry.lmbda if centry else None))
     return points

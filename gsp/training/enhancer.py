@@ -385,9 +385,12 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
         perceptual = perceptual.to(device)
     backbone = perceptual.describe() if perceptual is not None else None
     log.info("perceptual loss: %s", backbone or "disabled")
-    if backbone is not None and backbone["backbone"] != "vgg19":
+    if backbone is not None and backbone["backbone"] == "lpips-vgg":
+        log.info("L_per is the LPIPS-VGG distance (the paper's L_per), 0.1-0.6 per image: weight it against l_en "
+                 "with --w-per (benchmarks/loss_balance.py --backbone lpips-vgg measures both gradients)")
+    elif backbone is not None and backbone["backbone"] != "vgg19":
         log.warning("L_per runs on %s %s, not VGG19: its feature scale differs from the reference's (see "
-                    "enhancer/perceptual.py); compare l_per with l_en in loss.csv and set --w-per accordingly",
+                    "gsp/training/perceptual.py); compare l_per with l_en in loss.csv and set --w-per accordingly",
                     backbone["backbone"], backbone["layer"])
 
     with torch.random.fork_rng(devices=[]):

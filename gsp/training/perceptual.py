@@ -176,7 +176,11 @@ class LpipsLoss(nn.Module):
 
     name = PerceptualBackbone.name
     layer = PerceptualBackbone.layer
-    describe = PerceptualBackbone.describe
+
+    def describe(self) -> dict[str, str]:
+        """What ran, for a run's config.json and logs (a distance, so no layer's ReLU to speak of)."""
+        return {"backbone": self.info.name, "layer": self.info.layer, "weights": self.info.weights,
+                "weights_sha256": self.info.sha256, "note": self.info.note}
 
     def train(self, mode: bool = True) -> LpipsLoss:  # noqa: ARG002 - always frozen, always eval
         return super().train(False)

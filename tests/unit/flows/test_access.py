@@ -237,6 +237,8 @@ def test_every_deployment_refuses_bad_parameters_in_one_line_under_a_named_run(s
          "refused: pairs -> run", "refused: out "),
         (evaluate_job, {"images": str(station / "archive"), "workers": 0}, "refused: archive -> (runs)/evaluate",
          "refused: parameter workers: Input should be greater than or equal to 1"),
+        (evaluate_job, {"images": str(station / "archive"), "enhancer": f"{outside}/e.pt"},
+         "refused: archive -> (runs)/evaluate", "refused: enhancer "),
         (export_job, {"product": f"{outside}/p/v.zarr"}, "refused: export p/v.zarr", "refused: product "),
     ]
     for job, params, name, message in cases:

@@ -169,6 +169,28 @@ def test_bad_inputs_get_clear_errors(tmp_path, images, registry):
         evaluate_folder(images, tmp_path / "o2", resolve_rate_points(["hi"], registry))
 
 
+def test_another_enhancer_file_is_evaluated_at_one_rate_point_and_keys_its_rows(tmp_path, images, registry,
+                                                                                 enhancer_ckpts):
+    """--enhancer FILE (a training run's export, e.g. an ablation) replaces one rate point's enhancer: its rows
+    carry the file's sha256, so the registry's enhancer in the same folder is computed again, never mixed in."""
+    from groundstation.fileio import sha256_file
+
+    with pytest.raises(ConfigError, match="name its rate point alone with --rate-points"):
+        resolve_rate_points(None, registry, enhancer=str(enhancer_ckpts[0]))
+    with pytest.raises(ConfigError, match="checkpoint file not found"):
+        resolve_rate_points(["hi"], registry, enhancer=str(tmp_path / "missing.pt"))
+    (point,) = resolve_rate_points(["hi"], registry, enhancer=str(enhancer_ckpts[0]))
+    assert point.enhancer == enhancer_ckpts[0].name and point.enhancer_sha256 == sha256_file(enhancer_ckpts[0])
+    res = evaluate_folder(images, tmp_path, [point], limit=1)
+    rows = pd.read_csv(tmp_path / PER_IMAGE_CSV)
+    assert res.computed == 1 and set(rows.enhancer_sha256.dropna()) == {point.enhancer_sha256}
+    eff = res.effects.set_index("rate_point")
+    assert eff.loc["hi", "d_psnr_db"] != 0  # the surrogate enhancer, not hi's identity start
+    again = evaluate_folder(images, tmp_path, resolve_rate_points(["hi"], registry), limit=1)
+    assert again.computed == 1 and again.skipped == 0
+    assert again.effects.set_index("rate_point").loc["hi", "d_psnr_db"] == 0
+
+
 def test_registry_refuses_a_rate_point_whose_enhancer_belongs_to_another_codec(tiny_codec, other_codec,
                                                                               identity_enhancer, enhancer_ckpts):
     reg = two_point_registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0]).model_dump()
