@@ -89,7 +89,7 @@ class SweepOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     temperatures: list[float] | None = Field(None, description="enhancer temperatures, >= 0 (the registry's "
-                                             "temperature is always added)")
+                                             "temperature is always added); [] = that one alone")
     noise: list[float] | None = Field(None, description="Gaussian-noise control, stds in DN; [] = none")
     unsharp: list[float] | None = Field(None, description="unsharp-mask control, whole percent; [] = none")
     unsharp_radius: float | None = Field(None, gt=0)

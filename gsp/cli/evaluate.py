@@ -60,8 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="also sweep the enhancer's temperature and the two controls and write "
                     "OUT/perception_distortion.{csv,md,png} (and _summary.csv)")
     for flag, metavar, text in (  # comma-separated value lists (gsp.evaluation.parse_values)
-            ("--temperatures", "T,...", "enhancer temperatures to sweep, >= 0 (default 0,0.25,0.5,0.75,1); each "
-             "rate point's registry temperature is always added and marked as the operating point"),
+            ("--temperatures", "T,...", "enhancer temperatures to sweep, >= 0 (default 0,0.25,0.5,0.75,1), or none "
+             "(the controls against the operating point alone); each rate point's registry temperature is always "
+             "added and marked as the operating point"),
             ("--noise", "STD,...", "Gaussian-noise control: noise stds in DN (8-bit levels), > 0, or none "
              "(default 2,3,4,6)"),
             ("--unsharp", "PERCENT,...", "unsharp-mask control (PIL, threshold 0): amounts in whole percent, > 0, "
@@ -83,7 +84,7 @@ def _sweep_spec(args):
     from gsp.evaluation import SweepSpec, parse_values
 
     # option -> (SweepSpec field, how its text is read); the numbers are checked by parse_values and SweepSpec
-    fields = {"--temperatures": ("temperatures", lambda v: parse_values(v, "--temperatures")),
+    fields = {"--temperatures": ("temperatures", lambda v: parse_values(v, "--temperatures", allow_none=True)),
               "--noise": ("noise", lambda v: parse_values(v, "--noise", positive=True, allow_none=True)),
               "--unsharp": ("unsharp", lambda v: parse_values(v, "--unsharp", positive=True, integer=True,
                                                               allow_none=True)),

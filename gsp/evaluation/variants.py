@@ -81,7 +81,8 @@ RULE_MAX_COST_DB = 0.6
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """What the sweep covers: the enhancer's temperatures, the noise stds (DN), the unsharp amounts (percent) at
+    """What the sweep covers: the enhancer's temperatures (none: only each rate point's operating point, which is
+    always swept), the noise stds (DN), the unsharp amounts (percent) at
     ``unsharp_radius``, and which variants also get ST-LPIPS VGG (``none``; ``enhanced``: decoded and enhanced;
     ``all``)."""
 
@@ -93,8 +94,6 @@ class SweepSpec:
     rule_max_cost_db: float = RULE_MAX_COST_DB
 
     def __post_init__(self) -> None:
-        if not self.temperatures:
-            raise ConfigError("--temperatures: give at least one temperature")
         if any(not (math.isfinite(t) and t >= 0) for t in self.temperatures):
             raise ConfigError(f"--temperatures {self.temperatures}: give finite values >= 0")
         if any(not (math.isfinite(s) and s > 0) for s in self.noise):

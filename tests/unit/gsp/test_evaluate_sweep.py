@@ -308,7 +308,10 @@ def test_parse_values_and_spec_errors():
     with pytest.raises(ConfigError, match="--sweep-vgg"):
         SweepSpec(vgg="some")
     with pytest.raises(ConfigError, match="--temperatures"):
-        SweepSpec(temperatures=())
+        SweepSpec(temperatures=(-1.0,))
+    assert parse_values("none", "--temperatures", allow_none=True) == ()  # --temperatures none
+    only = [v.label for v in SweepSpec(temperatures=(), noise=(), unsharp=(100.0,)).variants(0.375)]
+    assert only == ["decoded", "enhanced:T=0.375", "unsharp:r1:100"]  # the operating point alone
     labels = [v.label for v in SweepSpec(temperatures=(0.0,), noise=(3.0,), unsharp=(100.0,)).variants(0.25)]
     assert labels == ["decoded", "enhanced:T=0", "enhanced:T=0.25", "noise:3", "unsharp:r1:100"]
     assert Variant("unsharp", 150.0, 2.0).label == "unsharp:r2:150"
