@@ -94,11 +94,13 @@ class SweepOptions(BaseModel):
     unsharp: list[float] | None = Field(None, description="unsharp-mask control, whole percent; [] = none")
     unsharp_radius: float | None = Field(None, gt=0)
     vgg: Literal["none", "enhanced", "all"] | None = None
+    only: bool = Field(False, description="only the sweep, without the evaluation table (no bpp, MS-SSIM or "
+                       "secondary perceptual columns): --sweep-only")
 
     def spec(self):
         from .evaluation import SweepSpec
 
-        given = self.model_dump(exclude_none=True)
+        given = self.model_dump(exclude_none=True, exclude={"only"})
         return SweepSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
 
 
@@ -340,15 +342,22 @@ def _evaluate(images, out, rate_points, temperature, limit, workers, seed, refer
     run = _out(out, "evaluate")
     spec = sweep.spec() if sweep is not None else None  # bad sweep options fail before any work
     points = resolve_rate_points(rate_points, temperature=temperature, enhancer=enhancer)
-    progress = _Progress(_key("evaluate", run, "progress"),
-                         f"evaluate {run}: image evaluations done" + (" (then the sweep)" if spec else ""))
-    res = evaluate_folder(images, run, points, limit=limit, workers=workers, seed=seed, reference=reference,
-                          on_progress=progress, tiling=Tiling.of(tile_size, decode_mode))
-    progress.finish()
-    report = Path(res.files["markdown"]).read_text()
-    table = table_rows(res.summary)
-    result = {"out": str(run), "images": res.images, "computed": res.computed, "skipped": res.skipped,
-           "rate_points": [p.name for p in points], "files": dict(res.files), "flow_run_id": _flow_run_id()}
+    only = spec is not None and sweep.only
+    if only and (tile_size or reference):
+        raise ConfigError("sweep.only: the sweep codes whole images and has no rate-distortion table; leave out "
+                          "tile_size and reference, or sweep.only")
+    report, table = "", []
+    result = {"out": str(run), "images": 0, "computed": 0, "skipped": 0, "rate_points": [p.name for p in points],
+              "files": {}, "flow_run_id": _flow_run_id()}
+    if not only:
+        progress = _Progress(_key("evaluate", run, "progress"),
+                             f"evaluate {run}: image evaluations done" + (" (then the sweep)" if spec else ""))
+        res = evaluate_folder(images, run, points, limit=limit, workers=workers, seed=seed, reference=reference,
+                              on_progress=progress, tiling=Tiling.of(tile_size, decode_mode))
+        progress.finish()
+        report = Path(res.files["markdown"]).read_text()
+        table = table_rows(res.summary)
+        result.update(images=res.images, computed=res.computed, skipped=res.skipped, files=dict(res.files))
     if spec is not None:
         from .evaluation import sweep_folder
 
@@ -361,12 +370,17 @@ def _evaluate(images, out, rate_points, temperature, limit, workers, seed, refer
 
         create_table_artifact(table_rows(sw.summary), key=_key("evaluate", run, "sweep"),
                               description=f"evaluate {run}: perception-distortion sweep")
-        report += "\n\n" + Path(sw.files["sweep_markdown"]).read_text()
+        report += ("\n\n" if report else "") + Path(sw.files["sweep_markdown"]).read_text()
         result["files"].update(sw.files)
         result["sweep"] = {"computed": sw.computed, "skipped": sw.skipped}
-    header = (f"Run folder `{run}`: {res.computed} image evaluations computed, {res.skipped} already there "
-              f"(resumed). Files: " + ", ".join(f"`{v}`" for v in result["files"].values()) + "\n\n")
-    _publish("evaluate", run, table, "evaluation", f"evaluate {run}: means per rate point and product", header + report)
+        if only:
+            table = table_rows(sw.summary)
+    header = (f"Run folder `{run}`: " + (f"the sweep only ({sw.computed} rows computed, {sw.skipped} already there)"
+                                         if only else f"{result['computed']} image evaluations computed, "
+                                         f"{result['skipped']} already there (resumed)")
+              + ". Files: " + ", ".join(f"`{v}`" for v in result["files"].values()) + "\n\n")
+    _publish("evaluate", run, table, "evaluation", f"evaluate {run}: " + ("perception-distortion sweep means" if only
+             else "means per rate point and product"), header + report)
     return result
 
 

@@ -73,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="the operating-point rule: among the swept temperatures costing at most DB of PSNR, the "
                     "lowest perceptual distance (default 0.6); the choice per rate point goes to "
                     "operating_points.json and the report, beside the registry's temperature")
+    sw.add_argument("--sweep-only", action="store_true",
+                    help="only the sweep (implies --sweep), without the evaluation table before it (no bpp, MS-SSIM or secondary "
+                    "perceptual columns: the costly part): the operating point's paired effects, the controls and "
+                    "the rule, for a large reported set or an ablation")
     sw.add_argument("--sweep-vgg", choices=["none", "enhanced", "all"],
                     help="which variants also get ST-LPIPS VGG beside the evaluation's metric: none, enhanced "
                     "(decoded and enhanced; the default) or all (the controls too; VGG is the costly part)")
@@ -92,34 +96,27 @@ def _sweep_spec(args):
               "--rule-max-cost": ("rule_max_cost_db", float)}
     given = {o: getattr(args, o[2:].replace("-", "_")) for o in fields}
     given = {o: v for o, v in given.items() if v is not None}
+    if args.sweep_only:  # implies --sweep
+        args.sweep = True
+        if args.tile_size or args.reference:
+            raise ConfigError("--sweep-only: the sweep codes whole images and has no rate-distortion table; "
+                              "leave out --tile-size and --reference, or --sweep-only")
     if not args.sweep:
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to the perception-distortion sweep: add --sweep")
         return None
-    kw = {fields[o][0]: fields[o][1](v) for o, v in given.items()}
+    kw = {fields[o][0]: fields[o][1](v) for o, v in given.items() if o in fields}
     return SweepSpec(**kw)
 
 
 def cmd_evaluate(args) -> int:
-    from gsp.evaluation import Tiling, evaluate_folder, resolve_rate_points
+    from gsp.evaluation import Tiling, resolve_rate_points
 
     names = [n.strip() for n in args.rate_points.split(",") if n.strip()] if args.rate_points else None
     spec = _sweep_spec(args)  # bad sweep options fail before any work
     tiling = Tiling.of(args.tile_size, args.decode_mode)
     points = resolve_rate_points(names, temperature=args.temperature, enhancer=args.enhancer)
-    res = evaluate_folder(args.images, args.out, points, limit=args.limit, workers=args.workers, seed=args.seed,
-                          reference=args.reference, progress=progress(), tiling=tiling)
-    print(f"{res.images} images x {len(points)} rate points: {res.computed} evaluated, {res.skipped} already done"
-          + (f" (coded in {tiling.tile_size} px tiles, decode mode {tiling.decode_mode})" if tiling.tile_size else ""))
-    if tiling.tile_size:
-        for r in res.summary.to_dict("records"):
-            print(f"  {r['rate_point']} {r['product']}: seam ratio {r['seam_ratio']:.3f} (original "
-                  f"{r['seam_ratio_source']:.3f})")
-    for row in res.effects.to_dict("records"):
-        print(f"  {row['rate_point']}: {res.summary.perceptual_metric.iloc[0]} {row['d_perceptual']:+.4f} "
-              f"({row['perceptual_change_pct']:+.1f}%, better on {row['perceptual_helped']}/{row['images']} "
-              f"images), PSNR {row['d_psnr_db']:+.2f} dB")
-    files = dict(res.files)
+    files = {} if args.sweep_only else _evaluation(args, points, tiling)
     if spec is not None:
         from gsp.evaluation import sweep_folder
 
@@ -145,6 +142,25 @@ def cmd_evaluate(args) -> int:
         files.update(sw.files)
     print("\n".join(f"{k}: {v}" for k, v in files.items()))
     return 0
+
+
+def _evaluation(args, points, tiling) -> dict[str, str]:
+    """The evaluation table (each rate point, decoded and enhanced): prints its effects, returns its files."""
+    from gsp.evaluation import evaluate_folder
+
+    res = evaluate_folder(args.images, args.out, points, limit=args.limit, workers=args.workers, seed=args.seed,
+                          reference=args.reference, progress=progress(), tiling=tiling)
+    print(f"{res.images} images x {len(points)} rate points: {res.computed} evaluated, {res.skipped} already done"
+          + (f" (coded in {tiling.tile_size} px tiles, decode mode {tiling.decode_mode})" if tiling.tile_size else ""))
+    if tiling.tile_size:
+        for r in res.summary.to_dict("records"):
+            print(f"  {r['rate_point']} {r['product']}: seam ratio {r['seam_ratio']:.3f} (original "
+                  f"{r['seam_ratio_source']:.3f})")
+    for row in res.effects.to_dict("records"):
+        print(f"  {row['rate_point']}: {res.summary.perceptual_metric.iloc[0]} {row['d_perceptual']:+.4f} "
+              f"({row['perceptual_change_pct']:+.1f}%, better on {row['perceptual_helped']}/{row['images']} "
+              f"images), PSNR {row['d_psnr_db']:+.2f} dB")
+    return dict(res.files)
 
 
 COMMANDS = {"evaluate": cmd_evaluate}

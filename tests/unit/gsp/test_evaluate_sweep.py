@@ -338,6 +338,25 @@ def test_cli_rejects_bad_sweep_options_without_a_traceback(tmp_path, capsys, arg
     assert not (tmp_path / "o").exists()  # nothing was computed
 
 
+def test_cli_sweep_only_skips_the_evaluation_table(images, tmp_path, capsys):
+    """--sweep-only (implies --sweep): the operating point's effects and the controls, no per-image evaluation
+    (its bpp, MS-SSIM and secondary columns are the costly part); --temperatures none: the operating point alone."""
+    from groundstation.registry import load_registry
+    from gsp.cli import main
+
+    t = load_registry().rate_points["l0032"].temperature
+    out = tmp_path / "o"
+    code = main(["evaluate", str(images), "-o", str(out), "--rate-points", "l0032", "--limit", "2", "--sweep-only",
+                 "--temperatures", "none", "--noise", "3", "--unsharp", "none", "--sweep-vgg", "none"])
+    text = capsys.readouterr().out
+    assert code == 0 and f"l0032 at the registry's T={t:g}" in text and "evaluated" not in text
+    assert not (out / "per_image.csv").exists() and not (out / "evaluation.md").exists()
+    rows = pd.read_csv(out / SWEEP_CSV)
+    assert set(rows.variant) == {"decoded", f"enhanced:T={t:g}", "noise:3"} and len(rows) == 2 * 3
+    assert main(["evaluate", str(images), "-o", str(out), "--sweep-only", "--tile-size", "256"]) == 2
+    assert "--sweep-only: the sweep codes whole images" in capsys.readouterr().err
+
+
 def test_cli_sweep_with_the_registrys_demo_models(images, tmp_path, capsys):
     """The real registry: the sweep's marked point is the registry's temperature for the rate point."""
     from groundstation.registry import load_registry
