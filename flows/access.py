@@ -33,8 +33,8 @@ from groundstation.config import load_station, station_path
 from groundstation.errors import GSPError
 from groundstation.roots import KINDS, PathNotAllowed, StationRoots
 
-__all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "ModelChoice", "PassFile", "PathNotAllowed", "ProductsDir",
-           "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment",
+__all__ = ["ArchiveDir", "CheckpointFile", "DatasetPath", "InboxDir", "ModelChoice", "PassFile", "PathNotAllowed",
+           "ProductsDir", "RunFolder", "RunRefused", "SceneFile", "checked", "checked_model", "from_deployment",
            "leave_sigint_to_the_runner", "parameters_refused",
            "refusal", "roots_in_force", "run_checked", "RunFailed", "validated_or_refused"]
 

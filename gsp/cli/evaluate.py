@@ -74,9 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "lowest perceptual distance (default 0.6); the choice per rate point goes to "
                     "operating_points.json and the report, beside the registry's temperature")
     sw.add_argument("--sweep-only", action="store_true",
-                    help="only the sweep (implies --sweep), without the evaluation table before it (no bpp, MS-SSIM or secondary "
-                    "perceptual columns: the costly part): the operating point's paired effects, the controls and "
-                    "the rule, for a large reported set or an ablation")
+                    help="only the sweep (implies --sweep), without the evaluation table before it (no bpp, "
+                    "MS-SSIM or secondary perceptual columns: the costly part): the operating point's paired "
+                    "effects, the controls and the rule, for a large reported set or an ablation")
     sw.add_argument("--sweep-vgg", choices=["none", "enhanced", "all"],
                     help="which variants also get ST-LPIPS VGG beside the evaluation's metric: none, enhanced "
                     "(decoded and enhanced; the default) or all (the controls too; VGG is the costly part)")

@@ -59,7 +59,8 @@ def resolve_rate_points(names: Iterable[str] | None = None, registry=None, tempe
 
             esha = sha256_file(epath)
         points.append(ResolvedPoint(name=name, codec=point.codec, codec_path=str(cpath), codec_sha256=csha,
-                                    enhancer=ename if enhancer else point.enhancer, enhancer_path=str(epath), enhancer_sha256=esha,
+                                    enhancer=ename if enhancer else point.enhancer, enhancer_path=str(epath),
+                                    enhancer_sha256=esha,
                                     temperature=point.temperature if temperature is None else temperature,
                                     lmbda=centry.lmbda if centry else None))
     return points
