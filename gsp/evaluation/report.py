@@ -137,8 +137,9 @@ def sweep_markdown(summary: pd.DataFrame, chosen: pd.DataFrame, controls: pd.Dat
              "PSNR in dB. Means over images; changes are paired over images against the decoded image "
              "(mean ± half-width of the 95 % Student-t interval); *helped* counts the images whose distance fell. "
              f"Enhancer latent seed {seed}.", "",
-             f"Swept: temperatures {', '.join(f'{t:g}' for t in spec.temperatures)} (plus each rate point's "
-             f"registry temperature); Gaussian noise std {', '.join(f'{s:g}' for s in spec.noise) or 'none'} DN; "
+             (f"Swept: temperatures {', '.join(f'{t:g}' for t in spec.temperatures)} (plus each rate point's "
+              "registry temperature); " if spec.temperatures else "Swept: each rate point's registry temperature "
+              "alone; ") + f"Gaussian noise std {', '.join(f'{s:g}' for s in spec.noise) or 'none'} DN; "
              f"unsharp mask radius {spec.unsharp_radius:g}, amount {', '.join(f'{a:g}' for a in spec.unsharp) or 'none'} "
              f"%; ST-LPIPS VGG for {({'none': 'no variant', 'enhanced': 'decoded and enhanced', 'all': 'every variant'})[spec.vgg]}.",
              "", "## At the registry's operating point", ""]
