@@ -375,6 +375,7 @@ def _evaluate(images, out, rate_points, temperature, limit, workers, seed, refer
         result["sweep"] = {"computed": sw.computed, "skipped": sw.skipped}
         if only:
             table = table_rows(sw.summary)
+            result["images"] = sw.images
     header = (f"Run folder `{run}`: " + (f"the sweep only ({sw.computed} rows computed, {sw.skipped} already there)"
                                          if only else f"{result['computed']} image evaluations computed, "
                                          f"{result['skipped']} already there (resumed)")

@@ -189,6 +189,7 @@ def test_evaluate_flow_publishes_the_table_and_resumes(prefect_harness, station,
     only = evaluate_job(images=str(images), out=str(station / "runs" / "eval-b"),
                         sweep={"temperatures": [], "noise": [3.0], "unsharp": [], "vgg": "none", "only": True})
     assert only["computed"] == 0 and only["sweep"]["computed"] == 2 * 3 and "csv" not in only["files"]
+    assert only["images"] == 2
     assert not (station / "runs" / "eval-b" / "per_image.csv").exists()
     arts = _artifacts(only["flow_run_id"])
     assert {r["variant"] for r in dict(arts["table"])["gsp-evaluate-eval-b-evaluation"]} == \
