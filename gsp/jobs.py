@@ -337,15 +337,14 @@ def _evaluate(images, out, rate_points, temperature, limit, workers, seed, refer
               decode_mode=None, enhancer=None) -> dict:
     from flows.report import table_rows
 
-    from .evaluation import Tiling, evaluate_folder, resolve_rate_points
+    from .evaluation import Tiling, check_sweep_only, evaluate_folder, resolve_rate_points
 
     run = _out(out, "evaluate")
     spec = sweep.spec() if sweep is not None else None  # bad sweep options fail before any work
     points = resolve_rate_points(rate_points, temperature=temperature, enhancer=enhancer)
     only = spec is not None and sweep.only
-    if only and (tile_size or reference):
-        raise ConfigError("sweep.only: the sweep codes whole images and has no rate-distortion table; leave out "
-                          "tile_size and reference, or sweep.only")
+    if only:
+        check_sweep_only(tile_size, reference, "sweep.only")
     report, table = "", []
     result = {"out": str(run), "images": 0, "computed": 0, "skipped": 0, "rate_points": [p.name for p in points],
               "files": {}, "flow_run_id": _flow_run_id()}

@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _sweep_spec(args):
     """The sweep's settings from the evaluate arguments (None without --sweep); ConfigError for bad values."""
     from groundstation.errors import ConfigError
-    from gsp.evaluation import SweepSpec, parse_values
+    from gsp.evaluation import SweepSpec, check_sweep_only, parse_values
 
     # option -> (SweepSpec field, how its text is read); the numbers are checked by parse_values and SweepSpec
     fields = {"--temperatures": ("temperatures", lambda v: parse_values(v, "--temperatures", allow_none=True)),
@@ -98,9 +98,7 @@ def _sweep_spec(args):
     given = {o: v for o, v in given.items() if v is not None}
     if args.sweep_only:  # implies --sweep
         args.sweep = True
-        if args.tile_size or args.reference:
-            raise ConfigError("--sweep-only: the sweep codes whole images and has no rate-distortion table; "
-                              "leave out --tile-size and --reference, or --sweep-only")
+        check_sweep_only(args.tile_size, args.reference, "--sweep-only")
     if not args.sweep:
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to the perception-distortion sweep: add --sweep")

@@ -19,7 +19,7 @@ from .running import (PER_IMAGE_COLUMNS, PER_IMAGE_CSV, WHOLE, EvaluationResult,
                       evaluate_image)
 from .stats import ci95, paired_effects, summarize
 from .sweep import (SWEEP_COLUMNS, SWEEP_CSV, SweepResult, chosen_effects, controls_at_cost, interpolate_at,
-                    matched_strength, rule_choice, summarize_sweep, sweep_folder)
+                    matched_strength, rule_choice, summarize_sweep, sweep_folder, check_sweep_only)
 from .variants import (DEFAULT_NOISE, DEFAULT_TEMPERATURES, DEFAULT_UNSHARP, RULE_MAX_COST_DB, SweepSpec, Variant,
                        add_gaussian_noise, parse_values, unsharp_mask)
 
@@ -28,4 +28,4 @@ __all__ = ["DEFAULT_NOISE", "DEFAULT_TEMPERATURES", "DEFAULT_UNSHARP", "PER_IMAG
            "SweepResult", "SweepSpec", "Tiling", "Variant", "add_gaussian_noise", "chosen_effects", "ci95",
            "controls_at_cost", "evaluate_folder", "evaluate_image", "interpolate_at", "markdown_report",
            "matched_strength", "paired_effects", "parse_values", "read_reference_points", "resolve_rate_points",
-           "rule_choice", "summarize", "summarize_sweep", "sweep_folder", "sweep_markdown", "unsharp_mask"]
+           "rule_choice", "summarize", "summarize_sweep", "sweep_folder", "check_sweep_only", "sweep_markdown", "unsharp_mask"]

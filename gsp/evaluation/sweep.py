@@ -60,7 +60,7 @@ from .stats import ci95
 from .variants import CONTROLS, FAMILIES, RULE_MAX_COST_DB, SweepSpec, Variant, make_variant
 
 __all__ = ["SWEEP_COLUMNS", "SWEEP_CSV", "SweepResult", "chosen_effects", "controls_at_cost", "interpolate_at",
-           "matched_strength", "rule_choice", "summarize_sweep", "sweep_folder", "sweep_image"]
+           "check_sweep_only", "matched_strength", "rule_choice", "summarize_sweep", "sweep_folder", "sweep_image"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,14 @@ def _metric_name() -> str:
     from groundstation.metrics import PRIMARY
 
     return PRIMARY
+
+
+def check_sweep_only(tile_size: int, reference, option: str) -> None:
+    """The sweep alone (``option``: how the caller names it) codes whole images and draws no rate-distortion
+    table: a tiling or reference points with it are a ConfigError."""
+    if tile_size or reference:
+        raise ConfigError(f"{option}: the sweep codes whole images and has no rate-distortion table; leave out the "
+                          f"tiling and the reference points, or {option}")
 
 
 def sweep_image(point: ResolvedPoint, path: str, name: str, variants: Sequence[Variant], seed: int = 0,
