@@ -50,13 +50,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     mp = sub.add_parser("make-pairs", help="ELIC-compress images into (ground truth, decoded) training pairs",
                         description="Compress and decompress every image under IMAGE_DIR (recursively) with the "
-                        "real ELIC, whole image padded to 64; write OUT/gt/NAME.png, OUT/decoded/NAME.png, "
-                        "OUT/pairs.csv and OUT/pairs.json. A rerun skips pairs already made.")
+                        "real ELIC, whole image padded to 64 (or tile by tile: --tile-size); write OUT/gt/NAME.png, "
+                        "OUT/decoded/NAME.png, OUT/pairs.csv and OUT/pairs.json. A rerun skips pairs already made.")
     mp.add_argument("images", nargs="+", metavar="IMAGE_DIR")
-    mp.add_argument("-o", "--out", required=True, help="pairs folder (one per codec)")
+    mp.add_argument("-o", "--out", required=True, help="pairs folder (one per codec and tiling)")
     mp.add_argument("--codec", help="registry name or checkpoint file (default: the registry's default codec)")
     mp.add_argument("--limit", type=int, help="only the first N images (sorted)")
     mp.add_argument("--threads", type=int, default=1, help="torch threads for ELIC (default 1: decodable anywhere)")
+    mp.add_argument("--tile-size", type=int, default=0, metavar="PX",
+                    help="code every image as the satellite codes a scene, PX codec tiles each on its own (the "
+                    "station's 256), and decode it as the station does, so training crops straddle tile boundaries "
+                    "(default: whole images)")
+    mp.add_argument("--decode-mode", choices=["tile", "mosaic"],
+                    help="with --tile-size: how pixels are made from the tiles' latents, mosaic (seamless) or tile "
+                    "(g_s per tile) (default: the station's decode.mode)")
 
     t = sub.add_parser(
         "train-enhancer", help="train the INN-RSIC enhancer on ELIC pairs (resumes from OUT/last.pt)",
@@ -138,10 +145,11 @@ def cmd_train_codec(args) -> int:
 
 
 def cmd_make_pairs(args) -> int:
+    from gsp.tiling import Tiling
     from gsp.training.pairs import make_pairs
 
     res = make_pairs(args.images, args.out, args.codec, limit=args.limit, progress=progress(),
-                     threads=args.threads)
+                     threads=args.threads, tiling=Tiling.of(args.tile_size, args.decode_mode))
     print(f"{res.out}: {res.count} pairs ({res.made} new, {res.skipped} already there), mean {res.mean_bpp:.4f} bpp, "
           f"{res.mean_psnr_db:.2f} dB PSNR; codec {res.codec} (sha256 {res.codec_sha256[:16]}...)")
     return 0

@@ -57,6 +57,8 @@ from groundstation.fileio import atomic_path, write_text_atomic
 from .plots import example_strip, plot_curves
 from .points import ResolvedPoint
 from .report import markdown_report, read_reference_points
+from gsp.tiling import WHOLE, Tiling
+
 from .stats import SECONDARY_PERCEPTUAL, paired_effects, summarize
 
 __all__ = ["CACHE", "PER_IMAGE_COLUMNS", "PER_IMAGE_CSV", "WHOLE", "EvaluationResult", "Tiling",
@@ -73,41 +75,6 @@ PER_IMAGE_COLUMNS = ["rate_point", "image", "product", "height", "width", "bytes
 _LATER_COLUMNS = ("tiling", "seam_ratio", "seam_ratio_source")
 
 
-@dataclass(frozen=True)
-class Tiling:
-    """How the images are coded: whole (``tile_size`` 0, the paper's protocol) or in codec tiles of
-    ``tile_size`` px decoded in ``decode_mode`` (the station's protocol); see the module docstring."""
-
-    tile_size: int = 0
-    decode_mode: str = "mosaic"
-
-    def __post_init__(self) -> None:
-        from groundstation.codec import CODEC_ALIGN
-        from groundstation.synthesis import DECODE_MODES
-
-        if self.tile_size < 0 or self.tile_size % CODEC_ALIGN:
-            raise ConfigError(f"--tile-size {self.tile_size}: give a positive multiple of {CODEC_ALIGN} px (the "
-                              "station codes 256 px tiles), or leave it out to code whole images")
-        if self.decode_mode not in DECODE_MODES:
-            raise ConfigError(f"--decode-mode {self.decode_mode}: one of {', '.join(DECODE_MODES)}")
-
-    @classmethod
-    def of(cls, tile_size: int = 0, decode_mode: str | None = None) -> "Tiling":
-        """From ``--tile-size`` / ``--decode-mode`` (None: the station's ``decode.mode``)."""
-        from groundstation.config import load_station
-
-        if decode_mode and not tile_size:
-            raise ConfigError("--decode-mode only applies to tiled coding: add --tile-size 256")
-        return cls(tile_size, decode_mode or load_station().decode.mode)
-
-    @property
-    def label(self) -> str:
-        """The ``tiling`` column: ``whole`` or e.g. ``256px mosaic``."""
-        return f"{self.tile_size}px {self.decode_mode}" if self.tile_size else "whole"
-
-
-#: The paper's protocol: every image coded whole.
-WHOLE = Tiling()
 
 
 class _ProcessCache:
@@ -164,18 +131,14 @@ def original_and_decoded(point: ResolvedPoint, path: str, tiling: Tiling = WHOLE
     """(original, decoded, bytes) of one image at one rate point: real ELIC compress and decompress, of the
     whole image or tile by tile (``tiling``)."""
     from groundstation.images import load_rgb
-    from groundstation.synthesis import roundtrip_tiled
 
     tc, *_ = CACHE.models(point)
     try:
         image = load_rgb(path).copy()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read as an RGB image ({exc})") from exc
-    if tiling.tile_size:
-        decoded, nbytes = roundtrip_tiled(tc, image, tiling.tile_size, tiling.decode_mode, what=path)
-        return image, decoded, nbytes
-    decoded, enc, _ = tc.roundtrip(image, what=path)  # a persistent desync is a DesyncError (exit 2)
-    return image, decoded, enc.nbytes
+    decoded, nbytes = tiling.roundtrip(tc, image, what=path)  # a persistent desync is a DesyncError (exit 2)
+    return image, decoded, nbytes
 
 
 def codec_and_enhancer(point: ResolvedPoint, path: str, seed: int, tiling: Tiling = WHOLE):

@@ -3,13 +3,14 @@
 Layout of a pairs folder (written by :func:`make_pairs`, ``gsp make-pairs``)::
 
     OUT/gt/NAME.png         the ground truth, losslessly (a JPEG source is stored as its decoded pixels)
-    OUT/decoded/NAME.png    the same image after a real ELIC compress/decompress (whole image, padded to 64)
+    OUT/decoded/NAME.png    the same image after a real ELIC compress/decompress (whole image, padded to 64; or
+                            with --tile-size, tile by tile as a pass is coded and decoded: :class:`gsp.tiling.Tiling`)
     OUT/pairs.csv           one row per pair: name, height, width, bytes, bpp, psnr_db, source
-    OUT/pairs.json          the codec (name, sha256, architecture, lambda), count, mean bpp, mean PSNR
+    OUT/pairs.json          the codec (name, sha256, architecture, lambda), tiling, count, mean bpp, mean PSNR
 
 ``NAME`` is the image's path relative to the folder it was found in, without suffix, with ``/`` replaced by
 ``__`` (``train/aGrass/a001.jpg`` under ``train`` becomes ``aGrass__a001``). A rerun skips pairs already done
-(both PNGs present and a CSV row), so an interrupted run resumes; a rerun with another codec is refused.
+(both PNGs present and a CSV row), so an interrupted run resumes; a rerun with another codec or tiling is refused.
 
 :class:`PairSet` holds a pairs folder in memory and draws training batches as a pure function of
 ``(seed, step)``: random crops, h/v flips and transpose applied identically to both images of a pair. A
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from groundstation.errors import ConfigError, DesyncError
 from groundstation.fileio import atomic_path, write_json_atomic
+from gsp.tiling import WHOLE, Tiling
 
 __all__ = [
     "PAIRS_CSV",
@@ -136,7 +138,16 @@ def _write_rows(csv_path: Path, records: list[PairRecord]) -> None:
             writer.writerow(rec.as_row())
 
 
-def _manifest(codec_info: dict, records: list[PairRecord], folders: list[str], complete: bool) -> dict:
+def _manifest(codec_info: dict, records: list[PairRecord], folders: list[str], complete: bool,
+              tiling: Tiling = WHOLE) -> dict:
+    if tiling.tile_size:
+        method = (f"every {tiling.tile_size} px codec tile of the image ELIC-compressed on its own, as the satellite "
+                  f"codes a scene, and decoded as the station decodes a pass ({tiling.decode_mode} mode), so crops "
+                  "that straddle a tile boundary show what the station's products show there; CPU, 1 thread; "
+                  "bpp = bytes of all tiles * 8 / pixels")
+    else:
+        method = ("whole image, edge-padded to a multiple of 64, ELIC compress then decompress on the CPU with "
+                  "1 thread; bpp = bytes * 8 / unpadded pixels")
     return {
         "codec": codec_info,
         "count": len(records),
@@ -146,8 +157,8 @@ def _manifest(codec_info: dict, records: list[PairRecord], folders: list[str], c
         "complete": complete,
         "sources": folders,
         "layout": {"gt": f"{GT_DIR}/NAME.png", "decoded": f"{DECODED_DIR}/NAME.png", "table": PAIRS_CSV},
-        "method": "whole image, edge-padded to a multiple of 64, ELIC compress then decompress on the CPU with "
-                  "1 thread; bpp = bytes * 8 / unpadded pixels",
+        "tiling": tiling.label,
+        "method": method,
     }
 
 
@@ -156,10 +167,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def make_pairs(folders: list[str | Path], out: str | Path, codec: str | None = None, *, limit: int | None = None,
-               progress: bool = False, threads: int = 1) -> PairsSummary:
-    """Compress and decompress every image under ``folders`` with the ELIC ``codec`` (registry name or file).
+               progress: bool = False, threads: int = 1, tiling: Tiling = WHOLE) -> PairsSummary:
+    """Compress and decompress every image under ``folders`` with the ELIC ``codec`` (registry name or file),
+    whole or as the station's codec tiles (``tiling``: pairs whose crops straddle tile boundaries).
 
-    Resumes: pairs already in ``out`` are skipped. Refuses an ``out`` made with another codec (sha256).
+    Resumes: pairs already in ``out`` are skipped. Refuses an ``out`` made with another codec (sha256) or
+    another tiling.
     ``limit`` keeps the first ``limit`` images (sorted order). A tile whose decoded symbols disagree with the
     encoder's (witness mismatch) is decoded again in strict mode (CPU, 1 thread) before giving up.
     """
@@ -183,19 +196,24 @@ def make_pairs(folders: list[str | Path], out: str | Path, codec: str | None = N
     json_path = out / PAIRS_JSON
     if json_path.is_file():
         try:
-            previous = json.loads(json_path.read_text())["codec"]["sha256"]
+            manifest = json.loads(json_path.read_text())
+            previous = manifest["codec"]["sha256"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{json_path}: unreadable ({exc}); remove it or choose another -o") from exc
         if previous != loaded.sha256:
             raise ConfigError(f"{out} holds pairs made with codec sha256 {previous[:16]}..., not {codec_name} "
                               f"({loaded.sha256[:16]}...); choose another -o (one pairs folder per codec)")
+        previous_tiling = manifest.get("tiling", WHOLE.label)  # folders from before tiling existed: whole images
+        if previous_tiling != tiling.label:
+            raise ConfigError(f"{out} holds pairs coded {previous_tiling}, not {tiling.label}; choose another -o "
+                              "(one pairs folder per codec and tiling)")
     for sub in (GT_DIR, DECODED_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
     csv_path = out / PAIRS_CSV
     done = _read_rows(csv_path)
     folder_list = [str(f) for f in folders]
-    _write_json(json_path, _manifest(codec_info, list(done.values()), folder_list, complete=False))
+    _write_json(json_path, _manifest(codec_info, list(done.values()), folder_list, complete=False, tiling=tiling))
     tc = TileCodec(loaded, threads=threads)
     made = skipped = 0
     bar = tqdm(items, desc="make-pairs", unit="img", disable=not progress)
@@ -210,11 +228,11 @@ def make_pairs(folders: list[str | Path], out: str | Path, codec: str | None = N
             except OSError as exc:
                 raise ConfigError(f"{path}: cannot be read as an RGB image ({exc})") from exc
             try:
-                decoded, enc, _ = tc.roundtrip(image, what=str(path))
+                decoded, nbytes = tiling.roundtrip(tc, image, what=str(path))
             except DesyncError as exc:
                 raise DesyncError(f"{exc}; codec {codec_name} is not usable on this machine") from None
             h, w = image.shape[:2]
-            rec = PairRecord(name=name, height=h, width=w, bytes=enc.nbytes, bpp=enc.nbytes * 8 / (h * w),
+            rec = PairRecord(name=name, height=h, width=w, bytes=nbytes, bpp=nbytes * 8 / (h * w),
                              psnr_db=psnr_db(decoded, image), source=str(path))
             _write_png(gt_path, image)
             _write_png(dec_path, decoded)
@@ -225,7 +243,7 @@ def make_pairs(folders: list[str | Path], out: str | Path, codec: str | None = N
     finally:
         bar.close()
     records = list(done.values())
-    manifest = _manifest(codec_info, records, folder_list, complete=True)
+    manifest = _manifest(codec_info, records, folder_list, complete=True, tiling=tiling)
     _write_json(json_path, manifest)
     return PairsSummary(out=str(out), codec=codec_name, codec_sha256=loaded.sha256, count=len(records), made=made,
                         skipped=skipped, mean_bpp=manifest["mean_bpp"], mean_psnr_db=manifest["mean_psnr_db"])

@@ -94,6 +94,36 @@ def test_make_pairs_writes_pairs_and_skips_them_on_rerun(tmp_path, tiny_codec, o
     assert "one pairs folder per codec" in capsys.readouterr().err
 
 
+def test_tiled_pairs_are_decoded_as_the_station_decodes_a_pass(tmp_path, tiny_codec, capsys):
+    """--tile-size: each pair's decoded image is the tiled roundtrip of evaluation's protocol (bytes and pixels
+    equal), recorded in pairs.json; a whole-image or other-tiling rerun into the folder is refused."""
+    from groundstation.codec import TileCodec, load_codec
+    from gsp.tiling import Tiling
+
+    write_pngs(tmp_path / "images", 1, size=96)  # 2x2 tiles of 64 px, the last row and column partial
+    out = tmp_path / "pairs"
+    args = ["make-pairs", str(tmp_path / "images"), "-o", str(out), "--codec", str(tiny_codec), "--tile-size", "64"]
+    assert main(args + ["--decode-mode", "tile"]) == 0
+    capsys.readouterr()
+    manifest = json.loads((out / "pairs.json").read_text())
+    assert manifest["tiling"] == "64px tile" and "codec tile" in manifest["method"]
+    with open(out / "pairs.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    gt = np.asarray(Image.open(out / "gt" / "img0.png"))
+    decoded = np.asarray(Image.open(out / "decoded" / "img0.png"))
+    expected, nbytes = Tiling(64, "tile").roundtrip(TileCodec(load_codec(tiny_codec), threads=1), gt.copy())
+    assert np.array_equal(decoded, expected) and int(row["bytes"]) == nbytes
+    whole, _ = Tiling().roundtrip(TileCodec(load_codec(tiny_codec), threads=1), gt.copy())
+    assert not np.array_equal(decoded, whole)  # the tiles were coded on their own
+
+    assert main(args + ["--decode-mode", "mosaic"]) == 2
+    assert "coded 64px tile, not 64px mosaic" in capsys.readouterr().err
+    assert main(args[:-2]) == 2  # whole images into a tiled folder
+    assert "one pairs folder per codec and tiling" in capsys.readouterr().err
+    assert main(args[:-2] + ["--decode-mode", "tile"]) == 2  # a decode mode without tiles
+    assert "add --tile-size" in capsys.readouterr().err
+
+
 def load_codec_sha(path: Path) -> str:
     from groundstation.fileio import sha256_file
 
