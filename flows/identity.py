@@ -68,15 +68,28 @@ def product_paths(out_dir: str | Path, pass_id: str, version: str) -> ProductPat
                         history=out / "history.parquet")
 
 
+def mosaic_g_s(codec_sha256: str, opts: ProcessOptions) -> str | None:
+    """sha256 of the g_s fine-tuned for mosaic synthesis that a run with ``opts`` uses for this codec: the
+    registry's (:func:`groundstation.registry.mosaic_g_s_sha256`) in decode mode ``mosaic`` with
+    ``mosaic_synthesis`` ``tuned``; None (the codec's own g_s) otherwise."""
+    if opts.decode_mode != "mosaic" or opts.mosaic_synthesis != "tuned":
+        return None
+    from groundstation.registry import mosaic_g_s_sha256
+
+    return mosaic_g_s_sha256(codec_sha256)
+
+
 def product_version(codec: ModelRef, enhancer: ModelRef | None, opts: ProcessOptions) -> str:
     """A name for what decides the product's pixels: codec and enhancer (name + sha256 prefix), seed,
     temperature and halo (``-px64`` for float64 pixel synthesis, ``-mosaic`` for synthesis over the latent
-    mosaic; tile-wise products keep the names they had before the mosaic mode). E.g.
+    mosaic, then ``-gs<sha256 prefix>`` when a g_s fine-tuned for it runs that synthesis; tile-wise products
+    keep the names they had before the mosaic mode). E.g.
     ``tiny-pt-1a2b3c4d-mosaic__sr-demo-5e6f7a8b-s0-t1-h32``."""
     if enhancer is not None and opts.temperature is None:
         raise ValueError("the temperature must be decided (with_operating_point) before the version is named")
+    gs = mosaic_g_s(codec.sha256, opts)
     base = (f"{_slug(codec.name)}-{codec.sha256[:8]}" + ("-px64" if opts.synthesis == "float64" else "")
-            + ("-mosaic" if opts.decode_mode == "mosaic" else ""))
+            + ("-mosaic" if opts.decode_mode == "mosaic" else "") + (f"-gs{gs[:8]}" if gs else ""))
     if enhancer is None:
         return f"{base}__decoded-only"
     temp = format(opts.temperature, "g").replace(".", "p")
@@ -127,8 +140,14 @@ class RunPlan:
         opts = self.options
         out = {"mode": opts.decode_mode, "synthesis": opts.synthesis, "entropy": self.header.codec.entropy}
         if opts.decode_mode == "mosaic":
-            out.update({"core_tiles": DEFAULT_CORE_TILES, "halo_latent": HALO_LATENT})
+            out.update({"core_tiles": DEFAULT_CORE_TILES, "halo_latent": HALO_LATENT,
+                        "mosaic_g_s_sha256": self.mosaic_g_s})
         return out
+
+    @property
+    def mosaic_g_s(self) -> str | None:
+        """sha256 of the g_s fine-tuned for mosaic synthesis this run uses (None: the codec's own)."""
+        return mosaic_g_s(self.codec.sha256, self.options)
 
     @property
     def label(self) -> str:

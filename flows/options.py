@@ -43,6 +43,10 @@ class ProcessOptions(BaseModel):
         "mosaic", description="how pixels are made from the tiles' latents: mosaic = ELIC's synthesis over the "
         "stitched latent mosaic, no seams at codec-tile boundaries; tile = synthesis per codec tile (a grid of "
         "seams; the products made before the mosaic mode); part of the product version")
+    mosaic_synthesis: Literal["tuned", "codec"] = Field(
+        "tuned", description="decode mode mosaic: tuned = ELIC's synthesis fine-tuned for the latent mosaic where "
+        "the registry names one for the pass's codec (closer to the scene at tile boundaries), else the codec's "
+        "own; codec = the codec's own synthesis (the mosaic products made before); part of the product version")
     cog: bool = Field(False, description="also write a Cloud-Optimized GeoTIFF beside the product, "
                       "PRODUCTS/PASS_ID/VERSION.enhanced.tif (.decoded.tif for a decoded-only product): RGB, "
                       "valid as its internal mask, overviews; listed in the STAC Item (--cog)")

@@ -383,7 +383,7 @@ class TileStages:
                                                    ).submit(product, state, b.index, list(b.windows),
                                                             DEFAULT_CORE_TILES, HALO_LATENT, plan.codec.path,
                                                             plan.codec.sha256, synthesis=opts.synthesis,
-                                                            use_gpu=self.use_gpu)
+                                                            use_gpu=self.use_gpu, mosaic_g_s=plan.mosaic_g_s)
         if b.stage == "enhance":
             wins = [(_box(self.windows[w].core), _box(self.windows[w].read)) for w in b.windows]
             covered = [(t, header.tile_window(t)) for t in b.tiles]

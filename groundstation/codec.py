@@ -162,6 +162,43 @@ def load_codec(
     return codec_from_state_dict(sd.tensors, digest=sd.sha256, path=str(path), arch=arch)
 
 
+#: The largest g_s sidecar read (the registry's are ~4 MB).
+MAX_MOSAIC_G_S_BYTES = 64 << 20
+
+
+def load_mosaic_g_s(codec: LoadedCodec, sha256: str) -> torch.nn.Module:
+    """The g_s fine-tuned for synthesis over the latent mosaic that the registry names for ``codec``
+    (:func:`groundstation.registry.mosaic_synthesis_for`), whose file must have ``sha256``: read through the one
+    checkpoint reader (size cap, sha256, no pickle) and checked against the codec's g_s (same entries and shapes,
+    finite values) before it is loaded into a copy of it."""
+    import copy
+
+    from .registry import mosaic_synthesis_for
+
+    ref = mosaic_synthesis_for(codec.sha256)
+    if ref is None or ref.sha256 != sha256:
+        named = f"names {ref.sha256[:16]}..." if ref else "names none"
+        raise CheckpointError(
+            f"mosaic synthesis weights sha256 {sha256[:16]}... of codec {codec.sha256[:16]}... are not in the "
+            f"registry (configs/models.yaml {named} for this codec); the product was made with other weights: "
+            "restore them in the registry, or reprocess the pass")
+    path = ref.resolved_path()
+    sd = read_state_dict(path, expected_sha256=sha256, max_bytes=MAX_MOSAIC_G_S_BYTES,
+                         mismatch_hint="the registry's mosaic_synthesis entry must give the file's sha256")
+    g_s = copy.deepcopy(codec.model.g_s)
+    own = g_s.state_dict()
+    if set(sd.tensors) != set(own):
+        missing, extra = sorted(set(own) - set(sd.tensors)), sorted(set(sd.tensors) - set(own))
+        raise CheckpointError(f"{path}: not a g_s of this codec ({len(missing)} entries missing, e.g. "
+                              f"{missing[:2]}; {len(extra)} unexpected, e.g. {extra[:2]})")
+    for k, v in sd.tensors.items():
+        if tuple(v.shape) != tuple(own[k].shape) or not v.is_floating_point() or not torch.isfinite(v).all():
+            raise CheckpointError(f"{path}: entry {k} is {tuple(v.shape)} {v.dtype}, the codec's g_s needs "
+                                  f"{tuple(own[k].shape)} finite floats")
+    g_s.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.tensors.items()})
+    return g_s.to("cpu").eval()
+
+
 @dataclass(frozen=True)
 class CodecInfo:
     """What a codec checkpoint is, read from its state dict without building the network (no CompressAI
@@ -344,6 +381,9 @@ class TileCodec:
     synthesis_device: str | None = None
     #: sha256 of the integer prior (``int`` mode): the header's ``codec.int_prior_sha256`` when decoding
     int_prior_sha256: str | None = None
+    #: sha256 of the g_s fine-tuned for synthesis over the latent mosaic that ``synthesize(..., mosaic=True)``
+    #: runs (the registry's sidecar of this codec: :func:`load_mosaic_g_s`); None: the codec's own g_s
+    mosaic_g_s: str | None = None
     _placed: tuple | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -373,24 +413,37 @@ class TileCodec:
             self._placed = want
         return self.codec.model
 
-    def _float64(self, name: str) -> torch.nn.Module:
-        """A float64 CPU copy of ``latent_codec`` or ``g_s``, made once per loaded codec."""
-        if name not in self.codec.float64:
+    def _float64(self, name: str, tuned: bool = False) -> torch.nn.Module:
+        """A float64 CPU copy of ``latent_codec`` or ``g_s`` (``tuned``: the mosaic's g_s), made once per loaded
+        codec."""
+        key = (name, self.mosaic_g_s) if tuned else name
+        if key not in self.codec.float64:
             import copy
 
-            self.codec.float64[name] = copy.deepcopy(getattr(self.codec.model, name)).to("cpu", torch.float64).eval()
-        return self.codec.float64[name]
+            part = self._mosaic_g_s() if tuned else getattr(self.codec.model, name)
+            self.codec.float64[key] = copy.deepcopy(part).to("cpu", torch.float64).eval()
+        return self.codec.float64[key]
 
-    def _synthesis(self, model: torch.nn.Module) -> torch.nn.Module:
-        """g_s on :attr:`synthesis_device` (a copy made once per loaded codec), else the model's own."""
+    def _mosaic_g_s(self) -> torch.nn.Module:
+        """The g_s fine-tuned for the mosaic (:attr:`mosaic_g_s`), on the CPU, loaded once per loaded codec."""
+        key = ("mosaic_g_s", self.mosaic_g_s)
+        if key not in self.codec.copies:
+            self.codec.copies[key] = load_mosaic_g_s(self.codec, self.mosaic_g_s)
+        return self.codec.copies[key]
+
+    def _synthesis(self, model: torch.nn.Module, tuned: bool = False) -> torch.nn.Module:
+        """g_s (``tuned``: the mosaic's) on :attr:`synthesis_device` (a copy made once per loaded codec), else
+        where it is."""
+        g_s = self._mosaic_g_s() if tuned else model.g_s
         dev = self.synthesis_device
-        if not dev or torch.device(dev) == next(model.g_s.parameters()).device:
-            return model.g_s
-        if dev not in self.codec.copies:
+        if not dev or torch.device(dev) == next(g_s.parameters()).device:
+            return g_s
+        key = (dev, self.mosaic_g_s) if tuned else dev
+        if key not in self.codec.copies:
             import copy
 
-            self.codec.copies[dev] = copy.deepcopy(self.codec.model.g_s).to(dev).eval()
-        return self.codec.copies[dev]
+            self.codec.copies[key] = copy.deepcopy(g_s).to(dev).eval()
+        return self.codec.copies[key]
 
     def _entropy_path(self, model: torch.nn.Module) -> tuple[torch.nn.Module, contextlib.AbstractContextManager]:
         """(the latent codec that decides the symbols' distributions, the default-dtype context it runs in)."""
@@ -462,17 +515,23 @@ class TileCodec:
             torch.use_deterministic_algorithms(det_before)
         return y_hat, witness.crc
 
-    def synthesize(self, y_hat: torch.Tensor, *, strict: bool = False) -> torch.Tensor:
+    def synthesize(self, y_hat: torch.Tensor, *, strict: bool = False, mosaic: bool = False) -> torch.Tensor:
         """g_s over a latent (1, M, h, w) in this codec's synthesis mode: pixels (1, 3, 16h, 16w) in [0, 1],
-        float, on the device g_s ran on (``strict``: the CPU model, one thread, deterministic algorithms)."""
+        float, on the device g_s ran on (``strict``: the CPU model, one thread, deterministic algorithms).
+        ``mosaic``: a crop of the latent mosaic (a synthesis window), run by the g_s fine-tuned for it when
+        :attr:`mosaic_g_s` names one."""
+        tuned = mosaic and self.mosaic_g_s is not None
         det_before = torch.are_deterministic_algorithms_enabled()
         try:
             if strict:
                 torch.use_deterministic_algorithms(True, warn_only=True)
             with torch_threads(1 if strict else self.threads), torch.inference_mode():
                 if self.synthesis == "float64":
-                    return self._float64("g_s")(y_hat.to("cpu", torch.float64)).clamp_(0, 1)
-                g_s = self._model("cpu", False).g_s if strict else self._synthesis(self._model())
+                    return self._float64("g_s", tuned)(y_hat.to("cpu", torch.float64)).clamp_(0, 1)
+                if strict:
+                    g_s = self._mosaic_g_s() if tuned else self._model("cpu", False).g_s
+                else:
+                    g_s = self._synthesis(self._model(), tuned)
                 dev = next(g_s.parameters()).device
                 return g_s(y_hat.to(dev, torch.float32, non_blocking=True)).clamp_(0, 1)
         finally:

@@ -23,7 +23,7 @@ from .codec import CODEC_ALIGN, LoadedCodec, TileCodec, load_codec, to_uint8_hwc
 from .container import WITNESS_KIND, PassHeader, PassReader, TileRecord, unpack_mask
 from .errors import EXIT_OK, EXIT_TILES_LOST, DesyncError
 from .product import create_product, finalize, open_arrays, write_block
-from .registry import resolve_model
+from .registry import mosaic_g_s_sha256, resolve_model
 from .synthesis import (DECODE_MODES, DEFAULT_BLEND, DEFAULT_CORE_TILES, HALO_LATENT, LatentStore, TileGrid,
                         create_latent_store, synthesis_windows, synthesize_into)
 
@@ -216,8 +216,8 @@ def decode_pass(
     if note:
         notes.append(note)
     tc = TileCodec(loaded, device=device, threads=threads, entropy=header.codec.entropy, synthesis=synthesis,
-                   int_prior_sha256=header.codec.int_prior_sha256,
-                   witness_kind=header.witness or WITNESS_KIND)
+                   int_prior_sha256=header.codec.int_prior_sha256, witness_kind=header.witness or WITNESS_KIND,
+                   mosaic_g_s=mosaic_g_s_sha256(loaded.sha256) if decode_mode == "mosaic" else None)
     if header.witness is None:
         notes.append("this pass carries no symbol witness: a decoder desync could not be detected")
         log.warning("%s: no symbol witness in this pass; desynchronised tiles would go unnoticed", pass_path)
@@ -256,7 +256,8 @@ def decode_pass(
                        "codec_tables": loaded.tables, "threads": threads, "device": device,
                        "entropy": header.codec.entropy, "synthesis": synthesis, "decode_mode": decode_mode,
                        **({"synthesis_windows": {"core_tiles": DEFAULT_CORE_TILES, "halo_latent": HALO_LATENT,
-                                                 "blend_px": DEFAULT_BLEND}} if store is not None else {}),
+                                                 "blend_px": DEFAULT_BLEND},
+                           "mosaic_g_s_sha256": tc.mosaic_g_s} if store is not None else {}),
                        "tiles_ok": len(ok), "tiles_lost": lost, "bytes": nbytes, "bpp": summary.bpp,
                        "decode_s": round(summary.decode_s, 3), "notes": notes},
         "gsp_tiles": {str(o.tile): {"status": o.status, "bytes": o.bytes, "decode_ms": round(o.decode_ms, 1)}

@@ -47,6 +47,9 @@ class ModelEntry(BaseModel):
     card: str | None = None  # model card (markdown), relative to the repository
     #: a codec's integer prior (the ``int`` entropy mode; groundstation/intprior.py)
     int_prior: SidecarRef | None = None
+    #: a codec's g_s fine-tuned for synthesis over the latent mosaic (decode mode ``mosaic``;
+    #: groundstation/synthesis.py, benchmarks/gs_mosaic_finetune.py); the symbols never involve it
+    mosaic_synthesis: SidecarRef | None = None
 
     def resolved_path(self) -> Path:
         p = Path(self.path)
@@ -142,6 +145,22 @@ def load_registry(path: str | Path = DEFAULT_REGISTRY) -> Registry:
         return Registry.model_validate(load_yaml(path))
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid model registry: {exc}") from exc
+
+
+def mosaic_synthesis_for(codec_sha256: str, registry: Registry | None = None) -> SidecarRef | None:
+    """The g_s fine-tuned for mosaic synthesis that the registry names for the codec with this sha256, or None
+    (the codec's own g_s is used)."""
+    registry = registry or load_registry()
+    for entry in registry.models.values():
+        if entry.kind == "codec" and entry.sha256 == codec_sha256 and entry.mosaic_synthesis is not None:
+            return entry.mosaic_synthesis
+    return None
+
+
+def mosaic_g_s_sha256(codec_sha256: str) -> str | None:
+    """sha256 of the registry's g_s for mosaic synthesis of this codec (``TileCodec(mosaic_g_s=...)``), or None."""
+    ref = mosaic_synthesis_for(codec_sha256)
+    return ref.sha256 if ref else None
 
 
 def resolve_model(name_or_path: str | None, kind: str, registry: Registry | None = None) -> tuple[str, Path, str | None, ModelEntry | None]:

@@ -199,7 +199,7 @@ def synthesize_window(tc: TileCodec, grid: TileGrid, window: SynthesisWindow, la
             sy0, sy1, sx0, sx1 = max(ty0, y0), min(ty1, y1), max(tx0, x0), min(tx1, x1)
             mosaic[..., sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = lat[..., sy0 - ty0: sy1 - ty0, sx0 - tx0: sx1 - tx0]
         s = LATENT_STRIDE
-        core = tc.synthesize(mosaic)[0, :, r0 - y0 * s: r1 - y0 * s, c0 - x0 * s: c1 - x0 * s].cpu()
+        core = tc.synthesize(mosaic, mosaic=True)[0, :, r0 - y0 * s: r1 - y0 * s, c0 - x0 * s: c1 - x0 * s].cpu()
     for tile in present:
         tr0, tr1, tc0, tc1 = grid.tile_window(tile)
         box = (slice(None), slice(tr0 - r0, tr1 - r0), slice(tc0 - c0, tc1 - c0))

@@ -42,6 +42,15 @@ class Tiling:
         """The ``tiling`` column: ``whole`` or e.g. ``256px mosaic``."""
         return f"{self.tile_size}px {self.decode_mode}" if self.tile_size else "whole"
 
+    def label_for(self, codec_sha256: str | None) -> str:
+        """:attr:`label`, naming the registry's g_s for mosaic synthesis when this codec has one (its pixels
+        differ from the codec's own g_s), e.g. ``256px mosaic g_s 1a2b3c4d``: what rows and pairs record."""
+        from groundstation.registry import mosaic_g_s_sha256
+
+        sha = mosaic_g_s_sha256(codec_sha256) if self.tile_size and self.decode_mode == "mosaic" and codec_sha256 \
+            else None
+        return f"{self.label} g_s {sha[:8]}" if sha else self.label
+
     def roundtrip(self, tc, image, *, what: str = "image"):
         """(decoded (H, W, 3) uint8, bytes) of ``image`` after a real ELIC compress and decompress with ``tc`` (a
         :class:`groundstation.codec.TileCodec`): whole, or tile by tile as the station decodes a pass. A

@@ -73,10 +73,11 @@ def decode_tiles(pass_path: str, product: str, state_dir: str, batch: int, recor
       retry_condition_fn=retry_unless_operator_error)
 def synthesize_windows(product: str, state_dir: str, batch: int, windows: list[int], core_tiles: int, halo: int,
                        codec_path: str, codec_sha256: str, synthesis: str = "float32", use_gpu: bool = False,
-                       threads: int = 1) -> SynthesisResult:
+                       threads: int = 1, mosaic_g_s: str | None = None) -> SynthesisResult:
     """Run g_s over ``windows`` (indices into the product's synthesis windows of ``core_tiles`` and ``halo``)
     of the latent mosaic and write their ``decoded`` cores (whole chunks: one writer each). Every tile a window
-    reads must be decoded or known lost in the latent store (the flow submits a batch only then)."""
+    reads must be decoded or known lost in the latent store (the flow submits a batch only then).
+    ``mosaic_g_s``: sha256 of the registry's g_s fine-tuned for the mosaic (None: the codec's own g_s)."""
     log = get_run_logger()
     t0 = time.perf_counter()
     set_threads(threads)
@@ -85,7 +86,7 @@ def synthesize_windows(product: str, state_dir: str, batch: int, windows: list[i
     chosen = [plan[w] for w in windows]
     dev = pick_device(use_gpu) if synthesis == "float32" else "cpu"
     tc = TileCodec(get_codec(codec_path, codec_sha256), device="cpu", threads=threads, synthesis=synthesis,
-                   synthesis_device=dev)
+                   synthesis_device=dev, mosaic_g_s=mosaic_g_s)
     ms = synthesize_into(tc, product, chosen, halo=halo)
     result = SynthesisResult(tiles=tuple(sorted(t for w in chosen for t in w.core_tiles)),
                              ms={t: round(v, 1) for t, v in ms.items()}, worker=worker_name(), device=dev,

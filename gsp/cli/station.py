@@ -44,6 +44,10 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
                    help="mosaic (default: station decode.mode): ELIC's synthesis over the stitched latent mosaic, "
                    "no seams at codec-tile boundaries; tile: synthesis per codec tile, as products made before "
                    "the mosaic mode (docs/seams.md)")
+    g.add_argument("--mosaic-synthesis", choices=["tuned", "codec"],
+                   help="decode mode mosaic: tuned (default) = the synthesis fine-tuned for the latent mosaic where "
+                   "the registry names one for the pass's codec; codec = the codec's own synthesis, as mosaic "
+                   "products made before (docs/seams.md)")
     g.add_argument("--reference", metavar="SCENE",
                    help="source GeoTIFF: adds PSNR, MS-SSIM and a perceptual distance per tile")
     d = p.add_argument_group("execution")
@@ -198,7 +202,7 @@ def _options(args):
         halo=args.halo, tiles_per_batch=args.tiles_per_batch, core_tiles=args.core_tiles, device=args.device,
         synthesis=getattr(args, "synthesis", None) or station().decode.synthesis,
         decode_mode=getattr(args, "decode_mode", None) or station().decode.mode,
-        cog=getattr(args, "cog", False) or None)
+        mosaic_synthesis=getattr(args, "mosaic_synthesis", None), cog=getattr(args, "cog", False) or None)
 
 
 def _workers(args) -> int:

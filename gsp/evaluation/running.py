@@ -92,13 +92,15 @@ class _ProcessCache:
         from enhancer.checkpoint import load_enhancer
 
         from groundstation.codec import TileCodec, load_codec
+        from groundstation.registry import mosaic_g_s_sha256
 
         key = f"{point.codec_path}|{point.enhancer_path}"
         if key != self._point_key:
             self._point_key, self._point = None, None
             loaded = load_codec(point.codec_path, point.codec_sha256)
             model, _, esha = load_enhancer(point.enhancer_path, point.enhancer_sha256)
-            self._point_key, self._point = key, (TileCodec(loaded, threads=1), model.eval(), loaded.sha256, esha)
+            tc = TileCodec(loaded, threads=1, mosaic_g_s=mosaic_g_s_sha256(loaded.sha256))  # used in mosaic mode
+            self._point_key, self._point = key, (tc, model.eval(), loaded.sha256, esha)
         return self._point
 
     def metric(self, name: str):
@@ -168,7 +170,7 @@ def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0, ti
     base = {"rate_point": point.name, "image": name, "height": h, "width": w, "bytes": nbytes,
             "bpp": nbytes * 8 / (h * w), "perceptual_metric": perceptual.name,
             "temperature": point.temperature, "codec_sha256": csha, "enhancer_sha256": esha,
-            "tiling": tiling.label, "seam_ratio_source": seams(image)}
+            "tiling": tiling.label_for(csha), "seam_ratio_source": seams(image)}
     rows = []
     for product, img, secs in (("decoded", decoded, math.nan), ("enhanced", enhanced, enhance_s)):
         rows.append({**base, "product": product, "psnr_db": psnr_db(image, img), "ms_ssim": ms_ssim(image, img).value,
@@ -212,13 +214,13 @@ def _read_done(path: Path, points: list[ResolvedPoint], tiling: Tiling = WHOLE) 
     keep = np.zeros(len(df), dtype=bool)
     for p in points:
         same = (df.rate_point == p.name) & (df.temperature == p.temperature)
+        same &= df.tiling == tiling.label_for(p.codec_sha256 or None)  # (and the g_s of a mosaic)
         if p.codec_sha256:
             same &= df.codec_sha256 == p.codec_sha256
         if p.enhancer_sha256:
             same &= df.enhancer_sha256 == p.enhancer_sha256
         keep |= same.to_numpy()
     keep &= (df.perceptual_metric == PRIMARY).to_numpy()  # rows of another primary metric are recomputed
-    keep &= (df.tiling == tiling.label).to_numpy()
     stale = (~keep) & df.rate_point.isin([p.name for p in points]).to_numpy()
     if stale.any():
         log.warning("%s: %d rows were computed with other model files, temperatures, metrics or tiling; "
@@ -332,7 +334,8 @@ def evaluate_folder(image_dir: str | Path, out: str | Path, points: list[Resolve
         bar.close()
     per_image = pd.read_csv(csv_path)
     per_image = per_image[per_image.rate_point.isin([p.name for p in points])
-                          & per_image.image.isin([n for n, _ in items]) & (per_image.tiling == tiling.label)]
+                          & per_image.image.isin([n for n, _ in items])
+                          & per_image.tiling.isin({tiling.label_for(p.codec_sha256 or None) for p in points})]
     summary = summarize(per_image, points)
     effects = paired_effects(per_image)
     files = {"per_image": str(csv_path), "csv": str(out / "evaluation.csv"), "markdown": str(out / "evaluation.md"),

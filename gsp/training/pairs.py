@@ -140,6 +140,7 @@ def _write_rows(csv_path: Path, records: list[PairRecord]) -> None:
 
 def _manifest(codec_info: dict, records: list[PairRecord], folders: list[str], complete: bool,
               tiling: Tiling = WHOLE) -> dict:
+    label = tiling.label_for(codec_info["sha256"])
     if tiling.tile_size:
         method = (f"every {tiling.tile_size} px codec tile of the image ELIC-compressed on its own, as the satellite "
                   f"codes a scene, and decoded as the station decodes a pass ({tiling.decode_mode} mode), so crops "
@@ -157,7 +158,7 @@ def _manifest(codec_info: dict, records: list[PairRecord], folders: list[str], c
         "complete": complete,
         "sources": folders,
         "layout": {"gt": f"{GT_DIR}/NAME.png", "decoded": f"{DECODED_DIR}/NAME.png", "table": PAIRS_CSV},
-        "tiling": tiling.label,
+        "tiling": label,
         "method": method,
     }
 
@@ -181,7 +182,7 @@ def make_pairs(folders: list[str | Path], out: str | Path, codec: str | None = N
     from groundstation.codec import TileCodec, load_codec
     from groundstation.images import load_rgb
     from groundstation.metrics import psnr_db
-    from groundstation.registry import resolve_model
+    from groundstation.registry import mosaic_g_s_sha256, resolve_model
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: give a positive number of images")
@@ -204,9 +205,10 @@ def make_pairs(folders: list[str | Path], out: str | Path, codec: str | None = N
             raise ConfigError(f"{out} holds pairs made with codec sha256 {previous[:16]}..., not {codec_name} "
                               f"({loaded.sha256[:16]}...); choose another -o (one pairs folder per codec)")
         previous_tiling = manifest.get("tiling", WHOLE.label)  # folders from before tiling existed: whole images
-        if previous_tiling != tiling.label:
-            raise ConfigError(f"{out} holds pairs coded {previous_tiling}, not {tiling.label}; choose another -o "
-                              "(one pairs folder per codec and tiling)")
+        label = tiling.label_for(loaded.sha256)
+        if previous_tiling != label:
+            raise ConfigError(f"{out} holds pairs coded {previous_tiling}, not {label}; choose another -o (one "
+                              "pairs folder per codec and tiling)")
     for sub in (GT_DIR, DECODED_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -214,7 +216,7 @@ def make_pairs(folders: list[str | Path], out: str | Path, codec: str | None = N
     done = _read_rows(csv_path)
     folder_list = [str(f) for f in folders]
     _write_json(json_path, _manifest(codec_info, list(done.values()), folder_list, complete=False, tiling=tiling))
-    tc = TileCodec(loaded, threads=threads)
+    tc = TileCodec(loaded, threads=threads, mosaic_g_s=mosaic_g_s_sha256(loaded.sha256))  # used in mosaic mode
     made = skipped = 0
     bar = tqdm(items, desc="make-pairs", unit="img", disable=not progress)
     try:
