@@ -116,3 +116,13 @@ def test_the_version_and_provenance_name_the_tuned_g_s(tuned):
     assert product_version(ref, None, tile) == f"tiny-{codec.sha256[:8]}__decoded-only"
     assert mosaic_g_s(codec.sha256, tile) is None and mosaic_g_s(codec.sha256, old) is None
     assert mosaic_g_s("f" * 64, mosaic) is None  # a codec the registry has no sidecar for: its own g_s
+
+
+def test_evaluation_rows_and_pairs_name_the_tuned_g_s_in_their_tiling(tuned):
+    """Rows of a tiled evaluation (and a pairs folder) made with the tuned g_s are never taken for the codec's."""
+    from gsp.tiling import WHOLE, Tiling
+
+    codec, sha, _ = tuned
+    assert Tiling(64, "mosaic").label_for(codec.sha256) == f"64px mosaic g_s {sha[:8]}"
+    assert Tiling(64, "tile").label_for(codec.sha256) == "64px tile"
+    assert WHOLE.label_for(codec.sha256) == "whole" and Tiling(64, "mosaic").label_for("f" * 64) == "64px mosaic"
