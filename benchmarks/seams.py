@@ -6,7 +6,9 @@ is entropy-decoded once with its witness checked, and the same latents are turne
 
 * ``tile``: g_s per tile (the product as decoded until now);
 * ``mosaic``: g_s over the stitched latent mosaic in windows (:mod:`groundstation.synthesis`);
-* ``mosaic-blendB``: the same, faded into the tile-wise pixels B px inside each tile boundary.
+* ``mosaic-blendB``: the same, faded into the tile-wise pixels B px inside each tile boundary;
+* ``mosaic-tuned``: the mosaic synthesis run by the g_s fine-tuned for it (the codec's registry sidecar,
+  ``mosaic_synthesis``; ``benchmarks/gs_mosaic_finetune.py``), where the registry names one.
 
 Synthesis is timed in interleaved rounds of all modes (the median; ``--repeats``), the entropy path once
 (it is the same for every mode). Each decoded mosaic is enhanced with the rate point's enhancer at its registry temperature (windows of 256 px
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from groundstation.encode import encode_scene
     from groundstation.metrics import PerceptualMetric
     from groundstation.metrics.seams import seam_ratio
-    from groundstation.registry import load_registry, resolve_model
+    from groundstation.registry import load_registry, mosaic_g_s_sha256, resolve_model
     from groundstation.scene import open_scene
     from groundstation.synthesis import DEFAULT_CORE_TILES, HALO_LATENT, TileGrid, synthesize_mosaic
 
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             _, ckpt, sha, _ = resolve_model(point.codec, "codec")
             tc = TileCodec(load_codec(ckpt, sha), threads=1, entropy=header.codec.entropy,
                            witness_kind=header.witness, int_prior_sha256=header.codec.int_prior_sha256)
+            tuned_sha = mosaic_g_s_sha256(tc.codec.sha256)
+            tuned = TileCodec(tc.codec, threads=1, mosaic_g_s=tuned_sha) if tuned_sha else None
             latents, t_entropy = {}, 0.0
             tilewise = np.zeros_like(ref)
             for index in sorted(reader.scan().records):
@@ -141,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             products = {"tile": tilewise}
             for blend in blends:
                 products[mode_name(blend)] = synthesize_mosaic(tc, grid, latents, core_tiles=core_tiles, blend=blend)
-            synth_s = time_synthesis(tc, grid, latents, core_tiles, args.repeats, blends)
+            if tuned is not None:
+                products["mosaic-tuned"] = synthesize_mosaic(tuned, grid, latents, core_tiles=core_tiles)
+            synth_s = time_synthesis(tc, grid, latents, core_tiles, args.repeats, blends, tuned)
             n = len(latents)
             if sweep is None:  # g_s's effective receptive field, on the first real latent mosaic
                 stitched = torch.cat([torch.cat([latents[r * grid.tiles_x + c] for c in range(2)], dim=-1)
@@ -219,9 +225,10 @@ def mode_name(blend: int | None) -> str:
     return "tile" if blend is None else "mosaic" if not blend else f"mosaic-blend{blend}"
 
 
-def time_synthesis(tc, grid, latents, core_tiles: int, repeats: int, blends=BLENDS) -> dict[str, float]:
+def time_synthesis(tc, grid, latents, core_tiles: int, repeats: int, blends=BLENDS, tuned=None) -> dict[str, float]:
     """Seconds of synthesis for all tiles, per decode mode: the median of ``repeats`` rounds, the modes
-    interleaved within each round (so a load change on a shared machine hits them alike)."""
+    interleaved within each round (so a load change on a shared machine hits them alike); ``tuned``: a codec
+    with the mosaic's g_s (``mosaic-tuned``)."""
     import statistics
 
     from groundstation.codec import to_uint8_hwc
@@ -241,6 +248,10 @@ def time_synthesis(tc, grid, latents, core_tiles: int, repeats: int, blends=BLEN
             else:
                 synthesize_mosaic(tc, grid, latents, core_tiles=core_tiles, blend=blend)
             runs.setdefault(mode_name(blend), []).append(time.process_time() - t0)
+        if tuned is not None:
+            t0 = time.process_time()
+            synthesize_mosaic(tuned, grid, latents, core_tiles=core_tiles)
+            runs.setdefault("mosaic-tuned", []).append(time.process_time() - t0)
     return {mode: statistics.median(v) for mode, v in runs.items()}
 
 

@@ -59,6 +59,11 @@ def test_registry_files_exist_with_their_sha256():
         assert sha256_file(path) == entry.sha256, f"{name}: sha256 of {path} differs from the registry"
         if entry.card:
             assert (CONFIGS.parent / entry.card).is_file()
+        for sidecar in (entry.int_prior, entry.mosaic_synthesis):  # a codec's integer prior and mosaic g_s
+            if sidecar is not None:
+                assert sha256_file(sidecar.resolved_path()) == sidecar.sha256, f"{name}: {sidecar.path} differs"
+    codecs = [reg.models[p.codec] for p in reg.rate_points.values()]
+    assert all(c.mosaic_synthesis is not None for c in codecs)  # every rate point decodes its mosaic tuned
 
 
 def test_duplicate_registry_names_are_refused(tmp_path):
