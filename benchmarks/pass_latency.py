@@ -31,6 +31,7 @@ Order: warm-up, (a), (b) matched, (c), (b) fast; what is measured so far is writ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -103,6 +104,46 @@ def streaming(src: Path, work: Path, opts, addr: str, duration_s: float, tag: st
             "rate_mbit_s": float(f"{dl.bytes * 8 / dl.seconds / 1e6:.4g}") if dl.seconds else None}
 
 
+@contextlib.contextmanager
+def task_stream(addr: str, enabled: bool):
+    """Dask's task stream (every task's worker, start and stop) while the context runs, in the yielded list."""
+    records: list[dict] = []
+    if not enabled:
+        yield records
+        return
+    from distributed import Client, get_task_stream
+
+    with Client(addr) as client, get_task_stream(client=client) as ts:
+        yield records
+    records.extend(ts.data)
+
+
+def tail_of(records: list[dict], last_byte: float, complete: float) -> dict:
+    """What ran after the last byte: per kind of task (the Dask key's prefix), how many, their worker-busy seconds
+    after the last byte, and when the last one ended (from the last byte); the rest up to the product's
+    completion is the flow's own work (delivery)."""
+    kinds: dict[str, dict] = {}
+    rows = []
+    for r in records:
+        spans = [(x["start"], x["stop"]) for x in r.get("startstops", ()) if x.get("action") == "compute"]
+        if not spans:
+            continue
+        start, stop = min(a for a, _ in spans), max(b for _, b in spans)
+        kind = str(r["key"]).split("-")[0].strip("('")
+        rows.append({"kind": kind, "worker": r.get("worker"), "start_s": round(start - last_byte, 3),
+                     "stop_s": round(stop - last_byte, 3)})
+        if stop > last_byte:
+            k = kinds.setdefault(kind, {"tasks": 0, "busy_s_after_last_byte": 0.0, "last_stop_s": -1e9})
+            k["tasks"] += 1
+            k["busy_s_after_last_byte"] += stop - max(start, last_byte)
+            k["last_stop_s"] = max(k["last_stop_s"], stop - last_byte)
+    last_task = max((r["stop_s"] for r in rows), default=float("nan"))
+    return {"after_last_byte": {k: {**v, "busy_s_after_last_byte": round(v["busy_s_after_last_byte"], 2),
+                                    "last_stop_s": round(v["last_stop_s"], 2)} for k, v in kinds.items()},
+            "last_task_stop_s": round(last_task, 2), "delivery_s": round(complete - last_byte - last_task, 2),
+            "tasks": sorted(rows, key=lambda r: r["start_s"])}
+
+
 def same_product(a: str, b: str) -> bool:
     from groundstation.product import open_product
 
@@ -131,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure (a) and (b) at the matched rate only, without the loop (c) and the fast rate")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "gsp-pass-latency"),
                     help="where passes (kept) and products (removed at the end) go")
+    ap.add_argument("--trace", action="store_true",
+                    help="record Dask's task stream during (b) at the matched rate and say what ran after the "
+                    "last byte (written as the result's \"trace\")")
     ap.add_argument("--out", default=str(RESULTS / "pass_latency.json"))
     args = ap.parse_args(argv)
     if args.fast <= 1:
@@ -163,9 +207,17 @@ def main(argv: list[str] | None = None) -> int:
             partial(args.out, m, {"complete_then_process": a})
             matched_s = args.matched_s or a["latency_s"]
             b = {}
+            trace: dict = {}
             for tag, dur in (("matched", matched_s), ("fast", matched_s / args.fast))[:1 if args.only_matched else 2]:
                 _say(f"(b) streaming, {tag} rate: a {dur:.1f} s downlink")
-                b[tag] = streaming(src, runs, opts, addr, dur, tag)
+                with task_stream(addr, args.trace and tag == "matched") as records:
+                    b[tag] = streaming(src, runs, opts, addr, dur, tag)
+                if records:
+                    when = b[tag]["timeliness"]
+                    trace = tail_of(records, _ts(when["last_byte"]), _ts(when["product_complete"]))
+                    _say(f"(b) {tag}, after the last byte: " + ", ".join(
+                        f"{k} {v['tasks']} tasks {v['busy_s_after_last_byte']} s (last ends +{v['last_stop_s']} s)"
+                        for k, v in trace["after_last_byte"].items()) + f"; delivery {trace['delivery_s']} s")
                 _say(f"(b) {tag}: {b[tag]['latency_s']} s")
                 partial(args.out, m, {"complete_then_process": a, "streaming": b})
                 # the loop next: the ratios that matter most come first on a busy machine
@@ -187,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
               f"products identical: {identical}")
         write_result(args.out, {"partial": True, "command": "benchmarks/pass_latency.py " + " ".join(
             argv if argv is not None else sys.argv[1:]), "models": m, "complete_then_process": a, "streaming": b,
-            "ratios": {"matched_vs_a": ratio}, "identical_products": identical})
+            "ratios": {"matched_vs_a": ratio}, "identical_products": identical,
+            **({"trace": trace} if args.trace else {})})
         return 0
     size = src.stat().st_size
     tiles = a["tiles_ok"] + a["tiles_lost"]
@@ -221,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     write_result(args.out, {"partial": False, "command": command,
                             "models": m, "tiles": tiles, "complete_then_process": a, "streaming": b,
                             "reference_loop": c, "sustained": sustained, "ratios": goals, "goals_met": met,
-                            "identical_products": identical})
+                            "identical_products": identical, **({"trace": trace} if args.trace else {})})
     return 0
 
 
