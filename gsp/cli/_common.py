@@ -47,3 +47,15 @@ def station():
     from groundstation.config import load_station
 
     return load_station()
+
+
+def tiling_options(p: argparse.ArgumentParser, what: str, default: str) -> None:
+    """``--tile-size`` and ``--decode-mode`` (:class:`gsp.tiling.Tiling`): images coded as the satellite codes a
+    scene and decoded as the station decodes a pass; ``what`` says what that gives, ``default`` what happens
+    without them."""
+    p.add_argument("--tile-size", type=int, default=0, metavar="PX",
+                   help="code every image as the satellite codes a scene, PX codec tiles each on its own (the "
+                   f"station's 256), and decode it as the station does; {what} (default: {default})")
+    p.add_argument("--decode-mode", choices=["tile", "mosaic"],
+                   help="with --tile-size: how pixels are made from the tiles' latents, mosaic (seamless) or tile "
+                   "(g_s per tile) (default: the station's decode.mode)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Paragraphs, progress
+from ._common import Paragraphs, progress, tiling_options
 
 __all__ = ["COMMANDS", "register"]
 
@@ -48,13 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "export) instead of the registry's, at the one rate point --rate-points names")
     ev.add_argument("--workers", type=int, default=1, help="worker processes, 1 torch thread each (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the enhancer's latent field")
-    ev.add_argument("--tile-size", type=int, default=0, metavar="PX",
-                    help="code every image as the satellite codes a scene, PX codec tiles each on its own (the "
-                    "station's 256), and decode it as the station does; adds the seam ratio of each product and "
-                    "of the original (default: whole images, the paper's protocol)")
-    ev.add_argument("--decode-mode", choices=["tile", "mosaic"],
-                    help="with --tile-size: how pixels are made from the tiles' latents, mosaic (seamless) or tile "
-                    "(g_s per tile) (default: the station's decode.mode)")
+    tiling_options(ev, "adds the seam ratio of each product and of the original", "whole images, the paper's protocol")
     sw = ev.add_argument_group("perception-distortion sweep (--sweep)")
     sw.add_argument("--sweep", action="store_true",
                     help="also sweep the enhancer's temperature and the two controls and write "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from groundstation.errors import ConfigError
 
-from ._common import progress
+from ._common import progress, tiling_options
 
 __all__ = ["COMMANDS", "register"]
 
@@ -57,13 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mp.add_argument("--codec", help="registry name or checkpoint file (default: the registry's default codec)")
     mp.add_argument("--limit", type=int, help="only the first N images (sorted)")
     mp.add_argument("--threads", type=int, default=1, help="torch threads for ELIC (default 1: decodable anywhere)")
-    mp.add_argument("--tile-size", type=int, default=0, metavar="PX",
-                    help="code every image as the satellite codes a scene, PX codec tiles each on its own (the "
-                    "station's 256), and decode it as the station does, so training crops straddle tile boundaries "
-                    "(default: whole images)")
-    mp.add_argument("--decode-mode", choices=["tile", "mosaic"],
-                    help="with --tile-size: how pixels are made from the tiles' latents, mosaic (seamless) or tile "
-                    "(g_s per tile) (default: the station's decode.mode)")
+    tiling_options(mp, "training crops then straddle tile boundaries", "whole images")
 
     t = sub.add_parser(
         "train-enhancer", help="train the INN-RSIC enhancer on ELIC pairs (resumes from OUT/last.pt)",
