@@ -435,7 +435,8 @@ class TileCodec:
         """g_s (``tuned``: the mosaic's) on :attr:`synthesis_device` (a copy made once per loaded codec), else
         where it is."""
         g_s = self._mosaic_g_s() if tuned else model.g_s
-        dev = self.synthesis_device
+        # the tuned g_s runs where the codec's would: on the synthesis device, else beside the model
+        dev = self.synthesis_device or (str(next(model.g_s.parameters()).device) if tuned else None)
         if not dev or torch.device(dev) == next(g_s.parameters()).device:
             return g_s
         key = (dev, self.mosaic_g_s) if tuned else dev
