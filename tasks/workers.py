@@ -8,6 +8,8 @@ and a file whose bytes do not match the sha256 the flow expects is refused by th
 
 from __future__ import annotations
 
+import logging
+
 import os
 import socket
 import threading
@@ -114,6 +116,27 @@ class TaskModules(WorkerPlugin):
 
     def setup(self, worker) -> None:  # noqa: ARG002 - the plugin API passes the worker
         import_task_modules()
+        quiet_lost_scheduler()
+
+
+class _LostScheduler(logging.Filter):
+    """A worker whose scheduler has gone (the station stopping, or the scheduler's machine down) logs each failed
+    heartbeat at ERROR with the connection's traceback; kept as one line without it (what an operator can act on
+    is that the scheduler is gone, which the worker's nanny also says)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "heartbeat" in str(record.msg):
+            exc = record.exc_info[1]
+            record.msg = f"{record.msg} (the scheduler is gone: {type(exc).__name__})"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def quiet_lost_scheduler() -> None:
+    """Install :class:`_LostScheduler` on this process's ``distributed.worker`` logger, once."""
+    log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _LostScheduler) for f in log.filters):
+        log.addFilter(_LostScheduler())
 
 
 def warm_up(codec: tuple[str, str] | None = None, enhancer: tuple[str, str] | None = None,

@@ -261,7 +261,8 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
     # 3 enhance (6 one-tile windows: the cheapest cores for this scene on 2 workers), 3 evaluate
     assert res["batches"] == {"total": 11, "run": 11, "skipped": 0, "failed": 0}
     assert res["decode"] == {"mode": "mosaic", "synthesis": "float32", "entropy": res["decode"]["entropy"],
-                             "core_tiles": 2, "halo_latent": 4}
+                             "core_tiles": 2, "halo_latent": 4,
+                             "mosaic_g_s_sha256": None}  # the tiny codec has no tuned g_s in the registry
     product = Path(res["product"])
     assert product.parent == e2e["out"] / "flow-pass-1" and product.name == res["version"] + ".zarr"
     ds = open_product(product)
