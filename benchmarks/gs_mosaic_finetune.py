@@ -40,17 +40,10 @@ TILE = 256
 
 
 def tiled_latents(tc, rgb: np.ndarray, what: str):
-    """(grid, tile -> y_hat) of ``rgb`` coded tile by tile, as :func:`groundstation.synthesis.roundtrip_tiled`."""
-    from groundstation.synthesis import TileGrid
+    """(grid, tile -> y_hat) of ``rgb`` coded tile by tile, as the evaluation's tiled protocol codes it."""
+    from groundstation.synthesis import tiled_latents as coded
 
-    h, w = rgb.shape[:2]
-    grid = TileGrid.of_size(h, w, TILE)
-    latents = {}
-    for index in range(grid.n_tiles):
-        r0, r1, c0, c1 = grid.tile_window(index)
-        enc = tc.encode(np.ascontiguousarray(rgb[r0:r1, c0:c1]))
-        latents[index], _ = tc.decode_latent_checked(enc.strings, enc.z_hw, enc.y_hw, enc.witness,
-                                                     what=f"{what}, tile {index}")
+    grid, latents, _, _ = coded(tc, rgb, TILE, what=what)
     return grid, latents
 
 

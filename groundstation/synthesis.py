@@ -39,7 +39,7 @@ from .footprints import Grid
 
 __all__ = ["DECODE_MODES", "DEFAULT_BLEND", "DEFAULT_CORE_TILES", "HALO_LATENT", "LATENT_STRIDE", "LatentStore",
            "SynthesisWindow", "TileGrid", "boundary_weight", "create_latent_store", "latent_store_path",
-           "roundtrip_tiled", "synthesis_windows", "synthesize_into", "synthesize_mosaic",
+           "roundtrip_tiled", "synthesis_windows", "tiled_latents", "synthesize_into", "synthesize_mosaic",
            "synthesize_window", "windows_reading"]
 
 #: g_s upsamples the latent by this factor (four stride-2 transposed convolutions).
@@ -225,17 +225,12 @@ def synthesize_mosaic(tc: TileCodec, grid: TileGrid, latents: Mapping[int, torch
     return out
 
 
-def roundtrip_tiled(tc: TileCodec, rgb: np.ndarray, tile_size: int, mode: str = "mosaic", *,
-                    what: str = "image") -> tuple[np.ndarray, int]:
-    """Code ``rgb`` ((H, W, 3) uint8) as the satellite does, every ``tile_size`` codec tile on its own, and
-    decode it as the station does: each tile's symbols entropy-decoded and checked against its witness, the
-    pixels made in ``mode`` (``tile``: g_s per tile; ``mosaic``: over the latent mosaic). Returns (decoded
-    (H, W, 3) uint8, bytes of all the tiles' bitstreams). The evaluation's tiled protocol (``gsp evaluate
-    --tile-size``), where the seams between tiles can be measured."""
-    if mode not in DECODE_MODES:
-        raise ValueError(f"decode mode {mode!r}: one of {', '.join(DECODE_MODES)}")
-    h, w = rgb.shape[:2]
-    grid = TileGrid.of_size(h, w, tile_size)
+def tiled_latents(tc: TileCodec, rgb: np.ndarray, tile_size: int, *, what: str = "image"
+                  ) -> tuple[TileGrid, dict[int, torch.Tensor], set[int], int]:
+    """``rgb`` coded as the satellite codes a scene, every ``tile_size`` codec tile on its own, and each tile's
+    symbols entropy-decoded and checked against its witness: (grid, tile -> y_hat, tiles that needed the strict
+    retry, bytes of all the tiles' bitstreams)."""
+    grid = TileGrid.of_size(*rgb.shape[:2], tile_size)
     latents: dict[int, torch.Tensor] = {}
     strict: set[int] = set()
     nbytes = 0
@@ -247,6 +242,20 @@ def roundtrip_tiled(tc: TileCodec, rgb: np.ndarray, tile_size: int, mode: str = 
                                                            what=f"{what}, tile {index}")
         if retried:
             strict.add(index)
+    return grid, latents, strict, nbytes
+
+
+def roundtrip_tiled(tc: TileCodec, rgb: np.ndarray, tile_size: int, mode: str = "mosaic", *,
+                    what: str = "image") -> tuple[np.ndarray, int]:
+    """Code ``rgb`` ((H, W, 3) uint8) as the satellite does, every ``tile_size`` codec tile on its own, and
+    decode it as the station does: each tile's symbols entropy-decoded and checked against its witness, the
+    pixels made in ``mode`` (``tile``: g_s per tile; ``mosaic``: over the latent mosaic). Returns (decoded
+    (H, W, 3) uint8, bytes of all the tiles' bitstreams). The evaluation's tiled protocol (``gsp evaluate
+    --tile-size``), where the seams between tiles can be measured."""
+    if mode not in DECODE_MODES:
+        raise ValueError(f"decode mode {mode!r}: one of {', '.join(DECODE_MODES)}")
+    h, w = rgb.shape[:2]
+    grid, latents, strict, nbytes = tiled_latents(tc, rgb, tile_size, what=what)
     if mode == "mosaic":
         return synthesize_mosaic(tc, grid, latents).transpose(1, 2, 0).copy(), nbytes
     out = np.zeros((h, w, 3), np.uint8)
