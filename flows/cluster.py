@@ -196,10 +196,16 @@ def cluster_info() -> dict:
     }
 
 
-def gpu_annotation(use_gpu: bool):
-    """``dask.annotate(resources={"GPU": 1})`` for tasks that should run on a GPU worker, else a no-op."""
-    if not use_gpu:
+def gpu_annotation(use_gpu: bool, priority: int = 0):
+    """``dask.annotate``: ``resources={"GPU": 1}`` for tasks that should run on a GPU worker, ``priority`` (higher
+    runs first among the tasks waiting for a slot) when not 0; a no-op when neither applies."""
+    annotations: dict = {}
+    if use_gpu:
+        annotations["resources"] = {"GPU": 1}
+    if priority:
+        annotations["priority"] = priority
+    if not annotations:
         return contextlib.nullcontext()
     import dask
 
-    return dask.annotate(resources={"GPU": 1})
+    return dask.annotate(**annotations)

@@ -23,7 +23,7 @@ from groundstation.errors import EXIT_OK, EXIT_TILES_LOST
 from groundstation.fileio import write_json_atomic, write_text_atomic
 from groundstation.footprints import Grid, lost_tiles_geojson, tile_bounds
 from groundstation.metrics import TILE_SCHEMA, add_tile_bounds, append_history, write_parquet
-from groundstation.metrics.seams import product_seam_ratios, scene_seam_ratio
+from groundstation.metrics.seams import scene_seam_ratio, stats_of
 from groundstation.overviews import create_levels, open_levels
 from groundstation.product import finalize, write_gdal_views
 from groundstation.quicklook import image_data_uri, product_quicklook
@@ -31,6 +31,7 @@ from groundstation.stac import item_path, lost_path, write_item
 from groundstation.synthesis import latent_store_path
 from tasks.export import cog_array, write_cog
 from tasks.overviews import build_overviews, overview_batches
+from tasks.seams import seam_bands, seam_sums
 
 from .arrivals import utc
 from .events import emit_pass_events
@@ -96,14 +97,15 @@ def _quicklook(product: str, header, lost: list[dict], log) -> str | None:
         return None
 
 
-def build_pyramid(product: str, arrays) -> list[dict]:
-    """The product's overview levels, each filled by ``build-overviews`` tasks on the flow's task runner once the
-    level below is complete; then the GDAL views that use them. Returns the levels (``multiscales``)."""
+def build_pyramid(product: str, arrays, slots: int = 1) -> list[dict]:
+    """The product's overview levels, each filled by ``build-overviews`` tasks on the flow's task runner (a level
+    spread over ``slots`` tasks, the cluster's threads) once the level below is complete; then the GDAL views
+    that use them. Returns the levels (``multiscales``)."""
     levels = create_levels(product, arrays)
     names = [a for a in arrays if a in open_levels(product, "r")]
     for lv in levels[1:]:
         futures = [build_overviews.submit(str(product), lv["level"], chunks, names)
-                   for chunks in overview_batches(product, lv["level"])]
+                   for chunks in overview_batches(product, lv["level"], slots=slots)]
         for f in futures:
             f.result()  # raises if a batch failed: the product stays incomplete, a rerun rebuilds the pyramid
     write_gdal_views(product, [lv["path"] for lv in levels[1:]])  # GDAL/QGIS use the levels when zoomed out
@@ -118,18 +120,34 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
     log = get_run_logger()
     product = str(paths.product)
     lost = summary["lost"]
-    summary["overviews"] = [lv["path"] for lv in build_pyramid(product, arrays)[1:]]
+    steps: dict[str, float] = {}  # seconds per delivery step: what a product waits for after its last tile
+    clock = [time.perf_counter()]
+
+    def step(name: str) -> None:
+        now = time.perf_counter()
+        steps[name] = round(now - clock[0], 2)
+        clock[0] = now
+
+    slots = int((summary.get("cluster") or {}).get("threads") or 1)
+    # seams: the step across codec-tile boundaries over the step inside tiles (1: none), summed in row bands on
+    # the workers while they build the overview pyramid
+    seams = {name: [seam_sums.submit(product, name, y0, y1) for y0, y1 in seam_bands(header.scene.height)]
+             for name in arrays}
+    summary["overviews"] = [lv["path"] for lv in build_pyramid(product, arrays, slots)[1:]]
+    summary["seam_ratio"] = {k: round(stats_of([f.result() for f in futures]).ratio, 3)
+                             for k, futures in seams.items()}
+    step("overviews_seams")
     summary["cog"] = None
     if cog:  # before the STAC Item, which lists the COG it finds beside the product
         made = write_cog.submit(product, cog_array(arrays), version, header.pass_uid, reuse=reuse_cog).result()
         summary["cog"] = made["path"]
         log.info("COG of %s %s: %s", made["array"], "kept (a valid one of this version was there)"
                  if made["action"] == "kept" else "written", made["path"])
-    # seams: the step across codec-tile boundaries over the step inside tiles (1: none), read in row bands
-    summary["seam_ratio"] = {k: round(v, 3) for k, v in product_seam_ratios(product, arrays).items()}
+        step("cog")
     if summary.get("reference"):  # the source's ratio on the same grid, what the products are judged against
         summary["seam_ratio"]["source"] = round(scene_seam_ratio(summary["reference"], header.tiling.tile_size,
                                                                  header.bands), 3)
+        step("source_seams")
     passes_df = passes_df.assign(seam_ratio=passes_df["product"].map(summary["seam_ratio"]),
                                  seam_ratio_source=summary["seam_ratio"].get("source"))
     grid = Grid.from_header(header)
@@ -139,14 +157,18 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
     write_parquet(tiles_df, paths.metrics, schema=TILE_SCHEMA,
                   metadata={"pass_id": header.pass_id, "product": str(paths.product), "product_version": version,
                             **({"perceptual": perceptual} if perceptual else {})})
+    step("metrics")
+    summary["quicklook"] = _quicklook(product, header, lost, log)
+    step("quicklook")
     when = summary.get("timeliness")
-    if when is not None:  # the product is complete once the flag below is written: a few ms from now
+    if when is not None:  # the product is complete once the flag below is written: tens of ms from now
         now = time.time()
         when["product_complete"] = utc(now)
         if when.get("last_byte"):
             when["latency_s"] = round(now - datetime.fromisoformat(when["last_byte"]).timestamp(), 2)
     append_history(_with_timeliness(passes_df, summary.get("timeliness")), paths.history)
-    summary["quicklook"] = _quicklook(product, header, lost, log)
+    step("history")
+    summary["timings"]["delivery_s"] = steps  # the report, STAC Item and flag follow (well under a second)
     summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
     report = render_report(summary, passes_df, perceptual)
     write_text_atomic(paths.report, report)
@@ -157,6 +179,9 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
         lost_path(paths.product).unlink(missing_ok=True)
     write_item(paths.product, summary=summary, catalog_root=paths.history.parent)
     finalize(paths.product, {**(extra_attrs or {}), "gsp_summary": summary, "gsp_tiles": tiles_attr(outcomes)})
+    step("report_stac_flag")
+    log.info("Pass %s delivered in %.1f s after its last tile: %s", header.pass_id, sum(steps.values()),
+             ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
     shutil.rmtree(paths.state, ignore_errors=True)
     if not lost:  # mosaic decoding's latents: kept only for a supplement of lost tiles to re-synthesise from
         shutil.rmtree(latent_store_path(paths.product), ignore_errors=True)

@@ -176,7 +176,8 @@ def _run(pass_path, info: PassInfo | None, plan: RunPlan, t_start: float) -> dic
     feed = open_feed(pass_path, paths.state / "arriving.gsp", info, downlink.stale_after_s)
 
     # ---- the stages, fed as records arrive (all at once for a finished file)
-    core_tiles = opts.core_tiles or choose_core_tiles(header, opts.halo, max(1, cluster["threads"]))
+    core_tiles = opts.core_tiles or choose_core_tiles(header, opts.halo, max(1, cluster["threads"]),
+                                                      last_rows=2 if opts.decode_mode == "mosaic" else 1)
     stages = TileStages(plan, feed.path, {}, use_gpu=opts.device != "cpu" and cluster["gpus"] > 0,
                         core_tiles=core_tiles, max_in_flight=max(2, 2 * cluster["threads"] or 4),
                         stop_after=int(hook_value(STOP_AFTER_ENV)) if hook_value(STOP_AFTER_ENV) else None)

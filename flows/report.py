@@ -168,6 +168,9 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
         f"- devices: decode {s['devices'].get('decode') or '-'}, enhance {s['devices'].get('enhance') or '-'}",
         f"- time: {_fmt(s['timings']['total_s'], '.1f')} s in all; batches run {s['batches']['run']}, "
         f"reused from an earlier run {s['batches']['skipped']}, failed {s['batches']['failed']}",
+        *([("- delivery after the last tile: " + ", ".join(f"{k.replace('_', ' ')} {_fmt(v, '.2f')} s"
+                                                          for k, v in s["timings"]["delivery_s"].items()))]
+          if s["timings"].get("delivery_s") else []),
         *_timeliness_lines(s.get("timeliness")),
         *([f"- seams (step across codec-tile boundaries / step inside tiles; about 1 in a source scene; decode "
            f"mode {(s.get('decode') or {}).get('mode', 'tile')}): "

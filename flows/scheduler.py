@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from tasks.plan import STAGES, Batch
 
-__all__ = ["BatchScheduler", "RunInterrupted", "STOP_AFTER_ENV", "hook_value"]
+__all__ = ["BatchScheduler", "RunInterrupted", "STOP_AFTER_ENV", "hook_value", "stage_priority"]
 
 #: Test hook (environment of the flow process): stop after N batches, as a run killed half way would.
 STOP_AFTER_ENV = "GSP_TEST_STOP_AFTER_BATCHES"
@@ -29,8 +29,12 @@ class BatchScheduler:
     ``submit(batch)`` returns a Prefect future; it is called only when every batch in ``batch.deps`` has
     finished (done or failed), so it can use upstream results. A batch that depends on a failed synthesis,
     enhance or evaluate batch is not run (failed: "not run: ... failed"), since its input was not made; a failed
-    decode batch only costs its tiles (masked as lost), so what depends on it runs. Ready batches of later stages go first
-    (evaluate, then enhance, then decode), so enhancement overlaps decoding instead of waiting for all of it.
+    decode batch only costs its tiles (masked as lost), so what depends on it runs. Ready batches of earlier
+    stages go first (decode, synthesize, enhance, evaluate; in each stage the lower index), and
+    :func:`stage_priority` gives Dask the same order among the tasks waiting for a worker: the critical path
+    first. While a pass arrives this keeps decoding and synthesis at the downlink's heels, so the windows over
+    its last rows are ready as soon as its last records are in, instead of the last decode batch waiting behind
+    enhancement windows that were ready earlier (``benchmarks/pass_latency.py --trace``).
     ``on_progress(done, total)`` is called after each batch, ``on_failure(batch, why)`` after a batch failed and
     before anything that depends on it is submitted. ``stop_after`` (test hook) stops submitting after
     that many batches have finished in this run, waits for those in flight and raises RunInterrupted.
@@ -58,7 +62,7 @@ class BatchScheduler:
         self.results.update(already)
         total = len(batches)
         pending = [b for b in batches if b.key not in already]
-        rank = {stage: i for i, stage in enumerate(reversed(STAGES))}
+        rank = {stage: i for i, stage in enumerate(STAGES)}
         pending.sort(key=lambda b: (rank[b.stage], b.index))
         in_flight: dict[Any, Batch] = {}
         done_q: queue.Queue = queue.Queue()
@@ -131,6 +135,11 @@ class BatchScheduler:
     def _progress(self, total: int) -> None:
         if self.on_progress is not None:
             self.on_progress(len(self.results) + len(self.failures), total)
+
+
+def stage_priority(stage: str) -> int:
+    """Dask priority of a stage's tasks (higher runs first): decode > synthesize > enhance > evaluate."""
+    return len(STAGES) - STAGES.index(stage)
 
 
 def hook_value(name: str) -> str | None:

@@ -36,7 +36,7 @@ from tasks.state import ExclusiveLock, LockHeld, read_markers
 from .cluster import gpu_annotation
 from .identity import RunPlan
 from .names import batch_task_name
-from .scheduler import BatchScheduler
+from .scheduler import BatchScheduler, stage_priority
 
 __all__ = ["TileStages", "ensure_latent_store", "product_lock", "reusable_results"]
 
@@ -372,6 +372,12 @@ class TileStages:
         return self.enhanced.get(tile, (None, ""))
 
     def _submit(self, b: Batch):
+        """Submit ``b``'s task, with its stage's Dask priority (and the GPU resource where it runs on one)."""
+        gpu = self.use_gpu and b.stage in ("enhance", "evaluate")
+        with gpu_annotation(gpu, priority=stage_priority(b.stage)):
+            return self._submit_task(b)
+
+    def _submit_task(self, b: Batch):
         plan, opts = self.plan, self.plan.options
         header, product, state = plan.header, str(self.paths.product), str(self.paths.state)
         if b.stage == "decode":
@@ -387,10 +393,9 @@ class TileStages:
         if b.stage == "enhance":
             wins = [(_box(self.windows[w].core), _box(self.windows[w].read)) for w in b.windows]
             covered = [(t, header.tile_window(t)) for t in b.tiles]
-            with gpu_annotation(self.use_gpu):
-                return enhance_windows.with_options(task_run_name=batch_task_name(enhance_windows.name, b.index)).submit(
-                    product, state, b.index, wins, covered, plan.enhancer.path, plan.enhancer.sha256, seed=opts.seed,
-                    temperature=opts.temperature, use_gpu=self.use_gpu, threads=opts.threads)
+            return enhance_windows.with_options(task_run_name=batch_task_name(enhance_windows.name, b.index)).submit(
+                product, state, b.index, wins, covered, plan.enhancer.path, plan.enhancer.sha256, seed=opts.seed,
+                temperature=opts.temperature, use_gpu=self.use_gpu, threads=opts.threads)
         tiles = []
         for t in b.tiles:
             o = self._outcome(t)
@@ -400,10 +405,9 @@ class TileStages:
             tiles.append({"tile": t, "window": header.tile_window(t), "bytes": o.bytes, "decode_ms": self._decode_ms(o),
                           "decode_device": "cpu", "enhance_ms": e.enhance_ms if e else math.nan,
                           "enhance_device": edev})
-        with gpu_annotation(self.use_gpu):
-            return evaluate_tiles.with_options(task_run_name=batch_task_name(evaluate_tiles.name, b.index)).submit(
-                product, opts.reference, state, b.index, header.bands.model_dump(), tiles, pass_id=header.pass_id,
-                product_version=plan.version, products=plan.arrays, use_gpu=self.use_gpu, threads=opts.threads)
+        return evaluate_tiles.with_options(task_run_name=batch_task_name(evaluate_tiles.name, b.index)).submit(
+            product, opts.reference, state, b.index, header.bands.model_dump(), tiles, pass_id=header.pass_id,
+            product_version=plan.version, products=plan.arrays, use_gpu=self.use_gpu, threads=opts.threads)
 
     # ---------------------------------------------------------------- results
     def row(self, tile: int, product: str) -> TileMetrics:

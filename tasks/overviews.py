@@ -22,10 +22,14 @@ __all__ = ["CHUNKS_PER_TASK", "build_overviews", "overview_batches"]
 CHUNKS_PER_TASK = 64
 
 
-def overview_batches(product: str, level: int, chunks_per_task: int = CHUNKS_PER_TASK) -> list[list[tuple[int, int]]]:
-    """The output chunks of overview ``level``, ``chunks_per_task`` at a time (one ``build-overviews`` task each)."""
+def overview_batches(product: str, level: int, chunks_per_task: int = CHUNKS_PER_TASK,
+                     slots: int = 1) -> list[list[tuple[int, int]]]:
+    """The output chunks of overview ``level``, at most ``chunks_per_task`` at a time (one ``build-overviews``
+    task each) and split over at least ``slots`` tasks where the level has that many chunks: the pyramid is the
+    last thing between a pass's last tile and its product, so a level should keep every worker busy."""
     chunks = level_chunks(product, level)
-    return [chunks[i: i + chunks_per_task] for i in range(0, len(chunks), chunks_per_task)]
+    size = max(1, min(chunks_per_task, -(-len(chunks) // max(1, slots))))
+    return [chunks[i: i + size] for i in range(0, len(chunks), size)]
 
 
 @task(name="build-overviews", cache_policy=NONE, retries=1, retry_delay_seconds=1)

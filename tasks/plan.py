@@ -120,20 +120,28 @@ def enhancement_windows(header: PassHeader, halo: int, core_tiles: int = 1) -> l
 MAX_CORE_PX = 1024
 
 
-def choose_core_tiles(header: PassHeader, halo: int, workers: int, max_core_px: int = MAX_CORE_PX) -> int:
+def choose_core_tiles(header: PassHeader, halo: int, workers: int, max_core_px: int = MAX_CORE_PX,
+                      last_rows: int = 1) -> int:
     """The core size (in codec tiles a side) that should finish enhancement soonest on ``workers`` slots.
 
-    Cost model: the pixels a window reads. For each candidate size the makespan is estimated as
-    ``max(total read / workers, largest window)``; the smallest estimate wins, ties going to the smaller
-    largest window (better balance while decoding still runs). A 6x6-tile pass on 2 workers gets 3x3-tile
-    cores (4 windows, 1.09x the pixels), a 64x64-tile scene 4x4-tile cores (1.13x).
+    Cost model, in pixels read, two makespans ``max(read / workers, largest window)`` added up: of all the
+    windows (the work) and of the windows that wait for the pass's last ``last_rows`` tile rows (the work left
+    when a streamed pass's last records arrive, which nothing can overlap). ``last_rows`` is 2 in decode mode
+    ``mosaic`` (a tile row's pixels are synthesised once the next row's latents are in), 1 tile-wise. The
+    smallest estimate wins, ties going to the smaller largest window. Bigger cores spend less on the halo,
+    smaller ones leave less for the end: on 2 workers (mosaic) a 6x6-tile pass gets 3x3-tile cores, a 16x12-tile
+    drone frame 3x3 (``benchmarks/pass_latency.py --core-tiles``: 4x4 streamed 3 s slower), a 64x64-tile scene
+    4x4 (1.13x the pixels).
     """
     t = header.tiling.tile_size
+    first = max(0, header.tiling.tiles_y - max(1, last_rows)) * t  # first pixel row of the last tile rows
+    slots = max(1, workers)
     best: tuple[float, int, int] | None = None
     for k in range(1, max(1, max_core_px // t) + 1):
         wins = enhancement_windows(header, halo, k)
         reads = [w.read.height * w.read.width for w in wins]
-        score = (max(sum(reads) / max(1, workers), max(reads)), max(reads), -k)
+        tail = [r for w, r in zip(wins, reads) if w.read.y1 > first]
+        score = (max(sum(reads) / slots, max(reads)) + max(sum(tail) / slots, max(tail)), max(reads), -k)
         if best is None or score < best:
             best = score
     return -best[2]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["scene_seam_ratio", "SeamStats", "product_seam_ratios", "seam_ratio", "seam_stats", "seam_stats_blocks"]
+__all__ = ["scene_seam_ratio", "SeamStats", "product_seam_ratios", "product_seam_sums", "seam_ratio", "seam_stats",
+           "seam_stats_blocks", "seam_sums_band", "stats_of"]
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,24 @@ def _as_chw(image: np.ndarray) -> np.ndarray:
 def _sums(img: np.ndarray, ok: np.ndarray, tile_size: int, origin: tuple[int, int], axes: tuple[int, ...]
           ) -> np.ndarray:
     """[boundary step sum, boundary pairs, interior step sum, interior pairs] over the pairs along ``axes``
-    (1: vertical neighbours, 2: horizontal) of a float (C, H, W) image."""
+    (1: vertical neighbours, 2: horizontal) of a (C, H, W) image (int32 or float64, see :func:`_prepare`).
+
+    A step is the mean over the bands of the absolute difference: the band sums are added up (exact in
+    integers for 8- and 16-bit images) and divided by C once. Only the few lines of boundary pairs are
+    selected; the interior is everything else (a product of 12 Mpx: about 0.3 s an array, not 1.5 s)."""
     out = np.zeros(4)
+    bands = img.shape[0]
+    acc = np.float64 if img.dtype.kind == "f" else np.int64
     for axis in axes:
-        step = np.abs(np.diff(img, axis=axis)).mean(axis=0)  # (h-1, w) or (h, w-1)
+        step = np.abs(np.diff(img, axis=axis)).sum(axis=0, dtype=img.dtype)  # (h-1, w) or (h, w-1): bands x the mean step
         pair_ok = ok[1:, :] & ok[:-1, :] if axis == 1 else ok[:, 1:] & ok[:, :-1]
         n = step.shape[axis - 1]
         # the pair (k, k+1) straddles a boundary when the global index of k+1 is a multiple of the tile size
-        across = (np.arange(1, n + 1) + origin[axis - 1]) % tile_size == 0
-        across = across[:, None] if axis == 1 else across[None, :]
-        for k, sel in enumerate((pair_ok & across, pair_ok & ~across)):
-            out[2 * k] += float(step[sel].sum())
-            out[2 * k + 1] += int(sel.sum())
+        across = np.flatnonzero((np.arange(1, n + 1) + origin[axis - 1]) % tile_size == 0)
+        b_step, b_ok = (step[across], pair_ok[across]) if axis == 1 else (step[:, across], pair_ok[:, across])
+        total, pairs = float(np.sum(step, where=pair_ok, dtype=acc)), int(np.count_nonzero(pair_ok))
+        b_sum, b_pairs = float(np.sum(b_step, where=b_ok, dtype=acc)), int(np.count_nonzero(b_ok))
+        out += (b_sum / bands, b_pairs, (total - b_sum) / bands, pairs - b_pairs)
     return out
 
 
@@ -75,7 +82,13 @@ def _stats(sums: np.ndarray) -> SeamStats:
 
 
 def _prepare(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    img = _as_chw(image).astype(np.float64)
+    img = _as_chw(image)
+    # 8- and 16-bit images in exact integers (steps and their sums; int16 holds a sum of up to 4 bands of 8-bit
+    # steps), anything else in float64
+    if img.dtype.kind in "uib" and img.dtype.itemsize == 1:
+        img = img.astype(np.int16)
+    else:
+        img = img.astype(np.int32 if img.dtype.kind in "ui" and img.dtype.itemsize == 2 else np.float64)
     h, w = img.shape[1:]
     ok = np.ones((h, w), bool) if valid is None else np.asarray(valid).astype(bool)
     if ok.shape != (h, w):
@@ -105,16 +118,40 @@ def seam_stats_blocks(read, height: int, width: int, tile_size: int, rows: int =
     """
     if tile_size < 2 or rows < 1:
         raise ValueError(f"seam ratio: tile_size must be >= 2 and rows >= 1, got {tile_size}, {rows}")
-    sums = np.zeros(4)
-    for y0 in range(0, height, rows):
-        y1 = min(y0 + rows, height)
-        image, valid = read(y0, min(y1 + 1, height))  # one row more: the vertical pairs into the next band
-        img, ok = _prepare(image, valid)
-        if img.shape[2] != width:
-            raise ValueError(f"seam ratio: read({y0}, ...) returned width {img.shape[2]}, expected {width}")
-        sums += _sums(img, ok, tile_size, (y0, 0), (1,))
-        sums += _sums(img[:, : y1 - y0], ok[: y1 - y0], tile_size, (y0, 0), (2,))
-    return _stats(sums)
+    return stats_of(sum(seam_sums_band(read, y0, min(y0 + rows, height), height, width, tile_size)
+                        for y0 in range(0, height, rows)))
+
+
+def seam_sums_band(read, y0: int, y1: int, height: int, width: int, tile_size: int) -> np.ndarray:
+    """The pairs of rows ``y0..y1-1`` of a mosaic (with the vertical pairs into row ``y1``): [boundary step sum,
+    boundary pairs, interior step sum, interior pairs]. Bands that partition the rows add up to the whole
+    mosaic's sums (:func:`stats_of` turns them into :class:`SeamStats`), so bands can be summed apart."""
+    image, valid = read(y0, min(y1 + 1, height))  # one row more: the vertical pairs into the next band
+    img, ok = _prepare(image, valid)
+    if img.shape[2] != width:
+        raise ValueError(f"seam ratio: read({y0}, ...) returned width {img.shape[2]}, expected {width}")
+    return (_sums(img, ok, tile_size, (y0, 0), (1,))
+            + _sums(img[:, : y1 - y0], ok[: y1 - y0], tile_size, (y0, 0), (2,)))
+
+
+def stats_of(bands) -> SeamStats:
+    """:class:`SeamStats` of :func:`seam_sums_band` results: one, or a sequence of them (added up)."""
+    return _stats(np.atleast_2d(np.asarray(bands, dtype=float)).sum(axis=0))
+
+
+def product_seam_sums(product, name: str, y0: int, y1: int) -> list[float]:
+    """:func:`seam_sums_band` of rows ``y0..y1-1`` of a product's (Zarr path) mosaic ``name``, on its codec-tile
+    grid, over valid pixels."""
+    import zarr
+
+    group = zarr.open_group(str(product), mode="r")
+    tile = int(group.attrs["gsp_pass"]["tiling"]["tile_size"])
+    height, width = group["valid"].shape
+
+    def read(a, b):
+        return np.asarray(group[name][:, a:b]), np.asarray(group["valid"][a:b])
+
+    return [float(v) for v in seam_sums_band(read, y0, min(y1, height), height, width, tile)]
 
 
 def product_seam_ratios(product, arrays: tuple[str, ...] = ("decoded", "enhanced"), rows: int = 1024
@@ -123,16 +160,10 @@ def product_seam_ratios(product, arrays: tuple[str, ...] = ("decoded", "enhanced
     import zarr
 
     group = zarr.open_group(str(product), mode="r")
-    tile = int(group.attrs["gsp_pass"]["tiling"]["tile_size"])
-    height, width = group["valid"].shape
-    out = {}
-    for name in arrays:
-        if name in group:
-            def read(y0, y1, _a=group[name]):
-                return np.asarray(_a[:, y0:y1]), np.asarray(group["valid"][y0:y1])
-
-            out[name] = seam_stats_blocks(read, height, width, tile, rows).ratio
-    return out
+    height = group["valid"].shape[0]
+    return {name: stats_of(sum(np.asarray(product_seam_sums(product, name, y0, y0 + rows))
+                               for y0 in range(0, height, rows))).ratio
+            for name in arrays if name in group}
 
 
 def seam_ratio(image: np.ndarray, tile_size: int, valid: np.ndarray | None = None, *,

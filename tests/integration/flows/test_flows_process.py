@@ -145,6 +145,30 @@ def test_scheduler_respects_dependencies_records_failures_and_stops_on_request()
     assert list(s.results) == ["decode-00000"]
 
 
+def test_scheduler_runs_the_critical_path_first_and_tells_dask_the_same_order():
+    import dask
+
+    from flows.cluster import gpu_annotation
+    from flows.scheduler import BatchScheduler, stage_priority
+    from tasks.plan import Batch
+
+    ready = [Batch("enhance", 0, (0,), frozenset({"decode-00000"})), Batch("evaluate", 0, (0,)),
+             Batch("synthesize", 0, (0,), frozenset({"decode-00000"})), Batch("decode", 2, (2,)),
+             Batch("decode", 1, (1,))]
+    order = []
+    s = BatchScheduler(submit=lambda b: _Fut(lambda: order.append(b.key) or {}), max_in_flight=1)
+    s.run(ready, already={"decode-00000": {}})
+    # what the last rows of a pass wait for (decoding, then synthesis) before windows that were ready earlier
+    assert order == ["decode-00001", "decode-00002", "synthesize-00000", "enhance-00000", "evaluate-00000"]
+    assert [stage_priority(st) for st in ("decode", "synthesize", "enhance", "evaluate")] == [4, 3, 2, 1]
+    with gpu_annotation(False, priority=stage_priority("decode")):
+        assert dask.get_annotations() == {"priority": 4}
+    with gpu_annotation(True, priority=2):
+        assert dask.get_annotations() == {"priority": 2, "resources": {"GPU": 1}}
+    with gpu_annotation(False):
+        assert dask.get_annotations() == {}
+
+
 def test_claims_and_locks_are_exclusive(tmp_path):
     from tasks.state import ExclusiveLock, LockHeld, claim
 
@@ -295,6 +319,10 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
     report = Path(res["report"]).read_text()
     assert "## Damaged tiles" in report and "None: every tile decoded" in report and res["product"] in report
     assert "| MS-SSIM | lpips_alex | lpips_vgg | stlpips_alex |" in report and "(lpips_alex, the paper's, first)" in report
+    # what the product waited for after its last tile, step by step, in the summary and the report
+    steps = res["timings"]["delivery_s"]
+    assert list(steps)[:1] == ["overviews_seams"] and {"source_seams", "metrics", "quicklook"} <= set(steps)
+    assert all(v >= 0 for v in steps.values()) and "- delivery after the last tile: overviews seams " in report
     assert (e2e["out"] / "history.parquet").is_file()
     assert not Path(str(product).replace(".zarr", ".state")).exists()
     # the seam ratio of each mosaic and of the reference scene on the same grid, in the summary, the report and

@@ -218,3 +218,15 @@ def test_mosaic_decoding_keeps_symbols_and_a_lost_tile_touches_no_neighbour(clea
 
     got = product_seam_ratios(tmp_path / "m.zarr", rows=100)  # bands that do not line up with the tiles
     assert got == {"decoded": pytest.approx(seam_ratio(dec, TILE, valid))}
+    # as the flow sums them: one band per worker task, added up (the same pairs, in exact integers for 8 bits)
+    from groundstation.metrics.seams import product_seam_sums, seam_stats, stats_of
+    from tasks.seams import seam_bands
+
+    bands = seam_bands(dec.shape[1], rows=77)
+    assert bands[0][0] == 0 and bands[-1][1] == dec.shape[1] and all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+    summed = stats_of(np.sum([product_seam_sums(tmp_path / "m.zarr", "decoded", *b) for b in bands], axis=0))
+    whole = seam_stats(dec, TILE, valid)
+    assert (summed.boundary_pairs, summed.interior_pairs) == (whole.boundary_pairs, whole.interior_pairs)
+    assert summed.ratio == pytest.approx(whole.ratio, rel=1e-12) and summed.ratio == pytest.approx(got["decoded"])
+    floats = seam_stats(dec.astype(np.float64), TILE, valid)  # a float image: the same steps in float64
+    assert floats.boundary_pairs == whole.boundary_pairs and floats.ratio == pytest.approx(whole.ratio, rel=1e-12)

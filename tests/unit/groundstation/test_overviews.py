@@ -100,3 +100,17 @@ def test_a_pixel_grid_product_gets_levels_without_a_crs(tmp_path, tiny_codec):
     ds = xr.open_zarr(str(made["product"]), group=levels[1]["path"], decode_coords="all", consolidated=False)
     assert ds.rio.crs is None and ds.attrs["gsp_grid"] == "pixel" and ds.decoded.shape == (3, 100, 150)
     assert float(ds.x[0]) == 1.0 and ds.x.attrs["units"] == "pixel"  # centres in level-0 pixel units
+
+
+def test_a_level_is_split_over_the_workers_and_capped_per_task(pyramid):
+    from groundstation.overviews import level_chunks
+    from tasks.overviews import overview_batches
+
+    product = pyramid["product"]
+    chunks = level_chunks(product, 1)
+    assert len(chunks) >= 2
+    assert overview_batches(product, 1) == [chunks]  # one slot: one task while the level fits in one
+    split = overview_batches(product, 1, slots=2)  # two slots: both busy
+    assert len(split) == 2 and sum(split, []) == chunks
+    assert [len(b) for b in overview_batches(product, 1, chunks_per_task=1, slots=1)] == [1] * len(chunks)
+    assert overview_batches(product, 1, slots=99) == [[c] for c in chunks]  # never an empty task
