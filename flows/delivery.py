@@ -136,7 +136,7 @@ def deliver(paths: ProductPaths, header, version: str, arrays: tuple[str, ...], 
     summary["overviews"] = [lv["path"] for lv in build_pyramid(product, arrays, slots)[1:]]
     summary["seam_ratio"] = {k: round(stats_of([f.result() for f in futures]).ratio, 3)
                              for k, futures in seams.items()}
-    step("overviews_seams")
+    step("overviews_and_seams")
     summary["cog"] = None
     if cog:  # before the STAC Item, which lists the COG it finds beside the product
         made = write_cog.submit(product, cog_array(arrays), version, header.pass_uid, reuse=reuse_cog).result()

@@ -321,8 +321,8 @@ def test_end_to_end_product_metrics_and_artifacts(e2e):
     assert "| MS-SSIM | lpips_alex | lpips_vgg | stlpips_alex |" in report and "(lpips_alex, the paper's, first)" in report
     # what the product waited for after its last tile, step by step, in the summary and the report
     steps = res["timings"]["delivery_s"]
-    assert list(steps)[:1] == ["overviews_seams"] and {"source_seams", "metrics", "quicklook"} <= set(steps)
-    assert all(v >= 0 for v in steps.values()) and "- delivery after the last tile: overviews seams " in report
+    assert list(steps)[:1] == ["overviews_and_seams"] and {"source_seams", "metrics", "quicklook"} <= set(steps)
+    assert all(v >= 0 for v in steps.values()) and "- delivery after the last tile: overviews and seams " in report
     assert (e2e["out"] / "history.parquet").is_file()
     assert not Path(str(product).replace(".zarr", ".state")).exists()
     # the seam ratio of each mosaic and of the reference scene on the same grid, in the summary, the report and
