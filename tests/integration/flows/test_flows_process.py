@@ -169,6 +169,31 @@ def test_scheduler_runs_the_critical_path_first_and_tells_dask_the_same_order():
         assert dask.get_annotations() == {}
 
 
+def test_the_stage_priority_reaches_dask_and_orders_what_waits_for_a_worker():
+    """Through the same annotation the flow uses, on a real (in-process, one-thread) Dask cluster: a decode task
+    submitted after enhancement tasks runs before those still waiting for the worker."""
+    import time as _time
+
+    from distributed import Client, LocalCluster
+
+    from flows.cluster import gpu_annotation
+    from flows.scheduler import stage_priority
+
+    def work(name, seconds=0.0):
+        _time.sleep(seconds)
+        return name, _time.monotonic()  # when it ended (one thread: the order they ran in)
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        futures = [client.submit(work, "blocker", 0.5, pure=False)]
+        with gpu_annotation(False, priority=stage_priority("enhance")):
+            futures += [client.submit(work, f"enhance-{i}", pure=False) for i in range(4)]
+        with gpu_annotation(False, priority=stage_priority("decode")):
+            futures.append(client.submit(work, "decode", pure=False))
+        ran = [name for name, _ in sorted(client.gather(futures), key=lambda r: r[1])]
+    assert ran[0] == "blocker" and ran.index("decode") < ran.index("enhance-3"), ran
+
+
 def test_claims_and_locks_are_exclusive(tmp_path):
     from tasks.state import ExclusiveLock, LockHeld, claim
 
