@@ -32,7 +32,8 @@ class ProcessOptions(BaseModel):
     halo: int = Field(32, ge=0, le=1024, description="context pixels around each enhancement core (even)")
     tiles_per_batch: int = Field(8, ge=1, le=10_000, description="codec tiles per Prefect task")
     core_tiles: int | None = Field(None, ge=1, le=16, description="enhancement core, in codec tiles a side "
-                                   "(None: chosen per pass and cluster; bigger cores read less halo)")
+                                   "(None: chosen per pass and cluster; bigger cores read less halo, "
+                                   "smaller ones leave less for after a streamed pass's last byte)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU workers when the cluster "
                                                   "offers a GPU resource, else CPU")
     threads: int = Field(1, ge=1, le=256, description="torch threads per task for enhancement and metrics")

@@ -12,8 +12,9 @@ The plan has three stages over the pass's codec tiles (row-major tile indices):
 * ``enhance`` batches: enhancement windows whose core is a block of ``core_tiles x core_tiles`` codec tiles
   (whole chunks of ``enhanced``: a chunk has one writer) and whose read box is the core grown by ``halo``
   (:func:`enhancer.tiling.plan_windows`). Bigger cores spend less on the halo (256 px cores with a 32 px halo
-  read 1.56x the pixels they write, 1024 px cores 1.13x); :func:`choose_core_tiles` picks the size that
-  keeps the workers busy. A batch depends on the decode batches of every tile its read boxes touch.
+  read 1.56x the pixels they write, 1024 px cores 1.13x), smaller ones leave less work for the end of a pass;
+  :func:`choose_core_tiles` weighs the two. A batch depends on the decode batches of every tile its read boxes
+  touch.
 * ``evaluate`` batches (only with a reference scene): full-reference metrics of a batch's tiles; they depend
   on the batches that wrote those tiles' last product.
 

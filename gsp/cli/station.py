@@ -34,7 +34,8 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
     g.add_argument("--tiles-per-batch", type=int, help="codec tiles per Prefect task (default 8)")
     g.add_argument("--core-tiles", type=int, metavar="K",
                    help="enhancement windows of KxK codec tiles plus the halo (default: chosen per pass and "
-                   "cluster, up to 1024 px; bigger cores read less halo)")
+                   "cluster, up to 1024 px; bigger cores read less halo, smaller ones leave less work for after "
+                   "a streamed pass's last byte)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="auto (default): GPU workers when the Dask cluster offers a GPU resource, else CPU")
     g.add_argument("--synthesis", choices=["float32", "float64"],
