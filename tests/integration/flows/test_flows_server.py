@@ -67,11 +67,11 @@ def test_flow_run_artifacts_and_deployment_through_a_real_server(prefect_server,
             while True:
                 tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
                 done = [t for t in tasks if t.state and t.state.is_completed()]
-                if len(done) == 9 or time.monotonic() > deadline:  # validate + 2 decode + 2 synthesize +
-                    break                                  # 2 enhance batches + 2 overview levels (build-overviews)
+                if len(done) == 12 or time.monotonic() > deadline:  # validate + 2 decode + 2 synthesize + 2
+                    break  # enhance batches + 2 overview levels (the first split over the 2 workers) + 2 seam sums
                 time.sleep(1)
-            assert sorted(t.name.rsplit("-", 1)[0] for t in done) == ["build-overviews"] * 2 + ["decode-tiles"] * 2 \
-                + ["enhance-windows"] * 2 + ["synthesize-windows"] * 2 + ["validate-pass"]
+            assert sorted(t.name.rsplit("-", 1)[0] for t in done) == ["build-overviews"] * 3 + ["decode-tiles"] * 2 \
+                + ["enhance-windows"] * 2 + ["seam-sums"] * 2 + ["synthesize-windows"] * 2 + ["validate-pass"]
             arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
                 any_=[run.id])))
             by_type = {a.type: a for a in arts}
