@@ -11,7 +11,7 @@ import time
 from typing import Any, Iterator
 
 __all__ = ["LOCAL_THREADS", "LOCAL_WORKERS", "STATION_CLUSTER_ENV", "cluster_info", "dask_address",
-           "gpu_annotation", "local_cluster_kwargs", "make_task_runner", "prepare_workers", "station_cluster",
+           "local_cluster_kwargs", "make_task_runner", "prepare_workers", "station_cluster", "task_annotations",
            "warm_workers"]
 
 LOCAL_WORKERS = 2
@@ -196,7 +196,7 @@ def cluster_info() -> dict:
     }
 
 
-def gpu_annotation(use_gpu: bool, priority: int = 0):
+def task_annotations(use_gpu: bool, priority: int = 0):
     """``dask.annotate``: ``resources={"GPU": 1}`` for tasks that should run on a GPU worker, ``priority`` (higher
     runs first among the tasks waiting for a slot) when not 0; a no-op when neither applies."""
     annotations: dict = {}

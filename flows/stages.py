@@ -33,7 +33,7 @@ from tasks.plan import (Batch, enhancement_windows, plan_decode, plan_enhance, p
 from tasks.results import EnhancedTile, result_from_json
 from tasks.state import ExclusiveLock, LockHeld, read_markers
 
-from .cluster import gpu_annotation
+from .cluster import task_annotations
 from .identity import RunPlan
 from .names import batch_task_name
 from .scheduler import BatchScheduler, stage_priority
@@ -374,7 +374,7 @@ class TileStages:
     def _submit(self, b: Batch):
         """Submit ``b``'s task, with its stage's Dask priority (and the GPU resource where it runs on one)."""
         gpu = self.use_gpu and b.stage in ("enhance", "evaluate")
-        with gpu_annotation(gpu, priority=stage_priority(b.stage)):
+        with task_annotations(gpu, priority=stage_priority(b.stage)):
             return self._submit_task(b)
 
     def _submit_task(self, b: Batch):

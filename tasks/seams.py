@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from groundstation.metrics.seams import product_seam_sums
+from groundstation.metrics.seams import product_seam_sums, row_bands
 
 __all__ = ["SEAM_BAND_ROWS", "seam_bands", "seam_sums"]
 
@@ -20,8 +20,8 @@ SEAM_BAND_ROWS = 1024
 
 
 def seam_bands(height: int, rows: int = SEAM_BAND_ROWS) -> list[tuple[int, int]]:
-    """Row bands ``(y0, y1)`` that partition ``height`` rows."""
-    return [(y0, min(y0 + rows, height)) for y0 in range(0, height, rows)]
+    """Row bands ``(y0, y1)`` that partition ``height`` rows, one ``seam-sums`` task each."""
+    return row_bands(height, rows)
 
 
 @task(name="seam-sums", cache_policy=NONE, retries=1, retry_delay_seconds=1)

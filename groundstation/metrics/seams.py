@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["scene_seam_ratio", "SeamStats", "product_seam_ratios", "product_seam_sums", "seam_ratio", "seam_stats",
-           "seam_stats_blocks", "seam_sums_band", "stats_of"]
+           "row_bands", "seam_stats_blocks", "seam_sums_band", "stats_of"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _as_chw(image: np.ndarray) -> np.ndarray:
 def _sums(img: np.ndarray, ok: np.ndarray, tile_size: int, origin: tuple[int, int], axes: tuple[int, ...]
           ) -> np.ndarray:
     """[boundary step sum, boundary pairs, interior step sum, interior pairs] over the pairs along ``axes``
-    (1: vertical neighbours, 2: horizontal) of a (C, H, W) image (int32 or float64, see :func:`_prepare`).
+    (1: vertical neighbours, 2: horizontal) of a (C, H, W) image (int16, int32 or float64: :func:`_prepare`).
 
     A step is the mean over the bands of the absolute difference: the band sums are added up (exact in
     integers for 8- and 16-bit images) and divided by C once. Only the few lines of boundary pairs are
@@ -118,8 +118,12 @@ def seam_stats_blocks(read, height: int, width: int, tile_size: int, rows: int =
     """
     if tile_size < 2 or rows < 1:
         raise ValueError(f"seam ratio: tile_size must be >= 2 and rows >= 1, got {tile_size}, {rows}")
-    return stats_of(sum(seam_sums_band(read, y0, min(y0 + rows, height), height, width, tile_size)
-                        for y0 in range(0, height, rows)))
+    return stats_of([seam_sums_band(read, y0, y1, height, width, tile_size) for y0, y1 in row_bands(height, rows)])
+
+
+def row_bands(height: int, rows: int) -> list[tuple[int, int]]:
+    """Bands ``(y0, y1)`` of ``rows`` rows (the last one shorter) that partition ``height`` rows."""
+    return [(y0, min(y0 + rows, height)) for y0 in range(0, height, rows)]
 
 
 def seam_sums_band(read, y0: int, y1: int, height: int, width: int, tile_size: int) -> np.ndarray:
@@ -161,8 +165,7 @@ def product_seam_ratios(product, arrays: tuple[str, ...] = ("decoded", "enhanced
 
     group = zarr.open_group(str(product), mode="r")
     height = group["valid"].shape[0]
-    return {name: stats_of(sum(np.asarray(product_seam_sums(product, name, y0, y0 + rows))
-                               for y0 in range(0, height, rows))).ratio
+    return {name: stats_of([product_seam_sums(product, name, y0, y1) for y0, y1 in row_bands(height, rows)]).ratio
             for name in arrays if name in group}
 
 

@@ -148,7 +148,7 @@ def test_scheduler_respects_dependencies_records_failures_and_stops_on_request()
 def test_scheduler_runs_the_critical_path_first_and_tells_dask_the_same_order():
     import dask
 
-    from flows.cluster import gpu_annotation
+    from flows.cluster import task_annotations
     from flows.scheduler import BatchScheduler, stage_priority
     from tasks.plan import Batch
 
@@ -161,11 +161,11 @@ def test_scheduler_runs_the_critical_path_first_and_tells_dask_the_same_order():
     # what the last rows of a pass wait for (decoding, then synthesis) before windows that were ready earlier
     assert order == ["decode-00001", "decode-00002", "synthesize-00000", "enhance-00000", "evaluate-00000"]
     assert [stage_priority(st) for st in ("decode", "synthesize", "enhance", "evaluate")] == [4, 3, 2, 1]
-    with gpu_annotation(False, priority=stage_priority("decode")):
+    with task_annotations(False, priority=stage_priority("decode")):
         assert dask.get_annotations() == {"priority": 4}
-    with gpu_annotation(True, priority=2):
+    with task_annotations(True, priority=2):
         assert dask.get_annotations() == {"priority": 2, "resources": {"GPU": 1}}
-    with gpu_annotation(False):
+    with task_annotations(False):
         assert dask.get_annotations() == {}
 
 
@@ -176,7 +176,7 @@ def test_the_stage_priority_reaches_dask_and_orders_what_waits_for_a_worker():
 
     from distributed import Client, LocalCluster
 
-    from flows.cluster import gpu_annotation
+    from flows.cluster import task_annotations
     from flows.scheduler import stage_priority
 
     def work(name, seconds=0.0):
@@ -186,9 +186,9 @@ def test_the_stage_priority_reaches_dask_and_orders_what_waits_for_a_worker():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         futures = [client.submit(work, "blocker", 0.5, pure=False)]
-        with gpu_annotation(False, priority=stage_priority("enhance")):
+        with task_annotations(False, priority=stage_priority("enhance")):
             futures += [client.submit(work, f"enhance-{i}", pure=False) for i in range(4)]
-        with gpu_annotation(False, priority=stage_priority("decode")):
+        with task_annotations(False, priority=stage_priority("decode")):
             futures.append(client.submit(work, "decode", pure=False))
         ran = [name for name, _ in sorted(client.gather(futures), key=lambda r: r[1])]
     assert ran[0] == "blocker" and ran.index("decode") < ran.index("enhance-3"), ran
