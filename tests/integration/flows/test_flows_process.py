@@ -169,6 +169,38 @@ def test_scheduler_runs_the_critical_path_first_and_tells_dask_the_same_order():
         assert dask.get_annotations() == {}
 
 
+def test_a_pass_s_last_records_are_decoded_without_waiting_for_the_in_flight_cap():
+    """While enhancement fills ``max_in_flight``, decode batches that arrive are submitted at once (Dask then runs
+    them next by priority), not held back until a running window finishes."""
+    from flows.scheduler import BatchScheduler
+    from tasks.plan import Batch
+
+    release, submitted, finished = threading.Event(), [], []
+
+    def work(key):
+        if key.startswith("enhance"):
+            release.wait(5)
+        finished.append(key)
+        return {}
+
+    def submit(b):
+        submitted.append((b.key, len(finished)))  # and how many batches had finished by then
+        return _Fut(lambda: work(b.key))
+
+    fed = iter([[Batch("enhance", 0, ()), Batch("enhance", 1, ())], [Batch("decode", 7, (7,))]])
+
+    def more():
+        got = next(fed, None)
+        if got is None and any(k == "decode-00007" for k, _ in submitted):
+            release.set()  # the enhancement windows finish only once the decode was submitted
+        return got
+
+    s = BatchScheduler(submit=submit, max_in_flight=1)
+    s.run([], already={}, more=more, poll_s=0.01)
+    assert submitted[:2] == [("enhance-00000", 0), ("decode-00007", 0)], submitted  # beside the running window
+    assert set(s.results) == {"enhance-00000", "enhance-00001", "decode-00007"}
+
+
 def test_the_stage_priority_reaches_dask_and_orders_what_waits_for_a_worker():
     """Through the same annotation the flow uses, on a real (in-process, one-thread) Dask cluster: a decode task
     submitted after enhancement tasks runs before those still waiting for the worker."""
