@@ -24,7 +24,7 @@ class RunInterrupted(RuntimeError):
 
 @dataclass
 class BatchScheduler:
-    """Run batches in dependency order with at most ``max_in_flight`` submitted at a time (decode batches aside).
+    """Run batches in dependency order with at most ``max_in_flight`` submitted at a time (decode batches: as many again).
 
     ``submit(batch)`` returns a Prefect future; it is called only when every batch in ``batch.deps`` has
     finished (done or failed), so it can use upstream results. A batch that depends on a failed synthesis,
@@ -35,9 +35,10 @@ class BatchScheduler:
     first. While a pass arrives this keeps decoding and synthesis at the downlink's heels, so the windows over
     its last rows are ready as soon as its last records are in, instead of the last decode batch waiting behind
     enhancement windows that were ready earlier (``benchmarks/pass_latency.py --trace``). For the same reason
-    decode batches are submitted as soon as they are ready, beyond ``max_in_flight``: a batch held back here
-    waits until a task finishes and then behind whatever Dask had already queued on that worker (the pass's last
-    records waited 1.5 s so), while one submitted at once is the next task its worker starts.
+    decode batches have a cap of their own (``max_in_flight`` decode batches, whatever else is in flight): a batch
+    held back behind other stages waits until a task finishes and then behind whatever Dask had already queued on
+    that worker (the pass's last records waited 1.5 s so), while one submitted at once is the next task its
+    worker starts.
     ``on_progress(done, total)`` is called after each batch, ``on_failure(batch, why)`` after a batch failed and
     before anything that depends on it is submitted. ``stop_after`` (test hook) stops submitting after
     that many batches have finished in this run, waits for those in flight and raises RunInterrupted.
@@ -88,9 +89,14 @@ class BatchScheduler:
         self._progress(total)
         while pending or in_flight or not source_done:
             if not stopping:
+                decoding = sum(b.stage == STAGES[0] for b in in_flight.values())
                 for b in list(pending):
-                    if len(in_flight) >= self.max_in_flight and b.stage != STAGES[0]:
-                        break  # (decode batches come first in ``pending`` and are never held back, see above)
+                    if b.stage == STAGES[0]:  # (first in ``pending``) a cap of their own, see above
+                        if decoding >= self.max_in_flight:
+                            continue
+                        decoding += 1
+                    elif len(in_flight) >= self.max_in_flight:
+                        break
                     broken = sorted(d for d in b.deps if d in self.failures and not d.startswith("decode"))
                     if broken and all(d in self.results or d in self.failures for d in b.deps):
                         # its input pixels were not made: running it would keep wrong work under a done marker

@@ -187,7 +187,8 @@ def test_a_pass_s_last_records_are_decoded_without_waiting_for_the_in_flight_cap
         submitted.append((b.key, len(finished)))  # and how many batches had finished by then
         return _Fut(lambda: work(b.key))
 
-    fed = iter([[Batch("enhance", 0, ()), Batch("enhance", 1, ())], [Batch("decode", 7, (7,))]])
+    fed = iter([[Batch("enhance", 0, ()), Batch("enhance", 1, ())],
+                [Batch("decode", 7, (7,)), Batch("decode", 8, (8,))]])
 
     def more():
         got = next(fed, None)
@@ -198,7 +199,8 @@ def test_a_pass_s_last_records_are_decoded_without_waiting_for_the_in_flight_cap
     s = BatchScheduler(submit=submit, max_in_flight=1)
     s.run([], already={}, more=more, poll_s=0.01)
     assert submitted[:2] == [("enhance-00000", 0), ("decode-00007", 0)], submitted  # beside the running window
-    assert set(s.results) == {"enhance-00000", "enhance-00001", "decode-00007"}
+    assert submitted[2][0] == "decode-00008" and submitted[2][1] >= 1  # decode batches have a cap of their own
+    assert set(s.results) == {"enhance-00000", "enhance-00001", "decode-00007", "decode-00008"}
 
 
 def test_the_stage_priority_reaches_dask_and_orders_what_waits_for_a_worker():
