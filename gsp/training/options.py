@@ -17,6 +17,10 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from groundstation.errors import ConfigError, GSPError
 
+#: L_per backends, the one list (gsp.training.perceptual builds them; the CLI offers them). ``lpips-alex`` trains on the
+#: evaluation's own metric: an experiment only (docs/evaluation.md, "What moves the trade-off"); no recipe uses it.
+PERCEPTUAL_BACKENDS = ("auto", "vgg19", "stlpips-vgg", "lpips-vgg", "lpips-alex", "none")
+
 __all__ = ["CodecTrainConfig", "CodecTrainOptions", "EnhancerTrainOptions", "INITS", "load_recipe", "options_error"]
 
 log = logging.getLogger(__name__)
@@ -125,7 +129,7 @@ class EnhancerTrainOptions(BaseModel):
     case_form: Literal["sq", "nll"] | None = None
     qm_noise_p: float | None = Field(None, ge=0, le=1)
     qm_noise: float | None = Field(None, ge=0)
-    perceptual: Literal["auto", "vgg19", "stlpips-vgg", "lpips-vgg", "none"] = "auto"
+    perceptual: Literal[PERCEPTUAL_BACKENDS] = "auto"
     per_block: Literal[4, 5] | None = None
     transpose: bool | None = None
     init: str = Field("reference", description="reference | identity | an enhancer checkpoint (.pt) to fine-tune")

