@@ -108,7 +108,7 @@ def models(pass_path: Path) -> dict:
     _, _, digest = load_enhancer(epath, esha)
     point = load_registry().operating_point(digest)
     return {"codec": str(cpath), "enhancer": ename, "enhancer_path": str(epath),
-            "temperature": point[1] if point else 0.0}
+            "temperature": point.temperature, "strength": point.strength}
 
 
 # ------------------------------------------------------------------------------------------------ naive loop
@@ -143,7 +143,8 @@ def naive_loop(pass_path: Path, out: Path, m: dict, seed: int = 0) -> dict:
             rgb, _ = codec.decode(rec.strings, rec.z_hw, rec.y_hw, r1 - r0, c1 - c0)
             b = time.perf_counter()
             first = b - t0 if first is None else first
-            enh = enhance_array(model, rgb, seed=seed, temperature=m["temperature"], origin=(r0, c0), fast=False)
+            enh = enhance_array(model, rgb, seed=seed, temperature=m["temperature"], origin=(r0, c0), fast=False,
+                                 strength=m["strength"])
             c = time.perf_counter()
             ds.write(enh.transpose(2, 0, 1), window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
             dec_s += b - a

@@ -23,18 +23,21 @@ _CONVERT_HINT = ("enhancement takes 3-band 8-bit RGB (the decoded product of gsp
                  "encode/decode first, or convert, e.g. gdal_translate -ot Byte -scale -b 1 -b 2 -b 3 IN OUT.tif")
 
 
-def check_enhance_args(core: int, halo: int, temperature: float, *,
-                       names: tuple[str, str, str] = ("core", "halo", "temperature")) -> None:
-    """Refuse window and noise settings the network cannot use; ``names``: how the caller calls them."""
+def check_enhance_args(core: int, halo: int, temperature: float, strength: float = 1.0, *,
+                       names: tuple[str, ...] = ("core", "halo", "temperature", "strength")) -> None:
+    """Refuse window, noise and strength settings the network cannot use; ``names``: how the caller calls them."""
     if core < 2 or core % 2 or halo < 0 or halo % 2:
         raise ConfigError(f"{names[0]} {core} / {names[1]} {halo}: both must be even (core >= 2, halo >= 0) so "
                           "that windows start on the Haar 2x2 grid")
     if temperature < 0:
         raise ConfigError(f"{names[2]} {temperature} must be >= 0")
+    if not 0 < strength <= 1:
+        raise ConfigError(f"{names[3]} {strength}: give the fraction of the enhancer's change to keep, in (0, 1] "
+                          "(1 = all of it)")
 
 
 def enhance_file(src: str | Path, dst: str | Path, model, *, seed: int = 0, temperature: float = 1.0,
-                 core: int = 256, halo: int = 32, batch_size: int = 4, device: str = "cpu", progress: bool = False,
+                 strength: float = 1.0, core: int = 256, halo: int = 32, batch_size: int = 4, device: str = "cpu", progress: bool = False,
                  provenance: Mapping[str, str] | None = None) -> dict:
     """Enhance one 3-band uint8 image file (PNG/JPEG/...) or GeoTIFF into ``dst``; returns a summary dict.
 
@@ -44,19 +47,20 @@ def enhance_file(src: str | Path, dst: str | Path, model, *, seed: int = 0, temp
     256x256, the only change); pixels the input marks invalid (nodata, alpha,
     internal mask) are copied unchanged. The file is written beside ``dst`` and renamed over it when complete.
     """
-    check_enhance_args(core, halo, temperature)
+    check_enhance_args(core, halo, temperature, strength)
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise SceneError(f"{src}: no such file")
     if src.resolve() == dst.resolve():
         raise ConfigError(f"output {dst}: must not overwrite the input")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(core=core, halo=halo, seed=seed, temperature=temperature, batch_size=batch_size, device=device,
-                  progress=progress)
+    kwargs = dict(core=core, halo=halo, seed=seed, temperature=temperature, strength=strength,
+                  batch_size=batch_size, device=device, progress=progress)
     with atomic_path(dst) as tmp:
         if src.suffix.lower() in GEOTIFF_SUFFIXES:
             info = _enhance_geotiff(src, tmp, model, dict(provenance or {}, seed=str(seed),
-                                                          temperature=str(temperature)), kwargs)
+                                                          temperature=str(temperature), strength=str(strength)),
+                                    kwargs)
         else:
             info = _enhance_picture(src, tmp, dst.suffix, model, kwargs)
     return dict(info, out=str(dst))

@@ -120,13 +120,14 @@ def _model_device(model: INNRSIC, device: str | torch.device) -> torch.device:
 
 def _enhance_blocks(model: INNRSIC, blocks: np.ndarray | Sequence[np.ndarray],
                     origins: Sequence[tuple[int, int]], *, seed: int, temperature: float, device: torch.device,
-                    fast: bool = True) -> np.ndarray:
+                    fast: bool = True, strength: float = 1.0) -> np.ndarray:
     """Enhance a batch of equal-shape uint8 blocks ``(N, 3, h, w)`` whose top-left pixels sit at ``origins``.
 
     ``blocks`` is one array or a sequence of ``(3, h, w)`` arrays (the fast path copies each straight into
     the float batch, without stacking them first).
 
-    Output channels 0-2 of the inverse, clamped to [0, 1] and rounded to uint8 (round half to even).
+    Output channels 0-2 of the inverse, blended with the input by ``strength`` (:func:`blend_`), clamped to
+    [0, 1] and rounded to uint8 (round half to even).
     ``fast`` runs :meth:`INNRSIC.inverse_fast` (channels_last, no layout flips; equal to the plain
     :meth:`INNRSIC.inverse` up to float rounding, i.e. at most 1 DN on rare .5 ties), else ``inverse``.
     """
@@ -138,7 +139,7 @@ def _enhance_blocks(model: INNRSIC, blocks: np.ndarray | Sequence[np.ndarray],
         hp, wp = x.shape[-2:]
         # z at the padded size: padded pixels take the latent of their global position, as in a whole image.
         z = torch.stack([z_field(seed, y0, x0, hp, wp, temperature=temperature) for y0, x0 in origins])
-        out = model.inverse(x, z.to(device))
+        out = blend_(model.inverse(x, z.to(device)), x, strength)
         out = crop_to(out, size).clamp_(0.0, 1.0).mul_(255.0).round_()
         return out.to(torch.uint8).cpu().numpy()
     # Fast path: one uint8 -> float32 conversion straight into a channels_last buffer (no extra copies), the
@@ -160,9 +161,30 @@ def _enhance_blocks(model: INNRSIC, blocks: np.ndarray | Sequence[np.ndarray],
     z = torch.empty((n, c, hp, wp), dtype=torch.float32, device=device, memory_format=torch.channels_last)
     for i, (y0, x0) in enumerate(origins):
         z[i].copy_(z_field(seed, y0, x0, hp, wp, temperature=temperature))
-    out = model.inverse_fast(x, z)
+    out = blend_(model.inverse_fast(x, z), x, strength)
     out = crop_to(out, size).clamp_(0.0, 1.0).mul_(255.0).round_()
     return out.to(device="cpu", dtype=torch.uint8, memory_format=torch.contiguous_format).numpy()
+
+
+def check_strength(strength: float, option: str = "strength") -> float:
+    """``strength`` as a float in (0, 1], else a ValueError naming ``option``."""
+    strength = float(strength)
+    if not (0.0 < strength <= 1.0):
+        raise ValueError(f"{option} {strength:g}: give a fraction of the enhancer's change in (0, 1] (1 = all of it)")
+    return strength
+
+
+def blend_(out: torch.Tensor, x: torch.Tensor, strength: float) -> torch.Tensor:
+    """The enhancer's output moved back towards its input: ``x + strength * (clamp(out, 0, 1) - x)``, in place on
+    ``out`` (float, before rounding): a fraction of the change the full output would show, the same in every
+    pixel, so ``x`` in [0, 1] keeps the result there. ``strength`` 1 returns ``out`` untouched, bit for bit.
+
+    Together with the temperature, the strength is the operating point: the temperature scales the latent
+    the enhancer samples detail from, the strength how much of the enhancer's change reaches the product
+    (docs/evaluation.md: at l0130 the temperature's cheapest point, T = 0, still costs about 0.5 dB)."""
+    if strength == 1.0:
+        return out
+    return out.clamp_(0.0, 1.0).sub_(x).mul_(strength).add_(x)
 
 
 def _as_chw(image: np.ndarray, layout: Literal["auto", "HWC", "CHW"]) -> tuple[np.ndarray, str]:
@@ -189,18 +211,21 @@ def _as_chw(image: np.ndarray, layout: Literal["auto", "HWC", "CHW"]) -> tuple[n
 
 def enhance_array(model: INNRSIC, image: np.ndarray, *, seed: int = 0, temperature: float = 1.0,
                   origin: tuple[int, int] = (0, 0), device: str | torch.device = "cpu",
-                  layout: Literal["auto", "HWC", "CHW"] = "auto", fast: bool = True) -> np.ndarray:
+                  layout: Literal["auto", "HWC", "CHW"] = "auto", fast: bool = True,
+                  strength: float = 1.0) -> np.ndarray:
     """Enhance a whole uint8 RGB image (HWC or CHW) in one pass; returns uint8 in the same layout.
 
     ``origin`` is the global position of the image's top-left pixel, for the latent field (a tile of a
     larger scene gets the same z as that scene). The model is moved to ``device`` and put in eval mode.
-    ``fast=False`` runs the plain :meth:`INNRSIC.inverse` (see :func:`_enhance_blocks`).
+    ``fast=False`` runs the plain :meth:`INNRSIC.inverse` (see :func:`_enhance_blocks`); ``strength``: the
+    fraction of the enhancer's change kept (:func:`blend_`).
     """
+    strength = check_strength(strength)
     chw, used = _as_chw(image, layout)
     dev = _model_device(model, device)
     with torch.inference_mode():
         out = _enhance_blocks(model, chw[None], [origin], seed=seed, temperature=temperature, device=dev,
-                              fast=fast)[0]
+                              fast=fast, strength=strength)[0]
     return out.transpose(1, 2, 0).copy() if used == "HWC" else out
 
 
@@ -215,7 +240,7 @@ def _batches(windows: Iterable[Window], batch_size: int) -> list[list[Window]]:
 def enhance_mosaic(model: INNRSIC, source: Source, sink: Sink, shape: tuple[int, int], *, core: int = 256,
                    halo: int = 32, seed: int = 0, temperature: float = 1.0, batch_size: int = 4,
                    device: str | torch.device = "cpu", progress: bool = False,
-                   fast: bool = True) -> dict[str, float]:
+                   fast: bool = True, strength: float = 1.0) -> dict[str, float]:
     """Enhance a mosaic of ``shape = (H, W)`` window by window.
 
     ``source(y0, y1, x0, x1)`` returns the uint8 block ``(3, y1-y0, x1-x0)`` of the decoded mosaic;
@@ -231,18 +256,19 @@ def enhance_mosaic(model: INNRSIC, source: Source, sink: Sink, shape: tuple[int,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return enhance_windows(model, source, sink, plan_windows(shape, core, halo), seed=seed,
                            temperature=temperature, batch_size=batch_size, device=device, progress=progress,
-                           fast=fast)
+                           fast=fast, strength=strength)
 
 
 def enhance_windows(model: INNRSIC, source: Source, sink: Sink, windows: Sequence[Window], *, seed: int = 0,
                     temperature: float = 1.0, batch_size: int = 4, device: str | torch.device = "cpu",
-                    progress: bool = False, fast: bool = True) -> dict[str, float]:
+                    progress: bool = False, fast: bool = True, strength: float = 1.0) -> dict[str, float]:
     """Enhance the given windows (a subset of a :func:`plan_windows` plan, e.g. one worker's batch).
 
     Same contract as :func:`enhance_mosaic` for ``source``/``sink``; windows of equal read shape are batched.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    strength = check_strength(strength)
     batches = _batches(windows, batch_size)
     dev = _model_device(model, device)
     bar = None
@@ -280,7 +306,8 @@ def enhance_windows(model: INNRSIC, source: Source, sink: Sink, windows: Sequenc
                     ahead = prefetch.submit(read, batches[k + 1])
                 pixels_read += sum(w.read.height * w.read.width for w in batch)
                 out = _enhance_blocks(model, blocks, [(w.read.y0, w.read.x0) for w in batch],
-                                      seed=seed, temperature=temperature, device=dev, fast=fast)
+                                      seed=seed, temperature=temperature, device=dev, fast=fast,
+                                      strength=strength)
                 for win, enhanced in zip(batch, out):
                     ys, xs = win.core_in_read
                     c = win.core

@@ -23,7 +23,7 @@ Parameters are typed (pydantic: :class:`flows.options.ProcessOptions` and the ro
 validates them first (:func:`flows.access.run_checked`): a run whose parameter breaks a rule (a path outside
 the station's roots, an unknown option) is refused before it does anything, in one line naming the parameter
 and the rule, under a run name that names what it was given (``refused: p.gsp``). Defaults come from the station file
-(roots, pixel synthesis) and the model registry (its default enhancer; the temperature stays unset, which means
+(roots, pixel synthesis) and the model registry (its default enhancer; the temperature and strength stay unset, which mean
 the operating point the registry records for the enhancer's rate point).
 
 Training, evaluation and export (train-codec, train-enhancer, evaluate, export-product) are flows of the

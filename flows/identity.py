@@ -21,7 +21,7 @@ from pathlib import Path
 
 from groundstation.container import PassHeader, PassReader
 from groundstation.errors import CheckpointError, ConfigError, ProductError, SceneError
-from groundstation.registry import resolve_model
+from groundstation.registry import FALLBACK_TEMPERATURE, OperatingPoint, resolve_model
 
 from .options import ProcessOptions
 
@@ -31,8 +31,6 @@ __all__ = ["FALLBACK_TEMPERATURE", "ModelRef", "ProductPaths", "RunPlan", "check
 
 log = logging.getLogger(__name__)
 
-#: Temperature of an enhancer that is no rate point's (a checkpoint from elsewhere): the deterministic mean.
-FALLBACK_TEMPERATURE = 0.0
 
 
 @dataclass(frozen=True)
@@ -81,40 +79,38 @@ def mosaic_g_s(codec_sha256: str, opts: ProcessOptions) -> str | None:
 
 def product_version(codec: ModelRef, enhancer: ModelRef | None, opts: ProcessOptions) -> str:
     """A name for what decides the product's pixels: codec and enhancer (name + sha256 prefix), seed,
-    temperature and halo (``-px64`` for float64 pixel synthesis, ``-mosaic`` for synthesis over the latent
+    temperature, strength (``-a<strength>``, only where it is not 1) and halo (``-px64`` for float64 pixel synthesis, ``-mosaic`` for synthesis over the latent
     mosaic, then ``-gs<sha256 prefix>`` when a g_s fine-tuned for it runs that synthesis; tile-wise products
     keep the names they had before the mosaic mode). E.g.
     ``tiny-pt-1a2b3c4d-mosaic__sr-demo-5e6f7a8b-s0-t1-h32``."""
-    if enhancer is not None and opts.temperature is None:
-        raise ValueError("the temperature must be decided (with_operating_point) before the version is named")
+    if enhancer is not None and (opts.temperature is None or opts.strength is None):
+        raise ValueError("the operating point must be decided (with_operating_point) before the version is named")
     gs = mosaic_g_s(codec.sha256, opts)
     base = (f"{_slug(codec.name)}-{codec.sha256[:8]}" + ("-px64" if opts.synthesis == "float64" else "")
             + ("-mosaic" if opts.decode_mode == "mosaic" else "") + (f"-gs{gs[:8]}" if gs else ""))
     if enhancer is None:
         return f"{base}__decoded-only"
     temp = format(opts.temperature, "g").replace(".", "p")
-    return f"{base}__{_slug(enhancer.name)}-{enhancer.sha256[:8]}-s{opts.seed}-t{temp}-h{opts.halo}"
+    strength = "" if opts.strength == 1 else "-a" + format(opts.strength, "g").replace(".", "p")
+    return f"{base}__{_slug(enhancer.name)}-{enhancer.sha256[:8]}-s{opts.seed}-t{temp}{strength}-h{opts.halo}"
 
 
 def with_operating_point(opts: ProcessOptions, enh: ModelRef | None, *, say=None) -> ProcessOptions:
-    """``opts`` with its temperature decided: the one given, else the registry's operating point for this
-    enhancer's rate point (chosen on a validation subset, docs/evaluation.md), else :data:`FALLBACK_TEMPERATURE`.
+    """``opts`` with its operating point decided, each knob on its own: the temperature and the strength given,
+    else those of the registry's operating point for this enhancer's rate point (chosen on a validation subset,
+    docs/evaluation.md), else :data:`FALLBACK_TEMPERATURE` and strength 1 (all of the enhancer's change).
     ``say``: a logger told which rule decided (the flow's; None for quiet callers such as the run namer)."""
-    if opts.temperature is not None:
+    if opts.temperature is not None and opts.strength is not None:
         return opts
-    point = None
-    if enh is not None:
+    if enh is None:
+        point = OperatingPoint(None, FALLBACK_TEMPERATURE, 1.0)
+    else:
         from groundstation.registry import load_registry
 
-        point = load_registry().operating_point(enh.sha256)
-    if point is None:
-        if enh is not None and say is not None:
-            say.info("enhancer %s is no rate point of the registry: temperature %g (the deterministic mean)",
-                     enh.name, FALLBACK_TEMPERATURE)
-        return opts.model_copy(update={"temperature": FALLBACK_TEMPERATURE})
-    if say is not None:
-        say.info("temperature %g: the operating point of rate point %s", point[1], point[0])
-    return opts.model_copy(update={"temperature": point[1]})
+        point = load_registry().operating_point(enh.sha256, opts.temperature, opts.strength)
+        if say is not None:
+            say.info("enhancer %s: %s", enh.name, point.describe())
+    return opts.model_copy(update={"temperature": point.temperature, "strength": point.strength})
 
 
 @dataclass(frozen=True)
@@ -124,7 +120,7 @@ class RunPlan:
     header: PassHeader
     codec: ModelRef
     enhancer: ModelRef | None
-    options: ProcessOptions  # with the temperature decided
+    options: ProcessOptions  # with the operating point (temperature, strength) decided
     version: str
     paths: ProductPaths | None  # None when no products folder was given (naming, pre-flight)
 
@@ -226,7 +222,7 @@ def _models(header: PassHeader, opts: ProcessOptions, load: bool) -> tuple[Model
 def resolve_run(header: PassHeader, options: ProcessOptions | None = None, out_dir: str | Path | None = None, *,
                 load: bool = True, say=None) -> RunPlan:
     """The run identity of ``header`` under ``options``: models (loaded and checked when ``load``), the
-    operating point (``say``: a logger told which rule decided the temperature), the product version and,
+    operating point (``say``: a logger told which rule decided the temperature and strength), the product version and,
     with ``out_dir``, the product's paths."""
     opts = options or ProcessOptions()
     codec, enh = _models(header, opts, load)

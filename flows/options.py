@@ -29,6 +29,9 @@ class ProcessOptions(BaseModel):
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the latent field z")
     temperature: float | None = Field(None, ge=0.0, le=10.0, description="z scale, 0 = deterministic mean; None: "
                                       "the operating point the registry records for the enhancer's rate point")
+    strength: float | None = Field(None, gt=0.0, le=1.0, description="fraction of the enhancer's change the "
+                                   "product keeps, decoded + strength x (enhanced - decoded); None: the operating "
+                                   "point the registry records for the enhancer's rate point (else 1)")
     halo: int = Field(32, ge=0, le=1024, description="context pixels around each enhancement core (even)")
     tiles_per_batch: int = Field(8, ge=1, le=10_000, description="codec tiles per Prefect task")
     core_tiles: int | None = Field(None, ge=1, le=16, description="enhancement core, in codec tiles a side "

@@ -209,7 +209,7 @@ def _run(pass_path, info: PassInfo | None, plan: RunPlan, t_start: float) -> dic
         **{k: totals[k] for k in ("tiles_ok", "tiles_lost", "lost", "bytes", "bpp")},
         "codec": {"name": plan.codec.name, "sha256": plan.codec.sha256, **plan.codec.info},
         "enhancer": ({"name": enh.name, "sha256": enh.sha256, "seed": opts.seed, "temperature": opts.temperature,
-                      "halo": opts.halo, "core": header.tiling.tile_size * core_tiles, **enh.info} if enh else None),
+                      "strength": opts.strength, "halo": opts.halo, "core": header.tiling.tile_size * core_tiles, **enh.info} if enh else None),
         "decode": plan.decode_provenance,
         "reference": opts.reference, "perceptual": stages.perceptual,
         "devices": stages.device_summary(),

@@ -161,9 +161,10 @@ def render_report(summary: dict, passes: pd.DataFrame, perceptual: str | None = 
         + (f", **{s['tiles_lost']} lost** (masked as nodata; listed below)" if s["tiles_lost"] else ""),
         f"- compressed: {s['bytes']} bytes, {_fmt(s['bpp'], '.4f')} bpp over the decoded tiles",
         f"- codec: `{s['codec']['name']}` (sha256 {s['codec']['sha256'][:12]}...)",
-        ("- enhancer: `{name}` (sha256 {sha}...), seed {seed}, temperature {temp}, halo {halo} px".format(
-            name=s["enhancer"]["name"], sha=s["enhancer"]["sha256"][:12], seed=s["enhancer"]["seed"],
-            temp=s["enhancer"]["temperature"], halo=s["enhancer"]["halo"])
+        ("- enhancer: `{name}` (sha256 {sha}...), seed {seed}, temperature {temp}, strength {strength}, halo {halo} "
+         "px".format(name=s["enhancer"]["name"], sha=s["enhancer"]["sha256"][:12], seed=s["enhancer"]["seed"],
+                     temp=s["enhancer"]["temperature"], strength=s["enhancer"].get("strength", 1),
+                     halo=s["enhancer"]["halo"])
          if s.get("enhancer") else "- enhancer: none (decoded-only product, --no-enhance)"),
         f"- devices: decode {s['devices'].get('decode') or '-'}, enhance {s['devices'].get('enhance') or '-'}",
         f"- time: {_fmt(s['timings']['total_s'], '.1f')} s in all; batches run {s['batches']['run']}, "

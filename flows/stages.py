@@ -395,7 +395,7 @@ class TileStages:
             covered = [(t, header.tile_window(t)) for t in b.tiles]
             return enhance_windows.with_options(task_run_name=batch_task_name(enhance_windows.name, b.index)).submit(
                 product, state, b.index, wins, covered, plan.enhancer.path, plan.enhancer.sha256, seed=opts.seed,
-                temperature=opts.temperature, use_gpu=self.use_gpu, threads=opts.threads)
+                temperature=opts.temperature, strength=opts.strength, use_gpu=self.use_gpu, threads=opts.threads)
         tiles = []
         for t in b.tiles:
             o = self._outcome(t)

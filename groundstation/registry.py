@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -57,14 +57,41 @@ class ModelEntry(BaseModel):
 
 
 class RatePoint(BaseModel):
-    """One point of the rate-distortion-perception curves: a codec, the enhancer trained behind it and the
-    temperature chosen for it (on the validation set; the only thing chosen there)."""
+    """One point of the rate-distortion-perception curves: a codec, the enhancer trained behind it and its
+    operating point, chosen on the validation set's selection subset (the only thing chosen there): the
+    temperature of the latent and the strength, the fraction of the enhancer's change the product keeps."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     codec: str
     enhancer: str
     temperature: float = Field(default=0.0, ge=0.0)
+    strength: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
+class OperatingPoint(NamedTuple):
+    """Where an enhancer runs: ``temperature``, ``strength`` and what decided them: ``rate_point`` (the name of
+    the rate point whose operating point it is; None for an enhancer that is no rate point's) and ``given`` (the
+    knobs the caller set, which always win)."""
+
+    rate_point: str | None
+    temperature: float
+    strength: float
+    given: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """What decided it, for a log line: ``temperature 0.375 and strength 1: the operating point of ...``."""
+        rest = [k for k in ("temperature", "strength") if k not in self.given]
+        if not rest:
+            return f"temperature {self.temperature:g}, strength {self.strength:g} (as given)"
+        said = " and ".join(f"{k} {getattr(self, k):g}" for k in rest)
+        if self.rate_point is None:
+            return f"{said}: the enhancer is no rate point of the registry (the deterministic mean, all of its change)"
+        return f"{said}: the operating point of rate point {self.rate_point}"
+
+
+#: Temperature of an enhancer that is no rate point's (a checkpoint from elsewhere): the deterministic mean.
+FALLBACK_TEMPERATURE = 0.0
 
 
 class Registry(BaseModel):
@@ -95,12 +122,19 @@ class Registry(BaseModel):
                                  f"{trained_behind!r}, not {point.codec!r}")
         return self
 
-    def operating_point(self, enhancer_sha256: str) -> tuple[str, float] | None:
-        """(rate point name, temperature) of the rate point whose enhancer is this checkpoint, or None."""
+    def operating_point(self, enhancer_sha256: str, temperature: float | None = None,
+                        strength: float | None = None) -> OperatingPoint:
+        """Where this enhancer checkpoint runs, each knob on its own: ``temperature`` and ``strength`` as given,
+        else those of the rate point whose enhancer it is (chosen on a validation subset, docs/evaluation.md),
+        else :data:`FALLBACK_TEMPERATURE` and strength 1 (all of the enhancer's change). The one rule for
+        ``gsp process``, the flows, the demo and ``gsp enhance``."""
+        given = tuple(k for k, v in (("temperature", temperature), ("strength", strength)) if v is not None)
         for name, point in self.rate_points.items():
             if self.models[point.enhancer].sha256 == enhancer_sha256:
-                return name, point.temperature
-        return None
+                return OperatingPoint(name, point.temperature if temperature is None else temperature,
+                                      point.strength if strength is None else strength, given)
+        return OperatingPoint(None, FALLBACK_TEMPERATURE if temperature is None else temperature,
+                              1.0 if strength is None else strength, given)
 
     def get(self, name: str, kind: str) -> ModelEntry:
         entry = self.models.get(name)

@@ -90,6 +90,8 @@ class SweepOptions(BaseModel):
 
     temperatures: list[float] | None = Field(None, description="enhancer temperatures, >= 0 (the registry's "
                                              "temperature is always added); [] = that one alone")
+    strengths: list[float] | None = Field(None, description="enhancer strengths swept at each temperature, in "
+                                          "(0, 1] (the fraction of its change kept; default [1])")
     noise: list[float] | None = Field(None, description="Gaussian-noise control, stds in DN; [] = none")
     unsharp: list[float] | None = Field(None, description="unsharp-mask control, whole percent; [] = none")
     unsharp_radius: float | None = Field(None, gt=0)
@@ -324,6 +326,7 @@ def _train_enhancer(pairs, out, options, export) -> dict:
       "run folder under the runs root; optionally the perception-distortion sweep.")
 def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points: list[str] | None = None,
                  temperature: Annotated[float | None, Field(ge=0)] = None,
+                 strength: Annotated[float | None, Field(gt=0, le=1)] = None,
                  limit: Annotated[int | None, Field(ge=1)] = None, workers: Annotated[int, Field(ge=1)] = 1,
                  seed: int = 0, reference: DatasetPath | None = None, sweep: SweepOptions | None = None,
                  tile_size: Annotated[int, Field(ge=0, le=4096, multiple_of=64)] = 0,
@@ -333,7 +336,7 @@ def evaluate_job(images: DatasetPath, out: RunFolder | None = None, rate_points:
     return run_checked(evaluate_job, dict(locals()), _evaluate)
 
 
-def _evaluate(images, out, rate_points, temperature, limit, workers, seed, reference, sweep, tile_size=0,
+def _evaluate(images, out, rate_points, temperature, strength, limit, workers, seed, reference, sweep, tile_size=0,
               decode_mode=None, enhancer=None) -> dict:
     from flows.report import table_rows
 
@@ -341,7 +344,7 @@ def _evaluate(images, out, rate_points, temperature, limit, workers, seed, refer
 
     run = _out(out, "evaluate")
     spec = sweep.spec() if sweep is not None else None  # bad sweep options fail before any work
-    points = resolve_rate_points(rate_points, temperature=temperature, enhancer=enhancer)
+    points = resolve_rate_points(rate_points, temperature=temperature, enhancer=enhancer, strength=strength)
     only = spec is not None and sweep.only
     if only:
         check_sweep_only(tile_size, reference, "sweep.only")
@@ -360,7 +363,8 @@ def _evaluate(images, out, rate_points, temperature, limit, workers, seed, refer
     if spec is not None:
         from .evaluation import sweep_folder
 
-        chosen = resolve_rate_points(rate_points, enhancer=enhancer) if temperature is not None else points
+        replaced = temperature is not None or strength is not None  # the sweep marks the registry's point
+        chosen = resolve_rate_points(rate_points, enhancer=enhancer) if replaced else points
         sweep_progress = _Progress(_key("evaluate", run, "sweep-progress"), f"evaluate {run}: sweep rows done")
         sw = sweep_folder(images, run, chosen, spec, limit=limit, workers=workers, seed=seed,
                           on_progress=sweep_progress)

@@ -32,10 +32,11 @@ Box4 = tuple[int, int, int, int]  # y0, y1, x0, x1
       retry_condition_fn=retry_unless_operator_error)
 def enhance_windows(product: str, state_dir: str, batch: int, windows: list[tuple[Box4, Box4]],
                     tiles: list[tuple[int, Box4]], enhancer_path: str, enhancer_sha256: str, *, seed: int = 0,
-                    temperature: float = 1.0, use_gpu: bool = False, threads: int = 1,
+                    temperature: float = 1.0, strength: float = 1.0, use_gpu: bool = False, threads: int = 1,
                     batch_size: int = 4) -> EnhanceResult:
     """Enhance ``windows`` (``(core box, read box)``) with :func:`enhancer.inference.enhance_windows` (windows
-    of equal shape batched, ``batch_size`` at most) and write their cores, invalid pixels as 0.
+    of equal shape batched, ``batch_size`` at most) at the operating point (``temperature``, ``strength``) and
+    write their cores, invalid pixels as 0.
 
     ``tiles`` (``(tile, box)``: the codec tiles the cores cover) is what the result speaks of: one
     :class:`EnhancedTile` each ('ok' | 'no_valid_pixels'), ``enhance_ms`` the batch's time shared out by the
@@ -65,7 +66,7 @@ def enhance_windows(product: str, state_dir: str, batch: int, windows: list[tupl
 
     stats = {"seconds": 0.0, "pixels_read": 0}
     if todo:
-        stats = enhance_batched(model, source, sink, todo, seed=seed, temperature=temperature,
+        stats = enhance_batched(model, source, sink, todo, seed=seed, temperature=temperature, strength=strength,
                                 batch_size=batch_size, device=device)
     covered: list[tuple[int, int]] = []  # (tile, valid pixels enhanced)
     for tile, (y0, y1, x0, x1) in tiles:

@@ -57,9 +57,9 @@ def unusual_modes(root: str | Path) -> list[str]:
 
 
 def two_point_registry(tiny_codec: Path, other_codec: Path, identity: Path, surrogate: Path, *,
-                       temperature: float = 1.0):
+                       temperature: float = 1.0, strength: float = 1.0):
     """A registry of two rate points on test models: ``hi`` (tiny codec, identity enhancer, T=0) and ``lo``
-    (the other codec, ``surrogate``, T=``temperature``)."""
+    (the other codec, ``surrogate``, T=``temperature``, ``strength``)."""
     from groundstation.fileio import sha256_file
     from groundstation.registry import Registry
 
@@ -74,7 +74,8 @@ def two_point_registry(tiny_codec: Path, other_codec: Path, identity: Path, surr
                    "e-id": entry("enhancer", identity, codec="c-hi"),
                    "e-sur": entry("enhancer", surrogate, codec="c-lo")},
         "rate_points": {"hi": {"codec": "c-hi", "enhancer": "e-id", "temperature": 0.0},
-                        "lo": {"codec": "c-lo", "enhancer": "e-sur", "temperature": temperature}},
+                        "lo": {"codec": "c-lo", "enhancer": "e-sur", "temperature": temperature,
+                               "strength": strength}},
     })
 
 

@@ -28,7 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("image", metavar="IMAGE_OR_GEOTIFF")
     e.add_argument("-o", "--out", required=True, help="output file (PNG/TIFF; a GeoTIFF input gives a GeoTIFF)")
     e.add_argument("--enhancer", help="registry name or checkpoint file (default: the registry's default enhancer)")
-    e.add_argument("--temperature", type=float, default=1.0, help="scale of the latent z (0: deterministic mean)")
+    e.add_argument("--temperature", type=float, help="scale of the latent z, 0 = deterministic mean (default: the "
+                   "registry's operating point for the enhancer's rate point, 0 for an enhancer that is no rate "
+                   "point's)")
+    e.add_argument("--strength", type=float, help="fraction of the enhancer's change kept, in (0, 1]: decoded + "
+                   "strength x (enhanced - decoded) (default: the registry's operating point, else 1)")
     e.add_argument("--seed", type=int, default=0, help="seed of the latent field z")
     e.add_argument("--core", type=int, default=256, help="window core size, even")
     e.add_argument("--halo", type=int, default=32, help="context pixels around each core, even")
@@ -52,17 +56,20 @@ def cmd_enhance(args) -> int:
     from enhancer.checkpoint import load_enhancer
     from enhancer.files import check_enhance_args, enhance_file
 
-    check_enhance_args(args.core, args.halo, args.temperature, names=("--core", "--halo", "--temperature"))
-    from groundstation.registry import resolve_model
+    names = ("--core", "--halo", "--temperature", "--strength")
+    check_enhance_args(args.core, args.halo, 0.0 if args.temperature is None else args.temperature,
+                       1.0 if args.strength is None else args.strength, names=names)
+    from groundstation.registry import load_registry, resolve_model
 
     _set_threads(args.threads)
     name, path, expected, _ = resolve_model(args.enhancer, "enhancer")
     model, config, digest = load_enhancer(path, expected, device=args.device)
-    res = enhance_file(args.image, args.out, model, seed=args.seed, temperature=args.temperature, core=args.core,
-                       halo=args.halo, batch_size=args.batch_size, device=args.device, progress=progress(),
-                       provenance={"enhancer": name, "enhancer_sha256": digest})
+    point = load_registry().operating_point(digest, args.temperature, args.strength)
+    res = enhance_file(args.image, args.out, model, seed=args.seed, temperature=point.temperature,
+                       strength=point.strength, core=args.core, halo=args.halo, batch_size=args.batch_size,
+                       device=args.device, progress=progress(), provenance={"enhancer": name, "enhancer_sha256": digest})
     print(f"{res['out']}: {res['width']}x{res['height']} enhanced with {name} (sha256 {digest[:16]}...), seed "
-          f"{args.seed}, temperature {args.temperature}, {res['windows']} windows in {res['seconds']:.1f} s"
+          f"{args.seed}, {point.describe()}; {res['windows']} windows in {res['seconds']:.1f} s"
           + (", CRS and transform kept" if res["georeferenced"] else ""))
     return 0
 

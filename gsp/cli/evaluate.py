@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--limit", type=int, help="only N images, evenly spaced over the sorted list (every class "
                     "folder represented)")
     ev.add_argument("--temperature", type=float, help="use this temperature for every rate point instead of "
-                    "the registry's (to choose one on a validation set)")
+                    "the registry's (to evaluate another operating point)")
+    ev.add_argument("--strength", type=float, help="use this strength (the fraction of the enhancer's change kept, "
+                    "in (0, 1]) for every rate point instead of the registry's")
     ev.add_argument("--enhancer", metavar="NAME_OR_FILE",
                     help="evaluate this enhancer (a registry name or a checkpoint file, e.g. a training run's "
                     "export) instead of the registry's, at the one rate point --rate-points names")
@@ -57,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             ("--temperatures", "T,...", "enhancer temperatures to sweep, >= 0 (default 0,0.25,0.5,0.75,1), or none "
              "(the controls against the operating point alone); each rate point's registry temperature is always "
              "added and marked as the operating point"),
+            ("--strengths", "A,...", "enhancer strengths to sweep at each temperature: the fraction of the "
+             "enhancer's change kept, decoded + a (enhanced - decoded), in (0, 1] (default 1)"),
             ("--noise", "STD,...", "Gaussian-noise control: noise stds in DN (8-bit levels), > 0, or none "
              "(default 2,3,4,6)"),
             ("--unsharp", "PERCENT,...", "unsharp-mask control (PIL, threshold 0): amounts in whole percent, > 0, "
@@ -64,9 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         sw.add_argument(flag, metavar=metavar, help=text)
     sw.add_argument("--unsharp-radius", type=float, metavar="PX", help="radius of the unsharp mask (default 1)")
     sw.add_argument("--rule-max-cost", type=float, metavar="DB",
-                    help="the operating-point rule: among the swept temperatures costing at most DB of PSNR, the "
-                    "lowest perceptual distance (default 0.6); the choice per rate point goes to "
-                    "operating_points.json and the report, beside the registry's temperature")
+                    help="the operating-point rule: among the swept operating points (temperature, strength) costing "
+                    "at most DB of PSNR, the lowest perceptual distance (default 0.6); the choice per rate point goes "
+                    "to operating_points.json and the report, beside the registry's")
     sw.add_argument("--sweep-only", action="store_true",
                     help="only the sweep (implies --sweep), without the evaluation table before it (no bpp, "
                     "MS-SSIM or secondary perceptual columns: the costly part): the operating point's paired "
@@ -83,6 +87,7 @@ def _sweep_spec(args):
 
     # option -> (SweepSpec field, how its text is read); the numbers are checked by parse_values and SweepSpec
     fields = {"--temperatures": ("temperatures", lambda v: parse_values(v, "--temperatures", allow_none=True)),
+              "--strengths": ("strengths", lambda v: parse_values(v, "--strengths", positive=True)),
               "--noise": ("noise", lambda v: parse_values(v, "--noise", positive=True, allow_none=True)),
               "--unsharp": ("unsharp", lambda v: parse_values(v, "--unsharp", positive=True, integer=True,
                                                               allow_none=True)),
@@ -107,18 +112,20 @@ def cmd_evaluate(args) -> int:
     names = [n.strip() for n in args.rate_points.split(",") if n.strip()] if args.rate_points else None
     spec = _sweep_spec(args)  # bad sweep options fail before any work
     tiling = Tiling.of(args.tile_size, args.decode_mode)
-    points = resolve_rate_points(names, temperature=args.temperature, enhancer=args.enhancer)
+    points = resolve_rate_points(names, temperature=args.temperature, enhancer=args.enhancer, strength=args.strength)
     files = {} if args.sweep_only else _evaluation(args, points, tiling)
     if spec is not None:
         from gsp.evaluation import sweep_folder
 
-        # the sweep marks each rate point's registry temperature, also when --temperature replaced it above
-        chosen = resolve_rate_points(names, enhancer=args.enhancer) if args.temperature is not None else points
+        # the sweep marks each rate point's registry operating point, also when --temperature/--strength replaced it
+        replaced = args.temperature is not None or args.strength is not None
+        chosen = resolve_rate_points(names, enhancer=args.enhancer) if replaced else points
         sw = sweep_folder(args.images, args.out, chosen, spec, limit=args.limit, workers=args.workers,
                           seed=args.seed, progress=progress())
         print(f"sweep: {sw.computed} rows computed, {sw.skipped} already done")
         for r in sw.chosen.to_dict("records"):
-            print(f"  {r['rate_point']} at the registry's T={r['temperature']:g}: PSNR {r['d_psnr_db']:+.2f} dB, "
+            print(f"  {r['rate_point']} at the registry's {r['variant'].removeprefix('enhanced:')}: PSNR "
+                  f"{r['d_psnr_db']:+.2f} dB, "
                   f"{r['perceptual_metric']} {r['d_perceptual_pct']:+.1f}%")
         for r in sw.controls.to_dict("records"):
             if r["beyond_sweep"]:
@@ -128,9 +135,11 @@ def cmd_evaluate(args) -> int:
                 print(f"    {r['control_name']} at the same PSNR cost (strength {r['strength']:.2f}): "
                       f"{r.get('control_d_perceptual_pct', float('nan')):+.1f}%")
         for r in sw.rule.to_dict("records"):
-            verdict = "as the registry records" if r["agrees"] else f"the registry says T={r['registry_temperature']:g}"
+            verdict = ("as the registry records" if r["agrees"] else
+                       f"the registry says T={r['registry_temperature']:g}, a={r['registry_strength']:g}")
             print(f"  rule (cost <= {r['max_cost_db']:g} dB, lowest perceptual): {r['rate_point']} T="
-                  f"{r['temperature']:g}{'' if r['qualified'] else ' (none qualified: the cheapest)'}, {verdict}")
+                  f"{r['temperature']:g}, a={r['strength']:g}"
+                  f"{'' if r['qualified'] else ' (none qualified: the cheapest)'}, {verdict}")
         files.update(sw.files)
     print("\n".join(f"{k}: {v}" for k, v in files.items()))
     return 0

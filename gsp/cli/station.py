@@ -30,6 +30,9 @@ def _model_options(p: argparse.ArgumentParser, *, enhancer_required: bool = Fals
     g.add_argument("--seed", type=int, help="seed of the enhancer's latent field (default 0)")
     g.add_argument("--temperature", type=float, help="latent scale, 0 = deterministic (default: the registry's "
                    "operating point for the enhancer's rate point, 0 for an enhancer that is no rate point's)")
+    g.add_argument("--strength", type=float, help="fraction of the enhancer's change the product keeps, in (0, 1]: "
+                   "decoded + strength x (enhanced - decoded) (default: the registry's operating point for the "
+                   "enhancer's rate point, 1 for an enhancer that is no rate point's)")
     g.add_argument("--halo", type=int, help="context pixels around each enhancement window, even (default 32)")
     g.add_argument("--tiles-per-batch", type=int, help="codec tiles per Prefect task (default 8)")
     g.add_argument("--core-tiles", type=int, metavar="K",
@@ -200,7 +203,7 @@ def _options(args):
     return ProcessOptions.build(
         reference=args.reference, codec=args.codec, enhancer=args.enhancer,
         enhance=not getattr(args, "no_enhance", False), seed=args.seed, temperature=args.temperature,
-        halo=args.halo, tiles_per_batch=args.tiles_per_batch, core_tiles=args.core_tiles, device=args.device,
+        strength=args.strength, halo=args.halo, tiles_per_batch=args.tiles_per_batch, core_tiles=args.core_tiles, device=args.device,
         synthesis=getattr(args, "synthesis", None) or station().decode.synthesis,
         decode_mode=getattr(args, "decode_mode", None) or station().decode.mode,
         mosaic_synthesis=getattr(args, "mosaic_synthesis", None), cog=getattr(args, "cog", False) or None)

@@ -112,18 +112,25 @@ def plot_perception_distortion(summary: pd.DataFrame, controls: pd.DataFrame, po
                 f = g[(g.family == family) & g[m].notna()].sort_values("strength")
                 if f.empty:
                     continue
-                xs, ys = list(f.psnr_db), list(f[m])
-                if family != "enhanced":
-                    xs, ys = [x0] + xs, [y0] + ys
-                ax.plot(xs, ys, "-", marker=marker, color=color, ms=4, lw=1.2, label=label)
-                for r in f.itertuples():
-                    ax.annotate(f"{'T=' if family == 'enhanced' else ''}{r.strength:g}", (r.psnr_db, getattr(r, m)),
-                                fontsize=6, xytext=(3, 2), textcoords="offset points", color=color)
+                # the enhancer: one curve over temperature per strength (a), the full-strength one in its colour
+                curves = ([(a, c) for a, c in f.groupby(f.enhancer_strength.fillna(1.0), sort=True)][::-1]
+                          if family == "enhanced" and "enhancer_strength" in f else [(1.0, f)])
+                for k, (a, c) in enumerate(curves):
+                    xs, ys = list(c.psnr_db), list(c[m])
+                    if family != "enhanced":
+                        xs, ys = [x0] + xs, [y0] + ys
+                    col = color if k == 0 else f"C{4 + k % 6}"
+                    ax.plot(xs, ys, "-", marker=marker, color=col, ms=4, lw=1.2,
+                            label=label if a == 1 or family != "enhanced" else f"enhancer (T), strength {a:g}")
+                    for r in c.itertuples():
+                        ax.annotate(f"{'T=' if family == 'enhanced' else ''}{r.strength:g}",
+                                    (r.psnr_db, getattr(r, m)), fontsize=6, xytext=(3, 2), textcoords="offset points",
+                                    color=col)
             ax.plot([x0], [y0], "o", color="k", ms=7, label="decoded")
             ch = g[g.chosen & g[m].notna()]
             if not ch.empty:
                 ax.plot(ch.psnr_db, ch[m], "*", color="C3", ms=15, zorder=5,
-                        label=f"registry's point (T={point.temperature:g})")
+                        label=f"registry's point ({point.operating_label})")
             if not controls.empty:
                 for r in controls[(controls.rate_point == point.name) & ~controls.beyond_sweep].to_dict("records"):
                     yv = r.get(f"control_{m}", math.nan)

@@ -1,5 +1,5 @@
-"""The rate points an evaluation runs: each a codec, the enhancer trained behind it and its temperature
-(``configs/models.yaml`` ``rate_points``), with files resolved and hashes checked."""
+"""The rate points an evaluation runs: each a codec, the enhancer trained behind it and its operating point
+(temperature, strength; ``configs/models.yaml`` ``rate_points``), with files resolved and hashes checked."""
 
 from __future__ import annotations
 
@@ -25,17 +25,25 @@ class ResolvedPoint:
     enhancer_sha256: str | None
     temperature: float
     lmbda: float | None
+    strength: float = 1.0  # the fraction of the enhancer's change kept (enhancer.inference.blend_)
+
+    @property
+    def operating_label(self) -> str:
+        """``T=0.375`` (strength 1), ``T=0:a=0.8``: the operating point as the tables and labels write it."""
+        return f"T={self.temperature:g}" + ("" if self.strength == 1 else f":a={self.strength:g}")
 
 
 def resolve_rate_points(names: Iterable[str] | None = None, registry=None, temperature: float | None = None,
-                        enhancer: str | None = None) -> list[ResolvedPoint]:
+                        enhancer: str | None = None, strength: float | None = None) -> list[ResolvedPoint]:
     """The registry's rate points (all, or ``names`` in that order); a clear error for an unknown name.
 
-    ``temperature`` replaces every point's own (to choose one on a validation set); ``enhancer`` (a registry
+    ``temperature`` and ``strength`` replace every point's own (to evaluate another operating point); ``enhancer`` (a registry
     name or a checkpoint file, loaded with the registry's checks) replaces the enhancer of the one rate point
     ``names`` gives (to evaluate a training run, e.g. an ablation, beside the registry's)."""
     if temperature is not None and not (temperature >= 0 and math.isfinite(temperature)):
         raise ConfigError(f"--temperature {temperature}: give a finite value >= 0")
+    if strength is not None and not 0 < strength <= 1:
+        raise ConfigError(f"--strength {strength}: give the fraction of the enhancer's change to keep, in (0, 1]")
     from groundstation.registry import load_registry, resolve_model
 
     registry = registry or load_registry()
@@ -62,5 +70,6 @@ def resolve_rate_points(names: Iterable[str] | None = None, registry=None, tempe
                                     enhancer=ename if enhancer else point.enhancer, enhancer_path=str(epath),
                                     enhancer_sha256=esha,
                                     temperature=point.temperature if temperature is None else temperature,
-                                    lmbda=centry.lmbda if centry else None))
+                                    lmbda=centry.lmbda if centry else None,
+                                    strength=point.strength if strength is None else strength))
     return points

@@ -77,7 +77,7 @@ def markdown_report(summary: pd.DataFrame, effects: pd.DataFrame, points: list[R
              "worker process.", "", "## Rate points", ""]
     for p in points:
         lines.append(f"- `{p.name}`: codec `{p.codec}` (lambda {p.lmbda}), enhancer `{p.enhancer}`, "
-                     f"temperature {p.temperature:g}")
+                     f"temperature {p.temperature:g}, strength {p.strength:g}")
     lines += ["", "## Table", ""]
     lines += _md_table(summary, [("rate_point", "rate point", 0), ("product", "product", 0), ("images", "images", 0),
                                  ("bpp", "bpp", 4), ("psnr_db", "PSNR dB", 2), ("ms_ssim", "MS-SSIM", 4),
@@ -137,24 +137,24 @@ def sweep_markdown(summary: pd.DataFrame, chosen: pd.DataFrame, controls: pd.Dat
              "PSNR in dB. Means over images; changes are paired over images against the decoded image "
              "(mean ± half-width of the 95 % Student-t interval); *helped* counts the images whose distance fell. "
              f"Enhancer latent seed {seed}.", "",
-             (f"Swept: temperatures {', '.join(f'{t:g}' for t in spec.temperatures)} (plus each rate point's "
-              "registry temperature); " if spec.temperatures else "Swept: each rate point's registry temperature "
-              "alone; ") + f"Gaussian noise std {', '.join(f'{s:g}' for s in spec.noise) or 'none'} DN; "
+             (f"Swept: temperatures {', '.join(f'{t:g}' for t in spec.temperatures)} at strength "
+              f"{', '.join(f'{a:g}' for a in spec.strengths)} (plus each rate point's registry operating point); "
+              if spec.temperatures else "Swept: each rate point's registry operating point alone; ") + f"Gaussian noise std {', '.join(f'{s:g}' for s in spec.noise) or 'none'} DN; "
              f"unsharp mask radius {spec.unsharp_radius:g}, amount {', '.join(f'{a:g}' for a in spec.unsharp) or 'none'} "
              f"%; ST-LPIPS VGG for {({'none': 'no variant', 'enhanced': 'decoded and enhanced', 'all': 'every variant'})[spec.vgg]}.",
              "", "## At the registry's operating point", ""]
     for p in points:
-        lines.append(f"- `{p.name}`: codec `{p.codec}`, enhancer `{p.enhancer}`, temperature {p.temperature:g} "
-                     "(configs/models.yaml)")
+        lines.append(f"- `{p.name}`: codec `{p.codec}`, enhancer `{p.enhancer}`, temperature {p.temperature:g}, "
+                     f"strength {p.strength:g} (configs/models.yaml)")
     lines.append("")
-    head = ["rate point", "T", "images", "PSNR decoded", "PSNR enhanced", "Δ PSNR dB (95%)",
+    head = ["rate point", "operating point", "images", "PSNR decoded", "PSNR enhanced", "Δ PSNR dB (95%)",
             f"{metric} decoded -> enhanced", f"Δ {metric} % (Δ ± 95%)", "helped"]
     if vgg:
         head += ["ST-LPIPS VGG decoded -> enhanced", "Δ VGG % (Δ ± 95%)", "helped (VGG)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in chosen.to_dict("records"):
         n = r["images"]
-        cells = [r["rate_point"], f"T={r['temperature']:g}", str(n), _f(r["psnr_db_decoded"]), _f(r["psnr_db"]),
+        cells = [r["rate_point"], r["variant"].removeprefix("enhanced:"), str(n), _f(r["psnr_db_decoded"]), _f(r["psnr_db"]),
                  _pm(r["d_psnr_db"], r["d_psnr_db_ci95"], 2),
                  f"{_f(r['perceptual_decoded'], 4)} -> {_f(r['perceptual'], 4)}",
                  f"**{_f(r['d_perceptual_pct'], 1, True)} %** ({_pm(r['d_perceptual'], r['d_perceptual_ci95'], 4)})",
@@ -200,16 +200,19 @@ def sweep_markdown(summary: pd.DataFrame, chosen: pd.DataFrame, controls: pd.Dat
 
     if rule is not None and not rule.empty:
         lines += ["", "## The operating-point rule on these images", "",
-                  f"Among the swept temperatures whose mean PSNR cost is at most {spec.rule_max_cost_db:g} dB, the "
-                  f"one with the lowest mean {metric}; if none qualifies, the cheapest. Apply it on the selection "
-                  "subset only, and record its choice in configs/models.yaml; on the reported part this table is "
-                  "for information (choosing there would flatter the result).", "",
-                  "| rate point | rule's T | qualified | Δ PSNR dB | " + f"Δ {metric} % | registry T | agrees |",
-                  "|" + "---|" * 7]
+                  f"Among the swept operating points (temperature T, strength a) whose mean PSNR cost is at most "
+                  f"{spec.rule_max_cost_db:g} dB, the one with the lowest mean {metric}; if none qualifies, the "
+                  "cheapest. Apply it on the selection subset only, and record its choice in configs/models.yaml; on "
+                  "the reported part this table is for information (choosing there would flatter the result).", "",
+                  "| rate point | rule's T | rule's a | qualified | Δ PSNR dB | " + f"Δ {metric} % | registry T | "
+                  "registry a | agrees |",
+                  "|" + "---|" * 9]
         for r in rule.to_dict("records"):
-            lines.append(f"| {r['rate_point']} | {r['temperature']:g} | {'yes' if r['qualified'] else 'no'} | "
+            lines.append(f"| {r['rate_point']} | {r['temperature']:g} | {r.get('strength', 1):g} | "
+                         f"{'yes' if r['qualified'] else 'no'} | "
                          f"{-r['cost_db']:+.2f} | {_f(r['d_perceptual_pct'], 1, True)} | "
-                         f"{r['registry_temperature']:g} | {'yes' if r['agrees'] else '**no**'} |")
+                         f"{r['registry_temperature']:g} | {r.get('registry_strength', 1):g} | "
+                         f"{'yes' if r['agrees'] else '**no**'} |")
 
     lines += ["", "## Every variant of the sweep", "",
               "| rate point | variant | images | PSNR dB | Δ PSNR dB (95%) | " + f"{metric} | Δ {metric} % | "
@@ -227,7 +230,8 @@ def sweep_markdown(summary: pd.DataFrame, chosen: pd.DataFrame, controls: pd.Dat
                      f"{_helped(r['stlpips_vgg_helped'], n) if r['variant'] != 'decoded' else '-'} | "
                      f"{_f(r['rms_change_dn'], 2)} |")
     lines += ["", "![perception-distortion](perception_distortion.png)", "",
-              "Per rate point: mean perceptual distance against mean PSNR; the enhancer over temperature, the "
+              "Per rate point: mean perceptual distance against mean PSNR; the enhancer over temperature (a curve "
+              "per strength), the "
               "controls over strength (starting at the decoded point), the registry's point (star) and each control "
               "at its PSNR cost (x).", ""]
     return "\n".join(lines)

@@ -70,9 +70,11 @@ log = logging.getLogger(__name__)
 PER_IMAGE_CSV = "per_image.csv"
 PER_IMAGE_COLUMNS = ["rate_point", "image", "product", "height", "width", "bytes", "bpp", "psnr_db", "ms_ssim",
                      "perceptual", "perceptual_metric", "enhance_s", "temperature", "codec_sha256",
-                     "enhancer_sha256", "lpips_vgg", "stlpips_alex", "tiling", "seam_ratio", "seam_ratio_source"]
-#: Columns a per-image file of an older ``gsp evaluate`` may lack (its rows are whole-image ones, kept).
-_LATER_COLUMNS = ("tiling", "seam_ratio", "seam_ratio_source")
+                     "enhancer_sha256", "lpips_vgg", "stlpips_alex", "tiling", "seam_ratio", "seam_ratio_source",
+                     "strength"]
+#: Columns a per-image file of an older ``gsp evaluate`` may lack (its rows are whole-image ones at strength 1,
+#: kept).
+_LATER_COLUMNS = ("tiling", "seam_ratio", "seam_ratio_source", "strength")
 
 
 
@@ -150,7 +152,7 @@ def codec_and_enhancer(point: ResolvedPoint, path: str, seed: int, tiling: Tilin
     _, model, *_ = CACHE.models(point)
     image, decoded, nbytes = original_and_decoded(point, path, tiling)
     t0 = time.perf_counter()
-    enhanced = enhance_array(model, decoded, seed=seed, temperature=point.temperature)
+    enhanced = enhance_array(model, decoded, seed=seed, temperature=point.temperature, strength=point.strength)
     return image, decoded, enhanced, nbytes, time.perf_counter() - t0
 
 
@@ -169,7 +171,7 @@ def evaluate_image(point: ResolvedPoint, path: str, name: str, seed: int = 0, ti
 
     base = {"rate_point": point.name, "image": name, "height": h, "width": w, "bytes": nbytes,
             "bpp": nbytes * 8 / (h * w), "perceptual_metric": perceptual.name,
-            "temperature": point.temperature, "codec_sha256": csha, "enhancer_sha256": esha,
+            "temperature": point.temperature, "strength": point.strength, "codec_sha256": csha, "enhancer_sha256": esha,
             "tiling": tiling.label_for(csha), "seam_ratio_source": seams(image)}
     rows = []
     for product, img, secs in (("decoded", decoded, math.nan), ("enhanced", enhanced, enhance_s)):
@@ -199,7 +201,7 @@ def read_resumable_csv(path: Path, columns, writer: str, dtype: dict | None = No
 
 
 def _read_done(path: Path, points: list[ResolvedPoint], tiling: Tiling = WHOLE) -> pd.DataFrame:
-    """Rows already computed with the same model files (sha256), temperature, perceptual metrics and tiling;
+    """Rows already computed with the same model files (sha256), operating point, perceptual metrics and tiling;
     others are dropped."""
     from groundstation.metrics import PRIMARY
 
@@ -207,13 +209,15 @@ def _read_done(path: Path, points: list[ResolvedPoint], tiling: Tiling = WHOLE) 
                             "gsp evaluate")
     if "tiling" not in df:  # written before tiled coding existed: whole images
         df = df.assign(tiling=WHOLE.label, seam_ratio=math.nan, seam_ratio_source=math.nan)
+    if "strength" not in df:  # written before the strength knob: all of the enhancer's change
+        df = df.assign(strength=1.0)
     if df.empty or any(c not in df for c in SECONDARY_PERCEPTUAL):
         if len(df):  # written before those columns existed: recompute all
             log.warning("%s: rows without %s; recomputing them", path, ", ".join(SECONDARY_PERCEPTUAL))
         return df.iloc[:0].reindex(columns=PER_IMAGE_COLUMNS)
     keep = np.zeros(len(df), dtype=bool)
     for p in points:
-        same = (df.rate_point == p.name) & (df.temperature == p.temperature)
+        same = (df.rate_point == p.name) & (df.temperature == p.temperature) & (df.strength == p.strength)
         same &= df.tiling == tiling.label_for(p.codec_sha256 or None)  # (and the g_s of a mosaic)
         if p.codec_sha256:
             same &= df.codec_sha256 == p.codec_sha256
@@ -223,7 +227,7 @@ def _read_done(path: Path, points: list[ResolvedPoint], tiling: Tiling = WHOLE) 
     keep &= (df.perceptual_metric == PRIMARY).to_numpy()  # rows of another primary metric are recomputed
     stale = (~keep) & df.rate_point.isin([p.name for p in points]).to_numpy()
     if stale.any():
-        log.warning("%s: %d rows were computed with other model files, temperatures, metrics or tiling; "
+        log.warning("%s: %d rows were computed with other model files, operating points, metrics or tiling; "
                     "recomputing them", path, int(stale.sum()))
     df = df[keep]
     complete = df.groupby(["rate_point", "image"]).product.transform("nunique") == 2  # both products present
@@ -287,7 +291,7 @@ def _examples(points: list[ResolvedPoint], path: str, seed: int,
         image, decoded, enhanced, nbytes, _ = codec_and_enhancer(point, path, seed, tiling)
         h, w = image.shape[:2]
         rows.append((f"{point.name}: {nbytes * 8 / (h * w):.3f} bpp | original, decoded, enhanced "
-                     f"T={point.temperature:g}", image, decoded, enhanced))
+                     f"{point.operating_label}", image, decoded, enhanced))
     return rows
 
 

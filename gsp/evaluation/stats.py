@@ -44,6 +44,8 @@ def summarize(per_image: pd.DataFrame, points: list[ResolvedPoint]) -> pd.DataFr
                      "perceptual": g.perceptual.mean(), "perceptual_metric": g.perceptual_metric.iloc[0],
                      **{c: g[c].mean() if c in g else math.nan for c in SECONDARY_PERCEPTUAL},
                      "temperature": g.temperature.iloc[0] if product == "enhanced" else math.nan,
+                     "strength": (g.strength.iloc[0] if "strength" in g else 1.0) if product == "enhanced"
+                     else math.nan,
                      "enhance_s_per_mp": g.enhance_s.sum() / mp if product == "enhanced" and mp else math.nan,
                      **{c: g[c].mean() if c in g else math.nan for c in ("seam_ratio", "seam_ratio_source")}})
     df = pd.DataFrame(rows)

@@ -1,15 +1,17 @@
 """The perception-distortion sweep of ``gsp evaluate --sweep``, run and analysed: the enhancer's knob against
 two trivial controls (what is swept: :mod:`.variants`).
 
-The enhancer buys a lower perceptual distance with PSNR, and its temperature sets how much. Whether that trade is
+The enhancer buys a lower perceptual distance with PSNR, and its operating point sets how much: the temperature of
+its latent and its strength (the fraction of its change kept). Whether that trade is
 worth anything is only visible against operations anyone could apply to the decoded image at the same PSNR cost.
 For every rate point and image (the evaluation's own decode: real ELIC compress/decompress of the whole image, one
 thread) :func:`sweep_folder` computes PSNR and the evaluation's perceptual distance (and, as chosen,
 ST-LPIPS VGG beside it) of these variants of the decoded image:
 
 * ``decoded``;
-* ``enhanced:T=<t>``: the rate point's enhancer at each temperature of the sweep, seed-``seed`` latent field as in
-  the evaluation; the registry's temperature of the rate point (its chosen operating point) is always swept;
+* ``enhanced:T=<t>`` (strength 1), ``enhanced:T=<t>:a=<a>``: the rate point's enhancer at each temperature and
+  strength of the sweep, seed-``seed`` latent field as in the evaluation; the registry's operating point of the rate
+  point is always swept;
 * ``noise:<sigma>``: the decoded image plus Gaussian noise of std ``sigma`` DN (seeded by the image name), clipped and
   rounded;
 * ``unsharp:r<radius>:<percent>``: PIL's unsharp mask of the decoded image (threshold 0).
@@ -67,7 +69,9 @@ log = logging.getLogger(__name__)
 SWEEP_CSV = "perception_distortion.csv"
 SWEEP_COLUMNS = ["rate_point", "image", "variant", "family", "strength", "height", "width", "psnr_db", "perceptual",
                  "perceptual_metric", "stlpips_vgg", "rms_change_dn", "seconds", "seed", "codec_sha256",
-                 "enhancer_sha256"]
+                 "enhancer_sha256", "enhancer_strength"]
+#: Columns a sweep file of an older ``gsp evaluate`` may lack (its enhancer rows are at strength 1, kept).
+_LATER_COLUMNS = ("enhancer_strength",)
 
 
 def _metric_name() -> str:
@@ -106,7 +110,8 @@ def sweep_image(point: ResolvedPoint, path: str, name: str, variants: Sequence[V
             "stlpips_vgg": vgg.distance(image, img) if vgg is not None and v.family in vgg_families else math.nan,
             "rms_change_dn": float(np.sqrt(np.mean((img.astype(np.float64) - decoded) ** 2))),
             "seconds": time.perf_counter() - t0, "seed": seed, "codec_sha256": csha,
-            "enhancer_sha256": esha if v.family == "enhanced" else ""})
+            "enhancer_sha256": esha if v.family == "enhanced" else "",
+            "enhancer_strength": v.enhancer_strength if v.family == "enhanced" else math.nan})
     return rows
 
 
@@ -119,8 +124,10 @@ def _read_done(path: Path, points: list[ResolvedPoint], *, metric: str, seed: in
     """Rows already computed that still hold for these models, seed, backend and VGG choice; others are dropped."""
     from groundstation.metrics.backends import STLPIPS_VGG_MIN_SIZE
 
-    df = read_resumable_csv(path, SWEEP_COLUMNS, "gsp evaluate --sweep",
+    df = read_resumable_csv(path, [c for c in SWEEP_COLUMNS if c not in _LATER_COLUMNS], "gsp evaluate --sweep",
                             dtype={"codec_sha256": str, "enhancer_sha256": str})
+    if "enhancer_strength" not in df:  # written before the strength knob: the enhancer's whole change
+        df = df.assign(enhancer_strength=np.where(df.family == "enhanced", 1.0, math.nan))
     if df.empty:
         return df
     df["enhancer_sha256"] = df["enhancer_sha256"].fillna("")
@@ -183,7 +190,7 @@ def sweep_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPo
     have = set(zip(done.rate_point, done.image, done.variant))
     jobs, total = [], 0
     for p in points:
-        variants = spec.variants(p.temperature)
+        variants = spec.variants(p.temperature, p.strength)
         total += len(variants) * len(items)
         for name, path in items:
             todo = tuple(v for v in variants if (p.name, name, v.label) not in have)
@@ -213,7 +220,7 @@ def sweep_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPo
 
     rows = pd.read_csv(csv_path, dtype={"codec_sha256": str, "enhancer_sha256": str})
     names = [n for n, _ in items]
-    wanted = {(p.name, v.label) for p in points for v in spec.variants(p.temperature)}
+    wanted = {(p.name, v.label) for p in points for v in spec.variants(p.temperature, p.strength)}
     keep = [(rp, v) in wanted for rp, v in zip(rows.rate_point, rows.variant)]
     rows = rows[rows.image.isin(names) & np.asarray(keep, dtype=bool)]
     metric = str(rows.perceptual_metric.iloc[0]) if len(rows) else _metric_name()
@@ -231,8 +238,8 @@ def sweep_folder(image_dir: str | Path, out: str | Path, points: list[ResolvedPo
                                                               image_dir=str(image_dir), images=len(items),
                                                               metric=metric, seed=seed, rule=rule))
     write_text_atomic(files["operating_points"], json.dumps(
-        {"rule": f"lowest mean {metric} among temperatures costing <= {spec.rule_max_cost_db:g} dB PSNR "
-                 "(else the cheapest)", "image_dir": str(image_dir), "images": len(items),
+        {"rule": f"lowest mean {metric} among the operating points (temperature, strength) costing <= "
+                 f"{spec.rule_max_cost_db:g} dB PSNR (else the cheapest)", "image_dir": str(image_dir), "images": len(items),
          "rate_points": rule.to_dict("records")}, indent=2) + "\n")
     plot_perception_distortion(summary, controls, points, metric, files["sweep_png"])
     return SweepResult(out=str(out), images=len(items), computed=computed, skipped=total - computed,
@@ -277,7 +284,13 @@ def _wide(df: pd.DataFrame, col: str) -> pd.DataFrame:
 
 
 def _chosen_label(point: ResolvedPoint) -> str:
-    return Variant("enhanced", float(point.temperature)).label
+    return Variant("enhanced", float(point.temperature), enhancer_strength=float(point.strength)).label
+
+
+def _strength_of(row) -> float:
+    """The enhancer strength of a sweep row (1 for rows of other families and rows written before the knob)."""
+    value = row.get("enhancer_strength", math.nan)
+    return 1.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def summarize_sweep(rows: pd.DataFrame, points: list[ResolvedPoint]) -> pd.DataFrame:
@@ -291,10 +304,13 @@ def summarize_sweep(rows: pd.DataFrame, points: list[ResolvedPoint]) -> pd.DataF
         wide = {m: _wide(g, m) for m in ("psnr_db", "perceptual", "stlpips_vgg")}
         meta = g.drop_duplicates("variant").set_index("variant")
         fam_order = {f: i for i, f in enumerate(FAMILIES)}
-        labels = sorted(meta.index, key=lambda v: (fam_order.get(meta.loc[v, "family"], 9), meta.loc[v, "strength"]))
+        labels = sorted(meta.index, key=lambda v: (fam_order.get(meta.loc[v, "family"], 9),
+                                                   -_strength_of(meta.loc[v]), meta.loc[v, "strength"]))
         for v in labels:
             r = {"rate_point": p.name, "variant": v, "family": meta.loc[v, "family"],
-                 "strength": float(meta.loc[v, "strength"]), "chosen": v == _chosen_label(p),
+                 "strength": float(meta.loc[v, "strength"]),
+                 "enhancer_strength": _strength_of(meta.loc[v]) if meta.loc[v, "family"] == "enhanced" else math.nan,
+                 "chosen": v == _chosen_label(p),
                  "images": int(wide["psnr_db"][v].notna().sum()), "perceptual_metric": meta.loc[v, "perceptual_metric"]}
             for m in ("psnr_db", "perceptual", "stlpips_vgg"):
                 col, dec = wide[m][v], wide[m]["decoded"]
@@ -310,7 +326,7 @@ def summarize_sweep(rows: pd.DataFrame, points: list[ResolvedPoint]) -> pd.DataF
 
 
 def chosen_effects(rows: pd.DataFrame, points: list[ResolvedPoint]) -> pd.DataFrame:
-    """At each rate point's chosen temperature: decoded and enhanced means and the paired changes."""
+    """At each rate point's chosen operating point: decoded and enhanced means and the paired changes."""
     summary = summarize_sweep(rows, points)
     if summary.empty:
         return summary
@@ -324,8 +340,8 @@ def chosen_effects(rows: pd.DataFrame, points: list[ResolvedPoint]) -> pd.DataFr
 
 def rule_choice(summary: pd.DataFrame, points: list[ResolvedPoint],
                 max_cost_db: float = RULE_MAX_COST_DB) -> pd.DataFrame:
-    """The operating point the rule (:data:`RULE_MAX_COST_DB`) picks per rate point from a sweep's summary, beside
-    the registry's temperature: ``agrees`` says whether the registry records the rule's choice."""
+    """The operating point (temperature, strength) the rule (:data:`RULE_MAX_COST_DB`) picks per rate point from a
+    sweep's summary, beside the registry's: ``agrees`` says whether the registry records the rule's choice."""
     out = []
     for p in points:
         enh = summary[(summary.rate_point == p.name) & (summary.family == "enhanced")]
@@ -335,10 +351,14 @@ def rule_choice(summary: pd.DataFrame, points: list[ResolvedPoint],
         cost = -enh.d_psnr_db
         ok = enh[cost <= max_cost_db]
         pick = ok.loc[ok.perceptual.idxmin()] if not ok.empty else enh.loc[cost.idxmin()]
-        out.append({"rate_point": p.name, "temperature": float(pick.strength), "qualified": not ok.empty,
+        strength = _strength_of(pick)
+        out.append({"rate_point": p.name, "temperature": float(pick.strength), "strength": strength,
+                    "qualified": not ok.empty,
                     "cost_db": float(-pick.d_psnr_db), "d_perceptual_pct": float(pick.d_perceptual_pct),
                     "max_cost_db": float(max_cost_db), "registry_temperature": float(p.temperature),
-                    "agrees": math.isclose(float(pick.strength), float(p.temperature))})
+                    "registry_strength": float(p.strength),
+                    "agrees": math.isclose(float(pick.strength), float(p.temperature))
+                    and math.isclose(strength, float(p.strength))})
     return pd.DataFrame(out)
 
 
@@ -363,7 +383,8 @@ def controls_at_cost(rows: pd.DataFrame, point: ResolvedPoint) -> list[dict]:
         s_star = matched_strength(strengths, costs, cost)
         radius = float(fam.iloc[0]["variant"].split(":")[1][1:]) if family == "unsharp" else None
         r = {"rate_point": point.name, "control": family, "control_name": name, "radius": radius,
-             "temperature": float(point.temperature), "images": int(ok.sum()), "enhancer_d_psnr_db": -cost,
+             "temperature": float(point.temperature), "enhancer_strength": float(point.strength),
+             "images": int(ok.sum()), "enhancer_d_psnr_db": -cost,
              "max_cost_db": max(costs) if costs else math.nan,
              "strength": s_star, "beyond_sweep": s_star is None}
         if s_star is None:

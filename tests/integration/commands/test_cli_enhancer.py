@@ -35,21 +35,27 @@ def test_enhance_geotiff_keeps_georeferencing_and_matches_the_whole_image(tmp_pa
     scene = write_scene(tmp_path / "scene.tif", 70, 90, crs="EPSG:32614", seed=3)
     out = tmp_path / "enhanced.tif"
     rc = main(["enhance", str(scene), "--enhancer", str(enhancer_file), "--core", "32", "--halo", "68",
-               "--seed", "5", "-o", str(out)])
+               "--seed", "5", "--strength", "0.5", "-o", str(out)])
     assert rc == 0, capsys.readouterr().err
-    assert "CRS and transform kept" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "CRS and transform kept" in said
+    # a checkpoint that is no rate point's: the deterministic mean (the flows' rule), the strength as given
+    assert "temperature 0: the enhancer is no rate point of the registry" in said
     assert not (tmp_path / "enhanced.tif.part").exists()
     with rasterio.open(scene) as a, rasterio.open(out) as b:
         assert b.crs == a.crs and b.transform == a.transform
         assert (b.count, b.height, b.width, b.dtypes) == (3, 70, 90, ("uint8",) * 3)
         assert b.profile["blockxsize"] == a.profile["blockxsize"] and b.colorinterp == a.colorinterp
         assert b.tags()["GSP_ENHANCER_SHA256"] and b.tags()["GSP_SEED"] == "5"
+        assert (b.tags()["GSP_TEMPERATURE"], b.tags()["GSP_STRENGTH"]) == ("0.0", "0.5")
         src, enhanced = a.read(), b.read()
     assert not np.array_equal(src, enhanced)
     # windows of core 32 with a halo of at least the receptive radius (67 px for demo) = the whole image
     model = surrogate_enhancer(EnhancerConfig.demo(), seed=0)
-    whole = enhance_array(model, src, seed=5, layout="CHW")
+    whole = enhance_array(model, src, seed=5, layout="CHW", temperature=0, strength=0.5)
     assert np.abs(whole.astype(int) - enhanced.astype(int)).max() <= 1
+    full = enhance_array(model, src, seed=5, layout="CHW", temperature=0)
+    assert np.abs(full.astype(int) - src).mean() > 1.8 * np.abs(enhanced.astype(int) - src).mean()
 
 
 def test_enhance_geotiff_leaves_nodata_pixels_alone(tmp_path, enhancer_file):

@@ -28,9 +28,31 @@ def run(tmp_path_factory, prefect_harness, dask_cluster, flow_pass, tiny_codec, 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = main(["process", str(damaged), "-o", str(out), "--codec", str(tiny_codec), "--enhancer",
-                     str(enhancer_ckpts[0]), "--temperature", "0", "--dask-address", dask_cluster.scheduler_address,
-                     "--cog", "--json"])
-    return {"code": code, "res": json.loads(buf.getvalue()), "out": out, "scene": scene}
+                     str(enhancer_ckpts[0]), "--temperature", "0", "--strength", "0.7",
+                     "--dask-address", dask_cluster.scheduler_address, "--cog", "--json"])
+    return {"code": code, "res": json.loads(buf.getvalue()), "out": out, "scene": scene, "enhancer": enhancer_ckpts[0]}
+
+
+@pytest.mark.slow
+def test_the_strength_reaches_the_pixels_the_version_the_item_and_the_report(run):
+    """--strength 0.7: the product keeps 70 % of the enhancer's change, and says so wherever the operating point
+    is written."""
+    from enhancer.checkpoint import load_enhancer
+    from enhancer.inference import enhance_array
+    from groundstation.product import open_product
+
+    res = run["res"]
+    assert "-t0-a0p7-h32" in res["version"]
+    product = open_product(res["product"])
+    assert product.attrs["gsp_summary"]["enhancer"]["strength"] == 0.7
+    assert "temperature 0.0, strength 0.7" in Path(res["report"]).read_text()
+    item = json.loads(Path(product.attrs["gsp_summary"]["stac_item"]).read_text())
+    assert item["properties"]["gsp:enhancer"]["strength"] == 0.7
+    decoded, enhanced = np.asarray(product["decoded"]), np.asarray(product["enhanced"])
+    valid = np.asarray(product["valid"]).astype(bool)
+    full = enhance_array(load_enhancer(run["enhancer"])[0], decoded, temperature=0, layout="CHW")
+    kept = np.abs(enhanced.astype(float) - decoded)[:, valid].mean() / np.abs(full.astype(float) - decoded)[:, valid].mean()
+    assert kept == pytest.approx(0.7, abs=0.03)
 
 
 @pytest.mark.slow

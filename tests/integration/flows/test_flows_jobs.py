@@ -187,14 +187,15 @@ def test_evaluate_flow_publishes_the_table_and_resumes(prefect_harness, station,
 
     # the sweep alone (--sweep-only) into a fresh folder: no evaluation table, the sweep's means published instead
     only = evaluate_job(images=str(images), out=str(station / "runs" / "eval-b"),
-                        sweep={"temperatures": [], "noise": [3.0], "unsharp": [], "vgg": "none", "only": True})
-    assert only["computed"] == 0 and only["sweep"]["computed"] == 2 * 3 and "csv" not in only["files"]
+                        sweep={"temperatures": [0.0], "strengths": [0.5], "noise": [3.0], "unsharp": [], "vgg": "none",
+                               "only": True})
+    assert only["computed"] == 0 and only["sweep"]["computed"] == 2 * 4 and "csv" not in only["files"]
     assert only["images"] == 2
     assert not (station / "runs" / "eval-b" / "per_image.csv").exists()
     arts = _artifacts(only["flow_run_id"])
     assert {r["variant"] for r in dict(arts["table"])["gsp-evaluate-eval-b-evaluation"]} == \
-        {"decoded", "enhanced:T=0.5", "noise:3"}
-    assert "the sweep only (6 rows computed" in arts["markdown"][0][1]
+        {"decoded", "enhanced:T=0.5", "enhanced:T=0:a=0.5", "noise:3"}
+    assert "the sweep only (8 rows computed" in arts["markdown"][0][1]
 
 
 def test_export_flow_writes_the_cog_beside_the_product_and_its_stac_item(prefect_harness, station, tiny_codec):

@@ -46,8 +46,8 @@ def test_cog_is_an_option_of_process_and_reprocess_and_of_the_ui_form():
 
 
 def test_without_a_temperature_the_registrys_operating_point_is_used():
-    """The rate point's temperature (chosen on validation images) when none is given; an explicit one wins;
-    an enhancer that is no rate point's gets the deterministic mean."""
+    """The rate point's temperature and strength (chosen on validation images) when none is given; each knob
+    given wins on its own; an enhancer that is no rate point's gets the deterministic mean, all of its change."""
     from flows.identity import FALLBACK_TEMPERATURE, ModelRef, with_operating_point
     from flows.options import ProcessOptions
     from groundstation.registry import load_registry
@@ -56,10 +56,33 @@ def test_without_a_temperature_the_registrys_operating_point_is_used():
     name, point = next(iter(reg.rate_points.items()))
     entry = reg.models[point.enhancer]
     enh = ModelRef(point.enhancer, entry.path, entry.sha256, {})
-    assert with_operating_point(ProcessOptions(), enh).temperature == point.temperature
-    assert with_operating_point(ProcessOptions(temperature=0.7), enh).temperature == 0.7
+    decided = with_operating_point(ProcessOptions(), enh)
+    assert (decided.temperature, decided.strength) == (point.temperature, point.strength)
+    decided = with_operating_point(ProcessOptions(temperature=0.7), enh)
+    assert (decided.temperature, decided.strength) == (0.7, point.strength)
+    decided = with_operating_point(ProcessOptions(strength=0.6), enh)
+    assert (decided.temperature, decided.strength) == (point.temperature, 0.6)
     stranger = ModelRef("elsewhere", "x.pt", "f" * 64, {})
-    assert with_operating_point(ProcessOptions(), stranger).temperature == FALLBACK_TEMPERATURE
+    decided = with_operating_point(ProcessOptions(), stranger)
+    assert (decided.temperature, decided.strength) == (FALLBACK_TEMPERATURE, 1.0)
+    with pytest.raises(ValueError, match="strength"):
+        ProcessOptions(strength=0)
+    with pytest.raises(ValueError, match="strength"):
+        ProcessOptions(strength=1.2)
+
+
+def test_the_registry_decides_the_operating_point_one_knob_at_a_time(tiny_codec, other_codec, enhancer_ckpts):
+    from groundstation.fileio import sha256_file
+    from helpers import two_point_registry
+
+    reg = two_point_registry(tiny_codec, other_codec, enhancer_ckpts[1], enhancer_ckpts[0], temperature=0.25,
+                             strength=0.8)
+    sha = sha256_file(enhancer_ckpts[0])
+    assert reg.operating_point(sha) == ("lo", 0.25, 0.8, ())
+    assert reg.operating_point(sha, temperature=0.0) == ("lo", 0.0, 0.8, ("temperature",))
+    assert "strength 0.8: the operating point of rate point lo" in reg.operating_point(sha, temperature=0).describe()
+    assert reg.operating_point("0" * 64) == (None, 0.0, 1.0, ())
+    assert "no rate point" in reg.operating_point("0" * 64).describe()
 
 
 def test_product_version_names_models_and_parameters():
@@ -69,16 +92,21 @@ def test_product_version_names_models_and_parameters():
     codec = ModelRef("elic-0032", "c.pt", "a" * 64, {})
     e1 = ModelRef("inn-demo", "e.pt", "b" * 64, {})
     e2 = ModelRef("inn-demo", "e2.pt", "c" * 64, {})
-    base = ProcessOptions(temperature=1.0)  # the temperature is decided before a version is named
+    base = ProcessOptions(temperature=1.0, strength=1.0)  # the operating point is decided before a version is named
     v = product_version(codec, e1, base)
     assert v == "elic-0032-aaaaaaaa-mosaic__inn-demo-bbbbbbbb-s0-t1-h32"  # the default: synthesis over the mosaic
     # tile-wise products keep the names they had before the mosaic mode, so they stay found (and complete)
-    tile = ProcessOptions(temperature=1.0, decode_mode="tile")
+    tile = ProcessOptions(temperature=1.0, strength=1.0, decode_mode="tile")
     assert product_version(codec, e1, tile) == "elic-0032-aaaaaaaa__inn-demo-bbbbbbbb-s0-t1-h32"
     assert product_version(codec, e2, base) != v  # another checkpoint under the same name
-    assert product_version(codec, e1, ProcessOptions(seed=1, temperature=1.0)) != v
-    assert product_version(codec, e1, ProcessOptions(temperature=0.5)) != v
-    assert product_version(codec, e1, ProcessOptions(tiles_per_batch=3, temperature=1.0)) == v  # batching: no pixel
+    assert product_version(codec, e1, ProcessOptions(seed=1, temperature=1.0, strength=1.0)) != v
+    assert product_version(codec, e1, ProcessOptions(temperature=0.5, strength=1.0)) != v
+    # a strength below 1 is named; at 1 the name is the one products had before the knob
+    assert (product_version(codec, e1, ProcessOptions(temperature=1.0, strength=0.85))
+            == "elic-0032-aaaaaaaa-mosaic__inn-demo-bbbbbbbb-s0-t1-a0p85-h32")
+    with pytest.raises(ValueError, match="operating point must be decided"):
+        product_version(codec, e1, ProcessOptions(temperature=1.0))
+    assert product_version(codec, e1, ProcessOptions(tiles_per_batch=3, temperature=1.0, strength=1.0)) == v
     assert product_version(codec, None, base).endswith("__decoded-only")
     p = product_paths("/out", "pass 7/b", v)
     assert p.product == Path(f"/out/pass-7-b/{v}.zarr") and p.metrics.name == f"{v}.metrics.parquet"

@@ -145,6 +145,28 @@ def test_temperature_zero_is_deterministic_and_seed_free(demo_model):
     assert np.array_equal(t1, t2)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_strength_keeps_that_fraction_of_the_enhancers_change(demo_model, fast):
+    """strength a: decoded + a (enhanced - decoded) before rounding, in whole images and window by window alike;
+    1 is the enhancer's output bit for bit."""
+    image = scene(64, 72, seed=5)
+    full = enhance_array(demo_model, image, seed=3, temperature=0.5, fast=fast)
+    assert np.array_equal(enhance_array(demo_model, image, seed=3, temperature=0.5, fast=fast, strength=1.0), full)
+    change = full.astype(float) - image
+    assert np.abs(change).mean() > 5  # the surrogate changes the image by tens of DN: the test can see a blend
+    for a in (0.25, 0.8):
+        out = enhance_array(demo_model, image, seed=3, temperature=0.5, fast=fast, strength=a)
+        expect = np.clip(image + a * change, 0, 255)  # the float output rounded once; this blends the rounded one
+        assert np.abs(out - expect).max() <= 1.0, a
+        assert np.abs(out.astype(float) - image).mean() == pytest.approx(a * np.abs(change).mean(), rel=0.03)
+        windows = tiled(demo_model, image, core=32, halo=16, seed=3, temperature=0.5, strength=a)
+        whole = enhance_array(demo_model, image, seed=3, temperature=0.5, strength=a)
+        assert np.abs(windows.astype(int) - whole).max() <= 2
+    for bad in (0.0, -0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="strength"):
+            enhance_array(demo_model, image, strength=bad)
+
+
 # Measured with this surrogate (weight seeds 0 and 1, 200x260, core 64): halo 0 -> max 90-94 DN, mean 3.4 DN;
 # halo 8 -> max 1-2 DN, mean 0.02 DN; halo 16 -> max 1 DN (a float rounding tie), mean 2e-4 DN. The bounds
 # leave one DN of margin on the maximum and ~50x on the mean; halo 0 shows the comparison can see seams.

@@ -63,7 +63,7 @@ def test_served_deployments_take_their_defaults_from_the_station_and_the_registr
         if d.flow_name == "apply-supplement":
             continue
         opts = d.parameters["options"]
-        assert opts["synthesis"] == "float64" and opts["temperature"] is None  # None: the operating point
+        assert opts["synthesis"] == "float64" and opts["temperature"] is None and opts["strength"] is None  # the op. point
         assert opts["enhancer"] == load_registry().default_enhancer
     assert deps["process-pass"].parameters["out_dir"] == products
     assert deps["process-pass"].entrypoint == "flows.deployments.process_pass_job"

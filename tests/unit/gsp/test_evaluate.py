@@ -113,7 +113,7 @@ def test_identity_enhancer_has_no_effect_and_a_real_one_does(evaluated):
 
 
 def test_rerun_resumes_and_recomputes_only_what_changed(evaluated, images, registry, tiny_codec, other_codec,
-                                                        identity_enhancer, enhancer_ckpts):
+                                                        identity_enhancer, enhancer_ckpts, tmp_path):
     res, out = evaluated
     before = pd.read_csv(out / PER_IMAGE_CSV)
     again = evaluate_folder(images, out, resolve_rate_points(None, registry))
@@ -136,6 +136,19 @@ def test_rerun_resumes_and_recomputes_only_what_changed(evaluated, images, regis
     changed = two_point_registry(tiny_codec, other_codec, identity_enhancer, enhancer_ckpts[0], temperature=0.5)
     again = evaluate_folder(images, out, resolve_rate_points(None, changed))
     assert again.computed == 3 and again.skipped == 3
+    # another strength likewise (in a copy: later tests read this folder); a file written before the strength
+    # column is read as strength 1
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    pd.read_csv(out / PER_IMAGE_CSV).drop(columns="strength").to_csv(copy / PER_IMAGE_CSV, index=False)
+    again = evaluate_folder(images, copy, resolve_rate_points(None, changed))
+    assert again.computed == 0 and again.skipped == 6
+    again = evaluate_folder(images, copy, resolve_rate_points(None, changed, strength=0.5))
+    assert again.computed == 6
+    per = pd.read_csv(copy / PER_IMAGE_CSV)
+    assert set(per.strength) == {0.5}
+    lo = per[per.rate_point == "lo"].pivot_table(index="image", columns="product", values="psnr_db")
+    assert (lo.enhanced != lo.decoded).all()  # the surrogate's half change is still a change
 
 
 def test_worker_processes_give_the_same_numbers(tmp_path, images, registry, evaluated):

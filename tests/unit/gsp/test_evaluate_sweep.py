@@ -142,11 +142,54 @@ def test_the_rule_is_applied_and_compared_with_the_registry(swept):
 
 def _summary(rows):
     return pd.DataFrame([{"rate_point": "p", "family": "enhanced", "images": 10, "strength": t, "d_psnr_db": d,
-                          "perceptual": q, "d_perceptual_pct": -q} for t, d, q in rows])
+                          "perceptual": q, "d_perceptual_pct": -q, "enhancer_strength": a}
+                         for t, d, q, *rest in rows for a in (rest[0] if rest else 1.0,)])
 
 
-def _point(t):
-    return ResolvedPoint("p", "c", "c.pt", None, "e", "e.pt", None, t, None)
+def _point(t, a=1.0):
+    return ResolvedPoint("p", "c", "c.pt", None, "e", "e.pt", None, t, None, strength=a)
+
+
+def test_rule_chooses_temperature_and_strength_together():
+    """The cheapest temperature can still cost too much: a strength below 1 is then the rule's way down."""
+    s = _summary([(0, -0.55, 0.30), (0, -0.45, 0.31, 0.8), (0.5, -0.48, 0.33, 0.6), (0.5, -0.9, 0.25)])
+    r = rule_choice(s, [_point(0)], max_cost_db=0.5).iloc[0]
+    assert (r.temperature, r.strength, r.qualified, r.agrees) == (0, 0.8, True, False)
+    assert (r.registry_temperature, r.registry_strength) == (0, 1)
+    r = rule_choice(s, [_point(0, 0.8)], max_cost_db=0.5).iloc[0]
+    assert r.agrees  # the registry records (0, 0.8)
+
+
+def test_strengths_are_swept_at_every_temperature_and_the_registrys_point_is_marked(images, registry, tmp_path):
+    """--strengths: each temperature at each strength; a rate point whose registry strength is below 1 has that
+    operating point swept and chosen; strength a keeps about a of the enhancer's change; an older sweep file
+    (no enhancer_strength column) resumes as strength 1."""
+    spec = SweepSpec(temperatures=(0.5,), strengths=(0.5, 1.0), noise=(), unsharp=(), vgg="none")
+    lo = resolve_rate_points(["lo"], registry, strength=0.75)[0]
+    assert lo.strength == 0.75 and lo.operating_label == "T=0.3:a=0.75"
+    res = sweep_folder(images, tmp_path, [lo], spec)
+    labels = [v.label for v in spec.variants(lo.temperature, lo.strength)]
+    assert labels == ["decoded", "enhanced:T=0.5", "enhanced:T=0.3:a=0.75", "enhanced:T=0.5:a=0.5"]
+    rows = pd.read_csv(tmp_path / SWEEP_CSV)
+    assert res.computed == 3 * 4 and set(rows.variant) == set(labels)
+    enh = rows[rows.family == "enhanced"].set_index(["image", "variant"])
+    assert set(enh.enhancer_strength) == {0.5, 0.75, 1.0} and rows[rows.family == "decoded"].enhancer_strength.isna().all()
+    change = enh.rms_change_dn.unstack()
+    ratio = (change["enhanced:T=0.5:a=0.5"] / change["enhanced:T=0.5"]).to_numpy()
+    np.testing.assert_allclose(ratio, 0.5, atol=0.05)
+    assert res.chosen.iloc[0].variant == "enhanced:T=0.3:a=0.75"
+    text = (tmp_path / "perception_distortion.md").read_text()
+    assert "| lo | T=0.3:a=0.75 |" in text and "rule's a" in text
+    # a file written before the knob: no enhancer_strength column; its enhancer rows are strength 1, kept
+    old = rows.drop(columns="enhancer_strength")
+    old = old[~old.variant.str.contains(":a=")]
+    old.to_csv(tmp_path / SWEEP_CSV, index=False)
+    again = sweep_folder(images, tmp_path, [lo], spec)
+    assert again.computed == 3 * 2 and again.skipped == 3 * 2
+    with pytest.raises(ConfigError, match="--strengths"):
+        SweepSpec(strengths=(0.0,))
+    with pytest.raises(ConfigError, match="--strength 1.5"):
+        resolve_rate_points(["lo"], registry, strength=1.5)
 
 
 def test_rule_picks_the_lowest_distance_within_the_cost_else_the_cheapest():
