@@ -120,9 +120,10 @@ def _list_models(args) -> int:
                      "lmbda": e.lmbda, "codec": e.codec, "sha256": e.sha256, "path": e.path,
                      "present": path.is_file(),
                      "default": name in (reg.default_codec, reg.default_enhancer)})
+    points = [{"rate_point": name, **p.model_dump()} for name, p in reg.rate_points.items()]
     if args.json:
         print(json.dumps({"default_codec": reg.default_codec, "default_enhancer": reg.default_enhancer,
-                          "models": rows}, indent=2))
+                          "models": rows, "rate_points": points}, indent=2))
         return 0
     print(f"default codec: {reg.default_codec}; default enhancer: {reg.default_enhancer or 'none'}")
     for r in rows:
@@ -131,4 +132,9 @@ def _list_models(args) -> int:
         extra += f" behind {r['codec']}" if r["codec"] else ""
         print(f"{'*' if r['default'] else ' '} {r['name']:<24} {r['kind']:<8} {r['architecture']} ({arch}){extra}; "
               f"sha256 {r['sha256'][:12]}... {r['path']}{'' if r['present'] else '  [MISSING]'}")
+    if points:
+        print("rate points (the operating point gsp process, the flows and gsp enhance use by default):")
+    for p in points:
+        print(f"  {p['rate_point']:<8} {p['codec']} + {p['enhancer']}: temperature {p['temperature']:g}, "
+              f"strength {p['strength']:g}")
     return 0

@@ -13,6 +13,7 @@ from PIL import Image
 from helpers import needs_shared
 from enhancer.checkpoint import random_state_dict, save_enhancer
 from enhancer.inference import enhance_array
+from groundstation.registry import load_registry
 from enhancer.model import EnhancerConfig
 from enhancer.testing import surrogate_enhancer
 from gsp.cli import main
@@ -176,6 +177,11 @@ def test_models_list_prints_the_registry(capsys):
     assert main(["models", "list"]) == 0
     text = capsys.readouterr().out
     assert "default codec: demo-elic-l0032" in text and "elic2022-chandelier" in text
+    reg = load_registry()
+    for name, p in reg.rate_points.items():  # each rate point with its operating point
+        assert f"{name:<8} {p.codec} + {p.enhancer}: temperature {p.temperature:g}, strength {p.strength:g}" in text
     assert main(["models", "list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert any(m["name"] == "demo-elic-l0032" and m["default"] for m in data["models"])
+    assert {p["rate_point"]: (p["temperature"], p["strength"]) for p in data["rate_points"]} == {
+        n: (p.temperature, p.strength) for n, p in reg.rate_points.items()}
