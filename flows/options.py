@@ -68,6 +68,14 @@ class ProcessOptions(BaseModel):
         return v
 
     @classmethod
+    def stored(cls, options: dict) -> "ProcessOptions":
+        """The options a product's run stored (``gsp_run.options``), read back with what older runs did not write:
+        a product made before the mosaic decode mode was decoded tile by tile; one made before the tuned mosaic
+        synthesis by the codec's own g_s; one made before the strength knob kept all of the enhancer's change
+        (its version has no ``-a`` part), whatever strength the registry's rate point has now."""
+        return cls.model_validate({"decode_mode": "tile", "mosaic_synthesis": "codec", "strength": 1.0, **options})
+
+    @classmethod
     def build(cls, **kwargs) -> "ProcessOptions":
         """Like the constructor, for the command line: a bad value is a ConfigError naming the option to change
         as the operator types it (``--tiles-per-batch``); the UI's form validates the model itself."""

@@ -244,10 +244,7 @@ def _apply_one(supplement_path: str, info: PassInfo, target: SupplementTarget, p
     header = PassHeader.model_validate(attrs["gsp_pass"])  # the pass as first processed
     summary = dict(attrs["gsp_summary"])
     # the product's own models and options (a changed checkpoint fails here)
-    # (a product made before the mosaic decode mode has no ``decode_mode`` option: it was decoded tile by tile;
-    # one made before the tuned mosaic synthesis has no ``mosaic_synthesis``: the codec's own g_s made its pixels)
-    plan = resolve_run(header, ProcessOptions.model_validate({"decode_mode": "tile", "mosaic_synthesis": "codec",
-                                                              **attrs["gsp_run"]["options"]}), products)
+    plan = resolve_run(header, ProcessOptions.stored(attrs["gsp_run"]["options"]), products)
     if plan.version != target.version:
         raise ProductError(f"{target.product}: its models resolve to version {plan.version} now; the supplement "
                            "needs the checkpoints the product was made with")

@@ -71,6 +71,26 @@ def test_without_a_temperature_the_registrys_operating_point_is_used():
         ProcessOptions(strength=1.2)
 
 
+def test_a_product_made_before_the_strength_knob_keeps_its_version():
+    """A supplement re-resolves the product's stored options: one stored before the strength existed kept all of the
+    enhancer's change, so its version must not pick up a rate point's strength below 1 (l0130's, say)."""
+    from flows.identity import ModelRef, product_version, with_operating_point
+    from flows.options import ProcessOptions
+    from groundstation.registry import load_registry
+
+    reg = load_registry()
+    weak = [p for p in reg.rate_points.values() if p.strength < 1]
+    assert weak, "no rate point with a strength below 1: this test needs one"
+    entry = reg.models[weak[0].enhancer]
+    enh = ModelRef(weak[0].enhancer, entry.path, entry.sha256, {})
+    codec = ModelRef("c", "c.pt", "a" * 64, {})
+    old = {"temperature": 0.0, "seed": 0, "halo": 32, "decode_mode": "mosaic", "mosaic_synthesis": "tuned"}
+    opts = with_operating_point(ProcessOptions.stored(old), enh)
+    assert opts.strength == 1.0 and "-a" not in product_version(codec, enh, opts).split("__")[1]
+    assert ProcessOptions.stored({}).decode_mode == "tile"  # older still: decoded tile by tile
+    assert with_operating_point(ProcessOptions(temperature=0.0), enh).strength == weak[0].strength  # a new run
+
+
 def test_the_registry_decides_the_operating_point_one_knob_at_a_time(tiny_codec, other_codec, enhancer_ckpts):
     from groundstation.fileio import sha256_file
     from helpers import two_point_registry
