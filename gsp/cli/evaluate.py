@@ -12,24 +12,27 @@ __all__ = ["COMMANDS", "register"]
 def register(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "evaluate", help="the paper's evaluation: ELIC then the enhancer at each rate point, tables and plots",
-        description="For every rate point (codec + the enhancer trained behind it + its temperature, from "
+        description="For every rate point (codec + the enhancer trained behind it + its operating point, "
+        "temperature and strength, from "
         "configs/models.yaml rate_points) and every image under IMAGE_DIR: real ELIC compress/decompress, "
         "enhancement, then bpp, PSNR, MS-SSIM and the perceptual distance of decoded and enhanced against the "
         "original. Writes OUT/evaluation.csv, OUT/evaluation.md, OUT/rd.png, OUT/rate_perception.png and "
         "OUT/per_image.csv (a rerun resumes from it).\n\n"
         "With --sweep, also the perception-distortion sweep: per rate point and image, the same decode is enhanced "
-        "at every temperature of --temperatures (the operating knob; the registry's temperature is always "
-        "included) and altered by two trivial controls swept in strength, Gaussian noise (--noise) and an unsharp "
+        "at every temperature of --temperatures and strength of --strengths (the operating knobs; the registry's "
+        "operating point is always included) and altered by two trivial controls swept in strength, Gaussian noise (--noise) and an unsharp "
         "mask (--unsharp); each variant's PSNR and perceptual distance (and ST-LPIPS VGG, --sweep-vgg) go to "
         "OUT/perception_distortion.csv (one row per image and variant; a rerun computes only missing rows). "
         "OUT/perception_distortion.md gives, at the registry's operating point, the change in PSNR and perceptual "
         "distance (paired 95% intervals) and each control interpolated to the same PSNR cost; "
         "OUT/perception_distortion.png draws perceptual distance against PSNR per rate point: the enhancer's curve "
-        "over temperature, the controls' curves, the decoded point and the registry's point.",
+        "over temperature (one per strength), the controls' curves, the decoded point and the registry's point. "
+        "--rule-max-cost applies the operating-point rule and writes its choice to OUT/operating_points.json.",
         formatter_class=Paragraphs,
         epilog="examples:\n  gsp evaluate ../shared/data/rsscn7/val -o runs/eval-val --workers 2 "
         "--reference configs/reference_points.csv\n"
-        "  gsp evaluate runs/data/valrep -o runs/eval-valrep --rate-points l0032 --sweep --temperatures 0,0.5,1\n"
+        "  gsp evaluate runs/data/valsel -o runs/eval-valsel --rate-points l0130 --sweep-only --temperatures 0,0.5 "
+        "--strengths 0.8,1 --rule-max-cost 0.45\n"
         "  gsp evaluate runs/data/valsel -o runs/eval-ablation --rate-points l0032 --enhancer runs/abl/enhancer.pt "
         "--sweep --noise none --unsharp none")
     ev.add_argument("images", metavar="IMAGE_DIR", help="folder of images (searched recursively)")
