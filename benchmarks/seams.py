@@ -11,7 +11,7 @@ is entropy-decoded once with its witness checked, and the same latents are turne
   ``mosaic_synthesis``; ``benchmarks/gs_mosaic_finetune.py``), where the registry names one.
 
 Synthesis is timed in interleaved rounds of all modes (the median; ``--repeats``), the entropy path once
-(it is the same for every mode). Each decoded mosaic is enhanced with the rate point's enhancer at its registry temperature (windows of 256 px
+(it is the same for every mode). Each decoded mosaic is enhanced with the rate point's enhancer at its registry operating point (windows of 256 px
 with a 32 px halo, seed 0, as the flows do). Per product: the seam ratio (source scene's beside it), PSNR and
 the perceptual distance on valid pixels, and decode ms per tile (entropy path + synthesis; timed here, one
 thread). ``halo_sweep`` measures g_s's effective receptive field, which chose :data:`HALO_LATENT`: a core
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 t0 = time.process_time()
                 enhance_mosaic(model, lambda y0, y1, x0, x1, _d=decoded: _d[:, y0:y1, x0:x1], sink,
-                               decoded.shape[1:], core=256, halo=32, seed=0, temperature=point.temperature)
+                               decoded.shape[1:], core=256, halo=32, seed=0, temperature=point.temperature,
+                               strength=point.strength)
                 t_enh = time.process_time() - t0
                 enhanced[:, ~valid] = 0
                 row = {"scene": Path(scene_path).name, "rate_point": rp, "decode_mode": mode, "tiles": n,

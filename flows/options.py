@@ -60,6 +60,16 @@ class ProcessOptions(BaseModel):
     def _checkpoint_under_roots(cls, v: str | None, info) -> str | None:
         return checked_model(info.field_name, v)  # a file from the UI: under the weights or runs root
 
+    @field_validator("temperature", "strength")
+    @classmethod
+    def _named_exactly(cls, v: float | None) -> float | None:
+        # the product version writes these with 6 significant digits: two values that print alike would share a
+        # product (and resume one into the other)
+        if v is not None and float(format(v, "g")) != v:
+            raise ValueError(f"{v!r} has more than 6 significant digits; round it (the product version names it "
+                             f"as {format(v, 'g')})")
+        return v
+
     @field_validator("halo")
     @classmethod
     def _even_halo(cls, v: int) -> int:

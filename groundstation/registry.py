@@ -82,12 +82,17 @@ class OperatingPoint(NamedTuple):
     def describe(self) -> str:
         """What decided it, for a log line: ``temperature 0.375 and strength 1: the operating point of ...``."""
         rest = [k for k in ("temperature", "strength") if k not in self.given]
+        given = " and ".join(f"{k} {getattr(self, k):g}" for k in self.given)
         if not rest:
-            return f"temperature {self.temperature:g}, strength {self.strength:g} (as given)"
+            return f"{given} (as given)"
         said = " and ".join(f"{k} {getattr(self, k):g}" for k in rest)
         if self.rate_point is None:
-            return f"{said}: the enhancer is no rate point of the registry (the deterministic mean, all of its change)"
-        return f"{said}: the operating point of rate point {self.rate_point}"
+            why = {"temperature": "the deterministic mean", "strength": "all of its change"}
+            said += (": the enhancer is no rate point of the registry ("
+                     + ", ".join(why[k] for k in rest) + ")")
+        else:
+            said += f": the operating point of rate point {self.rate_point}"
+        return said + (f"; {given} as given" if given else "")
 
 
 #: Temperature of an enhancer that is no rate point's (a checkpoint from elsewhere): the deterministic mean.

@@ -100,8 +100,9 @@ def _provenance(attrs: dict, summary: dict | None) -> dict:
         props.update({
             "gsp:codec": {"name": s["codec"]["name"], "sha256": s["codec"]["sha256"],
                           "lambda": p.get("codec", {}).get("lmbda"), "entropy": p.get("codec", {}).get("entropy")},
-            "gsp:enhancer": ({k: s["enhancer"].get(k) for k in ("name", "sha256", "seed", "temperature", "strength",
-                                                                 "halo")} if s.get("enhancer") else None),
+            # (a product made before the strength knob kept all of the enhancer's change: strength 1)
+            "gsp:enhancer": ({**{k: s["enhancer"].get(k) for k in ("name", "sha256", "seed", "temperature", "halo")},
+                              "strength": s["enhancer"].get("strength", 1.0)} if s.get("enhancer") else None),
             "gsp:tiles_total": s.get("tiles_total"), "gsp:tiles_lost": len(s.get("lost", [])),
             "gsp:lost_tiles": [d["tile"] for d in s.get("lost", [])],
             "gsp:bpp": s.get("bpp"), "gsp:software": s.get("software"), "gsp:flow_run_id": s.get("flow_run_id"),

@@ -90,8 +90,9 @@ class SweepOptions(BaseModel):
 
     temperatures: list[float] | None = Field(None, description="enhancer temperatures, >= 0 (the registry's "
                                              "temperature is always added); [] = that one alone")
-    strengths: list[float] | None = Field(None, description="enhancer strengths swept at each temperature, in "
-                                          "(0, 1] (the fraction of its change kept; default [1])")
+    strengths: list[Annotated[float, Field(gt=0, le=1)]] | None = Field(
+        None, min_length=1, description="enhancer strengths swept at each temperature, in (0, 1] (the fraction of "
+        "its change kept; default [1])")
     noise: list[float] | None = Field(None, description="Gaussian-noise control, stds in DN; [] = none")
     unsharp: list[float] | None = Field(None, description="unsharp-mask control, whole percent; [] = none")
     unsharp_radius: float | None = Field(None, gt=0)
@@ -348,6 +349,9 @@ def _evaluate(images, out, rate_points, temperature, strength, limit, workers, s
     only = spec is not None and sweep.only
     if only:
         check_sweep_only(tile_size, reference, "sweep.only")
+        if temperature is not None or strength is not None:
+            raise ConfigError("temperature / strength set the operating point of the evaluation table, which "
+                              "sweep.only leaves out; sweep other points with sweep.temperatures / sweep.strengths")
     report, table = "", []
     result = {"out": str(run), "images": 0, "computed": 0, "skipped": 0, "rate_points": [p.name for p in points],
               "files": {}, "flow_run_id": _flow_run_id()}

@@ -101,6 +101,9 @@ def _sweep_spec(args):
     if args.sweep_only:  # implies --sweep
         args.sweep = True
         check_sweep_only(args.tile_size, args.reference, "--sweep-only")
+        if args.temperature is not None or args.strength is not None:
+            raise ConfigError("--temperature / --strength set the operating point of the evaluation table, which "
+                              "--sweep-only leaves out; sweep other points with --temperatures / --strengths")
     if not args.sweep:
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to the perception-distortion sweep: add --sweep")

@@ -101,8 +101,12 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         if not self.strengths or any(not (math.isfinite(a) and 0 < a <= 1) for a in self.strengths):
-            raise ConfigError(f"--strengths {self.strengths}: give fractions of the enhancer's change in (0, 1] "
-                              "(1 = all of it)")
+            raise ConfigError(f"--strengths {','.join(f'{a:g}' for a in self.strengths) or 'none'}: give fractions "
+                              "of the enhancer's change in (0, 1] (1 = all of it)")
+        if not self.temperatures and tuple(self.strengths) != DEFAULT_STRENGTHS:
+            raise ConfigError("--strengths are swept at each of --temperatures; with --temperatures none only each "
+                              "rate point's registry operating point is swept: give temperatures, or leave out "
+                              "--strengths")
         if any(not (math.isfinite(t) and t >= 0) for t in self.temperatures):
             raise ConfigError(f"--temperatures {self.temperatures}: give finite values >= 0")
         if any(not (math.isfinite(s) and s > 0) for s in self.noise):

@@ -69,6 +69,8 @@ def test_without_a_temperature_the_registrys_operating_point_is_used():
         ProcessOptions(strength=0)
     with pytest.raises(ValueError, match="strength"):
         ProcessOptions(strength=1.2)
+    with pytest.raises(ValueError, match="6 significant digits"):  # would print as -a0p8, another product's name
+        ProcessOptions(strength=0.80000001)
 
 
 def test_a_product_made_before_the_strength_knob_keeps_its_version():
@@ -103,6 +105,9 @@ def test_the_registry_decides_the_operating_point_one_knob_at_a_time(tiny_codec,
     assert "strength 0.8: the operating point of rate point lo" in reg.operating_point(sha, temperature=0).describe()
     assert reg.operating_point("0" * 64) == (None, 0.0, 1.0, ())
     assert "no rate point" in reg.operating_point("0" * 64).describe()
+    said = reg.operating_point("0" * 64, temperature=0.5).describe()
+    assert said == "strength 1: the enhancer is no rate point of the registry (all of its change); temperature 0.5 as given"
+    assert reg.operating_point(sha, 0.1, 0.2).describe() == "temperature 0.1 and strength 0.2 (as given)"
 
 
 def test_product_version_names_models_and_parameters():

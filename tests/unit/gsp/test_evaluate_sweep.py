@@ -188,6 +188,8 @@ def test_strengths_are_swept_at_every_temperature_and_the_registrys_point_is_mar
     assert again.computed == 3 * 2 and again.skipped == 3 * 2
     with pytest.raises(ConfigError, match="--strengths"):
         SweepSpec(strengths=(0.0,))
+    with pytest.raises(ConfigError, match="with --temperatures none"):  # strengths need temperatures to sweep at
+        SweepSpec(temperatures=(), strengths=(0.8,))
     with pytest.raises(ConfigError, match="--strength 1.5"):
         resolve_rate_points(["lo"], registry, strength=1.5)
 
@@ -398,6 +400,8 @@ def test_cli_sweep_only_skips_the_evaluation_table(images, tmp_path, capsys):
     assert set(rows.variant) == {"decoded", f"enhanced:T={t:g}", "noise:3"} and len(rows) == 2 * 3
     assert main(["evaluate", str(images), "-o", str(out), "--sweep-only", "--tile-size", "256"]) == 2
     assert "--sweep-only: the sweep codes whole images" in capsys.readouterr().err
+    assert main(["evaluate", str(images), "-o", str(out), "--sweep-only", "--strength", "0.8"]) == 2
+    assert "which --sweep-only leaves out" in capsys.readouterr().err  # it would be ignored, not used
 
 
 def test_cli_sweep_with_the_registrys_demo_models(images, tmp_path, capsys):
