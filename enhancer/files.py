@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from enhancer.inference import enhance_mosaic
+from enhancer.inference import check_strength, enhance_mosaic
 from groundstation.errors import ConfigError, SceneError
 from groundstation.fileio import atomic_path
 
@@ -31,14 +31,15 @@ def check_enhance_args(core: int, halo: int, temperature: float, strength: float
                           "that windows start on the Haar 2x2 grid")
     if temperature < 0:
         raise ConfigError(f"{names[2]} {temperature} must be >= 0")
-    if not 0 < strength <= 1:
-        raise ConfigError(f"{names[3]} {strength}: give the fraction of the enhancer's change to keep, in (0, 1] "
-                          "(1 = all of it)")
+    try:
+        check_strength(strength, names[3])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def enhance_file(src: str | Path, dst: str | Path, model, *, seed: int = 0, temperature: float = 1.0,
-                 strength: float = 1.0, core: int = 256, halo: int = 32, batch_size: int = 4, device: str = "cpu", progress: bool = False,
-                 provenance: Mapping[str, str] | None = None) -> dict:
+                 strength: float = 1.0, core: int = 256, halo: int = 32, batch_size: int = 4, device: str = "cpu",
+                 progress: bool = False, provenance: Mapping[str, str] | None = None) -> dict:
     """Enhance one 3-band uint8 image file (PNG/JPEG/...) or GeoTIFF into ``dst``; returns a summary dict.
 
     A GeoTIFF is read and written in windows (:func:`enhancer.inference.enhance_mosaic`), so it never has to

@@ -167,7 +167,8 @@ def _enhance_blocks(model: INNRSIC, blocks: np.ndarray | Sequence[np.ndarray],
 
 
 def check_strength(strength: float, option: str = "strength") -> float:
-    """``strength`` as a float in (0, 1], else a ValueError naming ``option``."""
+    """``strength`` as a float in (0, 1], else a ValueError naming ``option`` (the one check of the range; callers
+    that speak to an operator turn it into a ConfigError)."""
     strength = float(strength)
     if not (0.0 < strength <= 1.0):
         raise ValueError(f"{option} {strength:g}: give a fraction of the enhancer's change in (0, 1] (1 = all of it)")

@@ -32,7 +32,6 @@ __all__ = ["FALLBACK_TEMPERATURE", "ModelRef", "ProductPaths", "RunPlan", "check
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class ModelRef:
     name: str
@@ -79,8 +78,8 @@ def mosaic_g_s(codec_sha256: str, opts: ProcessOptions) -> str | None:
 
 def product_version(codec: ModelRef, enhancer: ModelRef | None, opts: ProcessOptions) -> str:
     """A name for what decides the product's pixels: codec and enhancer (name + sha256 prefix), seed,
-    temperature, strength (``-a<strength>``, only where it is not 1) and halo (``-px64`` for float64 pixel synthesis, ``-mosaic`` for synthesis over the latent
-    mosaic, then ``-gs<sha256 prefix>`` when a g_s fine-tuned for it runs that synthesis; tile-wise products
+    temperature, strength (``-a<strength>``, only where it is not 1) and halo (``-px64`` for float64 pixel
+    synthesis, ``-mosaic`` for synthesis over the latent mosaic, then ``-gs<sha256 prefix>`` when a g_s fine-tuned for it runs that synthesis; tile-wise products
     keep the names they had before the mosaic mode). E.g.
     ``tiny-pt-1a2b3c4d-mosaic__sr-demo-5e6f7a8b-s0-t1-h32``."""
     if enhancer is not None and (opts.temperature is None or opts.strength is None):

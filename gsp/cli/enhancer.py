@@ -67,7 +67,8 @@ def cmd_enhance(args) -> int:
     point = load_registry().operating_point(digest, args.temperature, args.strength)
     res = enhance_file(args.image, args.out, model, seed=args.seed, temperature=point.temperature,
                        strength=point.strength, core=args.core, halo=args.halo, batch_size=args.batch_size,
-                       device=args.device, progress=progress(), provenance={"enhancer": name, "enhancer_sha256": digest})
+                       device=args.device, progress=progress(),
+                       provenance={"enhancer": name, "enhancer_sha256": digest})
     print(f"{res['out']}: {res['width']}x{res['height']} enhanced with {name} (sha256 {digest[:16]}...), seed "
           f"{args.seed}, {point.describe()}; {res['windows']} windows in {res['seconds']:.1f} s"
           + (", CRS and transform kept" if res["georeferenced"] else ""))

@@ -42,8 +42,13 @@ def resolve_rate_points(names: Iterable[str] | None = None, registry=None, tempe
     ``names`` gives (to evaluate a training run, e.g. an ablation, beside the registry's)."""
     if temperature is not None and not (temperature >= 0 and math.isfinite(temperature)):
         raise ConfigError(f"--temperature {temperature}: give a finite value >= 0")
-    if strength is not None and not 0 < strength <= 1:
-        raise ConfigError(f"--strength {strength}: give the fraction of the enhancer's change to keep, in (0, 1]")
+    if strength is not None:
+        from enhancer.inference import check_strength
+
+        try:
+            check_strength(strength, "--strength")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     from groundstation.registry import load_registry, resolve_model
 
     registry = registry or load_registry()

@@ -100,9 +100,15 @@ class SweepSpec:
     strengths: tuple[float, ...] = DEFAULT_STRENGTHS
 
     def __post_init__(self) -> None:
-        if not self.strengths or any(not (math.isfinite(a) and 0 < a <= 1) for a in self.strengths):
-            raise ConfigError(f"--strengths {','.join(f'{a:g}' for a in self.strengths) or 'none'}: give fractions "
-                              "of the enhancer's change in (0, 1] (1 = all of it)")
+        if not self.strengths:
+            raise ConfigError("--strengths: give at least one fraction of the enhancer's change in (0, 1]")
+        from enhancer.inference import check_strength
+
+        for a in self.strengths:
+            try:
+                check_strength(a, "--strengths")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if not self.temperatures and tuple(self.strengths) != DEFAULT_STRENGTHS:
             raise ConfigError("--strengths are swept at each of --temperatures; with --temperatures none only each "
                               "rate point's registry operating point is swept: give temperatures, or leave out "
